@@ -1,0 +1,519 @@
+"""machines/<env>.toml → Machine records, and picking machines by --env, --host and name patterns.
+
+One file per environment; its stem is the environment key. The format, with a full example, is in
+docs/inventory.md. Everything is checked on load, so that a typo stops the run before any host is
+touched; every error is one line that names the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import tomllib
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+from octoboot.errors import ConfigError
+
+# Machine names end up in file names (identity store, logs) and on command lines.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The version is pasted into URLs, paths and remote commands: keep it to what versions look like.
+_VERSION = re.compile(r"[0-9]+(\.[0-9]+)*([-+][0-9A-Za-z.+-]+)?")
+_REMOTE_SCHEMES = ("http://", "https://")
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    """How to reach a machine. None leaves the choice to ssh_config, Fabric or octoboot's default
+    (known_hosts: octoboot's own file in its state dir; config: the user's ~/.ssh/config)."""
+
+    user: str | None = None
+    port: int | None = None
+    key: Path | None = None
+    config: Path | None = None
+    known_hosts: Path | None = None
+    sudo: bool = False
+    connect_timeout: float = 10.0
+    deadline: float = 900.0
+
+
+@dataclass(frozen=True)
+class TentacleOptions:
+    """What to install and how to configure it. `source` is an http(s) URL the host downloads, or
+    an absolute local path pushed from the controller; it may contain "{version}"."""
+
+    instance: str = "Tentacle"
+    port: int = 10933
+    version: str | None = None
+    source: str | None = None
+    app_dir: str = "/home/Octopus/Applications"
+
+    @property
+    def source_is_local(self) -> bool:
+        return self.source is not None and not self.source.startswith(_REMOTE_SCHEMES)
+
+    def resolved_source(self) -> str | None:
+        """The source with {version} filled in (loading refuses {version} without a version)."""
+        if self.source is None or self.version is None:
+            return self.source
+        return self.source.replace("{version}", self.version)
+
+
+@dataclass(frozen=True)
+class OctopusOverride:
+    """An environment's own Octopus: every field set here wins over the settings' one."""
+
+    url: str | None = None
+    space: str | None = None
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    env_key: str
+    environment: str
+    roles: tuple[str, ...]
+    address: str
+    public_hostname: str | None
+    ssh: SshOptions
+    tentacle: TentacleOptions
+    octopus: OctopusOverride | None
+    source_file: Path
+
+
+@dataclass(frozen=True)
+class Environment:
+    key: str
+    name: str
+    file: Path
+    machines: tuple[Machine, ...]
+    octopus: OctopusOverride | None = None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    directory: Path
+    environments: dict[str, Environment]
+
+    def select(
+        self, env: str | None = None, hosts: Sequence[str] = (), limits: Sequence[str] = ()
+    ) -> list[Machine]:
+        """The machines of `env` (or of every environment when only hosts are given), narrowed to
+        `hosts` (exact names) and to names matching any of the `limits` globs; inventory order."""
+        if env is None and not hosts:
+            raise ConfigError(
+                f"choose --env or --host (environments: {', '.join(self.environments) or 'none'})"
+            )
+        scope = [self._environment(env)] if env is not None else list(self.environments.values())
+        machines = [machine for environment in scope for machine in environment.machines]
+        if hosts:
+            # A host found without --env is in one environment only, so its name is enough.
+            wanted = {self._host(host, scope, env).name for host in hosts}
+            machines = [machine for machine in machines if machine.name in wanted]
+        elif not machines:
+            raise ConfigError(f"{scope[0].file} lists no machines: add [[machines]] entries")
+        for pattern in limits:
+            if not any(fnmatchcase(machine.name, pattern) for machine in machines):
+                raise ConfigError(
+                    f"limit pattern {pattern!r} matches none of the selected machines "
+                    f"({_some(machine.name for machine in machines)})"
+                )
+        if limits:
+            machines = [m for m in machines if any(fnmatchcase(m.name, p) for p in limits)]
+        return machines
+
+    def _environment(self, key: str) -> Environment:
+        try:
+            return self.environments[key]
+        except KeyError:
+            raise ConfigError(
+                f"no environment {key!r}: there is no {self.directory / f'{key}.toml'}"
+                f"{_did_you_mean(key, self.environments)}"
+                f" (known: {', '.join(self.environments) or 'none'})"
+            ) from None
+
+    def _host(self, name: str, scope: list[Environment], env: str | None) -> Machine:
+        found = [m for environment in scope for m in environment.machines if m.name == name]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            files = " and ".join(str(machine.source_file) for machine in found)
+            keys = " or ".join(machine.env_key for machine in found)
+            raise ConfigError(f"machine {name!r} is in {files}: add --env {keys} to choose one")
+        names = [m.name for environment in scope for m in environment.machines]
+        if env is None:
+            raise ConfigError(
+                f"no machine {name!r} in {self.directory / '*.toml'}{_did_you_mean(name, names)}"
+            )
+        elsewhere = [
+            str(environment.file)
+            for environment in self.environments.values()
+            if any(m.name == name for m in environment.machines)
+        ]
+        hint = f" (it is in {', '.join(elsewhere)})" if elsewhere else _did_you_mean(name, names)
+        raise ConfigError(f"no machine {name!r} in {scope[0].file}{hint}")
+
+
+def load_inventory(machines_dir: Path) -> Inventory:
+    """Every machines_dir/*.toml, keyed by file stem (dot files, e.g. editor locks, are skipped)."""
+    if not machines_dir.is_dir():
+        raise ConfigError(
+            f"no machines directory {machines_dir}: create it with one <env>.toml per environment "
+            "(format: docs/inventory.md)"
+        )
+    files = sorted(
+        path
+        for path in machines_dir.glob("*.toml")
+        if path.is_file() and not path.name.startswith(".")
+    )
+    if not files:
+        raise ConfigError(
+            f"{machines_dir} has no *.toml files: add one per environment, e.g. "
+            f"{machines_dir / 'qa.toml'} (format: docs/inventory.md)"
+        )
+    return Inventory(machines_dir, {env.key: env for env in map(load_environment, files)})
+
+
+def load_environment(path: Path) -> Environment:
+    """One machines/<env>.toml; relative paths in it are relative to its folder."""
+    data = _read_toml(path)
+    if not SAFE_NAME.fullmatch(path.stem):
+        raise ConfigError(
+            f"{path}: the file name is the environment key used by --env: name it with letters, "
+            "digits, '.', '_' or '-', like qa.toml"
+        )
+    base = path.parent.resolve()
+    top = _check_table(path, "", data, _TOP_SPEC)
+    ssh = SshOptions(**_check_table(path, "[ssh]", top.get("ssh", {}), _ssh_spec(base)))
+    tentacle = TentacleOptions(
+        **_check_table(path, "[tentacle]", top.get("tentacle", {}), _tentacle_spec(base))
+    )
+    if tentacle.source and "{version}" in tentacle.source and tentacle.version is None:
+        raise ConfigError(
+            f'{path}: [tentacle] source contains {{version}}: set version = "..." under [tentacle]'
+        )
+    octopus_values = _check_table(path, "[octopus]", top.get("octopus", {}), _octopus_spec(base))
+    if {"api_key_env", "api_key_file"} <= octopus_values.keys():
+        raise ConfigError(f"{path}: [octopus]: set api_key_env or api_key_file, not both")
+    octopus = OctopusOverride(**octopus_values) if octopus_values else None
+    environment = top.get("environment", path.stem)
+    template = Machine(  # the file's defaults, which each [[machines]] entry overrides
+        name="",
+        env_key=path.stem,
+        environment=environment,
+        roles=top.get("roles", ()),
+        address="",
+        public_hostname=None,
+        ssh=ssh,
+        tentacle=tentacle,
+        octopus=octopus,
+        source_file=path,
+    )
+    spec = _machine_spec(base)
+    machines: list[Machine] = []
+    for number, entry in enumerate(top.get("machines", []), start=1):
+        machine = _machine(path, number, entry, spec, template)
+        _refuse_duplicate(path, machine, machines)
+        machines.append(machine)
+    return Environment(path.stem, environment, path, tuple(machines), octopus)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from None
+
+
+def _machine(
+    path: Path, number: int, entry: dict[str, Any], spec: Mapping[str, Check], template: Machine
+) -> Machine:
+    raw_name = entry.get("name")
+    where = f"machine {raw_name!r}" if isinstance(raw_name, str) else f"[[machines]] entry {number}"
+    values = _check_table(path, where, entry, spec)
+    if "name" not in values:
+        raise ConfigError(f'{path}: {where}: missing name = "..." (required)')
+    roles = values.get("roles", template.roles)
+    if not roles:
+        raise ConfigError(
+            f"{path}: {where}: no roles: set roles = [...] at the top of the file or on the machine"
+        )
+    ssh = {key: values[key] for key in _SSH_KEYS if key in values}
+    tentacle = template.tentacle
+    if "tentacle_port" in values:
+        tentacle = dataclasses.replace(tentacle, port=values["tentacle_port"])
+    return dataclasses.replace(
+        template,
+        name=values["name"],
+        roles=roles,
+        address=values.get("address", values["name"]),
+        public_hostname=values.get("public_hostname"),
+        ssh=dataclasses.replace(template.ssh, **ssh),
+        tentacle=tentacle,
+    )
+
+
+def _refuse_duplicate(path: Path, machine: Machine, earlier: list[Machine]) -> None:
+    for other in earlier:
+        if other.name == machine.name:
+            raise ConfigError(f"{path}: machine {machine.name!r} is listed twice")
+        if other.name.casefold() == machine.name.casefold():
+            raise ConfigError(
+                f"{path}: machines {other.name!r} and {machine.name!r} differ only in case: "
+                "give them names that differ in more than case"
+            )
+
+
+# --- value checks: each returns the value to keep, or raises _Invalid with what is wrong ---
+
+
+class _Invalid(ValueError):
+    """What is wrong with one value; the caller adds the file, the table and the key."""
+
+
+Check = Callable[[Any], Any]
+
+_KINDS = {
+    bool: "true/false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a table",
+}
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], expected: str) -> None:
+    # TOML booleans are Python ints: keep `port = true` from passing as 1.
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+        raise _Invalid(f"expected {expected}, got {_KINDS.get(type(value), 'a date/time')}")
+
+
+def _text(value: Any) -> str:
+    _expect(value, str, "a string")
+    if not value.strip():
+        raise _Invalid("must not be empty")
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise _Invalid("must not contain line breaks or other control characters")
+    return value
+
+
+def _host(value: Any) -> str:
+    if any(char.isspace() for char in _text(value)):
+        raise _Invalid(f"must be a host name or IP address, got {value!r}")
+    return value
+
+
+def _machine_name(value: Any) -> str:
+    if not SAFE_NAME.fullmatch(_text(value)):
+        raise _Invalid(
+            f"{value!r} is not a safe machine name: use 1 to 63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _roles(value: Any) -> tuple[str, ...]:
+    _expect(value, list, "a list of strings")
+    return tuple(dict.fromkeys(_text(role) for role in value))
+
+
+def _port(value: Any) -> int:
+    _expect(value, int, "an integer")
+    if not 1 <= value <= 65535:
+        raise _Invalid(f"must be a port number from 1 to 65535, got {value}")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    _expect(value, (int, float), "a number of seconds")
+    if not (math.isfinite(value) and value > 0):
+        raise _Invalid(f"must be a positive number of seconds, got {value}")
+    return float(value)
+
+
+def _flag(value: Any) -> bool:
+    _expect(value, bool, "true or false")
+    return value
+
+
+def _variable_name(value: Any) -> str:
+    # Never echo this value: a common slip is pasting the key itself here.
+    if not _VARIABLE_NAME.fullmatch(_text(value)):
+        raise _Invalid(
+            "must be the NAME of an environment variable (letters, digits, '_') that holds "
+            "the key, not the key itself"
+        )
+    return value
+
+
+def _version(value: Any) -> str:
+    if not _VERSION.fullmatch(_text(value)):
+        raise _Invalid(f"must be a version like 8.3.2977, got {value!r}")
+    return value
+
+
+def _remote_dir(value: Any) -> str:
+    if not _text(value).startswith("/"):
+        raise _Invalid(f"must be an absolute path on the host, got {value!r}")
+    return value
+
+
+def _local_path(base: Path) -> Check:
+    def check(value: Any) -> Path:
+        path = Path(_text(value)).expanduser()
+        return path if path.is_absolute() else (base / path).resolve()
+
+    return check
+
+
+def _source(base: Path) -> Check:
+    local = _local_path(base)
+
+    def check(value: Any) -> str:
+        if "://" not in _text(value):
+            return str(local(value))
+        url = urlsplit(value)
+        if value.startswith(_REMOTE_SCHEMES) and url.netloc:
+            return value
+        if url.scheme == "file" and url.netloc in ("", "localhost") and url.path.startswith("/"):
+            return url2pathname(url.path)
+        raise _Invalid("must be an http(s) URL, a file:///absolute/path URL or a local path")
+
+    return check
+
+
+def _table(value: Any) -> dict[str, Any]:
+    _expect(value, dict, "a table")
+    return value
+
+
+def _tables(value: Any) -> list[dict[str, Any]]:
+    _expect(value, list, "an array of tables ([[machines]])")
+    for entry in value:
+        _expect(entry, dict, "a [[machines]] table in every entry")
+    return value
+
+
+_TOP_SPEC: dict[str, Check] = {
+    "environment": _text,
+    "roles": _roles,
+    "octopus": _table,
+    "ssh": _table,
+    "tentacle": _table,
+    "machines": _tables,
+}
+
+
+def _ssh_spec(base: Path) -> dict[str, Check]:
+    path = _local_path(base)
+    return {
+        "user": _text,
+        "port": _port,
+        "key": path,
+        "config": path,
+        "known_hosts": path,
+        "sudo": _flag,
+        "connect_timeout": _seconds,
+        "deadline": _seconds,
+    }
+
+
+def _tentacle_spec(base: Path) -> dict[str, Check]:
+    return {
+        "instance": _text,
+        "port": _port,
+        "version": _version,
+        "source": _source(base),
+        "app_dir": _remote_dir,
+    }
+
+
+def _octopus_spec(base: Path) -> dict[str, Check]:
+    return {
+        "url": _text,
+        "space": _text,
+        "api_key_env": _variable_name,
+        "api_key_file": _local_path(base),
+    }
+
+
+def _machine_spec(base: Path) -> dict[str, Check]:
+    return {
+        "name": _machine_name,  # first, so that later errors can name the machine
+        "address": _host,
+        "roles": _roles,
+        "public_hostname": _host,
+        "tentacle_port": _port,
+        **_ssh_spec(base),
+    }
+
+
+_SSH_KEYS = tuple(_ssh_spec(Path()))
+
+# Where a key belongs, to explain an unknown key that is valid elsewhere. Later entries win, so
+# "port" points at [ssh] and "roles" at the top of the file.
+_HOME = {
+    **dict.fromkeys(_machine_spec(Path()), "in a [[machines]] entry"),
+    **dict.fromkeys(_octopus_spec(Path()), "under [octopus]"),
+    **dict.fromkeys(_tentacle_spec(Path()), "under [tentacle]"),
+    **dict.fromkeys(_SSH_KEYS, "under [ssh] or in a [[machines]] entry"),
+    **dict.fromkeys(
+        _TOP_SPEC,
+        "at the top of the file, above the first [table] (TOML reads a key below a [table] or "
+        "[[machines]] header as part of that table)",
+    ),
+}
+
+
+def _check_table(
+    path: Path, where: str, table: Mapping[str, Any], spec: Mapping[str, Check]
+) -> dict[str, Any]:
+    prefix = f"{path}: {where}: " if where else f"{path}: "
+    for key in table:
+        if key not in spec:
+            raise ConfigError(prefix + _unknown_key(key, spec))
+    values = {}
+    for key, check in spec.items():
+        if key in table:
+            try:
+                values[key] = check(table[key])
+            except _Invalid as problem:
+                raise ConfigError(f"{prefix}{key}: {problem}") from None
+    return values
+
+
+def _unknown_key(key: str, valid: Iterable[str]) -> str:
+    if key in _HOME:
+        return f"key {key!r} does not belong here: put it {_HOME[key]}"
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+    return f"unknown key {key!r} ({hint})"
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    by_folded = {candidate.casefold(): candidate for candidate in candidates}
+    close = difflib.get_close_matches(word.casefold(), by_folded, n=3)
+    return f"; did you mean {' or '.join(repr(by_folded[c]) for c in close)}?" if close else ""
+
+
+def _some(names: Iterable[str], limit: int = 10) -> str:
+    names = list(names)
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

@@ -1,0 +1,114 @@
+"""Pack the Tentacle stand-in like the real Linux archive, and write the systemctl launcher.
+
+The real `tentacle-<version>-net8.0-linux-x64.tar.gz` has a top folder `tentacle/`, so
+extracting it into /opt/octopus gives /opt/octopus/tentacle/Tentacle. Ours holds:
+
+    tentacle/Tentacle               /bin/sh launcher: runs `python -m tentacle_standin` from lib/
+    tentacle/VERSION                the version `Tentacle version` reports
+    tentacle/configure-tentacle.sh  placeholder for the real interactive wizard
+    tentacle/lib/tentacle_standin/  the stand-in, copied from octoboot/sandbox/tentacle_standin
+    tentacle/lib/octoboot/          __init__, errors, certificates, copied from this tree
+
+The archive is deterministic (sorted entries, fixed owners and times, gzip mtime 0), so the same
+inputs always give the same bytes and the same checksum.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import shlex
+import sys
+import tarfile
+from pathlib import Path
+
+import octoboot
+from octoboot.sandbox import tentacle_standin
+
+DEFAULT_TENTACLE_VERSION = "8.3.2977"
+_MTIME = 1_704_067_200  # 2024-01-01: fixed, and recent enough that tar does not complain
+_SHARED_MODULES = ("__init__.py", "errors.py", "certificates.py")
+_SYSTEMCTL_STANDIN = Path(__file__).with_name("systemctl_standin.py")
+
+_LAUNCHER = """#!/bin/sh
+# Octopus Tentacle stand-in (octoboot sandbox): the Python package in lib/ plays the Tentacle.
+here=$(dirname "$(readlink -f "$0")")
+export PYTHONPATH="$here/lib"
+exec {python} -m tentacle_standin "$@"
+"""
+
+_CONFIGURE_PLACEHOLDER = """#!/bin/sh
+# The real archive ships an interactive configuration wizard here. The stand-in does not:
+# configure an instance with `Tentacle create-instance`, `configure`, `service` and friends.
+echo "configure-tentacle.sh is not part of the Tentacle stand-in." >&2
+exit 1
+"""
+
+
+def archive_name(version: str = DEFAULT_TENTACLE_VERSION) -> str:
+    return f"tentacle-{version}-net8.0-linux-x64.tar.gz"
+
+
+def _files(python: str, version: str) -> dict[str, tuple[bytes, int]]:
+    """Archive path -> (content, mode) for every file."""
+    files = {
+        "tentacle/Tentacle": (_LAUNCHER.format(python=shlex.quote(python)).encode(), 0o755),
+        "tentacle/VERSION": (f"{version}\n".encode(), 0o644),
+        "tentacle/configure-tentacle.sh": (_CONFIGURE_PLACEHOLDER.encode(), 0o755),
+    }
+    shared = Path(octoboot.__file__).parent
+    for name in _SHARED_MODULES:
+        files[f"tentacle/lib/octoboot/{name}"] = ((shared / name).read_bytes(), 0o644)
+    package = Path(tentacle_standin.__file__).parent
+    for module in package.glob("*.py"):
+        files[f"tentacle/lib/tentacle_standin/{module.name}"] = (module.read_bytes(), 0o644)
+    return files
+
+
+def _entry(name: str, mode: int, size: int = 0, *, directory: bool = False) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.mode, info.size, info.mtime = mode, size, _MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def build_tentacle_archive(
+    dest_dir: Path, *, python: str = sys.executable, version: str = DEFAULT_TENTACLE_VERSION
+) -> Path:
+    """Write the stand-in archive into dest_dir; python is the interpreter hosts will run."""
+    files = _files(python, version)
+    directories = {str(Path(name).parent) for name in files}
+    directories |= {str(parent) for d in directories for parent in Path(d).parents}
+    directories.discard(".")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(directories | set(files)):
+            if name in files:
+                content, mode = files[name]
+                tar.addfile(_entry(name, mode, len(content)), io.BytesIO(content))
+            else:
+                tar.addfile(_entry(name, 0o755, directory=True))
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    target = dest_dir / archive_name(version)
+    partial = target.with_name(target.name + ".partial")
+    with (
+        open(partial, "wb") as raw,
+        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
+    ):
+        gz.write(buffer.getvalue())
+    os.replace(partial, target)
+    return target
+
+
+def write_systemctl_launcher(path: Path, *, python: str = sys.executable) -> None:
+    """An executable `systemctl` that runs the systemctl stand-in with the given interpreter."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "#!/bin/sh\n# systemctl stand-in (octoboot sandbox)\n"
+        f'exec {shlex.quote(python)} {shlex.quote(str(_SYSTEMCTL_STANDIN))} "$@"\n',
+        encoding="utf-8",
+    )
+    path.chmod(0o755)

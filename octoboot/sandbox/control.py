@@ -1,0 +1,465 @@
+"""The sandbox: a local fleet of sshd hosts plus the Octopus and package stand-ins.
+
+    Sandbox(root).up(hosts=5)      hosts sbx01..sbx05, Octopus at http://10.77.<k>.2
+    Sandbox(root).down()           everything it started and made, by recorded PID and name
+
+The root folder holds all of it (see host.py for a host's part):
+
+    state.json                  slot, hosts and the processes to end (PID + start time)
+    client_key(.pub)            the key root logs in to every host with
+    ssh_config, known_hosts     for the tool and for plain `ssh -F ssh_config sbx01`
+    sbin/systemctl              the systemd stand-in, first on every host's PATH
+    packages/                   the Tentacle stand-in archive, also served over HTTP
+    octopus/                    the Octopus stand-in's state and its API key (0600)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from tabulate import tabulate
+
+from octoboot.errors import SandboxError
+from octoboot.sandbox import net, processes
+from octoboot.sandbox.archive import (
+    DEFAULT_TENTACLE_VERSION,
+    build_tentacle_archive,
+    write_systemctl_launcher,
+)
+from octoboot.sandbox.host import Host, paths_to_keep_visible
+
+ENVIRONMENT = "Sandbox"
+OCTOPUS_PORT = 80
+PACKAGE_PORT = 8081
+DEFAULT_INSTALL_SECONDS = 3.0
+# Created on the controller as empty mount points when missing; removed by the last `down`.
+MOUNT_POINTS = ("/opt/octopus", "/etc/octopus", "/home/Octopus")
+INVENTORY_MARKER = "# Written by `inv sandbox.up`"
+_CREATED_MOUNT_POINTS = Path("/run/octoboot-sandbox-mountpoints.json")
+_PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the tool reaches the sandbox."""
+
+    octopus_url: str
+    package_url: str
+    ssh_config: Path
+    api_key_file: Path
+
+
+class Sandbox:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    # --- reading ----------------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    def state(self) -> dict:
+        if not self.state_file.exists():
+            raise SandboxError(f"no sandbox in {self.root}: run `inv sandbox.up` first")
+        return json.loads(self.state_file.read_text())
+
+    def is_up(self) -> bool:
+        return self.state_file.exists()
+
+    def hosts(self) -> list[Host]:
+        state = self.state()
+        return [self._host(h, net.Slot(state["slot"])) for h in state["hosts"]]
+
+    def host(self, name: str) -> Host:
+        for host in self.hosts():
+            if host.name == name:
+                return host
+        known = ", ".join(h.name for h in self.hosts())
+        raise SandboxError(f"no sandbox host {name!r} (hosts: {known})")
+
+    def endpoints(self) -> Endpoints:
+        slot = net.Slot(self.state()["slot"])
+        return Endpoints(
+            octopus_url=f"http://{slot.octopus_address}:{OCTOPUS_PORT}",
+            package_url=f"http://{slot.octopus_address}:{PACKAGE_PORT}",
+            ssh_config=self.root / "ssh_config",
+            api_key_file=self.root / "octopus" / "api-key",
+        )
+
+    def api_key(self) -> str:
+        return self.endpoints().api_key_file.read_text().strip()
+
+    def host_is_running(self, name: str) -> bool:
+        rec = self._record(name)
+        return rec is not None and processes.is_alive(rec)
+
+    def describe(self) -> str:
+        """The hosts as a table, and where the Octopus and package stand-ins are."""
+        rows = [
+            (
+                h.name,
+                h.address,
+                "running" if self.host_is_running(h.name) else "stopped",
+                ", ".join(f"{k}={v}" for k, v in sorted(h.faults().items())) or "-",
+            )
+            for h in self.hosts()
+        ]
+        ends = self.endpoints()
+        table = tabulate(rows, headers=["host", "address", "state", "faults"])
+        return (
+            f"{table}\n\n"
+            f"Octopus stand-in:  {ends.octopus_url} (API key in {ends.api_key_file})\n"
+            f"Tentacle archive:  {ends.package_url}/\n"
+            f"SSH:               ssh -F {ends.ssh_config} sbx01"
+        )
+
+    # --- up and down ------------------------------------------------------------------
+
+    def up(self, hosts: int = 5, *, install_seconds: float = DEFAULT_INSTALL_SECONDS) -> None:
+        if self.is_up():
+            raise SandboxError(f"a sandbox is already up in {self.root}: `inv sandbox.down` first")
+        if not 1 <= hosts <= net.MAX_HOSTS:
+            raise SandboxError(f"a sandbox holds 1 to {net.MAX_HOSTS} hosts, not {hosts}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+        _create_mount_points()
+        with net.slot_lock():
+            slot = net.free_slot()
+            # Record the slot before making anything, so `down` can clean up a half start.
+            self._save({"slot": slot.number, "hosts": [], "servers": {}})
+            net.create_bridge(slot)
+        try:
+            self._populate(slot, hosts, install_seconds)
+        except BaseException:
+            self.down()
+            raise
+
+    def _populate(self, slot: net.Slot, count: int, install_seconds: float) -> None:
+        self._write_shared_files()
+        hosts = [
+            {
+                "name": f"sbx{i:02d}",
+                "index": i,
+                "address": slot.host_address(i),
+                "namespace": slot.namespace(f"sbx{i:02d}"),
+            }
+            for i in range(1, count + 1)
+        ]
+        state = self.state()
+        state["hosts"] = hosts
+        self._save(state)
+        members = [(slot.namespace("octopus"), 0, slot.octopus_address)]
+        members += [(h["namespace"], h["index"], h["address"]) for h in hosts]
+        net.create_namespaces(slot, members)
+        self._start_servers(slot)
+        keep = paths_to_keep_visible(self.root)
+        for host in self.hosts():
+            host.create(self.root / "client_key.pub")
+            host.set_faults({"install_seconds": install_seconds})
+            self._set_record(host.name, host.boot(self.root, keep))
+        self._write_ssh_config()
+        self._wait_for_ssh(self.hosts())
+
+    def down(self) -> None:
+        """Stop and remove everything this sandbox started and made. Idempotent."""
+        if not self.is_up():
+            return
+        state = self.state()
+        hosts = [
+            processes.Recorded.from_json(h["process"]) for h in state["hosts"] if h.get("process")
+        ]
+        servers = [processes.Recorded.from_json(p) for p in state["servers"].values()]
+        processes.terminate(hosts, first=signal.SIGKILL)
+        processes.terminate(servers)
+        net.remove_slot(net.Slot(state["slot"]))
+        _remove_mount_points_if_last()
+        inventory = state.get("inventory")
+        if inventory and _is_ours(Path(inventory)):
+            Path(inventory).unlink()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def write_target_files(self, machines_dir: Path, dotenv: Path) -> list[Path]:
+        """The inventory of environment `sandbox` and, when there is no .env yet, one with a
+        PFX password, so `inv bootstrap --env sandbox` needs no setup. A user's own files are
+        never overwritten. Returns the files written."""
+        inventory = machines_dir / "sandbox.toml"
+        if inventory.exists() and not _is_ours(inventory):
+            raise SandboxError(
+                f"{inventory} exists and was not written by the sandbox: move it away first"
+            )
+        machines_dir.mkdir(parents=True, exist_ok=True)
+        inventory.write_text(self._inventory_text(machines_dir))
+        state = self.state()
+        state["inventory"] = str(inventory.resolve())
+        self._save(state)
+        written = [inventory]
+        if not dotenv.exists():
+            dotenv.touch(0o600)
+            dotenv.write_text(
+                "# Written by `inv sandbox.up` because there was no .env; yours to edit.\n"
+                "# Password of the identity store's PFX files (keep it: without it the\n"
+                "# machines' certificates cannot be read, and they would get new thumbprints).\n"
+                f"OCTOBOOT_PFX_PASSWORD={secrets.token_urlsafe(24)}\n"
+            )
+            written.append(dotenv)
+        return written
+
+    def _inventory_text(self, machines_dir: Path) -> str:
+        ends = self.endpoints()
+
+        def rel(path: Path) -> str:
+            return os.path.relpath(path, machines_dir.resolve())
+
+        lines = [
+            f"{INVENTORY_MARKER} for the local sandbox fleet; `inv sandbox.down` removes it.",
+            f'environment = "{ENVIRONMENT}"',
+            'roles = ["web"]',
+            "",
+            "[octopus]",
+            f'url = "{ends.octopus_url}"',
+            f'api_key_file = "{rel(ends.api_key_file)}"',
+            "",
+            "[ssh]",
+            f'config = "{rel(ends.ssh_config)}"',
+            "connect_timeout = 5",
+            "deadline = 300",
+            "",
+            "[tentacle]",
+            f'version = "{DEFAULT_TENTACLE_VERSION}"',
+            f'source = "{ends.package_url}/tentacle-{{version}}-net8.0-linux-x64.tar.gz"',
+        ]
+        for host in self.hosts():
+            lines += ["", "[[machines]]", f'name = "{host.name}"']
+        return "\n".join(lines) + "\n"
+
+    # --- one host -----------------------------------------------------------------------
+
+    def stop_host(self, name: str) -> None:
+        """Power the host off: sshd and everything it started end; its disk stays."""
+        rec = self._record(self.host(name).name)
+        if rec is not None:
+            # A power cut: `unshare` ignores SIGTERM while it waits for the host's PID 1, and
+            # SIGKILLing it takes the whole PID namespace down (--kill-child).
+            processes.terminate([rec], first=signal.SIGKILL)
+        self._set_record(name, None)
+
+    def start_host(self, name: str) -> None:
+        """Power the host on again (enabled services start, as at boot)."""
+        host = self.host(name)
+        if self.host_is_running(name):
+            return
+        self._set_record(name, host.boot(self.root, paths_to_keep_visible(self.root)))
+        self._wait_for_ssh([host])
+
+    def rebuild_host(self, name: str) -> None:
+        """Destroy and recreate: empty disk, a new SSH host key, none of the old processes."""
+        host = self.host(name)
+        self.stop_host(name)
+        host.wipe_disk()
+        host.create(self.root / "client_key.pub")
+        self.start_host(name)
+
+    def set_faults(
+        self,
+        name: str,
+        *,
+        install_fails: bool | None = None,
+        install_seconds: float | None = None,
+        hang: Iterable[str] | None = None,
+    ) -> dict[str, object]:
+        """Change the host's faults (None leaves one as it is); returns them all."""
+        host = self.host(name)
+        faults = host.faults()
+        if install_fails is not None:
+            faults["install_fails"] = install_fails
+        if install_seconds is not None:
+            faults["install_seconds"] = install_seconds
+        if hang is not None:
+            faults["hang"] = list(hang)
+        host.set_faults(faults)
+        return faults
+
+    def set_blackhole(self, name: str, on: bool = True) -> None:
+        """The host stops answering the controller at all (packets dropped, not refused)."""
+        host = self.host(name)
+        net.set_blackhole(host.namespace, net.Slot(self.state()["slot"]).controller_address, on)
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _host(self, entry: dict, slot: net.Slot) -> Host:
+        return Host(
+            name=entry["name"],
+            index=entry["index"],
+            address=entry["address"],
+            namespace=entry["namespace"],
+            dir=self.root / "hosts" / entry["name"],
+        )
+
+    def _save(self, state: dict) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.state_file)
+
+    def _record(self, name: str) -> processes.Recorded | None:
+        for entry in self.state()["hosts"]:
+            if entry["name"] == name and entry.get("process"):
+                return processes.Recorded.from_json(entry["process"])
+        return None
+
+    def _set_record(self, name: str, rec: processes.Recorded | None) -> None:
+        state = self.state()
+        for entry in state["hosts"]:
+            if entry["name"] == name:
+                entry["process"] = rec.to_json() if rec else None
+        self._save(state)
+
+    def _write_shared_files(self) -> None:
+        key = ed25519.Ed25519PrivateKey.generate()
+        private = self.root / "client_key"
+        private.touch(0o600)
+        private.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+        )
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        (self.root / "client_key.pub").write_text(public.decode() + " octoboot-sandbox\n")
+        (self.root / "empty").write_text("")
+        (self.root / "sbin").mkdir(exist_ok=True)
+        write_systemctl_launcher(self.root / "sbin" / "systemctl")
+        build_tentacle_archive(self.root / "packages")
+        octopus = self.root / "octopus"
+        octopus.mkdir(mode=0o700, exist_ok=True)
+        api_key = octopus / "api-key"
+        api_key.touch(0o600)
+        api_key.write_text(_new_api_key() + "\n")
+
+    def _start_servers(self, slot: net.Slot) -> None:
+        ns = slot.namespace("octopus")
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(_PROJECT_DIR),
+            "OCTOPUS_STANDIN_API_KEY": self.api_key(),
+        }
+        octopus = processes.spawn(
+            [
+                "ip", "netns", "exec", ns, sys.executable, "-m", "octoboot.sandbox.octopus_api",
+                "--state", str(self.root / "octopus"),
+                "--listen", f"{slot.octopus_address}:{OCTOPUS_PORT}",
+                "--environment", ENVIRONMENT,
+            ],
+            log=self.root / "octopus" / "server.log",
+            env=env,
+        )  # fmt: skip
+        env.pop("OCTOPUS_STANDIN_API_KEY")
+        packages = processes.spawn(
+            [
+                "ip", "netns", "exec", ns, sys.executable, "-m", "http.server",
+                str(PACKAGE_PORT), "--bind", slot.octopus_address,
+                "--directory", str(self.root / "packages"),
+            ],
+            log=self.root / "packages.log",
+            env=env,
+        )  # fmt: skip
+        state = self.state()
+        state["servers"] = {"octopus": octopus.to_json(), "packages": packages.to_json()}
+        self._save(state)
+        _wait_for_ports(
+            [(slot.octopus_address, OCTOPUS_PORT), (slot.octopus_address, PACKAGE_PORT)],
+            what="the Octopus and package stand-ins",
+            log=self.root / "octopus" / "server.log",
+        )
+
+    def _write_ssh_config(self) -> None:
+        lines = ["# Written by `inv sandbox.up`: how to reach the sandbox hosts.", ""]
+        for host in self.hosts():
+            lines += [f"Host {host.name}", f"    HostName {host.address}", ""]
+        lines += [
+            "Host sbx*",
+            "    User root",
+            "    Port 22",
+            f"    IdentityFile {self.root / 'client_key'}",
+            "    IdentitiesOnly yes",
+            f"    UserKnownHostsFile {self.root / 'known_hosts'}",
+            "    StrictHostKeyChecking accept-new",
+            "",
+        ]
+        (self.root / "ssh_config").write_text("\n".join(lines))
+
+    def _wait_for_ssh(self, hosts: list[Host]) -> None:
+        _wait_for_ports(
+            [(h.address, 22) for h in hosts],
+            what=f"sshd on {len(hosts)} host(s)",
+            log=hosts[0].dir / "sshd.log" if hosts else None,
+        )
+
+
+def _wait_for_ports(
+    targets: list[tuple[str, int]], *, what: str, log: Path | None, timeout: float = 30.0
+) -> None:
+    pending = set(targets)
+    deadline = time.monotonic() + timeout
+    while pending:
+        for target in sorted(pending):
+            try:
+                with socket.create_connection(target, timeout=0.5):
+                    pending.discard(target)
+            except OSError:
+                pass
+        if pending and time.monotonic() > deadline:
+            where = f"; see {log}" if log else ""
+            raise SandboxError(f"{what} did not start listening within {timeout:.0f} s{where}")
+        if pending:
+            time.sleep(0.05)
+
+
+def _is_ours(inventory: Path) -> bool:
+    return inventory.read_text().startswith(INVENTORY_MARKER)
+
+
+def _new_api_key() -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    return "API-" + "".join(secrets.choice(alphabet) for _ in range(26))
+
+
+def _create_mount_points() -> None:
+    created = _created_mount_points()
+    for path in MOUNT_POINTS:
+        if not os.path.isdir(path):
+            os.makedirs(path)
+            created.append(path)
+    _CREATED_MOUNT_POINTS.write_text(json.dumps(sorted(set(created))))
+
+
+def _created_mount_points() -> list[str]:
+    if _CREATED_MOUNT_POINTS.exists():
+        return json.loads(_CREATED_MOUNT_POINTS.read_text())
+    return []
+
+
+def _remove_mount_points_if_last() -> None:
+    with net.slot_lock():
+        if net.slots_in_use():
+            return
+        for path in _created_mount_points():
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        _CREATED_MOUNT_POINTS.unlink(missing_ok=True)

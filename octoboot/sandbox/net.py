@@ -1,0 +1,152 @@
+"""The sandbox's network: one bridge, and one network namespace per host joined to it.
+
+Each sandbox takes a *slot* k (1..250) and with it the names `ob<k>br` (bridge),
+`ob<k>-<host>` (namespaces), `ob<k>h<i>` (host ends of the veth pairs) and the subnet
+10.77.<k>.0/24: the controller is .1, the Octopus stand-in .2, hosts from .11. Everything
+is derived from the slot, so `down` can remove it all after a crash from the slot alone.
+Nothing here is reachable from outside this machine: the bridge has no uplink and no route
+leads out of the namespaces.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from octoboot.errors import SandboxError
+
+SUBNET_BASE = "10.77"
+FIRST_HOST_OCTET = 11
+MAX_HOSTS = 240
+_SLOT_LOCK = Path("/run/octoboot-sandbox-slots.lock")
+
+
+@dataclass(frozen=True)
+class Slot:
+    number: int
+
+    @property
+    def bridge(self) -> str:
+        return f"ob{self.number}br"
+
+    @property
+    def controller_address(self) -> str:
+        return f"{SUBNET_BASE}.{self.number}.1"
+
+    @property
+    def octopus_address(self) -> str:
+        return f"{SUBNET_BASE}.{self.number}.2"
+
+    @property
+    def prefix(self) -> str:
+        return f"ob{self.number}-"
+
+    def namespace(self, host: str) -> str:
+        return f"{self.prefix}{host}"
+
+    def host_address(self, index: int) -> str:
+        if not 1 <= index <= MAX_HOSTS:
+            raise SandboxError(f"a sandbox holds 1 to {MAX_HOSTS} hosts, not {index}")
+        return f"{SUBNET_BASE}.{self.number}.{FIRST_HOST_OCTET + index - 1}"
+
+    def veth(self, index: int) -> str:
+        return f"ob{self.number}h{index}"
+
+
+def ip(*args: str, stdin: str | None = None) -> str:
+    proc = subprocess.run(["ip", *args], input=stdin, capture_output=True, text=True)
+    if proc.returncode != 0:
+        cmd = " ".join(args) if stdin is None else f"{' '.join(args)} <batch>"
+        raise SandboxError(f"`ip {cmd}` failed: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+@contextmanager
+def slot_lock() -> Iterator[None]:
+    """Serialise slot choice between sandboxes that start at the same time."""
+    with open(_SLOT_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def slots_in_use() -> set[int]:
+    """Slots whose bridge exists, i.e. sandboxes that are up (in any checkout)."""
+    bridges = {
+        line.split(":")[1].strip().split("@")[0]
+        for line in ip("-o", "link", "show", "type", "bridge").splitlines()
+    }
+    return {n for n in range(1, 251) if Slot(n).bridge in bridges}
+
+
+def free_slot() -> Slot:
+    """The lowest slot with no bridge yet; call under slot_lock() and create the bridge."""
+    used = slots_in_use()
+    for number in range(1, 251):
+        if number not in used:
+            return Slot(number)
+    raise SandboxError("no free sandbox slot: run `inv sandbox.down` in other checkouts")
+
+
+def create_bridge(slot: Slot) -> None:
+    ip("link", "add", slot.bridge, "type", "bridge")
+    ip("addr", "add", f"{slot.controller_address}/24", "dev", slot.bridge)
+    ip("link", "set", slot.bridge, "up")
+
+
+def create_namespaces(slot: Slot, members: Sequence[tuple[str, int, str]]) -> None:
+    """Namespaces joined to the bridge: members are (namespace, veth index, address)."""
+    root = []
+    for ns, index, _ in members:
+        veth = slot.veth(index)
+        root += [
+            f"netns add {ns}",
+            f"link add {veth} type veth peer name eth0 netns {ns}",
+            f"link set {veth} master {slot.bridge} up",
+        ]
+    ip("-batch", "-", stdin="\n".join(root) + "\n")
+    for ns, _, address in members:
+        ipaddress.ip_address(address)
+        batch = f"addr add {address}/24 dev eth0\nlink set eth0 up\nlink set lo up\n"
+        ip("-netns", ns, "-batch", "-", stdin=batch)
+
+
+def delete_namespace(ns: str) -> None:
+    """Remove a namespace (its end of the veth goes with it, and so the pair)."""
+    if ns in namespaces():
+        ip("netns", "delete", ns)
+
+
+def namespaces(prefix: str = "") -> list[str]:
+    return [
+        line.split()[0]
+        for line in ip("netns", "list").splitlines()
+        if line.strip() and line.split()[0].startswith(prefix)
+    ]
+
+
+def remove_slot(slot: Slot) -> None:
+    """Every namespace and the bridge of the slot; safe to call when some are gone."""
+    for ns in namespaces(slot.prefix):
+        ip("netns", "delete", ns)
+    links = ip("-o", "link", "show").splitlines()
+    for line in links:
+        name = line.split(":")[1].strip().split("@")[0]
+        if name == slot.bridge or name.startswith(f"ob{slot.number}h"):
+            try:
+                ip("link", "delete", name)
+            except SandboxError as exc:
+                # A veth goes away by itself once its namespace is gone.
+                if "Cannot find device" not in str(exc):
+                    raise
+
+
+def set_blackhole(ns: str, controller_address: str, on: bool) -> None:
+    """Make a host drop the controller's packets silently (no answer, no refusal)."""
+    action = "replace" if on else "delete"
+    if on or f"blackhole {controller_address}" in ip("-netns", ns, "route", "show"):
+        ip("-netns", ns, "route", action, "blackhole", f"{controller_address}/32")

@@ -1,0 +1,870 @@
+"""A local stand-in for the Octopus Deploy REST API (reference §4), over plain HTTP.
+
+It serves the routes octoboot and the Tentacle CLI use (root, spaces, current user, server
+certificate, environments, machines, health tasks) with Octopus's JSON shapes, paging and error
+bodies. A health task really connects to each listening Tentacle over mutual TLS, presenting
+the server certificate, and checks the thumbprint it presents.
+
+    python -m octoboot.sandbox.octopus_api --state DIR --listen HOST:PORT [--environment NAME ...]
+
+The API key comes from OCTOPUS_STANDIN_API_KEY or --api-key-file, never from the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hmac
+import http.client
+import json
+import logging
+import math
+import os
+import re
+import signal
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from cryptography import x509
+
+from octoboot import certificates
+from octoboot.errors import SandboxError
+from octoboot.sandbox.octopus_state import (
+    DEFAULT_MACHINE_POLICY,
+    DEFAULT_MACHINE_TIMEOUT,
+    DEFAULT_TASK_TIMEOUT,
+    SPACE_ID,
+    NotFoundError,
+    OctopusState,
+    Resource,
+    ValidationError,
+    human_time,
+    iso,
+    now,
+    parse_timespan,
+    same_name,
+    write_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+VERSION = "2025.4.1234"
+API_VERSION = "3.0.0"
+SERVER_COMMON_NAME = "Octopus Deploy"
+API_KEY_ENV = "OCTOPUS_STANDIN_API_KEY"
+DEFAULT_TAKE = 30
+TAKE_ALL = 2147483647
+TENTACLE_DEFAULT_PORT = 10933
+USER_ID = "Users-1"
+
+_S = f"/api/{SPACE_ID}"
+_TEMPLATES = {
+    "Environment": f"{_S}/environments{{/id}}{{?name,skip,ids,take,partialName}}",
+    "DeploymentTarget": (
+        f"{_S}/machines{{/id}}{{?skip,take,name,ids,partialName,roles,isDisabled,healthStatuses,"
+        "commStyles,tenantIds,tenantTags,environmentIds,thumbprint,deploymentId}"
+    ),
+    "MachinePolicy": f"{_S}/machinepolicies{{/id}}{{?skip,take,ids,partialName}}",
+    "Space": "/api/spaces{/id}{?name,skip,ids,take,partialName}",
+    "Task": "/api/tasks{/id}{?skip,take,ids,name,states,spaces}",
+}
+_ENV_MACHINES_TEMPLATE = (
+    "{?skip,take,partialName,roles,isDisabled,healthStatuses,commStyles,tenantIds,tenantTags}"
+)
+
+
+class ApiError(Exception):
+    """An HTTP error answered with Octopus's error body."""
+
+    def __init__(self, status: int, message: str, errors: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = list(errors)
+
+
+def error_body(message: str, errors: Sequence[str] = (), full: str | None = None) -> Resource:
+    return {
+        "ErrorMessage": message,
+        "Errors": list(errors),
+        "FullException": full,
+        "HelpText": None,
+        "HelpLink": None,
+        "Details": None,
+        "ParsedHelpLinks": [],
+    }
+
+
+@dataclass
+class _Call:
+    """One request as the route handlers see it."""
+
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+    def value(self, name: str) -> str | None:
+        """The last non-blank value of a query parameter (names are case-insensitive)."""
+        values = [v.strip() for k, v in self.query if k.lower() == name.lower() and v.strip()]
+        return values[-1] if values else None
+
+    def values(self, name: str) -> set[str]:
+        """A list parameter, given as a comma list and/or repeated, case-folded."""
+        return {
+            item.strip().casefold()
+            for k, v in self.query
+            if k.lower() == name.lower()
+            for item in v.split(",")
+            if item.strip()
+        }
+
+    def integer(self, name: str, default: int) -> int:
+        text = self.value(name)
+        if text is None:
+            return default
+        if not text.isdigit():
+            raise ApiError(400, f"The query parameter '{name}' must be a whole number.")
+        return int(text)
+
+    def json(self) -> Resource:
+        try:
+            parsed = json.loads(self.body)
+        except ValueError as exc:
+            raise ApiError(400, f"The request body is not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise ApiError(400, "The request body must be a JSON object.")
+        return parsed
+
+
+Handler = Callable[[_Call], tuple[int, Any]]
+
+
+def _redact(path: str) -> str:
+    """The request path for the log, with any apikey query value replaced."""
+    parts = urlsplit(path)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(k.lower() == "apikey" for k, _ in query):
+        return path
+    safe = [(k, "REDACTED" if k.lower() == "apikey" else v) for k, v in query]
+    return f"{parts.path}?{urlencode(safe)}"
+
+
+def _ensure_server_certificate(state_dir: Path) -> tuple[Path, Path, str]:
+    """(key file, cert file, thumbprint) of the server certificate, minted on first use."""
+    key_path = state_dir / "server-key.pem"
+    cert_path = state_dir / "server-cert.pem"
+    if not (key_path.exists() and cert_path.exists()):
+        key_pem, cert_pem = certificates.to_pem(*certificates.new_self_signed(SERVER_COMMON_NAME))
+        write_atomic(key_path, key_pem, mode=0o600)
+        write_atomic(cert_path, cert_pem)
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return key_path, cert_path, certificates.thumbprint(cert)
+
+
+def probe_tentacle(
+    uri: str, expected_thumbprint: str, context: ssl.SSLContext, timeout: float
+) -> tuple[bool, str]:
+    """(healthy, StatusSummary) for one listening Tentacle, as Octopus's health check sees it."""
+    parts = urlsplit(uri)
+    try:
+        port = parts.port or TENTACLE_DEFAULT_PORT
+    except ValueError:
+        port = 0
+    if parts.scheme.lower() != "https" or not parts.hostname or not port:
+        return False, f"'{uri}' is not the address of a listening Tentacle (https://host:port/)."
+    conn = http.client.HTTPSConnection(parts.hostname, port, timeout=timeout, context=context)
+    try:
+        conn.connect()
+        assert conn.sock is not None  # connect() set it
+        presented = certificates.thumbprint_of_der(conn.sock.getpeercert(binary_form=True) or b"")
+        if presented != expected_thumbprint.strip().upper():
+            return False, (
+                f"The remote host presented a certificate with thumbprint {presented}, "
+                f"but {expected_thumbprint} was expected."
+            )
+        conn.putrequest("GET", "/", skip_accept_encoding=True)
+        conn.putheader("Connection", "close")
+        conn.endheaders()
+        response = conn.getresponse()
+        body = response.read(64 * 1024).decode("utf-8", "replace").strip()
+    except TimeoutError:
+        return False, f"Could not connect to {uri}: Timed out"
+    except ssl.SSLError as exc:
+        return False, f"The TLS handshake with {uri} failed: {exc.reason or exc}"
+    except http.client.HTTPException as exc:
+        return False, f"The Tentacle at {uri} did not answer with HTTP: {exc!r}"
+    except OSError as exc:
+        return False, f"Could not connect to {uri}: {exc.strerror or exc}"
+    finally:
+        conn.close()
+    first_line = body.splitlines()[0] if body else ""
+    if response.status == 200:
+        return True, (
+            "Octopus was able to successfully establish a connection with this machine on "
+            f"{human_time(now())}"
+        )
+    if response.status == 403:
+        return False, f"The Tentacle rejected the connection: {first_line}"
+    return False, f"The Tentacle answered {response.status} {response.reason}: {first_line}"
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], standin: OctopusStandIn) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.standin = standin
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _RequestHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup we neither need nor want to wait for.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End kept-alive connections, so a stopped stand-in answers nobody."""
+        with self._connections_lock:
+            open_now = list(self._connections)
+        for conn in open_now:
+            with contextlib.suppress(OSError):  # already gone
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # clients hanging up are no news
+            super().handle_error(request, client_address)
+
+
+class _RequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle on, each answer waits for a delayed ACK.
+    disable_nagle_algorithm = True
+    timeout = 120  # idle keep-alive connections
+    server: _Server
+
+    def _dispatch(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            status, payload = 400, error_body("The Content-Length header is not valid.")
+        else:
+            body = self.rfile.read(length) if length else b""
+            status, payload = self.server.standin.respond(
+                self.command, self.path, self.headers, body
+            )
+        # Logged before answering, so a client that got its answer finds the call counted.
+        self.server.standin.log_request(self.command, self.path, status)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _dispatch
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: requests.jsonl is the log."""
+
+
+class OctopusStandIn:
+    """The stand-in server; state and server certificate live in state_dir."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        api_key: str,
+        environments: Sequence[str] = (),
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        if not api_key:
+            raise SandboxError("the Octopus stand-in needs an API key")
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._api_key = api_key.encode()
+        self._address = (host, port)
+        self._key_path, self._cert_path, self._thumbprint = _ensure_server_certificate(state_dir)
+        self._state = OctopusState(state_dir / "octopus.json", environments)
+        self._requests_log = state_dir / "requests.jsonl"
+        self._log_lock = threading.Lock()
+        self._client_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._client_tls.check_hostname = False
+        self._client_tls.verify_mode = ssl.CERT_NONE  # trust is the thumbprint, not a CA
+        self._client_tls.load_cert_chain(self._cert_path, self._key_path)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._routes = self._route_table()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise SandboxError("the Octopus stand-in is not running")
+        host, port = self._server.server_address[:2]
+        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+
+    @property
+    def server_thumbprint(self) -> str:
+        return self._thumbprint
+
+    def start(self) -> None:
+        if self._server is not None:
+            raise SandboxError("the Octopus stand-in was already started")
+        try:
+            self._server = _Server(self._address, self)
+        except OSError as exc:
+            raise SandboxError(
+                f"the Octopus stand-in cannot listen on {self._address[0]}:{self._address[1]}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            args=(0.1,),  # shutdown() waits up to one poll interval
+            name="octopus-standin",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is None or self._thread is None:
+            return
+        self._server.shutdown()
+        self._server.close_connections()
+        self._server.server_close()
+        self._thread.join()
+        self._state.close()
+        self._thread = None
+
+    def __enter__(self) -> OctopusStandIn:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- request handling --
+
+    def respond(self, method: str, raw_path: str, headers: Any, body: bytes) -> tuple[int, Any]:
+        """(status, JSON payload) for one request."""
+        parts = urlsplit(raw_path)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        try:
+            self._authenticate(headers, query)
+            call = _Call(
+                method=method,
+                path=parts.path.rstrip("/") or "/",
+                query=[(k, v) for k, v in query if k.lower() != "apikey"],
+                body=body,
+            )
+            return self._route(call)
+        except ApiError as exc:
+            return exc.status, error_body(str(exc), exc.errors)
+        except ValidationError as exc:
+            return 400, error_body(str(exc), exc.errors)
+        except NotFoundError as exc:
+            return 404, error_body(str(exc))
+        except Exception as exc:
+            log.exception("the Octopus stand-in failed on %s %s", method, parts.path)
+            return 500, error_body(f"{type(exc).__name__}: {exc}", full=traceback.format_exc())
+
+    def log_request(self, method: str, raw_path: str, status: int) -> None:
+        line = json.dumps(
+            {"time": iso(now()), "method": method, "path": _redact(raw_path), "status": status}
+        )
+        with self._log_lock, self._requests_log.open("a", encoding="utf-8") as out:
+            out.write(line + "\n")
+
+    def _authenticate(self, headers: Any, query: list[tuple[str, str]]) -> None:
+        given = headers.get("X-Octopus-ApiKey") or next(
+            (v for k, v in query if k.lower() == "apikey"), ""
+        )
+        if not given:
+            raise ApiError(
+                401,
+                "You must be logged in to perform this action. Please provide an API key in the "
+                "X-Octopus-ApiKey header or the apikey query parameter.",
+            )
+        if not hmac.compare_digest(given.encode(), self._api_key):
+            raise ApiError(
+                401,
+                "The API key you provided was not valid. Please double-check your API key and "
+                "try again.",
+            )
+
+    def _route(self, call: _Call) -> tuple[int, Any]:
+        allowed: list[str] = []
+        for method, pattern, handler in self._routes:
+            match = pattern.fullmatch(call.path)
+            if match is None:
+                continue
+            if method != call.method:
+                allowed.append(method)
+                continue
+            call.params = {k: v for k, v in match.groupdict().items() if v is not None}
+            space = call.params.get("space")
+            if space is not None and space.casefold() != SPACE_ID.casefold():
+                raise ApiError(404, f"The space '{space}' was not found.")
+            return handler(call)
+        if allowed:
+            raise ApiError(405, f"The method {call.method} is not allowed on {call.path}.")
+        raise ApiError(404, f"The resource '{call.path}' was not found.")
+
+    def _route_table(self) -> list[tuple[str, re.Pattern[str], Handler]]:
+        space = r"(?:/(?P<space>spaces-\d+))?"
+        item = r"/(?P<id>[^/]+)"
+        table: list[tuple[str, str, Handler]] = [
+            ("GET", r"/api", self._root),
+            ("GET", r"/api/spaces", self._spaces_page),
+            ("GET", r"/api/spaces/all", self._spaces_all),
+            ("GET", rf"/api/spaces{item}", self._space),
+            ("GET", r"/api/(?P<space>spaces-\d+)", self._space_home),
+            ("GET", r"/api/users/me", self._current_user),
+            ("GET", rf"/api/users{item}", self._user),
+            ("GET", rf"/api/users{item}/spaces", self._user_spaces),
+            ("GET", r"/api/(?:configuration/)?certificates/certificate-global", self._server_cert),
+            ("GET", rf"/api{space}/environments", self._environments_page),
+            ("POST", rf"/api{space}/environments", self._environment_create),
+            ("GET", rf"/api{space}/environments/all", self._environments_all),
+            ("GET", rf"/api{space}/environments{item}", self._environment),
+            ("GET", rf"/api{space}/environments{item}/machines", self._environment_machines),
+            ("GET", rf"/api{space}/machinepolicies", self._policies_page),
+            ("GET", rf"/api{space}/machinepolicies/all", self._policies_all),
+            ("GET", rf"/api{space}/machinepolicies{item}", self._policy),
+            ("GET", rf"/api{space}/machines", self._machines_page),
+            ("POST", rf"/api{space}/machines", self._machine_create),
+            ("GET", rf"/api{space}/machines/all", self._machines_all),
+            ("GET", rf"/api{space}/machines{item}", self._machine),
+            ("PUT", rf"/api{space}/machines{item}", self._machine_update),
+            ("DELETE", rf"/api{space}/machines{item}", self._machine_delete),
+            ("GET", rf"/api{space}/tasks", self._tasks_page),
+            ("POST", rf"/api{space}/tasks", self._task_create),
+            ("GET", rf"/api{space}/tasks{item}", self._task),
+        ]
+        return [(m, re.compile(p, re.IGNORECASE), h) for m, p, h in table]
+
+    # -- paging --
+
+    def _page(
+        self,
+        call: _Call,
+        item_type: str,
+        items: list[Resource],
+        render: Callable[[Resource], Resource],
+    ) -> Resource:
+        skip = call.integer("skip", 0)
+        take = call.integer("take", DEFAULT_TAKE)
+        total = len(items)
+        pages = max(1, math.ceil(total / take)) if take else 1
+        filters = [(k, v) for k, v in call.query if k.lower() not in ("skip", "take")]
+
+        def page_link(page_skip: int, page_take: int) -> str:
+            return f"{call.path}?{urlencode([('skip', page_skip), ('take', page_take), *filters])}"
+
+        links = {
+            "Self": f"{call.path}?{urlencode(call.query)}" if call.query else call.path,
+            "Template": _TEMPLATES[item_type],
+            "Page.All": page_link(0, TAKE_ALL),
+            "Page.Current": page_link(skip, take),
+        }
+        if take and skip + take < total:
+            links["Page.Next"] = page_link(skip + take, take)
+        links["Page.Last"] = page_link((pages - 1) * take, take)
+        links.update({f"Page.{n}": page_link(n * take, take) for n in range(pages)})
+        return {
+            "ItemType": item_type,
+            "IsStale": False,
+            "TotalResults": total,
+            "ItemsPerPage": take,
+            "NumberOfPages": pages,
+            "LastPageNumber": pages - 1,
+            "Items": [render(item) for item in items[skip : skip + take]],
+            "Links": links,
+        }
+
+    # -- root, spaces, users, server certificate --
+
+    def _root(self, call: _Call) -> tuple[int, Any]:
+        return 200, {
+            "Application": "Octopus Deploy",
+            "Version": VERSION,
+            "ApiVersion": API_VERSION,
+            "InstallationId": self._state.installation_id,
+            "Links": {
+                "Self": "/api",
+                "Spaces": _TEMPLATES["Space"],
+                "SpaceHome": "/api/{spaceId}",
+                "CurrentUser": "/api/users/me",
+                "Users": "/api/users{/id}",
+                "CertificateConfiguration": (
+                    "/api/configuration/certificates{/id}{?skip,take,ids,partialName}"
+                ),
+                "Certificates": "/api/certificates{/id}{?skip,take,ids,partialName}",
+                **self._space_links(),
+            },
+        }
+
+    @staticmethod
+    def _space_links() -> dict[str, str]:
+        return {
+            "Environments": _TEMPLATES["Environment"],
+            "Machines": _TEMPLATES["DeploymentTarget"],
+            "MachinePolicies": _TEMPLATES["MachinePolicy"],
+            "Tasks": _TEMPLATES["Task"],
+        }
+
+    @staticmethod
+    def _space_out(space: Resource) -> Resource:
+        links = {"Self": f"/api/spaces/{space['Id']}", "SpaceHome": f"/api/{space['Id']}"}
+        return {**space, "Links": links}
+
+    def _spaces_page(self, call: _Call) -> tuple[int, Any]:
+        spaces = _filter_named(self._state.spaces(), call)
+        return 200, self._page(call, "Space", spaces, self._space_out)
+
+    def _spaces_all(self, call: _Call) -> tuple[int, Any]:
+        return 200, [self._space_out(s) for s in _filter_named(self._state.spaces(), call)]
+
+    def _space(self, call: _Call) -> tuple[int, Any]:
+        for space in self._state.spaces():
+            if space["Id"].casefold() == call.params["id"].casefold():
+                return 200, self._space_out(space)
+        raise ApiError(404, f"The space '{call.params['id']}' was not found.")
+
+    def _space_home(self, call: _Call) -> tuple[int, Any]:
+        return 200, {"Links": {"Self": _S, **self._space_links()}}
+
+    def _current_user(self, call: _Call) -> tuple[int, Any]:
+        return 200, self._user_out()
+
+    def _user(self, call: _Call) -> tuple[int, Any]:
+        _check_user(call.params["id"])
+        return 200, self._user_out()
+
+    def _user_spaces(self, call: _Call) -> tuple[int, Any]:
+        _check_user(call.params["id"])
+        return 200, [self._space_out(space) for space in self._state.spaces()]
+
+    @staticmethod
+    def _user_out() -> Resource:
+        return {
+            "Id": USER_ID,
+            "Username": "admin",
+            "DisplayName": "Administrator",
+            "IsActive": True,
+            "IsService": False,
+            "EmailAddress": None,
+            "CanPasswordBeEdited": True,
+            "IsRequestor": False,
+            "Identities": [],
+            "Links": {"Self": f"/api/users/{USER_ID}", "Spaces": f"/api/users/{USER_ID}/spaces"},
+        }
+
+    def _server_cert(self, call: _Call) -> tuple[int, Any]:
+        return 200, {
+            "Id": "certificate-global",
+            "Name": "Octopus Portal",
+            "Thumbprint": self._thumbprint,
+            "SignatureAlgorithm": "sha256RSA",
+            "Links": {"Self": "/api/configuration/certificates/certificate-global"},
+        }
+
+    # -- environments and machine policies --
+
+    @staticmethod
+    def _environment_out(env: Resource) -> Resource:
+        self_link = f"{_S}/environments/{env['Id']}"
+        links = {"Self": self_link, "Machines": f"{self_link}/machines{_ENV_MACHINES_TEMPLATE}"}
+        return {**env, "Links": links}
+
+    def _environments_page(self, call: _Call) -> tuple[int, Any]:
+        envs = _filter_named(self._state.environments(), call)
+        return 200, self._page(call, "Environment", envs, self._environment_out)
+
+    def _environments_all(self, call: _Call) -> tuple[int, Any]:
+        envs = _filter_named(self._state.environments(), call)
+        return 200, [self._environment_out(env) for env in envs]
+
+    def _environment(self, call: _Call) -> tuple[int, Any]:
+        return 200, self._environment_out(self._state.environment(call.params["id"]))
+
+    def _environment_create(self, call: _Call) -> tuple[int, Any]:
+        return 201, self._environment_out(self._state.add_environment(call.json()))
+
+    def _environment_machines(self, call: _Call) -> tuple[int, Any]:
+        env_id = self._state.environment(call.params["id"])["Id"]
+        machines = [
+            m
+            for m in _filter_machines(self._state.machines(), call)
+            if env_id in m["EnvironmentIds"]
+        ]
+        return 200, self._page(call, "DeploymentTarget", machines, self._machine_out)
+
+    @staticmethod
+    def _policy_out(policy: Resource) -> Resource:
+        return {**policy, "Links": {"Self": f"{_S}/machinepolicies/{policy['Id']}"}}
+
+    def _policies_page(self, call: _Call) -> tuple[int, Any]:
+        policies = _filter_named([DEFAULT_MACHINE_POLICY], call)
+        return 200, self._page(call, "MachinePolicy", policies, self._policy_out)
+
+    def _policies_all(self, call: _Call) -> tuple[int, Any]:
+        return 200, [self._policy_out(p) for p in _filter_named([DEFAULT_MACHINE_POLICY], call)]
+
+    def _policy(self, call: _Call) -> tuple[int, Any]:
+        if call.params["id"].casefold() != DEFAULT_MACHINE_POLICY["Id"].casefold():
+            raise NotFoundError(f"The resource '{call.params['id']}' was not found.")
+        return 200, self._policy_out(DEFAULT_MACHINE_POLICY)
+
+    # -- machines --
+
+    @staticmethod
+    def _machine_out(machine: Resource) -> Resource:
+        self_link = f"{_S}/machines/{machine['Id']}"
+        links = {
+            "Self": self_link,
+            "Connection": f"{self_link}/connection",
+            "TasksTemplate": f"{self_link}/tasks{{?skip,take,type}}",
+        }
+        return {**machine, "Links": links}
+
+    def _machines_page(self, call: _Call) -> tuple[int, Any]:
+        machines = _filter_machines(self._state.machines(), call)
+        return 200, self._page(call, "DeploymentTarget", machines, self._machine_out)
+
+    def _machines_all(self, call: _Call) -> tuple[int, Any]:
+        return 200, [self._machine_out(m) for m in _filter_machines(self._state.machines(), call)]
+
+    def _machine(self, call: _Call) -> tuple[int, Any]:
+        return 200, self._machine_out(self._state.machine(call.params["id"]))
+
+    def _machine_create(self, call: _Call) -> tuple[int, Any]:
+        return 201, self._machine_out(self._state.add_machine(call.json()))
+
+    def _machine_update(self, call: _Call) -> tuple[int, Any]:
+        body = call.json()
+        return 200, self._machine_out(self._state.update_machine(call.params["id"], body))
+
+    def _machine_delete(self, call: _Call) -> tuple[int, Any]:
+        return 200, self._machine_out(self._state.delete_machine(call.params["id"]))
+
+    # -- health tasks --
+
+    @staticmethod
+    def _task_out(task: Resource) -> Resource:
+        self_link = f"/api/tasks/{task['Id']}"
+        links = {
+            "Self": self_link,
+            "Web": f"/app#/{task['SpaceId']}/tasks/{task['Id']}",
+            "Raw": f"{self_link}/raw",
+            "Details": f"{self_link}/details{{?verbose,tail}}",
+            "Cancel": f"{self_link}/cancel",
+        }
+        return {**task, "Links": links}
+
+    def _tasks_page(self, call: _Call) -> tuple[int, Any]:
+        ids, states, name = call.values("ids"), call.values("states"), call.value("name")
+        tasks = [
+            t
+            for t in self._state.tasks()
+            if (not ids or t["Id"].casefold() in ids)
+            and (not states or t["State"].casefold() in states)
+            and (name is None or same_name(t["Name"], name))
+        ]
+        return 200, self._page(call, "Task", tasks, self._task_out)
+
+    def _task(self, call: _Call) -> tuple[int, Any]:
+        return 200, self._task_out(self._state.task(call.params["id"]))
+
+    def _task_create(self, call: _Call) -> tuple[int, Any]:
+        task, machines = self._state.add_health_task(call.json())
+        threading.Thread(
+            target=self._run_health_task,
+            args=(task, machines),
+            name=f"health-{task['Id']}",
+            daemon=True,
+        ).start()
+        return 201, self._task_out(task)
+
+    def _run_health_task(self, task: Resource, machines: list[Resource]) -> None:
+        task_id = task["Id"]
+        try:
+            args = task["Arguments"]
+            timeout = parse_timespan(args.get("Timeout"), DEFAULT_TASK_TIMEOUT)
+            machine_timeout = parse_timespan(args.get("MachineTimeout"), DEFAULT_MACHINE_TIMEOUT)
+            self._state.start_task(task_id)
+            outcomes: dict[str, tuple[bool, str]] = {}
+            # One thread per machine: a task may cover a whole environment, and a dead host
+            # costs a full MachineTimeout; daemon threads never hold up the process exit.
+            checks = [
+                threading.Thread(
+                    target=self._check_machine,
+                    args=(machine, machine_timeout, outcomes),
+                    daemon=True,
+                )
+                for machine in machines
+            ]
+            for check in checks:
+                check.start()
+            deadline = time.monotonic() + timeout
+            for check in checks:
+                check.join(max(0.0, deadline - time.monotonic()))
+            if any(check.is_alive() for check in checks):
+                self._state.finish_task(
+                    task_id, "TimedOut", f"The health check did not finish within {timeout:g}s."
+                )
+                return
+            failed = [
+                f"{m['Name']}: {outcomes[m['Id']][1]}" for m in machines if not outcomes[m["Id"]][0]
+            ]
+            if failed:
+                self._state.finish_task(
+                    task_id,
+                    "Failed",
+                    f"{len(failed)} of {len(machines)} machines were unavailable: "
+                    + "; ".join(failed),
+                )
+            else:
+                self._state.finish_task(task_id, "Success")
+        except Exception as exc:
+            log.exception("health task %s failed", task_id)
+            self._state.finish_task(task_id, "Failed", f"{type(exc).__name__}: {exc}")
+
+    def _check_machine(
+        self, machine: Resource, timeout: float, outcomes: dict[str, tuple[bool, str]]
+    ) -> None:
+        endpoint = machine["Endpoint"]
+        if endpoint.get("CommunicationStyle") != "TentaclePassive":
+            outcome = (False, "Only listening Tentacles (TentaclePassive) can be checked here.")
+        else:
+            try:
+                outcome = probe_tentacle(
+                    str(endpoint.get("Uri")), endpoint["Thumbprint"], self._client_tls, timeout
+                )
+            except Exception as exc:  # e.g. a host name the resolver cannot even encode
+                log.exception("health check of %s failed", machine["Id"])
+                outcome = (False, f"The health check failed: {type(exc).__name__}: {exc}")
+        healthy, summary = outcome
+        self._state.record_health(
+            machine["Id"],
+            "Healthy" if healthy else "Unavailable",
+            "Online" if healthy else "Offline",
+            summary,
+        )
+        outcomes[machine["Id"]] = outcome
+
+
+def _check_user(user_id: str) -> None:
+    if user_id.casefold() != USER_ID.casefold():
+        raise ApiError(404, f"The user '{user_id}' was not found.")
+
+
+def _filter_named(resources: list[Resource], call: _Call) -> list[Resource]:
+    """The name / partialName / ids filters shared by spaces, environments and policies."""
+    name, partial, ids = call.value("name"), call.value("partialName"), call.values("ids")
+    return [
+        r
+        for r in resources
+        if (name is None or same_name(r["Name"], name))
+        and (partial is None or partial.casefold() in r["Name"].casefold())
+        and (not ids or r["Id"].casefold() in ids)
+    ]
+
+
+def _filter_machines(machines: list[Resource], call: _Call) -> list[Resource]:
+    thumb = call.value("thumbprint")
+    envs, roles = call.values("environmentIds"), call.values("roles")
+    health, styles = call.values("healthStatuses"), call.values("commStyles")
+    disabled = call.value("isDisabled")
+
+    def matches(m: Resource) -> bool:
+        return (
+            (
+                thumb is None
+                or str(m["Endpoint"].get("Thumbprint", "")).casefold() == thumb.casefold()
+            )
+            and (not envs or any(e.casefold() in envs for e in m["EnvironmentIds"]))
+            and (not roles or any(r.casefold() in roles for r in m["Roles"]))
+            and (not health or m["HealthStatus"].casefold() in health)
+            and (not styles or str(m["Endpoint"].get("CommunicationStyle")).casefold() in styles)
+            and (disabled is None or str(m["IsDisabled"]).casefold() == disabled.casefold())
+        )
+
+    return [m for m in _filter_named(machines, call) if matches(m)]
+
+
+def _parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SandboxError(f"--listen wants HOST:PORT, not '{text}'")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m octoboot.sandbox.octopus_api",
+        description="Serve a local stand-in for the Octopus Deploy REST API.",
+    )
+    parser.add_argument("--state", type=Path, required=True, help="directory for state and cert")
+    parser.add_argument("--listen", required=True, help="HOST:PORT (port 0 picks a free one)")
+    parser.add_argument(
+        "--environment", action="append", default=[], help="environment to create if missing"
+    )
+    parser.add_argument(
+        "--api-key-file", type=Path, help=f"file holding the API key (else ${API_KEY_ENV})"
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.api_key_file:
+            api_key = args.api_key_file.read_text(encoding="utf-8").strip()
+        else:
+            api_key = os.environ.get(API_KEY_ENV, "").strip()
+        if not api_key:
+            raise SandboxError(f"no API key: set {API_KEY_ENV} or pass --api-key-file")
+        host, port = _parse_listen(args.listen)
+        # Block the stop signals before any thread starts, so only sigwait below receives them.
+        stop_signals = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        standin = OctopusStandIn(args.state, api_key, args.environment, host, port)
+        with standin:
+            print(f"listening on {standin.url}", flush=True)
+            signal.sigwait(stop_signals)
+    except (SandboxError, OSError) as exc:
+        print(f"octopus stand-in: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,515 @@
+"""The Octopus stand-in's model: one space, environments, machines and server tasks.
+
+Everything lives in one JSON document that is rewritten atomically on every change, so a
+restarted stand-in carries on where it stopped. Records hold API fields only; the HTTP layer
+adds `Links`, because it knows the routes. Validation texts follow the reference (§3.1, §4).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import os
+import re
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from octoboot.errors import SandboxError
+
+Resource = dict[str, Any]
+
+SPACE_ID = "Spaces-1"
+USER_NAME = "admin"
+DEFAULT_MACHINE_POLICY_ID = "MachinePolicies-1"
+DEFAULT_MACHINE_TIMEOUT = 60.0
+DEFAULT_TASK_TIMEOUT = 300.0
+
+DEFAULT_SPACE: Resource = {
+    "Id": SPACE_ID,
+    "Name": "Default",
+    "Slug": "default",
+    "Description": None,
+    "IsDefault": True,
+    "IsPrivate": False,
+    "TaskQueueStopped": False,
+    "SpaceManagersTeams": ["teams-administrators"],
+    "SpaceManagersTeamMembers": [],
+    "ExtensionSettings": [],
+}
+
+DEFAULT_MACHINE_POLICY: Resource = {
+    "Id": DEFAULT_MACHINE_POLICY_ID,
+    "Name": "Default Machine Policy",
+    "Slug": "default-machine-policy",
+    "Description": "This policy is used by machines that are not assigned to any other policy.",
+    "IsDefault": True,
+    "SpaceId": SPACE_ID,
+}
+
+_PARTICIPATIONS = ("Untenanted", "TenantedOrUntenanted", "Tenanted")
+# Fields only the server sets: a PUT keeps the stored values whatever the body says.
+_SERVER_SET = (
+    "HealthStatus",
+    "Status",
+    "StatusSummary",
+    "HasLatestCalamari",
+    "IsInProcess",
+    "OperatingSystem",
+    "ShellName",
+    "ShellVersion",
+    "Architecture",
+)
+_TIMESPAN = re.compile(r"(?:(?P<d>\d+)\.)?(?P<h>\d+):(?P<m>\d{1,2}):(?P<s>\d{1,2}(?:\.\d+)?)")
+
+
+class ValidationError(Exception):
+    """A request the server refuses with 400: ErrorMessage plus the list of Errors."""
+
+    def __init__(self, *errors: str) -> None:
+        # One problem is its own headline; several get Octopus's generic one.
+        super().__init__(
+            errors[0] if len(errors) == 1 else "There was a problem with your request."
+        )
+        self.errors = list(errors)
+
+
+class NotFoundError(Exception):
+    """No resource with that Id: 404."""
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def iso(moment: dt.datetime) -> str:
+    """Octopus's timestamp form: 2024-08-27T17:39:57.123+00:00."""
+    return moment.isoformat(timespec="milliseconds")
+
+
+def human_time(moment: dt.datetime) -> str:
+    """The long form Octopus puts in summaries: Tuesday, 27 August 2024 5:39:57 PM +00:00."""
+    hour = moment.hour % 12 or 12
+    return f"{moment:%A}, {moment.day} {moment:%B %Y} {hour}:{moment:%M:%S %p} +00:00"
+
+
+def human_duration(seconds: float) -> str:
+    if seconds < 1:
+        return "less than a second"
+    if seconds < 60:
+        whole = int(seconds)
+        return f"{whole} second" if whole == 1 else f"{whole} seconds"
+    minutes = int(seconds // 60)
+    return f"{minutes} minute" if minutes == 1 else f"{minutes} minutes"
+
+
+def parse_timespan(text: object, default: float) -> float:
+    """Seconds in a .NET TimeSpan string ("00:05:00", "1.02:00:00"); default when absent."""
+    if text is None or text == "":
+        return default
+    match = _TIMESPAN.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValidationError(f"'{text}' is not a valid time span; use HH:MM:SS.")
+    days = int(match["d"] or 0)
+    return ((days * 24 + int(match["h"])) * 60 + int(match["m"])) * 60 + float(match["s"])
+
+
+def slugify(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def same_name(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace path with data so a reader never sees a half-written file."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def _string_list(body: Resource, field: str, errors: list[str]) -> list[str]:
+    value = body.get(field)
+    if value is None:
+        return []
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return value
+    errors.append(f"{field} must be a list of strings.")
+    return []
+
+
+def _find(records: list[Resource], record_id: str) -> Resource:
+    for record in records:
+        if record["Id"].casefold() == record_id.casefold():
+            return record
+    raise NotFoundError(f"The resource '{record_id}' was not found.")
+
+
+class OctopusState:
+    """The stand-in's data, safe to use from many request threads at once."""
+
+    def __init__(self, path: Path, environments: Sequence[str] = ()) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._closed = False
+        self._doc = self._load()
+        changed = not path.exists()
+        changed |= self._fail_interrupted_tasks()
+        for name in environments:
+            if not any(same_name(env["Name"], name) for env in self._doc["environments"]):
+                self._new_environment({"Name": name})
+                changed = True
+        if changed:
+            self._save()
+
+    def close(self) -> None:
+        """Stop writing to disk: threads still finishing must not touch a restarted stand-in."""
+        with self._lock:
+            self._closed = True
+
+    @property
+    def installation_id(self) -> str:
+        return self._doc["installation_id"]
+
+    # -- reads (deep copies, so callers can render them while writers carry on) --
+
+    def spaces(self) -> list[Resource]:
+        return self._copy(lambda doc: doc["spaces"])
+
+    def environments(self) -> list[Resource]:
+        return self._copy(
+            lambda doc: sorted(doc["environments"], key=lambda e: (e["SortOrder"], e["Name"]))
+        )
+
+    def environment(self, env_id: str) -> Resource:
+        return self._copy(lambda doc: _find(doc["environments"], env_id))
+
+    def machines(self) -> list[Resource]:
+        return self._copy(
+            lambda doc: sorted(doc["machines"], key=lambda m: (m["Name"].casefold(), m["Id"]))
+        )
+
+    def machine(self, machine_id: str) -> Resource:
+        return self._copy(lambda doc: _find(doc["machines"], machine_id))
+
+    def tasks(self) -> list[Resource]:
+        # Ids grow with time; Octopus lists the newest task first.
+        return self._copy(
+            lambda doc: sorted(doc["tasks"], key=lambda t: int(t["Id"].split("-")[1]), reverse=True)
+        )
+
+    def task(self, task_id: str) -> Resource:
+        return self._copy(lambda doc: _find(doc["tasks"], task_id))
+
+    # -- environments --
+
+    def add_environment(self, body: Resource) -> Resource:
+        with self._lock:
+            created = self._new_environment(body)
+            self._save()
+            return copy.deepcopy(created)
+
+    def _new_environment(self, body: Resource) -> Resource:
+        name = body.get("Name")
+        name = name.strip() if isinstance(name, str) else ""
+        if not name:
+            raise ValidationError("Please provide a name for this environment.")
+        if any(same_name(env["Name"], name) for env in self._doc["environments"]):
+            raise ValidationError(
+                f"An environment named '{name}' already exists. Please choose a different name."
+            )
+        envs = self._doc["environments"]
+        created = {
+            "Id": self._next_id("Environments"),
+            "Name": name,
+            "Slug": slugify(name),
+            "Description": body.get("Description") or "",
+            "SortOrder": max((env["SortOrder"] for env in envs), default=0) + 1,
+            "UseGuidedFailure": bool(body.get("UseGuidedFailure", False)),
+            "AllowDynamicInfrastructure": bool(body.get("AllowDynamicInfrastructure", False)),
+            "SpaceId": SPACE_ID,
+            "EnvironmentTags": [],
+            "ExtensionSettings": [],
+        }
+        envs.append(created)
+        return created
+
+    # -- machines --
+
+    def add_machine(self, body: Resource) -> Resource:
+        with self._lock:
+            machine = self._machine_from(body, existing=None)
+            machine["Id"] = self._next_id("Machines")
+            self._doc["machines"].append(machine)
+            self._save()
+            return copy.deepcopy(machine)
+
+    def update_machine(self, machine_id: str, body: Resource) -> Resource:
+        with self._lock:
+            existing = _find(self._doc["machines"], machine_id)
+            updated = self._machine_from(body, existing=existing)
+            existing.clear()
+            existing.update(updated)
+            self._save()
+            return copy.deepcopy(existing)
+
+    def delete_machine(self, machine_id: str) -> Resource:
+        with self._lock:
+            machine = _find(self._doc["machines"], machine_id)
+            self._doc["machines"].remove(machine)
+            self._save()
+            return machine
+
+    def record_health(self, machine_id: str, health: str, status: str, summary: str) -> None:
+        """The outcome of a health check; a machine deleted meanwhile is left alone."""
+        with self._lock:
+            try:
+                machine = _find(self._doc["machines"], machine_id)
+            except NotFoundError:
+                return
+            machine.update(HealthStatus=health, Status=status, StatusSummary=summary)
+            self._save()
+
+    def _machine_from(self, body: Resource, existing: Resource | None) -> Resource:
+        """A full machine record from a POST/PUT body: writeable fields replaced, not merged."""
+        errors: list[str] = []
+        name = body.get("Name")
+        name = name.strip() if isinstance(name, str) else ""
+        if not name:
+            errors.append("Please provide a name for this machine.")
+        endpoint = body.get("Endpoint")
+        if not isinstance(endpoint, dict):
+            endpoint = {}
+        thumb = endpoint.get("Thumbprint")
+        thumb = thumb.strip() if isinstance(thumb, str) else ""
+        if not thumb:
+            errors.append("Please provide a thumbprint for this machine.")
+        env_ids = _string_list(body, "EnvironmentIds", errors)
+        if not env_ids:
+            errors.append("Please select at least one environment for this deployment target.")
+        known_envs = {env["Id"].casefold() for env in self._doc["environments"]}
+        errors += [
+            f"The environment '{env_id}' does not exist."
+            for env_id in env_ids
+            if env_id.casefold() not in known_envs
+        ]
+        roles = _string_list(body, "Roles", errors)
+        tenant_ids = _string_list(body, "TenantIds", errors)
+        tenant_tags = _string_list(body, "TenantTags", errors)
+        participation = body.get("TenantedDeploymentParticipation") or "Untenanted"
+        if participation not in _PARTICIPATIONS:
+            errors.append(
+                f"TenantedDeploymentParticipation must be one of {', '.join(_PARTICIPATIONS)}."
+            )
+        policy_id = body.get("MachinePolicyId") or DEFAULT_MACHINE_POLICY_ID
+        if policy_id != DEFAULT_MACHINE_POLICY_ID:
+            errors.append(f"The machine policy '{policy_id}' does not exist.")
+        if errors:
+            raise ValidationError(*errors)
+        for other in self._doc["machines"]:
+            if other is not existing and same_name(other["Name"], name):
+                raise ValidationError(
+                    f"A machine named '{name}' already exists. Please choose a different name."
+                )
+
+        old_endpoint = existing["Endpoint"] if existing else {}
+        stored_endpoint = {
+            "CommunicationStyle": "TentaclePassive",
+            "ProxyId": None,
+            "Id": None,
+            "LastModifiedOn": None,
+            "LastModifiedBy": None,
+            "Links": {},
+            **endpoint,
+            "Thumbprint": thumb,
+            "CertificateSignatureAlgorithm": old_endpoint.get("CertificateSignatureAlgorithm"),
+            "TentacleVersionDetails": old_endpoint.get("TentacleVersionDetails")
+            or {
+                "UpgradeLocked": False,
+                "Version": None,
+                "UpgradeSuggested": False,
+                "UpgradeRequired": False,
+                "UpgradeAvailable": False,
+            },
+        }
+        slug = body.get("Slug")
+        server_set = (
+            {field: existing[field] for field in _SERVER_SET}
+            if existing
+            else {
+                "HealthStatus": "Unknown",
+                "Status": "Unknown",
+                "StatusSummary": "This machine has not been health checked yet.",
+                "HasLatestCalamari": False,
+                "IsInProcess": False,
+                "OperatingSystem": "Unknown",
+                "ShellName": "Unknown",
+                "ShellVersion": "Unknown",
+                "Architecture": "Unknown",
+            }
+        )
+        return {
+            "Id": existing["Id"] if existing else None,
+            "Name": name,
+            "Slug": slug if isinstance(slug, str) and slug else slugify(name),
+            "SpaceId": SPACE_ID,
+            "EnvironmentIds": env_ids,
+            "Roles": roles,
+            "TenantedDeploymentParticipation": participation,
+            "TenantIds": tenant_ids,
+            "TenantTags": tenant_tags,
+            "Thumbprint": thumb,
+            "Uri": stored_endpoint.get("Uri"),
+            "IsDisabled": bool(body.get("IsDisabled", False)),
+            "MachinePolicyId": policy_id,
+            **server_set,
+            "Endpoint": stored_endpoint,
+            "SkipInitialHealthCheck": bool(body.get("SkipInitialHealthCheck", False)),
+            "LastModifiedOn": iso(now()),
+            "LastModifiedBy": USER_NAME,
+        }
+
+    # -- server tasks --
+
+    def add_health_task(self, body: Resource) -> tuple[Resource, list[Resource]]:
+        """A queued health task and the machines it is to check."""
+        with self._lock:
+            if body.get("Name") != "Health":
+                raise ValidationError(
+                    f"The task '{body.get('Name')}' is not supported here; only 'Health' is."
+                )
+            args = body.get("Arguments") or {}
+            if not isinstance(args, dict):
+                raise ValidationError("Arguments must be an object.")
+            parse_timespan(args.get("Timeout"), DEFAULT_TASK_TIMEOUT)
+            parse_timespan(args.get("MachineTimeout"), DEFAULT_MACHINE_TIMEOUT)
+            machines = self._health_targets(args)
+            queued = iso(now())
+            task = {
+                "Id": self._next_id("ServerTasks"),
+                "SpaceId": SPACE_ID,
+                "EstimatedRemainingQueueDurationSeconds": 0,
+                "Name": "Health",
+                "Description": body.get("Description") or "Manual health check",
+                "Arguments": args,
+                "State": "Queued",
+                "Completed": None,
+                "QueueTime": queued,
+                "QueueTimeExpiry": None,
+                "StartTime": None,
+                "LastUpdatedTime": queued,
+                "CompletedTime": None,
+                "ServerNode": None,
+                "Duration": "",
+                "ErrorMessage": "",
+                "HasBeenPickedUpByProcessor": False,
+                "IsCompleted": False,
+                "FinishedSuccessfully": False,
+                "HasPendingInterruptions": False,
+                "CanRerun": False,
+                "HasWarningsOrErrors": False,
+                "ProjectId": None,
+            }
+            self._doc["tasks"].append(task)
+            self._save()
+            return copy.deepcopy(task), copy.deepcopy(machines)
+
+    def _health_targets(self, args: Resource) -> list[Resource]:
+        machine_ids = args.get("MachineIds") or []
+        env_id = args.get("EnvironmentId")
+        if machine_ids:
+            if not isinstance(machine_ids, list):
+                raise ValidationError("MachineIds must be a list of machine Ids.")
+            try:
+                return [_find(self._doc["machines"], str(mid)) for mid in machine_ids]
+            except NotFoundError as exc:
+                raise ValidationError(str(exc)) from None
+        if env_id:
+            try:
+                env = _find(self._doc["environments"], str(env_id))
+            except NotFoundError as exc:
+                raise ValidationError(str(exc)) from None
+            return [m for m in self._doc["machines"] if env["Id"] in m["EnvironmentIds"]]
+        return list(self._doc["machines"])
+
+    def start_task(self, task_id: str) -> None:
+        with self._lock:
+            task = _find(self._doc["tasks"], task_id)
+            started = iso(now())
+            task.update(
+                State="Executing",
+                StartTime=started,
+                LastUpdatedTime=started,
+                HasBeenPickedUpByProcessor=True,
+            )
+            self._save()
+
+    def finish_task(self, task_id: str, state: str, error_message: str = "") -> None:
+        with self._lock:
+            self._finish(_find(self._doc["tasks"], task_id), state, error_message)
+            self._save()
+
+    def _finish(self, task: Resource, state: str, error_message: str) -> None:
+        finished = now()
+        started = dt.datetime.fromisoformat(task["StartTime"] or task["QueueTime"])
+        task.update(
+            State=state,
+            Completed=human_time(finished),
+            CompletedTime=iso(finished),
+            LastUpdatedTime=iso(finished),
+            Duration=human_duration((finished - started).total_seconds()),
+            ErrorMessage=error_message,
+            IsCompleted=True,
+            FinishedSuccessfully=state == "Success",
+            HasWarningsOrErrors=state != "Success",
+        )
+
+    def _fail_interrupted_tasks(self) -> bool:
+        interrupted = [t for t in self._doc["tasks"] if not t["IsCompleted"]]
+        for task in interrupted:
+            self._finish(task, "Failed", "The Octopus stand-in stopped before this task finished.")
+        return bool(interrupted)
+
+    # -- storage --
+
+    def _copy(self, pick: Callable[[Resource], Any]) -> Any:
+        with self._lock:
+            return copy.deepcopy(pick(self._doc))
+
+    def _next_id(self, prefix: str) -> str:
+        counters = self._doc["counters"]
+        counters[prefix] = counters.get(prefix, 0) + 1
+        return f"{prefix}-{counters[prefix]}"
+
+    def _load(self) -> Resource:
+        if not self._path.exists():
+            return {
+                "installation_id": str(uuid.uuid4()),
+                "counters": {},
+                "spaces": [DEFAULT_SPACE],
+                "environments": [],
+                "machines": [],
+                "tasks": [],
+            }
+        try:
+            return json.loads(self._path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SandboxError(
+                f"cannot read the Octopus stand-in state {self._path}: {exc}; "
+                "delete the file to start afresh"
+            ) from exc
+
+    def _save(self) -> None:
+        if not self._closed:
+            write_atomic(self._path, json.dumps(self._doc, indent=1).encode())

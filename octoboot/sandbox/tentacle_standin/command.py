@@ -1,0 +1,63 @@
+"""What a command is, and what it is handed when it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .instances import Instance
+from .log import Log
+from .options import Option, Parsed
+
+# The launcher sits in the install dir (.../tentacle/Tentacle) and this file in .../tentacle/lib/.
+INSTALL_DIR = Path(__file__).resolve().parents[2]
+EXECUTABLE = INSTALL_DIR / "Tentacle"
+
+INSTANCE_OPTIONS = (
+    Option("instance=", "Name of the instance to use"),
+    Option("config=", "Configuration file to use"),
+)
+
+
+@dataclass
+class Invocation:
+    parsed: Parsed
+    log: Log
+    instance: Instance | None = None
+    restart_needed: bool = False
+
+    def vote_for_restart(self) -> None:
+        self.restart_needed = True
+
+    @property
+    def current(self) -> Instance:
+        """The selected instance; only standard commands have one."""
+        assert self.instance is not None, "only a standard command has an instance"
+        return self.instance
+
+
+@dataclass(frozen=True)
+class Command:
+    """One Tentacle command.
+
+    standard: like AbstractStandardCommand, it takes --instance/--config and its instance is
+    loaded before it runs (failing with the selector's message); it ends with the restart
+    warning when it changed the configuration.
+    quiet: its output is data, so informational console logging is off (SuppressConsoleLogging).
+    validate: checks the options once they parse, before the instance is loaded (the real
+    command's option-set validation).
+    """
+
+    name: str
+    description: str
+    run: Callable[[Invocation], None]
+    options: tuple[Option, ...] = ()
+    aliases: tuple[str, ...] = ()
+    standard: bool = True
+    quiet: bool = False
+    validate: Callable[[Parsed], None] | None = None
+
+    @property
+    def all_options(self) -> tuple[Option, ...]:
+        return (INSTANCE_OPTIONS if self.standard else ()) + self.options

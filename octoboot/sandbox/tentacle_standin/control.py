@@ -1,0 +1,79 @@
+"""The sandbox's hold on the stand-in: a record of every call, and faults to inject.
+
+The control dir is $OCTOBOOT_SANDBOX_HOST_DIR, else /run/octoboot-sandbox (one per sandbox host).
+- `argv.jsonl`: one JSON line per invocation, {"time", "pid", "argv"}, written before anything
+  is parsed, so the sandbox can prove that no secret ever reached a host's command line.
+- `faults.json` (optional): {"install_fails": bool, "install_seconds": float,
+  "hang": ["<command>", ...] or ["*"]}.
+The first invocation after extraction (no `.first-run-complete` in the install dir) stands for the
+time a real install takes, and is where an install failure shows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+FIRST_RUN_MARKER = ".first-run-complete"
+INSTALL_FAILURE = "Failed to extract the bundled .NET runtime: No space left on device"
+INSTALL_FAILURE_EXIT_CODE = 100
+_HANG_SECONDS = 24 * 60 * 60
+
+
+@dataclass(frozen=True)
+class Faults:
+    install_fails: bool = False
+    install_seconds: float = 0.0
+    hang: tuple[str, ...] = ()
+
+
+def control_dir() -> Path:
+    return Path(os.environ.get("OCTOBOOT_SANDBOX_HOST_DIR") or "/run/octoboot-sandbox")
+
+
+def record_invocation(argv: list[str]) -> None:
+    directory = control_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    line = {"time": dt.datetime.now(dt.UTC).isoformat(), "pid": os.getpid(), "argv": argv}
+    # One write on an O_APPEND file, so concurrent invocations never interleave their lines.
+    with open(directory / "argv.jsonl", "a", encoding="utf-8") as out:
+        out.write(json.dumps(line) + "\n")
+
+
+def load_faults() -> Faults:
+    path = control_dir() / "faults.json"
+    if not path.exists():
+        return Faults()
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return Faults(
+        install_fails=bool(raw.get("install_fails", False)),
+        install_seconds=float(raw.get("install_seconds", 0.0)),
+        hang=tuple(raw.get("hang", ())),
+    )
+
+
+def finish_first_run(install_dir: Path, faults: Faults) -> bool:
+    """Play the install's first run if it has not happened; False if the install failed."""
+    marker = install_dir / FIRST_RUN_MARKER
+    if marker.exists():
+        return True
+    time.sleep(faults.install_seconds)
+    if faults.install_fails:
+        print(INSTALL_FAILURE, file=sys.stderr, flush=True)
+        return False
+    marker.touch()
+    return True
+
+
+def hang_if_told(command: str, faults: Faults) -> None:
+    """Block like a hung command; default signal handling lets SIGTERM, SIGHUP or SIGKILL end it."""
+    if "*" not in faults.hang and command not in faults.hang:
+        return
+    deadline = time.monotonic() + _HANG_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(60)

@@ -1,0 +1,149 @@
+"""The Tentacle option grammar: Mono.Options, as the real Tentacle embeds it.
+
+Faithful to `Octopus.Tentacle/Internals/Options/OptionSet.cs`:
+- names are case-insensitive and may start with `--`, `-` or `/`;
+- a value follows `=` or `:`, or is the next argument, whatever that argument looks like;
+- a switch ignores any value written after it (`--force=no` still forces);
+- `name+` / `name-` are accepted as the switch itself;
+- single-letter options may be bundled after one `-` (`-fb`);
+- `--` ends option processing (it is dropped, the rest is left unrecognized);
+- a value option at the very end, without its value, is an OptionException, which the real
+  program reports as an unexpected error (exit 100), not a controlled failure.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+_OPTION = re.compile(r"^(?P<flag>--|-|/)(?P<name>[^:=]+)(?:(?P<sep>[:=])(?P<value>.*))?$", re.S)
+_HELP_COLUMN = 29
+_HELP_WIDTH = 80
+
+
+class OptionError(Exception):
+    """The command line cannot be parsed (Mono.Options' OptionException)."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option, declared with a Mono.Options prototype such as `f|from-file=`."""
+
+    prototype: str
+    description: str = ""
+    hidden: bool = False
+    names: tuple[str, ...] = field(init=False)
+    takes_value: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        parts = self.prototype.split("|")
+        object.__setattr__(self, "takes_value", any(p.endswith("=") for p in parts))
+        object.__setattr__(self, "names", tuple(p.rstrip("=") for p in parts))
+
+    def matches(self, name: str) -> bool:
+        return name.lower() in (n.lower() for n in self.names)
+
+
+@dataclass
+class Parsed:
+    """What one parse found: (option, value) pairs in command-line order, and the leftovers."""
+
+    pairs: list[tuple[Option, str | None]] = field(default_factory=list)
+    unrecognized: list[str] = field(default_factory=list)
+
+    def flag(self, name: str) -> bool:
+        return any(opt.matches(name) for opt, _ in self.pairs)
+
+    def values(self, name: str) -> list[str]:
+        return [value or "" for opt, value in self.pairs if opt.matches(name)]
+
+    def value(self, name: str) -> str | None:
+        """The last value given (each occurrence overwrites the previous one, as in Tentacle)."""
+        found = self.values(name)
+        return found[-1] if found else None
+
+
+def parse(options: Sequence[Option], args: Iterable[str]) -> Parsed:
+    """Parse args against options; raises OptionError where Mono.Options would throw."""
+    table = {name.lower(): opt for opt in options for name in opt.names}
+    result = Parsed()
+    pending: tuple[Option, str] | None = None
+    processing = True
+    for arg in args:
+        if not processing:
+            result.unrecognized.append(arg)
+        elif pending:
+            result.pairs.append((pending[0], arg))
+            pending = None
+        elif arg == "--":
+            processing = False
+        else:
+            pending = _parse_one(arg, table, result)
+    if pending:
+        raise OptionError(f"Missing required value for option '{pending[1]}'.")
+    return result
+
+
+def _parse_one(arg: str, table: dict[str, Option], result: Parsed) -> tuple[Option, str] | None:
+    """Record arg in result; return (option, spelling) when its value is the next argument."""
+    match = _OPTION.match(arg)
+    if not match:
+        result.unrecognized.append(arg)
+        return None
+    flag, name, value = match["flag"], match["name"], match["value"]
+    option = table.get(name.lower())
+    if option:
+        if not option.takes_value:
+            result.pairs.append((option, None))
+        elif value is not None:
+            result.pairs.append((option, value))
+        else:
+            return option, flag + name
+        return None
+    toggled = table.get(name[:-1].lower()) if name[-1] in "+-" else None
+    if toggled:
+        result.pairs.append((toggled, arg if name[-1] == "+" else None))
+        return None
+    if flag == "-" and name[0].lower() in table:
+        return _parse_bundle(name + (match["sep"] or "") + (value or ""), table, result)
+    result.unrecognized.append(arg)
+    return None
+
+
+def _parse_bundle(
+    letters: str, table: dict[str, Option], result: Parsed
+) -> tuple[Option, str] | None:
+    for i, letter in enumerate(letters):
+        option = table.get(letter.lower())
+        if option is None:
+            raise OptionError(f"Cannot bundle unregistered option '-{letter}'.")
+        if option.takes_value:
+            rest = letters[i + 1 :]
+            if rest:
+                result.pairs.append((option, rest))
+                return None
+            return option, "-" + letter
+        result.pairs.append((option, None))
+    return None
+
+
+def describe(options: Sequence[Option]) -> str:
+    """The option table of `<command> --help`, laid out like Mono.Options' help writer."""
+    lines = []
+    for option in options:
+        if option.hidden:
+            continue
+        first, *others = option.names
+        head = ("  -" if len(first) == 1 else "      --") + first
+        head += "".join((", -" if len(n) == 1 else ", --") + n for n in others)
+        if option.takes_value:
+            head += "=VALUE"
+        text = textwrap.wrap(option.description, _HELP_WIDTH - _HELP_COLUMN) or [""]
+        if len(head) < _HELP_COLUMN:
+            lines.append(head.ljust(_HELP_COLUMN) + text[0])
+        else:
+            lines.extend([head, " " * _HELP_COLUMN + text[0]])
+        lines.extend(" " * (_HELP_COLUMN + 2) + more for more in text[1:])
+    return "\n".join(lines)

@@ -1,0 +1,215 @@
+"""Settings from the process environment and .env: which Octopus, which key, where state lives.
+
+The process environment wins over .env; an empty value counts as unset (CI systems set missing
+secrets to ""). .env values are taken verbatim (no ${VAR} expansion), so a password is what it
+says. Secrets are kept in `Secret`, which never shows its value in a repr, a log or an error.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from octoboot.errors import ConfigError
+from octoboot.inventory import Environment, OctopusOverride
+
+DOTENV = Path(".env")
+DEFAULT_WORKERS = 32
+
+
+@dataclass(frozen=True, repr=False)
+class Secret:
+    """A value that must not show in reprs, logs or tracebacks: `.reveal()` it where it is used."""
+
+    _value: str
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def reveal(self) -> str:
+        return self._value
+
+
+@dataclass(frozen=True)
+class OctopusTarget:
+    """The Octopus Server one environment registers with."""
+
+    url: str
+    api_key: Secret
+    space: str | None  # a space name; None: the server's default space
+
+
+@dataclass(frozen=True)
+class Settings:
+    octopus_url: str | None = None
+    octopus_api_key: Secret | None = None
+    octopus_api_key_file: Path | None = None
+    octopus_space: str | None = None
+    state_dir: Path = field(default_factory=lambda: Path(".octoboot").absolute())
+    machines_dir: Path = Path("machines")
+    workers: int = DEFAULT_WORKERS
+    pfx_secret: Secret | None = None
+    # The merged environment and .env, where an inventory's api_key_env is looked up.
+    variables: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def octopus_for(self, environment: Environment) -> OctopusTarget:
+        """The Octopus of `environment`: its [octopus] table wins, field by field."""
+        override = environment.octopus or OctopusOverride()
+        where = f"under [octopus] in {environment.file}"
+        url = _http_url(override.url, f"url {where}") if override.url else self.octopus_url
+        if url is None:
+            raise ConfigError(
+                f"no Octopus URL for environment {environment.key!r}: "
+                f"set OCTOPUS_URL in .env, or url {where}"
+            )
+        return OctopusTarget(
+            url=url,
+            api_key=self._api_key_for(environment, override, url),
+            space=override.space or self.octopus_space,
+        )
+
+    def pfx_password(self) -> Secret:
+        if self.pfx_secret is None:
+            raise ConfigError(
+                "no password for the machine identities (PFX files): "
+                "set OCTOBOOT_PFX_PASSWORD in .env, and keep it: the identities need it"
+            )
+        return self.pfx_secret
+
+    def _api_key_for(self, environment: Environment, override: OctopusOverride, url: str) -> Secret:
+        where = f"under [octopus] in {environment.file}"
+        if override.api_key_env:
+            value = self.variables.get(override.api_key_env)
+            if not value:
+                raise ConfigError(
+                    f"{override.api_key_env} is not set (in the environment or .env); "
+                    f"it is named by api_key_env {where}"
+                )
+            return _api_key(value, override.api_key_env)
+        if override.api_key_file:
+            return _read_key_file(override.api_key_file)
+        if url != self.octopus_url:
+            # The settings' key belongs to OCTOPUS_URL: never hand it to another server.
+            raise ConfigError(
+                f"no Octopus API key for environment {environment.key!r}: its url {where} is not "
+                f"OCTOPUS_URL, so OCTOPUS_API_KEY is not sent there; set api_key_env or "
+                f"api_key_file {where}"
+            )
+        if self.octopus_api_key:
+            return self.octopus_api_key
+        if self.octopus_api_key_file:
+            return _read_key_file(self.octopus_api_key_file)
+        raise ConfigError(
+            f"no Octopus API key for environment {environment.key!r}: set OCTOPUS_API_KEY in "
+            f".env, or api_key_env / api_key_file {where}"
+        )
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: Path | None = DOTENV
+) -> Settings:
+    """Settings from `environ` (default: os.environ) over `dotenv_path` (None: no .env file)."""
+    variables = _merge(os.environ if environ is None else environ, dotenv_path)
+    url = variables.get("OCTOPUS_URL")
+    key = variables.get("OCTOPUS_API_KEY")
+    key_file = variables.get("OCTOPUS_API_KEY_FILE")
+    if key and key_file:
+        raise ConfigError("set OCTOPUS_API_KEY or OCTOPUS_API_KEY_FILE, not both")
+    space = variables.get("OCTOPUS_SPACE")
+    if space is not None:
+        _refuse_control_characters(space, "OCTOPUS_SPACE")
+    password = variables.get("OCTOBOOT_PFX_PASSWORD")
+    return Settings(
+        octopus_url=_http_url(url, "OCTOPUS_URL") if url else None,
+        octopus_api_key=_api_key(key, "OCTOPUS_API_KEY") if key else None,
+        octopus_api_key_file=_absolute(key_file) if key_file else None,
+        octopus_space=space,
+        state_dir=_absolute(variables.get("OCTOBOOT_STATE_DIR", ".octoboot")),
+        machines_dir=Path(variables.get("OCTOBOOT_MACHINES_DIR", "machines")).expanduser(),
+        workers=_workers(variables.get("OCTOBOOT_WORKERS")),
+        pfx_secret=Secret(password) if password else None,
+        variables=MappingProxyType(variables),
+    )
+
+
+def _merge(environ: Mapping[str, str], dotenv_path: Path | None) -> dict[str, str]:
+    from_file: dict[str, str | None] = {}
+    if dotenv_path is not None:
+        try:
+            from_file = dotenv_values(dotenv_path, interpolate=False)
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{dotenv_path}: cannot read: {error}") from None
+    merged = {key: value for key, value in from_file.items() if value}
+    merged.update((key, value) for key, value in environ.items() if value)
+    return merged
+
+
+def _absolute(value: str) -> Path:
+    return Path(value).expanduser().absolute()
+
+
+def _workers(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_WORKERS
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise ConfigError(f"OCTOBOOT_WORKERS must be a whole number of at least 1, got {value!r}")
+    return workers
+
+
+def _http_url(value: str, where: str) -> str:
+    _refuse_control_characters(value, where)
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 -- raises ValueError for a port out of range
+    except ValueError:
+        url = urlsplit("")
+    if url.scheme not in ("http", "https") or not url.hostname or " " in value:
+        raise ConfigError(
+            f"{where} must be an http:// or https:// URL, like https://octopus.example.com"
+        )
+    if url.username is not None or url.password is not None:
+        # Not echoed: it holds a password. The API key is what authenticates.
+        raise ConfigError(f"{where} must not contain a user name or password")
+    return value.rstrip("/")
+
+
+def _api_key(value: str, where: str) -> Secret:
+    key = value.strip()
+    if not key:
+        raise ConfigError(f"the Octopus API key in {where} is empty")
+    if any(char.isspace() or unicodedata.category(char) == "Cc" for char in key):
+        raise ConfigError(f"the Octopus API key in {where} must be one word, without spaces")
+    return Secret(key)
+
+
+def _read_key_file(path: Path) -> Secret:
+    try:
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            raise ConfigError(
+                f"API key file {path} is open to group or others (mode {mode & 0o777:o}): "
+                f"run chmod 600 {path}"
+            )
+        return _api_key(path.read_text(encoding="utf-8"), f"API key file {path}")
+    except OSError as error:
+        raise ConfigError(f"cannot read API key file {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"API key file {path} is not UTF-8 text") from None
+
+
+def _refuse_control_characters(value: str, where: str) -> None:
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        raise ConfigError(f"{where} must not contain line breaks or other control characters")

@@ -1,0 +1,23 @@
+#!/bin/sh
+# Installs what octoboot and its sandbox need on Debian (as root), then the Python venv.
+# Safe to repeat: it installs only what is missing.
+set -eu
+cd "$(dirname "$0")/.."
+
+need=""
+command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need="$need openssh-server"
+command -v ip >/dev/null 2>&1 || need="$need iproute2"
+command -v unshare >/dev/null 2>&1 || need="$need util-linux"
+command -v ssh >/dev/null 2>&1 || need="$need openssh-client"
+python3 -c 'import venv, ensurepip' 2>/dev/null || need="$need python3-venv"
+if [ -n "$need" ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $need >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -r requirements.txt

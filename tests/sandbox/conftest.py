@@ -1,0 +1,58 @@
+"""Fixtures for tests against the real sandbox: sshd hosts in network namespaces, the
+Octopus stand-in over HTTP. Each module gets its own sandbox (its own slot, subnet and
+folder), taken down at the end by the PIDs and names it recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+from fabric import Config, Connection
+
+from octoboot.sandbox.control import Sandbox
+
+
+def connect(sandbox: Sandbox, host: str) -> Connection:
+    ssh_config = paramiko.SSHConfig.from_path(str(sandbox.endpoints().ssh_config))
+    config = Config(ssh_config=ssh_config)
+    config.run.in_stream = False
+    return Connection(host, config=config, connect_timeout=10)
+
+
+@pytest.fixture(scope="module")
+def sandbox_factory(tmp_path_factory) -> Iterator[Callable[..., Sandbox]]:
+    made: list[Sandbox] = []
+
+    def make(hosts: int, **options) -> Sandbox:
+        sandbox = Sandbox(tmp_path_factory.mktemp("sandbox") / "sb")
+        made.append(sandbox)
+        sandbox.up(hosts, **options)
+        return sandbox
+
+    yield make
+    for sandbox in made:
+        sandbox.down()
+
+
+@pytest.fixture(scope="module")
+def ssh(request) -> Iterator[Callable[[Sandbox, str], Connection]]:
+    opened: list[Connection] = []
+
+    def open_(sandbox: Sandbox, host: str) -> Connection:
+        conn = connect(sandbox, host)
+        opened.append(conn)
+        return conn
+
+    yield open_
+    for conn in opened:
+        conn.close()
+
+
+def run(conn: Connection, command: str, **kwargs):
+    return conn.run(command, hide=True, warn=True, in_stream=False, **kwargs)
+
+
+def files_under(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
