@@ -5,14 +5,18 @@ Each task turns flags into one library call, prints, and exits with the library'
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from invoke import Collection, Exit, task
 
+from octoboot import jobs
 from octoboot.errors import OctobootError
+from octoboot.report import RunReport
 from octoboot.sandbox.control import Sandbox
+from octoboot.settings import load_settings
 
 PROJECT = Path(__file__).resolve().parent
 SANDBOX = Sandbox(PROJECT / ".sandbox")
@@ -25,6 +29,75 @@ def user_errors() -> Iterator[None]:
         yield
     except OctobootError as exc:
         raise Exit(f"octoboot: {exc}", code=exc.exit_code) from None
+
+
+def settings():
+    # Relative paths (machines/, .octoboot/) are the project's, wherever `inv` was run from.
+    os.chdir(PROJECT)
+    return load_settings(dotenv_path=PROJECT / ".env")
+
+
+def print_report(report: RunReport, output_format: str) -> None:
+    print(report.to_json() if output_format == "json" else report.table())
+    if report.exit_code:
+        raise Exit(code=report.exit_code)
+
+
+RUN_HELP = {
+    "env": "the environment: machines/<ENV>.toml",
+    "host": "only this machine (repeatable); found in whichever environment lists it",
+    "limit": "only machines whose name matches this glob (repeatable), e.g. 'web*'",
+    "parallel": "run the machines concurrently (default: one after another)",
+    "workers": "with --parallel: at most this many machines at once (default 32)",
+    "format": "table (default) or json (only JSON on stdout, for CI)",
+    "verbose": "with --parallel: also print each machine's steps as they end",
+    "deadline": "seconds each machine may take in all (default: the inventory's, 900)",
+    "connect_timeout": "seconds to wait for SSH to answer (default: the inventory's, 10)",
+    "accept_new_host_key": "accept a changed SSH host key for the selected machines (rebuilt)",
+}
+
+
+def job_task(job, name, doc):
+    """A task running `job` over the selected machines; bootstrap, install and register
+    differ only in the job."""
+
+    def run(
+        c, env=None, host=None, limit=None, parallel=False, workers=None, format="table",
+        verbose=False, deadline=None, connect_timeout=None, accept_new_host_key=False,
+    ):  # fmt: skip
+        if format not in ("table", "json"):
+            raise Exit(f"octoboot: --format must be table or json, not {format!r}", code=2)
+        with user_errors():
+            report = job(
+                jobs.Selection(env=env, hosts=tuple(host or ()), limits=tuple(limit or ())),
+                jobs.RunOptions(
+                    parallel=parallel,
+                    workers=int(workers) if workers else None,
+                    verbose=verbose,
+                    deadline=float(deadline) if deadline else None,
+                    connect_timeout=float(connect_timeout) if connect_timeout else None,
+                    accept_new_host_key=accept_new_host_key,
+                ),
+                settings(),
+            )
+        print_report(report, format)
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = doc
+    return task(run, help=RUN_HELP, iterable=["host", "limit"])
+
+
+bootstrap = job_task(
+    jobs.bootstrap, "bootstrap",
+    "Make machines ready Octopus targets: install, identity, register, start, health.",
+)  # fmt: skip
+install = job_task(
+    jobs.install, "install", "Install or upgrade the Tentacle on machines, and nothing else."
+)
+register = job_task(
+    jobs.register, "register",
+    "Identity, configure, register with Octopus, start and health-check installed machines.",
+)  # fmt: skip
 
 
 # --- sandbox ---------------------------------------------------------------------------
@@ -95,12 +168,14 @@ def sandbox_rebuild(c, host):
         "hang": "a Tentacle command that hangs (repeatable; '*' for all)",
         "no_hang": "no command hangs any more",
         "blackhole": "drop every packet from the controller (--no-blackhole to clear)",
+        "untrusting": "the Tentacle service trusts no Octopus Server (--no-untrusting to clear)",
     },
     iterable=["hang"],
 )
 def sandbox_fault(
-    c, host, install_fails=None, install_seconds=None, hang=None, no_hang=False, blackhole=None
-):
+    c, host, install_fails=None, install_seconds=None, hang=None, no_hang=False, blackhole=None,
+    untrusting=None,
+):  # fmt: skip
     """Give a host faults: failing or slow install, hanging commands, no answer at all."""
     with user_errors():
         faults = SANDBOX.set_faults(
@@ -108,6 +183,7 @@ def sandbox_fault(
             install_fails=install_fails,
             install_seconds=None if install_seconds is None else float(install_seconds),
             hang=[] if no_hang else (hang or None),
+            untrusting=untrusting,
         )
         if blackhole is not None:
             SANDBOX.set_blackhole(host, blackhole)
@@ -126,4 +202,4 @@ for _name, _task in {
 }.items():
     sandbox.add_task(_task, name=_name)
 
-ns = Collection(sandbox)
+ns = Collection(bootstrap, install, register, sandbox)

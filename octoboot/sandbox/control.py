@@ -280,6 +280,7 @@ class Sandbox:
         install_fails: bool | None = None,
         install_seconds: float | None = None,
         hang: Iterable[str] | None = None,
+        untrusting: bool | None = None,
     ) -> dict[str, object]:
         """Change the host's faults (None leaves one as it is); returns them all."""
         host = self.host(name)
@@ -290,6 +291,8 @@ class Sandbox:
             faults["install_seconds"] = install_seconds
         if hang is not None:
             faults["hang"] = list(hang)
+        if untrusting is not None:
+            faults["untrusting"] = untrusting
         host.set_faults(faults)
         return faults
 

@@ -4,7 +4,8 @@ The control dir is $OCTOBOOT_SANDBOX_HOST_DIR, else /run/octoboot-sandbox (one p
 - `argv.jsonl`: one JSON line per invocation, {"time", "pid", "argv"}, written before anything
   is parsed, so the sandbox can prove that no secret ever reached a host's command line.
 - `faults.json` (optional): {"install_fails": bool, "install_seconds": float,
-  "hang": ["<command>", ...] or ["*"]}.
+  "hang": ["<command>", ...] or ["*"], "untrusting": bool}; an untrusting Tentacle's
+  service trusts no server whatever its configuration says.
 The first invocation after extraction (no `.first-run-complete` in the install dir) stands for the
 time a real install takes, and is where an install failure shows.
 """
@@ -30,6 +31,7 @@ class Faults:
     install_fails: bool = False
     install_seconds: float = 0.0
     hang: tuple[str, ...] = ()
+    untrusting: bool = False
 
 
 def control_dir() -> Path:
@@ -54,6 +56,7 @@ def load_faults() -> Faults:
         install_fails=bool(raw.get("install_fails", False)),
         install_seconds=float(raw.get("install_seconds", 0.0)),
         hang=tuple(raw.get("hang", ())),
+        untrusting=bool(raw.get("untrusting", False)),
     )
 
 

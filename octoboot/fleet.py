@@ -1,0 +1,129 @@
+"""Running one function per machine across a fleet: bounded, each under its own deadline.
+
+FleetGroup is a fabric.Group whose members run on at most `workers` threads at once (the
+default 32; never a thread per machine for a thousand machines), each member's whole job
+independent of the others (no barrier between steps), and each bounded by a deadline
+counted from when that member started. The outcome is Fabric's GroupResult: connection →
+the job's return value, or the exception that ended it (DeadlineExceeded for a member
+that ran out of time; its connection is closed so that the thread stops waiting on it).
+`run`, `sudo`, `put` and `get` work as on any Fabric group, through the same pool.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from fabric import Connection, Group, GroupResult
+from fabric.exceptions import GroupException
+
+DEFAULT_WORKERS = 32
+
+
+class DeadlineExceeded(Exception):
+    """A member's job ran past its deadline."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"did not finish within its deadline of {seconds:.0f} s")
+        self.seconds = seconds
+
+
+class FleetGroup(Group):
+    def __init__(
+        self,
+        *hosts: Any,
+        workers: int = DEFAULT_WORKERS,
+        deadline: float | Callable[[Connection], float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*hosts, **kwargs)
+        self.workers = max(1, workers)
+        self.deadline = deadline
+
+    @classmethod
+    def from_connections(cls, connections: Any, **options: Any) -> FleetGroup:
+        group = cls(**options)
+        group.extend(connections)
+        return group
+
+    def _deadline_of(self, cxn: Connection) -> float | None:
+        return self.deadline(cxn) if callable(self.deadline) else self.deadline
+
+    def _do(self, method: str, *args: Any, **kwargs: Any) -> GroupResult:
+        """Group.run/sudo/put/get: like ThreadingGroup, raise GroupException if any failed."""
+        results = self.call(lambda cxn: getattr(cxn, method)(*args, **kwargs))
+        if results.failed:
+            raise GroupException(results)
+        return results
+
+    def call(
+        self,
+        job: Callable[[Connection], Any],
+        *,
+        on_result: Callable[[Connection, Any], None] | None = None,
+    ) -> GroupResult:
+        """job(connection) for every member; on_result(connection, value or exception) is
+        called in this thread as each one ends, so callers can print without interleaving."""
+        results = GroupResult()
+        started: dict[Connection, float] = {}
+        lock = threading.Lock()
+
+        def member(cxn: Connection) -> Any:
+            with lock:
+                started[cxn] = time.monotonic()
+            return job(cxn)
+
+        def finish(cxn: Connection, value: Any) -> None:
+            results[cxn] = value
+            if on_result:
+                on_result(cxn, value)
+
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fleet")
+        futures: dict[Future, Connection] = {pool.submit(member, cxn): cxn for cxn in self}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(
+                    pending, timeout=self._next_expiry(futures, pending, started, lock),
+                    return_when=FIRST_COMPLETED,
+                )  # fmt: skip
+                for future in done:
+                    exc = future.exception()
+                    finish(futures[future], exc if exc is not None else future.result())
+                for future in self._expired(futures, pending, started, lock):
+                    pending.discard(future)
+                    cxn = futures[future]
+                    finish(cxn, DeadlineExceeded(self._deadline_of(cxn) or 0))
+                    cxn.close()
+        finally:
+            # Members that ran out of time may still be unwinding; do not wait for them.
+            pool.shutdown(wait=False, cancel_futures=True)
+        return results
+
+    def _expiry(self, cxn: Connection, started: dict[Connection, float]) -> float | None:
+        seconds = self._deadline_of(cxn)
+        if seconds is None or cxn not in started:
+            return None
+        return started[cxn] + seconds
+
+    def _next_expiry(self, futures, pending, started, lock) -> float | None:
+        with lock:
+            expiries = [self._expiry(futures[f], started) for f in pending]
+        if self.deadline is None:
+            return None
+        known = [e for e in expiries if e is not None]
+        # Members not started yet have no expiry: look again soon.
+        soonest = min(known) - time.monotonic() if known else 0.5
+        return max(0.0, min(soonest, 0.5 if None in expiries else soonest))
+
+    def _expired(self, futures, pending, started, lock) -> list[Future]:
+        now = time.monotonic()
+        with lock:
+            return [
+                f
+                for f in pending
+                if (expiry := self._expiry(futures[f], started)) is not None and now >= expiry
+            ]

@@ -1,0 +1,98 @@
+"""The identity store: one certificate per machine, minted once, kept on the controller.
+
+    <state>/identities/            0700
+    <state>/identities/web03.pfx   0600, PKCS#12 encrypted with the store's password
+
+A machine's thumbprint is therefore known before anything is registered, and a rebuilt
+machine of the same name gets the same certificate back: it returns to Octopus as itself.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from octoboot import certificates
+from octoboot.errors import ConfigError
+
+
+class IdentityStoreError(ConfigError):
+    """The store cannot be used safely (permissions, password)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    machine: str
+    thumbprint: str
+    path: Path
+    created: bool = False
+
+    def unprotected_pfx(self, password: str) -> bytes:
+        """The PFX re-encoded without a password, for its one trip to the host: the Tentacle
+        command line is the only way to pass a PFX password, and command lines are public."""
+        key, cert = certificates.load_pfx(self.path.read_bytes(), password)
+        return certificates.to_pfx(key, cert, None, name=self.machine)
+
+
+class IdentityStore:
+    def __init__(self, state_dir: Path, password: str) -> None:
+        self.dir = state_dir / "identities"
+        self._password = password
+        self._lock = threading.Lock()
+
+    def path(self, machine: str) -> Path:
+        return self.dir / f"{machine}.pfx"
+
+    def get(self, machine: str) -> Identity | None:
+        path = self.path(machine)
+        if not path.exists():
+            return None
+        self._check_private(path)
+        try:
+            _, cert = certificates.load_pfx(path.read_bytes(), self._password)
+        except certificates.CertificateError:
+            raise IdentityStoreError(
+                f"cannot open {path}: wrong OCTOBOOT_PFX_PASSWORD (it must be the one the "
+                "identity was created with)"
+            ) from None
+        return Identity(machine, certificates.thumbprint(cert), path)
+
+    def get_or_create(self, machine: str) -> Identity:
+        """The machine's identity, minting and saving it the first time."""
+        with self._lock:
+            self._ensure_dir()
+            existing = self.get(machine)
+            if existing:
+                return existing
+            key, cert = certificates.new_self_signed()
+            data = certificates.to_pfx(key, cert, self._password, name=machine)
+            path = self.path(machine)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            return Identity(machine, certificates.thumbprint(cert), path, created=True)
+
+    def forget(self, machine: str) -> bool:
+        path = self.path(machine)
+        if path.exists():
+            path.unlink()
+            return True
+        return False
+
+    def _ensure_dir(self) -> None:
+        if not self.dir.exists():
+            self.dir.mkdir(parents=True, mode=0o700)
+        self._check_private(self.dir)
+
+    @staticmethod
+    def _check_private(path: Path) -> None:
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            mode = "700" if path.is_dir() else "600"
+            raise IdentityStoreError(
+                f"refusing to use {path}: it is readable or writable by others "
+                f"(mode {stat.S_IMODE(info.st_mode):o}); run `chmod {mode} {path}`"
+            )

@@ -1,0 +1,148 @@
+"""SSH connections to machines: ssh_config honoured, host keys checked on purpose.
+
+Fabric accepts any host key (AutoAddPolicy) and, under `inv`, may not read ~/.ssh/config.
+So octoboot builds its own fabric.Config from the ssh_config the inventory names (default:
+the user's ~/.ssh/config), and checks host keys against its own known_hosts file: a machine
+seen for the first time is accepted and remembered, a changed key is refused unless the
+machine was named for accepting a new key (a rebuilt machine).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+import paramiko
+from fabric import Config, Connection
+
+from octoboot.errors import OctobootError
+from octoboot.inventory import Machine
+
+USER_SSH_CONFIG = Path("~/.ssh/config").expanduser()
+
+
+class HostKeyChanged(OctobootError):
+    """The machine presented another host key than the one remembered for it."""
+
+
+class KnownHosts:
+    """A known_hosts file shared by every connection of a run (thread-safe)."""
+
+    def __init__(self, path: Path, *, accept_new_for: Iterable[str] = ()) -> None:
+        self.path = path
+        self._accept_new_for = set(accept_new_for)
+        self._lock = threading.Lock()
+        self._keys = paramiko.HostKeys()
+        if path.exists():
+            self._keys.load(str(path))
+
+    def prepare(self, client: paramiko.SSHClient, machine: str, lookup_name: str) -> None:
+        """Give client what is known of lookup_name (the name paramiko checks: host, or
+        [host]:port), unless this machine's new key is to be accepted."""
+        client.set_missing_host_key_policy(_Remember(self))
+        if machine in self._accept_new_for:
+            return
+        with self._lock:
+            known = self._keys.lookup(lookup_name)
+        if known:
+            for key_type, key in known.items():
+                client.get_host_keys().add(lookup_name, key_type, key)
+
+    def remember(self, lookup_name: str, key: paramiko.PKey) -> None:
+        with self._lock:
+            entry = self._keys.lookup(lookup_name)
+            replacing = entry is not None
+            if replacing:
+                del self._keys[lookup_name]
+            self._keys.add(lookup_name, key.get_name(), key)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if replacing:
+                self._keys.save(str(self.path))
+            else:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                with os.fdopen(fd, "a") as out:
+                    out.write(f"{lookup_name} {key.get_name()} {key.get_base64()}\n")
+
+
+class _Remember(paramiko.MissingHostKeyPolicy):
+    """Accept a key paramiko has no entry for, and write it down."""
+
+    def __init__(self, known_hosts: KnownHosts) -> None:
+        self._known_hosts = known_hosts
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        self._known_hosts.remember(hostname, key)
+
+
+def host_key_changed_message(machine: str, exc: paramiko.BadHostKeyException) -> str:
+    return (
+        f"{machine}: the SSH host key changed (was {exc.expected_key.fingerprint}, now "
+        f"{exc.key.fingerprint}). If the machine was rebuilt, run again with "
+        f"--accept-new-host-key --host {machine}; otherwise find out why before connecting"
+    )
+
+
+class Connector:
+    """Makes fabric Connections for machines; one per run, shared by all threads."""
+
+    def __init__(self, known_hosts_default: Path, *, accept_new_for: Iterable[str] = ()) -> None:
+        self._default_known_hosts = known_hosts_default
+        self._accept_new_for = tuple(accept_new_for)
+        self._configs: dict[Path | None, Config] = {}
+        self._known_hosts: dict[Path, KnownHosts] = {}
+        self._lock = threading.Lock()
+
+    def _config(self, path: Path | None) -> Config:
+        with self._lock:
+            if path not in self._configs:
+                if path is None and USER_SSH_CONFIG.exists():
+                    path = USER_SSH_CONFIG
+                ssh_config = (
+                    paramiko.SSHConfig.from_path(str(path)) if path else paramiko.SSHConfig()
+                )
+                config = Config(ssh_config=ssh_config)
+                # Never read our terminal: machines may run in parallel threads.
+                config.run.in_stream = False
+                self._configs[path] = config
+            return self._configs[path]
+
+    def known_hosts(self, path: Path | None) -> KnownHosts:
+        path = path or self._default_known_hosts
+        with self._lock:
+            if path not in self._known_hosts:
+                self._known_hosts[path] = KnownHosts(path, accept_new_for=self._accept_new_for)
+            return self._known_hosts[path]
+
+    def connection(self, machine: Machine) -> Connection:
+        options = machine.ssh
+        connect_kwargs: dict[str, object] = {
+            "banner_timeout": options.connect_timeout,
+            "auth_timeout": options.connect_timeout,
+        }
+        if options.key:
+            connect_kwargs["key_filename"] = str(options.key)
+        conn = Connection(
+            machine.address,
+            user=options.user,
+            port=options.port,
+            config=self._config(options.config),
+            connect_timeout=int(max(1, options.connect_timeout)),
+            connect_kwargs=connect_kwargs,
+        )
+        lookup = conn.host if conn.port == 22 else f"[{conn.host}]:{conn.port}"
+        self.known_hosts(options.known_hosts).prepare(conn.client, machine.name, lookup)
+        return conn
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Errors that mean the machine could not be reached at all (as opposed to refusing us)."""
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError | socket.timeout):
+        return True
+    if isinstance(exc, paramiko.SSHException) and "banner" in str(exc).lower():
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, paramiko.SSHException)

@@ -1,0 +1,218 @@
+"""What to run on a host, and how to read what it printed. Pure functions: no SSH here.
+
+Every builder returns one POSIX shell command line with every value quoted by shlex, so a
+machine name, role or path can never break out of it. No builder takes a secret: the API
+key stays on the controller (registration is done over the REST API, not with
+`register-with`), and the identity reaches the host as a password-less PFX inside a
+root-only temporary folder that the same command removes (see docs/design.md, "Identity").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+
+INSTALL_ROOT = "/opt/octopus"
+EXECUTABLE = f"{INSTALL_ROOT}/tentacle/Tentacle"
+_MARK = "@@octoboot:"
+_THUMBPRINT = re.compile(r"^[0-9A-F]{40}$")
+
+
+def unit_name(instance: str) -> str:
+    """The systemd unit `service --install` writes for an instance (reference §1.1)."""
+    return re.sub(r"\s", "-", instance.replace("/", "")) + ".service"
+
+
+def _tentacle(*args: str) -> str:
+    return shlex.join([EXECUTABLE, *args])
+
+
+def as_root(command: str, *, sudo: bool) -> str:
+    """Run command as root: as is for root logins, through `sudo -n sh -c` otherwise."""
+    return shlex.join(["sudo", "-n", "sh", "-c", command]) if sudo else command
+
+
+def with_deadline(command: str, seconds: float) -> str:
+    """Bound command on the host itself, so a hung command dies there too, not only our
+    wait for it: `timeout` signals the whole process group, then SIGKILLs it 5 s later."""
+    limit = max(1, int(seconds))
+    return f"timeout -k 5 {limit} sh -c {shlex.quote(command)}"
+
+
+# --- probe -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What is on the host now."""
+
+    installed: bool
+    version: str | None = None
+    instance_exists: bool = False
+    thumbprint: str | None = None
+    port: int | None = None
+    no_listen: bool | None = None
+    app_dir: str | None = None
+    trusted: tuple[str, ...] = ()
+    service_enabled: bool = False
+    service_active: bool = False
+    problems: tuple[str, ...] = field(default=())
+
+
+def probe_command(instance: str) -> str:
+    """One round trip: install state, version, the instance's settings, the service."""
+    unit = shlex.quote(unit_name(instance))
+    t = shlex.quote(EXECUTABLE)
+    return "; ".join(
+        [
+            # An identity upload whose import never ran (connection lost) must not linger.
+            "find /tmp -maxdepth 1 -name 'octoboot-*' -mmin +5 -exec rm -rf {} + 2>/dev/null",
+            f"echo '{_MARK}installed'",
+            f"if [ -x {t} ]; then echo yes; else echo no; fi",
+            f"echo '{_MARK}version'",
+            f"[ -x {t} ] && {t} version 2>/dev/null",
+            f"echo; echo '{_MARK}configuration'",
+            f"[ -x {t} ] && {_tentacle('show-configuration', '--instance', instance)} 2>/dev/null",
+            f"echo; echo '{_MARK}service'",
+            f"systemctl is-enabled {unit} 2>/dev/null; systemctl is-active {unit} 2>/dev/null",
+            "true",
+        ]
+    )
+
+
+def _sections(stdout: str) -> dict[str, str]:
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in stdout.splitlines():
+        if line.startswith(_MARK):
+            current = sections.setdefault(line[len(_MARK) :].strip(), [])
+        elif current is not None:
+            current.append(line)
+    return {name: "\n".join(lines).strip() for name, lines in sections.items()}
+
+
+def parse_probe(stdout: str) -> Probe:
+    sections = _sections(stdout)
+    if sections.get("installed") != "yes":
+        return Probe(installed=False)
+    service = sections.get("service", "").split()
+    settings, problems = _parse_configuration(sections.get("configuration", ""))
+    tentacle = settings.get("Tentacle", {})
+    services = tentacle.get("Services", {})
+    trusted = tentacle.get("Communication", {}).get("TrustedOctopusServers") or []
+    thumbprint = tentacle.get("CertificateThumbprint") or None
+    return Probe(
+        installed=True,
+        version=sections.get("version", "").split("+")[0] or None,
+        instance_exists=bool(settings),
+        thumbprint=thumbprint.upper() if thumbprint else None,
+        port=_int_or_none(services.get("PortNumber")),
+        no_listen=services.get("NoListen"),
+        app_dir=tentacle.get("Deployment", {}).get("ApplicationDirectory"),
+        trusted=tuple(sorted(str(s.get("Thumbprint", "")).upper() for s in trusted)),
+        service_enabled=bool(service) and service[0] == "enabled",
+        service_active="active" in service[1:],
+        problems=problems,
+    )
+
+
+def _parse_configuration(text: str) -> tuple[dict, tuple[str, ...]]:
+    if not text:
+        return {}, ()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return {}, (f"unreadable show-configuration output: {text[:80]!r}",)
+    return (data, ()) if isinstance(data, dict) else ({}, ("unexpected configuration",))
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+# --- install -----------------------------------------------------------------------------
+
+
+def install_from_url_command(url: str) -> str:
+    """Download the archive on the host and unpack it into /opt/octopus; then run it once."""
+    q = shlex.quote(url)
+    return (
+        "set -e; tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"' EXIT HUP INT TERM; "
+        f'if command -v curl >/dev/null; then curl -fsSL --retry 2 -o "$tmp/t.tgz" {q}; '
+        f'else wget -q -O "$tmp/t.tgz" {q}; fi; '
+        f'mkdir -p {INSTALL_ROOT}; tar -xzf "$tmp/t.tgz" -C {INSTALL_ROOT}; '
+        f"{_tentacle('version')}"
+    )
+
+
+def install_from_file_command(remote_archive: str) -> str:
+    """Unpack an archive pushed to the host, remove it, then run the Tentacle once."""
+    q = shlex.quote(remote_archive)
+    return (
+        f"set -e; trap 'rm -f {q}' EXIT HUP INT TERM; "
+        f"mkdir -p {INSTALL_ROOT}; tar -xzf {q} -C {INSTALL_ROOT}; {_tentacle('version')}"
+    )
+
+
+# --- identity, configuration, service -----------------------------------------------------
+
+
+def import_identity_command(instance: str, upload_dir: str, *, create_instance: bool) -> str:
+    """Create the instance if needed, import the uploaded PFX, and remove the upload folder
+    whatever happens (success, failure, or the command being killed)."""
+    d = shlex.quote(upload_dir)
+    steps = [f"trap 'rm -rf {d}' EXIT HUP INT TERM", "set -e"]
+    if create_instance:
+        config = f"/etc/octopus/{instance}/tentacle-{instance}.config"
+        steps.append(_tentacle("create-instance", "--instance", instance, "--config", config))
+    steps.append(
+        _tentacle(
+            "import-certificate",
+            "--instance",
+            instance,
+            "--from-file",
+            f"{upload_dir}/identity.pfx",
+        )
+    )
+    return "; ".join(steps)
+
+
+def configure_command(instance: str, *, port: int, app_dir: str, server_thumbprint: str) -> str:
+    """Listening mode on port, app dir, and trust in exactly one server (reference §1.4:
+    --reset-trust is applied before --trust within one call)."""
+    return _tentacle(
+        "configure",
+        "--instance", instance,
+        "--port", str(port),
+        "--noListen", "False",
+        "--app", app_dir,
+        "--reset-trust",
+        "--trust", server_thumbprint,
+    )  # fmt: skip
+
+
+def service_command(instance: str, action: str, *, port: int, wait_seconds: float = 30) -> str:
+    """install+start, restart or start the service, then wait until systemd says active and
+    the port is listening (`service --start` exits 0 even when the start failed: reference
+    §1.4; and a health check that comes before the listener would fail for nothing)."""
+    flags = {"install": ["--install", "--start"], "restart": ["--restart"], "start": ["--start"]}
+    unit = shlex.quote(unit_name(instance))
+    tries = max(1, int(wait_seconds / 0.2))
+    # LISTEN sockets on the port, from /proc (no ss/netstat needed): "...:<PORT hex> ... 0A"
+    listening = f"grep -q ':{port:04X} [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6"
+    return (
+        f"{_tentacle('service', '--instance', instance, *flags[action])} && "
+        f"i=0; until systemctl is-active --quiet {unit} && {listening}; do "
+        f'i=$((i+1)); if [ "$i" -ge {tries} ]; then '
+        f"echo 'the service did not start listening on port {port}' >&2; exit 1; fi; "
+        "sleep 0.2; done"
+    )
+
+
+def is_thumbprint(value: str) -> bool:
+    return bool(_THUMBPRINT.match(value))

@@ -1,0 +1,54 @@
+import json
+
+from octoboot.report import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    MachineResult,
+    RunReport,
+    State,
+)
+
+
+def result(job_id, state, **kw):
+    return MachineResult(job_id, f"web{job_id:02d}", "QA", state=state, **kw)
+
+
+def test_exit_codes_are_bits_for_failed_and_unreachable():
+    ok = [result(1, State.CHANGED), result(2, State.UNCHANGED)]
+    assert RunReport("bootstrap", ok, 1.0).exit_code == EXIT_OK
+    assert RunReport("b", [*ok, result(3, State.FAILED)], 1).exit_code == EXIT_FAILED
+    assert RunReport("b", [*ok, result(3, State.UNREACHABLE)], 1).exit_code == EXIT_UNREACHABLE
+    assert RunReport("b", [result(3, State.TIMED_OUT)], 1).exit_code == EXIT_UNREACHABLE
+    both = [result(1, State.FAILED), result(2, State.TIMED_OUT)]
+    assert RunReport("b", both, 1).exit_code == EXIT_FAILED | EXIT_UNREACHABLE
+    assert RunReport("b", ok, 1, interrupted=True).exit_code == EXIT_INTERRUPTED
+
+
+def test_table_has_a_row_per_machine_and_a_summary():
+    report = RunReport(
+        "bootstrap",
+        [
+            result(1, State.CHANGED, octopus_id="Machines-1", thumbprint="AB" * 20),
+            result(2, State.FAILED, failed_step="health", reason="Octopus says\nUnavailable"),
+        ],
+        12.34,
+        run_dir="/x/runs/1",
+    )
+    text = report.table()
+    lines = text.splitlines()
+    assert "web01" in lines[2] and "Machines-1" in lines[2] and "ABABABAB…" in lines[2]
+    assert "health" in lines[3] and "Octopus says Unavailable" in lines[3]
+    assert "2 machine(s): 1 changed, 1 failed; wall time 12.3s; exit code 1" in text
+    assert "logs: /x/runs/1" in text
+
+
+def test_json_carries_every_field():
+    report = RunReport("bootstrap", [result(1, State.TIMED_OUT, failed_step="install")], 2.0)
+    data = json.loads(report.to_json())
+    assert data["exit_code"] == EXIT_UNREACHABLE
+    assert data["counts"] == {"timed out": 1}
+    machine = data["machines"][0]
+    assert machine["state"] == "timed out" and machine["failed_step"] == "install"
+    assert machine["job_id"] == 1 and machine["machine"] == "web01"
