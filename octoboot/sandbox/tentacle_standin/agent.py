@@ -20,9 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from octoboot.certificates import new_self_signed, thumbprint, thumbprint_of_der, to_pem
-
-from . import control
+from . import control, crypto
 from .command import Command, Invocation
 from .commands import version_info
 from .dotnet import parse_int
@@ -76,7 +74,7 @@ def accept_any_client_certificate(context: ssl.SSLContext) -> None:
 def server_context(settings: Settings) -> ssl.SSLContext:
     certificate = settings.certificate()
     assert certificate is not None, "run generates a certificate before it listens"
-    key_pem, cert_pem = to_pem(*certificate)
+    key_pem, cert_pem = crypto.to_pem(*certificate)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     # load_cert_chain reads files only; the key lives in a private temporary directory briefly.
     with tempfile.TemporaryDirectory() as private:
@@ -145,7 +143,7 @@ class Agent:
             connection.close()
 
     def _answer(self, client_der: bytes | None, peer: tuple) -> bytes:
-        client = thumbprint_of_der(client_der) if client_der else None
+        client = crypto.thumbprint_of_der(client_der) if client_der else None
         if client in self.trusted:
             self.log.info(f"Accepted a connection from {peer[0]} as {client}")
             body = {
@@ -183,13 +181,13 @@ def _run(inv: Invocation) -> None:
         inv.log.info(f"Sleeping for {wait}ms...")
         time.sleep(wait / 1000)
     if settings.certificate() is None:
-        key, cert = new_self_signed()
+        key, cert = crypto.new_self_signed()
         settings.set_certificate(key, cert)
         inv.log.info(
             "A new certificate has been generated and installed as none were yet available. "
             "Thumbprint:"
         )
-        inv.log.info(thumbprint(cert))
+        inv.log.info(crypto.thumbprint(cert))
     Agent(settings, inv.log).run()
 
 

@@ -13,9 +13,7 @@ import sys
 from pathlib import Path
 from typing import TypeGuard
 
-from octoboot.certificates import CertificateError, load_pfx, new_self_signed, thumbprint, to_pfx
-
-from . import instances
+from . import crypto, instances
 from .command import INSTALL_DIR, Command, Invocation
 from .dotnet import parse_bool, parse_int, parse_ip
 from .failures import ControlledFailure
@@ -113,26 +111,26 @@ def _new_certificate(inv: Invocation) -> None:
             "Invalid command: --export-file and --export-pfx cannot be specified together"
         )
     if _given(export_file):
-        key, cert = new_self_signed()
-        exported = base64.b64encode(to_pfx(key, cert, None)).decode()
+        key, cert = crypto.new_self_signed()
+        exported = base64.b64encode(crypto.to_pfx(key, cert, None)).decode()
         Path(export_file).write_text(exported, encoding="utf-8")
         log.info(f"A new certificate has been generated and written to {export_file}. Thumbprint:")
-        log.info(thumbprint(cert))
+        log.info(crypto.thumbprint(cert))
     elif _given(export_pfx):
-        key, cert = new_self_signed()
-        Path(export_pfx).write_bytes(to_pfx(key, cert, p.value("pfx-password") or None))
+        key, cert = crypto.new_self_signed()
+        Path(export_pfx).write_bytes(crypto.to_pfx(key, cert, p.value("pfx-password") or None))
         log.info(f"A new certificate has been generated and written to {export_pfx}. Thumbprint:")
-        log.info(thumbprint(cert))
+        log.info(crypto.thumbprint(cert))
     else:
         settings = inv.current.settings()
         if if_blank and settings.thumbprint:
             log.info("A certificate already exists, no changes will be applied.")
             return
-        key, cert = new_self_signed()
+        key, cert = crypto.new_self_signed()
         settings.set_certificate(key, cert)
         inv.vote_for_restart()
         log.info("A new certificate has been generated and installed. Thumbprint:")
-        log.info(thumbprint(cert))
+        log.info(crypto.thumbprint(cert))
 
 
 def _import_certificate(inv: Invocation) -> None:
@@ -157,7 +155,7 @@ def _import_certificate(inv: Invocation) -> None:
         key, cert = _from_file(Path(from_file), p.value("pfx-password"), inv)
     else:
         log.info("Importing the certificate via base64...")
-        key, cert = load_pfx(base64.b64decode("".join(str(from_base64).split())), None)
+        key, cert = crypto.load_pfx(base64.b64decode("".join(str(from_base64).split())), None)
     inv.current.settings().set_certificate(key, cert)
     inv.vote_for_restart()
     if key.key_size < RECOMMENDED_KEY_BITS:
@@ -165,7 +163,7 @@ def _import_certificate(inv: Invocation) -> None:
             "The imported certificate's private key is smaller than the currently-recommended "
             "bit length; generating a new key for the tentacle is advised."
         )
-    log.info(f"Certificate with thumbprint {thumbprint(cert)} imported successfully.")
+    log.info(f"Certificate with thumbprint {crypto.thumbprint(cert)} imported successfully.")
 
 
 def _from_file(path: Path, password: str | None, inv: Invocation):
@@ -176,14 +174,14 @@ def _from_file(path: Path, password: str | None, inv: Invocation):
         inv.log.info(f"Importing the certificate stored in {path}...")
         text = "".join(path.read_text(encoding="utf-8-sig", errors="replace").split())
         try:
-            return load_pfx(base64.b64decode(text, validate=True), None)
+            return crypto.load_pfx(base64.b64decode(text, validate=True), None)
         except binascii.Error:
             pass
     with_password = " using the provided password" if password else ""
     inv.log.info(f"Importing the certificate stored in PFX file in {path}{with_password}...")
     try:
-        return load_pfx(path.read_bytes(), password or None)
-    except CertificateError:
+        return crypto.load_pfx(path.read_bytes(), password or None)
+    except crypto.CertificateError:
         # The real Tentacle lets .NET's CryptographicException escape here (exit 100); the
         # stand-in reports a wrong password as a controlled failure (exit 1) on purpose.
         raise ControlledFailure(

@@ -11,11 +11,13 @@ import json
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from . import crypto
 
-from octoboot.certificates import load_pfx, thumbprint, to_pfx
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 HOME = "Octopus.Home"
 PORT = "Tentacle.Services.PortNumber"
@@ -108,13 +110,13 @@ class Settings:
 
     def certificate(self) -> tuple[rsa.RSAPrivateKey, x509.Certificate] | None:
         encoded = self.get(CERTIFICATE)
-        return load_pfx(base64.b64decode(encoded), None) if encoded else None
+        return crypto.load_pfx(base64.b64decode(encoded), None) if encoded else None
 
     def set_certificate(self, key: rsa.RSAPrivateKey, cert: x509.Certificate) -> None:
         # The real Tentacle encrypts this PFX with a machine key (/etc/machine-id), so a copied
         # config file does not carry the identity; the stand-in keeps it as a plain base64 PFX.
-        self.set(CERTIFICATE, base64.b64encode(to_pfx(key, cert, None)).decode())
-        self.set(CERTIFICATE_THUMBPRINT, thumbprint(cert))
+        self.set(CERTIFICATE, base64.b64encode(crypto.to_pfx(key, cert, None)).decode())
+        self.set(CERTIFICATE_THUMBPRINT, crypto.thumbprint(cert))
 
     @property
     def thumbprint(self) -> str | None:
