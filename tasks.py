@@ -5,6 +5,7 @@ Each task turns flags into one library call, prints, and exits with the library'
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,61 +44,104 @@ def print_report(report: RunReport, output_format: str) -> None:
         raise Exit(code=report.exit_code)
 
 
-RUN_HELP = {
-    "env": "the environment: machines/<ENV>.toml",
-    "host": "only this machine (repeatable); found in whichever environment lists it",
-    "limit": "only machines whose name matches this glob (repeatable), e.g. 'web*'",
-    "parallel": "run the machines concurrently (default: one after another)",
-    "workers": "with --parallel: at most this many machines at once (default 32)",
-    "format": "table (default) or json (only JSON on stdout, for CI)",
-    "verbose": "with --parallel: also print each machine's steps as they end",
-    "deadline": "seconds each machine may take in all (default: the inventory's, 900)",
-    "connect_timeout": "seconds to wait for SSH to answer (default: the inventory's, 10)",
-    "accept_new_host_key": "accept a changed SSH host key for the selected machines (rebuilt)",
-}
+FLEET_FLAGS = {
+    # name: (default, help)
+    "env": (None, "the environment: machines/<ENV>.toml"),
+    "host": (None, "only this machine (repeatable); found in whichever environment lists it"),
+    "limit": (None, "only machines whose name matches this glob (repeatable), e.g. 'web*'"),
+    "retry_failed": (False, "only the machines that failed or were unreachable last time (--env)"),
+    "parallel": (False, "run the machines concurrently (default: one after another)"),
+    "workers": (None, "with --parallel: at most this many machines at once (default 32)"),
+    "format": ("table", "table (default) or json (only JSON on stdout, for CI)"),
+    "verbose": (False, "with --parallel: also print each machine's steps as they end"),
+    "deadline": (None, "seconds each machine may take in all (default: the inventory's, 900)"),
+    "connect_timeout": (None, "seconds to wait for SSH to answer (default: the inventory's)"),
+    "accept_new_host_key": (False, "accept a changed SSH host key for the machines named by "
+                            "--host/--limit (rebuilt ones)"),
+    "dry_run": (False, "probe hosts and Octopus read-only and say what would be done"),
+}  # fmt: skip
 
 
-def job_task(job, name, doc):
-    """A task running `job` over the selected machines; bootstrap, install and register
-    differ only in the job."""
+def fleet_task(name, doc, call, *, flags=(), extra=None, dry_run=True):
+    """A task that runs `call(selection, options, settings, **extra flags)` over the selected
+    machines and prints its report. Every fleet task shares FLEET_FLAGS; `extra` adds its own
+    (name: (default, help))."""
+    common = {k: v for k, v in FLEET_FLAGS.items() if k in flags or not flags}
+    if not dry_run:
+        common.pop("dry_run")
+    own = extra or {}
+    parameters = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    parameters += [
+        inspect.Parameter(flag, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+        for flag, (default, _) in {**common, **own}.items()
+    ]
 
-    def run(
-        c, env=None, host=None, limit=None, parallel=False, workers=None, format="table",
-        verbose=False, deadline=None, connect_timeout=None, accept_new_host_key=False,
-    ):  # fmt: skip
-        if format not in ("table", "json"):
-            raise Exit(f"octoboot: --format must be table or json, not {format!r}", code=2)
+    def run(c, **given):
+        values = {k: given.get(k, default) for k, (default, _) in common.items()}
+        if values["format"] not in ("table", "json"):
+            raise Exit(f"octoboot: --format must be table or json, not {values['format']!r}", 2)
         with user_errors():
-            report = job(
-                jobs.Selection(env=env, hosts=tuple(host or ()), limits=tuple(limit or ())),
+            report = call(
+                jobs.Selection(
+                    env=values["env"],
+                    hosts=tuple(values["host"] or ()),
+                    limits=tuple(values["limit"] or ()),
+                    retry_failed=values["retry_failed"],
+                ),
                 jobs.RunOptions(
-                    parallel=parallel,
-                    workers=int(workers) if workers else None,
-                    verbose=verbose,
-                    deadline=float(deadline) if deadline else None,
-                    connect_timeout=float(connect_timeout) if connect_timeout else None,
-                    accept_new_host_key=accept_new_host_key,
+                    parallel=values["parallel"],
+                    workers=number(values["workers"], "--workers", int),
+                    verbose=values["verbose"],
+                    deadline=number(values["deadline"], "--deadline"),
+                    connect_timeout=number(values["connect_timeout"], "--connect-timeout"),
+                    accept_new_host_key=values["accept_new_host_key"],
+                    dry_run=values.get("dry_run", False),
                 ),
                 settings(),
+                **{k: given.get(k, default) for k, (default, _) in own.items()},
             )
-        print_report(report, format)
+        print_report(report, values["format"])
 
     run.__name__ = run.__qualname__ = name
     run.__doc__ = doc
-    return task(run, help=RUN_HELP, iterable=["host", "limit"])
+    run.__signature__ = inspect.Signature(parameters)
+    helps = {k: h for k, (_, h) in {**common, **own}.items()}
+    return task(run, help=helps, iterable=["host", "limit"])
 
 
-bootstrap = job_task(
-    jobs.bootstrap, "bootstrap",
+def number(value, flag, kind=float):
+    """A positive number from a flag, or None when the flag was not given."""
+    if value is None:
+        return None
+    try:
+        parsed = kind(value)
+    except ValueError:
+        raise Exit(f"octoboot: {flag} takes a number, not {value!r}", 2) from None
+    if parsed <= 0:
+        raise Exit(f"octoboot: {flag} must be more than 0, not {value}", 2)
+    return parsed
+
+
+TAKE_OVER = {
+    "take_over": (False, "a record with this machine's name but another certificate is given "
+                  "this machine's certificate (instead of failing)"),
+}  # fmt: skip
+
+bootstrap = fleet_task(
+    "bootstrap",
     "Make machines ready Octopus targets: install, identity, register, start, health.",
-)  # fmt: skip
-install = job_task(
-    jobs.install, "install", "Install or upgrade the Tentacle on machines, and nothing else."
+    jobs.bootstrap,
+    extra=TAKE_OVER,
 )
-register = job_task(
-    jobs.register, "register",
+install = fleet_task(
+    "install", "Install or upgrade the Tentacle on machines, and nothing else.", jobs.install
+)
+register = fleet_task(
+    "register",
     "Identity, configure, register with Octopus, start and health-check installed machines.",
-)  # fmt: skip
+    jobs.register,
+    extra=TAKE_OVER,
+)
 
 
 # --- sandbox ---------------------------------------------------------------------------

@@ -4,8 +4,10 @@ FleetGroup is a fabric.Group whose members run on at most `workers` threads at o
 default 32; never a thread per machine for a thousand machines), each member's whole job
 independent of the others (no barrier between steps), and each bounded by a deadline
 counted from when that member started. The outcome is Fabric's GroupResult: connection →
-the job's return value, or the exception that ended it (DeadlineExceeded for a member
-that ran out of time; its connection is closed so that the thread stops waiting on it).
+the job's return value, or the exception that ended it (DeadlineExceeded for a member that
+ran out of time: its connection is closed so its thread stops waiting on the network).
+Ctrl-C ends the wait too: members still running become Interrupted, members not started
+never start, and FleetInterrupted carries the GroupResult of everything so far.
 `run`, `sudo`, `put` and `get` work as on any Fabric group, through the same pool.
 """
 
@@ -29,6 +31,22 @@ class DeadlineExceeded(Exception):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"did not finish within its deadline of {seconds:.0f} s")
         self.seconds = seconds
+
+
+class Interrupted(Exception):
+    """The run was interrupted (Ctrl-C) while this member was running or waiting."""
+
+    def __init__(self, started: bool) -> None:
+        super().__init__("interrupted" if started else "not started: the run was interrupted")
+        self.started = started
+
+
+class FleetInterrupted(Exception):
+    """Ctrl-C: `results` holds every member's outcome, Interrupted for the unfinished."""
+
+    def __init__(self, results: GroupResult) -> None:
+        super().__init__("interrupted")
+        self.results = results
 
 
 class FleetGroup(Group):
@@ -64,9 +82,12 @@ class FleetGroup(Group):
         job: Callable[[Connection], Any],
         *,
         on_result: Callable[[Connection, Any], None] | None = None,
+        on_abandon: Callable[[Connection], None] | None = None,
     ) -> GroupResult:
-        """job(connection) for every member; on_result(connection, value or exception) is
-        called in this thread as each one ends, so callers can print without interleaving."""
+        """job(connection) for every member. on_result(connection, value or exception) is
+        called in this thread as each one ends, so callers can print without interleaving;
+        on_abandon(connection) when the run stops waiting for a member still at work (its
+        deadline, or Ctrl-C), so the job can be told to stop."""
         results = GroupResult()
         started: dict[Connection, float] = {}
         lock = threading.Lock()
@@ -81,25 +102,39 @@ class FleetGroup(Group):
             if on_result:
                 on_result(cxn, value)
 
+        def abandon(cxn: Connection, value: Exception) -> None:
+            if on_abandon:
+                on_abandon(cxn)
+            finish(cxn, value)
+            cxn.close()
+
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fleet")
         futures: dict[Future, Connection] = {pool.submit(member, cxn): cxn for cxn in self}
         pending = set(futures)
         try:
             while pending:
                 done, pending = wait(
-                    pending, timeout=self._next_expiry(futures, pending, started, lock),
+                    pending,
+                    timeout=self._next_expiry(futures, pending, started, lock),
                     return_when=FIRST_COMPLETED,
-                )  # fmt: skip
+                )
                 for future in done:
                     exc = future.exception()
                     finish(futures[future], exc if exc is not None else future.result())
                 for future in self._expired(futures, pending, started, lock):
                     pending.discard(future)
                     cxn = futures[future]
-                    finish(cxn, DeadlineExceeded(self._deadline_of(cxn) or 0))
-                    cxn.close()
+                    abandon(cxn, DeadlineExceeded(self._deadline_of(cxn) or 0))
+        except KeyboardInterrupt:
+            for future in pending:
+                future.cancel()
+                cxn = futures[future]
+                with lock:
+                    was_started = cxn in started
+                abandon(cxn, Interrupted(was_started))
+            raise FleetInterrupted(results) from None
         finally:
-            # Members that ran out of time may still be unwinding; do not wait for them.
+            # Members cut loose may still be unwinding; do not wait for them.
             pool.shutdown(wait=False, cancel_futures=True)
         return results
 
@@ -110,14 +145,14 @@ class FleetGroup(Group):
         return started[cxn] + seconds
 
     def _next_expiry(self, futures, pending, started, lock) -> float | None:
-        with lock:
-            expiries = [self._expiry(futures[f], started) for f in pending]
         if self.deadline is None:
             return None
-        known = [e for e in expiries if e is not None]
-        # Members not started yet have no expiry: look again soon.
-        soonest = min(known) - time.monotonic() if known else 0.5
-        return max(0.0, min(soonest, 0.5 if None in expiries else soonest))
+        with lock:
+            expiries = [self._expiry(futures[f], started) for f in pending]
+        known = [e - time.monotonic() for e in expiries if e is not None]
+        # Members that have not started have no expiry yet: look again soon.
+        waits = [*known, 0.5] if None in expiries else known
+        return max(0.0, min(waits)) if waits else None
 
     def _expired(self, futures, pending, started, lock) -> list[Future]:
         now = time.monotonic()

@@ -42,6 +42,7 @@ class IdentityStore:
         self.dir = state_dir / "identities"
         self._password = password
         self._lock = threading.Lock()
+        self._minting: dict[str, threading.Lock] = {}
 
     def path(self, machine: str) -> Path:
         return self.dir / f"{machine}.pfx"
@@ -60,10 +61,21 @@ class IdentityStore:
             ) from None
         return Identity(machine, certificates.thumbprint(cert), path)
 
+    def check(self, machines: list[str]) -> None:
+        """Before any host is touched: the store is private and the password opens the
+        identities of these machines (IdentityStoreError, a ConfigError, otherwise)."""
+        if self.dir.exists():
+            self._check_private(self.dir)
+        for machine in machines:
+            self.get(machine)
+
     def get_or_create(self, machine: str) -> Identity:
         """The machine's identity, minting and saving it the first time."""
         with self._lock:
             self._ensure_dir()
+            minting = self._minting.setdefault(machine, threading.Lock())
+        # One lock per machine: key generation releases the GIL, so machines mint in parallel.
+        with minting:
             existing = self.get(machine)
             if existing:
                 return existing

@@ -1,31 +1,37 @@
-"""The library's front door: bootstrap, install and register a selection of machines.
+"""The library's front door: bootstrap, install, register, deregister, exec and status.
 
     report = octoboot.jobs.bootstrap(Selection(env="qa"), RunOptions(parallel=True))
     print(report.table()); sys.exit(report.exit_code)
 
 Everything that can be checked before touching a host is checked first (inventory,
-settings, identity store, each Octopus: key, space, server certificate, environments), so
-a configuration error costs nothing and says so in one line (ConfigError, exit code 2).
-Then every machine runs its pipeline through a FleetGroup; whatever happens to one machine
-ends up as that machine's row in the report, and the report and logs are always written.
+settings, flags, the identity store and its password, each Octopus: key, space, server
+certificate, environments), so a configuration error costs nothing and says so in one line
+(a ConfigError). Then every machine runs its pipeline through a FleetGroup; whatever happens
+to one machine ends up as that machine's row in the report, and the report and the logs are
+always written, Ctrl-C included.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
-from octoboot import pipeline
-from octoboot.fleet import DeadlineExceeded, FleetGroup
+from octoboot.bootstrap import Bootstrap, Install, Register
+from octoboot.errors import ConfigError
+from octoboot.fleet import DeadlineExceeded, FleetGroup, FleetInterrupted, Interrupted
 from octoboot.identity import IdentityStore
-from octoboot.inventory import Machine, load_inventory
+from octoboot.inventory import Inventory, Machine, load_inventory
 from octoboot.octopus import OctopusClient
+from octoboot.pipeline import Job, Pipeline
 from octoboot.report import MachineResult, RunReport, State, StepResult
 from octoboot.runlog import MachineLog, Masker, new_run_dir
 from octoboot.settings import Settings, load_settings
-from octoboot.ssh import Connector
+from octoboot.ssh import Connector, close
 
 Console = Callable[[str], None]
 
@@ -35,6 +41,7 @@ class Selection:
     env: str | None = None
     hosts: Sequence[str] = ()
     limits: Sequence[str] = ()
+    retry_failed: bool = False  # only the machines that failed in the env's last run
 
 
 @dataclass(frozen=True)
@@ -45,146 +52,229 @@ class RunOptions:
     deadline: float | None = None  # seconds per machine; default: the inventory's
     connect_timeout: float | None = None
     accept_new_host_key: bool = False
+    dry_run: bool = False
     console: Console = field(default=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def bootstrap(
-    selection: Selection, options: RunOptions = RunOptions(), settings: Settings | None = None
+    selection: Selection,
+    options: RunOptions = RunOptions(),
+    settings: Settings | None = None,
+    *,
+    take_over: bool = False,
 ) -> RunReport:
-    """Install, identify, configure, register, start and health-check each machine."""
-    return _run("bootstrap", pipeline.BOOTSTRAP, selection, options, settings)
+    """Install, identify, configure, register, start and health-check each machine.
+    take_over: a record with the machine's name but another certificate gets this one."""
+    return Run(
+        "bootstrap", Bootstrap, selection, options, settings, job_options={"take_over": take_over}
+    ).execute()
 
 
 def install(
     selection: Selection, options: RunOptions = RunOptions(), settings: Settings | None = None
 ) -> RunReport:
     """Install (or upgrade) the Tentacle on each machine; nothing else."""
-    return _run("install", pipeline.INSTALL, selection, options, settings)
+    return Run("install", Install, selection, options, settings).execute()
 
 
 def register(
-    selection: Selection, options: RunOptions = RunOptions(), settings: Settings | None = None
+    selection: Selection,
+    options: RunOptions = RunOptions(),
+    settings: Settings | None = None,
+    *,
+    take_over: bool = False,
 ) -> RunReport:
     """Identity, configuration, registration, service and health on installed machines."""
-    return _run("register", pipeline.REGISTER, selection, options, settings)
+    return Run(
+        "register", Register, selection, options, settings, job_options={"take_over": take_over}
+    ).execute()
 
 
-def _run(
-    command: str,
-    steps: Sequence[str],
-    selection: Selection,
-    options: RunOptions,
-    settings: Settings | None,
-) -> RunReport:
-    settings = settings or load_settings()
-    inventory = load_inventory(settings.machines_dir)
-    machines = inventory.select(selection.env, selection.hosts, selection.limits)
-    needs_octopus = "register" in steps
-    clients: dict[str, OctopusClient] = {}
-    environment_ids: dict[str, str] = {}
-    secrets: list[str] = []
-    identities, pfx_password = None, None
-    if "identity" in steps:
-        pfx_password = settings.pfx_password().reveal()
-        secrets.append(pfx_password)
-        identities = IdentityStore(settings.state_dir, pfx_password)
-    try:
-        if needs_octopus:
-            for env_key in dict.fromkeys(m.env_key for m in machines):
-                environment = inventory.environments[env_key]
-                target = settings.octopus_for(environment)
-                secrets.append(target.api_key.reveal())
-                client = OctopusClient(
-                    target.url, target.api_key.reveal(), space=target.space,
-                    key_hint=f"the API key setting for {environment.file}",
-                )  # fmt: skip
-                clients[env_key] = client
-                environment_ids.update(
-                    {env_key: client.connect([environment.name])[environment.name]}
-                )
-        return _run_machines(
-            command, steps, machines, options, settings, Masker(secrets),
-            clients, environment_ids, identities, pfx_password,
-        )  # fmt: skip
-    finally:
-        for client in clients.values():
-            client.close()
+class Run:
+    """One run of a pipeline over the selected machines."""
 
-
-def _run_machines(
-    command: str,
-    steps: Sequence[str],
-    machines: list[Machine],
-    options: RunOptions,
-    settings: Settings,
-    masker: Masker,
-    clients: dict[str, OctopusClient],
-    environment_ids: dict[str, str],
-    identities: IdentityStore | None,
-    pfx_password: str | None,
-) -> RunReport:
-    started = time.monotonic()
-    run_dir = new_run_dir(settings.state_dir, command)
-    console = options.console
-    connector = Connector(
-        settings.state_dir / "known_hosts",
-        accept_new_for=[m.name for m in machines] if options.accept_new_host_key else (),
-    )
-    sequential = not options.parallel
-    jobs: dict[object, pipeline.Job] = {}
-    for job_id, machine in enumerate(machines, start=1):
-        machine = _with_overrides(machine, options)
-        echo = (lambda line, m=machine.name: console(f"  {line}")) if sequential else None
-        job = pipeline.Job(
-            job_id=job_id,
-            machine=machine,
-            conn=connector.connection(machine),
-            log=MachineLog(run_dir / f"{machine.name}.log", masker, echo=echo),
-            deadline_seconds=machine.ssh.deadline,
-            octopus=clients.get(machine.env_key),
-            environment_id=environment_ids.get(machine.env_key),
-            identities=identities,
-            pfx_password=pfx_password,
-            steps=steps,
-            on_step=_step_printer(console, sequential, options.verbose),
+    def __init__(
+        self,
+        command: str,
+        pipeline: type[Pipeline],
+        selection: Selection,
+        options: RunOptions,
+        settings: Settings | None,
+        *,
+        needs_octopus: bool | None = None,
+        needs_identities: bool | None = None,
+        records_outcome: bool = True,
+        job_options: dict[str, Any] | None = None,
+    ) -> None:
+        steps = pipeline.STEPS
+        self.command = command + (" --dry-run" if options.dry_run else "")
+        self.pipeline = pipeline
+        self.options = options
+        self.job_options = job_options or {}
+        self.settings = settings or load_settings()
+        self.records_outcome = records_outcome and not options.dry_run
+        self.inventory: Inventory = load_inventory(self.settings.machines_dir)
+        self.machines = [_with_overrides(m, options) for m in self._select(selection)]
+        self.needs_octopus = "register" in steps if needs_octopus is None else needs_octopus
+        self.needs_identities = (
+            "identity" in steps if needs_identities is None else needs_identities
         )
-        jobs[job.conn] = job
-    workers = (options.workers or settings.workers) if options.parallel else 1
-    group = FleetGroup.from_connections(
-        list(jobs), workers=workers, deadline=lambda cxn: jobs[cxn].deadline_seconds
-    )
+        self.clients: dict[str, OctopusClient] = {}
+        self.environment_ids: dict[str, str] = {}
+        self.secrets: list[str] = []
+        self.identities: IdentityStore | None = None
+        self.pfx_password: str | None = None
 
-    def run_one(cxn: object) -> MachineResult:
-        job = jobs[cxn]
-        if sequential:
-            console(f"[{job.job_id}] {job.machine.name} ({job.machine.environment})")
-        return pipeline.Pipeline(job).run()
+    # --- checks before any host is touched ------------------------------------------------
 
-    def finished(cxn: object, value: object) -> None:
-        result = _result_of(jobs[cxn], value)
-        jobs[cxn].log.write(f"result: {result.summary_line()}", echo=False)
-        console(masker(result.summary_line()))
+    def _select(self, selection: Selection) -> list[Machine]:
+        if selection.retry_failed:
+            if not selection.env:
+                raise ConfigError("--retry-failed needs --env: it re-runs that environment's")
+            failed = set(last_failures(self.settings.state_dir, selection.env))
+            machines = self.inventory.select(selection.env, selection.hosts, selection.limits)
+            return [m for m in machines if m.name in failed]
+        if self.options.accept_new_host_key and not (selection.hosts or selection.limits):
+            raise ConfigError(
+                "--accept-new-host-key accepts a changed key only for machines named with "
+                "--host or --limit (the rebuilt ones), not for a whole environment"
+            )
+        return self.inventory.select(selection.env, selection.hosts, selection.limits)
 
-    interrupted = False
-    try:
-        outcome = group.call(run_one, on_result=finished)
-    except KeyboardInterrupt:
-        interrupted, outcome = True, {}
-    results = []
-    for cxn, job in jobs.items():
-        if cxn in outcome:
-            results.append(_result_of(job, outcome[cxn]))
+    def check(self) -> None:
+        if self.needs_identities:
+            self.pfx_password = self.settings.pfx_password().reveal()
+            self.secrets.append(self.pfx_password)
+            self.identities = IdentityStore(self.settings.state_dir, self.pfx_password)
+            self.identities.check([m.name for m in self.machines])
+        if self.needs_octopus:
+            for env_key in dict.fromkeys(m.env_key for m in self.machines):
+                environment = self.inventory.environments[env_key]
+                target = self.settings.octopus_for(environment)
+                self.secrets.append(target.api_key.reveal())
+                client = OctopusClient(
+                    target.url,
+                    target.api_key.reveal(),
+                    space=target.space,
+                    key_hint=f"the API key of environment {env_key!r} ({environment.file})",
+                )
+                self.clients[env_key] = client
+                ids = client.connect([environment.name])
+                self.environment_ids[env_key] = ids[environment.name]
+
+    # --- the run --------------------------------------------------------------------------
+
+    def execute(self) -> RunReport:
+        try:
+            self.check()
+            return self._run_machines()
+        finally:
+            for client in self.clients.values():
+                client.close()
+
+    def _run_machines(self) -> RunReport:
+        started = time.monotonic()
+        masker = Masker(self.secrets)
+        console = _masked(self.options.console, masker)
+        connector = Connector(
+            self.settings.state_dir / "known_hosts",
+            accept_new_for=[m.name for m in self.machines]
+            if self.options.accept_new_host_key
+            else (),
+            persist_host_keys=not self.options.dry_run,
+        )
+        connections = [connector.connection(m) for m in self.machines]
+        _refuse_shared_connections(self.machines, connections)
+        run_dir = new_run_dir(self.settings.state_dir, self.command.replace(" --", "-"))
+        sequential = not self.options.parallel
+        jobs: dict[Any, Job] = {}
+        for job_id, (machine, conn) in enumerate(zip(self.machines, connections, strict=True), 1):
+            echo = (lambda line: console(f"  {line}")) if sequential else None
+            jobs[conn] = Job(
+                job_id=job_id,
+                machine=machine,
+                conn=conn,
+                log=MachineLog(run_dir / f"{machine.name}.log", masker, echo=echo),
+                deadline_seconds=machine.ssh.deadline,
+                octopus=self.clients.get(machine.env_key),
+                environment_id=self.environment_ids.get(machine.env_key),
+                identities=self.identities,
+                pfx_password=self.pfx_password,
+                dry_run=self.options.dry_run,
+                options=self.job_options,
+                on_step=_step_printer(console, sequential, self.options.verbose),
+            )
+        workers = (self.options.workers or self.settings.workers) if self.options.parallel else 1
+        group = FleetGroup.from_connections(
+            list(jobs), workers=workers, deadline=lambda cxn: jobs[cxn].deadline_seconds
+        )
+        finished: dict[Any, MachineResult] = {}
+
+        def run_one(cxn: Any) -> MachineResult:
+            job = jobs[cxn]
+            if sequential:
+                console(f"[{job.job_id}] {job.machine.name} ({job.machine.environment})")
+            return self.pipeline(job).run()
+
+        def on_result(cxn: Any, value: object) -> None:
+            result = finished[cxn] = _result_of(jobs[cxn], value, masker)
+            jobs[cxn].log.write(f"result: {result.summary_line()}", echo=False)
+            console(result.summary_line())
+
+        interrupted = False
+        try:
+            group.call(run_one, on_result=on_result, on_abandon=lambda c: jobs[c].cancelled.set())
+        except FleetInterrupted:
+            interrupted = True
+        results = [finished.get(cxn) or _result_of(job, None, masker) for cxn, job in jobs.items()]
+        for cxn, job in jobs.items():
+            job.log.close()
+            close(cxn)
+        report = RunReport(
+            self.command,
+            results,
+            time.monotonic() - started,
+            str(run_dir),
+            interrupted=interrupted,
+        )
+        report.write(run_dir)
+        if self.records_outcome:
+            record_outcome(self.settings.state_dir, report, self.machines)
+        return report
+
+
+def _result_of(job: Job, value: object, masker: Masker) -> MachineResult:
+    """The row of a machine: its pipeline's result, or what the runner knows of it."""
+    if isinstance(value, MachineResult):
+        result = value
+    else:
+        result = job.snapshot()
+        result.failed_step = job.current_step
+        if isinstance(value, DeadlineExceeded):
+            result.state = State.TIMED_OUT
+            result.reason = f"{value} (at {job.current_step})"
+        elif isinstance(value, Interrupted) or value is None:
+            started = value.started if isinstance(value, Interrupted) else False
+            result.state = State.INTERRUPTED if started else State.SKIPPED
+            result.reason = str(value) if value else "not run"
         else:
-            job.result.state = State.INTERRUPTED if job.current_step else State.SKIPPED
-            job.result.failed_step = job.current_step
-            results.append(job.result)
-        job.log.close()
-        cxn.close()
-    report = RunReport(
-        command, results, time.monotonic() - started, str(run_dir), interrupted=interrupted
-    )
-    report.write(run_dir)
-    return report
+            result.state = State.FAILED
+            result.reason = f"internal error: {type(value).__name__}: {value}"
+    result.reason = masker(result.reason)
+    result.steps = [replace(s, detail=masker(s.detail)) for s in result.steps]
+    return result
+
+
+def _refuse_shared_connections(machines: list[Machine], connections: list[Any]) -> None:
+    seen: dict[tuple, str] = {}
+    for machine, conn in zip(machines, connections, strict=True):
+        key = (conn.host, conn.user, conn.port)
+        if key in seen:
+            raise ConfigError(
+                f"{seen[key]} and {machine.name} both connect to {conn.user}@{conn.host}:"
+                f"{conn.port}: one machine, one entry"
+            )
+        seen[key] = machine.name
 
 
 def _with_overrides(machine: Machine, options: RunOptions) -> Machine:
@@ -196,23 +286,13 @@ def _with_overrides(machine: Machine, options: RunOptions) -> Machine:
     return replace(machine, ssh=ssh)
 
 
-def _result_of(job: pipeline.Job, value: object) -> MachineResult:
-    if isinstance(value, MachineResult):
-        return value
-    result = job.result
-    result.failed_step = job.current_step
-    if isinstance(value, DeadlineExceeded):
-        result.state = State.TIMED_OUT
-        result.reason = f"{value} (at {job.current_step})"
-    else:
-        result.state = State.FAILED
-        result.reason = f"internal error: {type(value).__name__}: {value}"
-    return result
+def _masked(console: Console, masker: Masker) -> Console:
+    return lambda line: console(masker(line))
 
 
 def _step_printer(
     console: Console, sequential: bool, verbose: bool
-) -> Callable[[pipeline.Job, StepResult], None] | None:
+) -> Callable[[Job, StepResult], None] | None:
     if sequential:
         return lambda job, step: console(
             f"  {step.name}: {step.status}" + (f" ({step.detail})" if step.detail else "")
@@ -220,3 +300,40 @@ def _step_printer(
     if verbose:
         return lambda job, step: console(f"{job.machine.name}: {step.name} {step.status}")
     return None
+
+
+# --- what failed last time, per environment ---------------------------------------------
+
+RETRY_STATES = frozenset({State.FAILED, State.UNREACHABLE, State.TIMED_OUT, State.INTERRUPTED})
+
+
+def _outcome_file(state_dir: Path, env_key: str) -> Path:
+    return state_dir / "last-run" / f"{env_key}.json"
+
+
+def last_failures(state_dir: Path, env_key: str) -> list[str]:
+    path = _outcome_file(state_dir, env_key)
+    if not path.exists():
+        return []
+    return json.loads(path.read_text())["failed"]
+
+
+def record_outcome(state_dir: Path, report: RunReport, machines: list[Machine]) -> None:
+    """Per environment: the machines whose last run did not succeed (for --retry-failed).
+    A machine that succeeds leaves the list; one not in this run keeps its entry."""
+    env_of = {m.name: m.env_key for m in machines}
+    by_env: dict[str, list[MachineResult]] = {}
+    for result in report.results:
+        by_env.setdefault(env_of[result.machine], []).append(result)
+    for env_key, results in by_env.items():
+        path = _outcome_file(state_dir, env_key)
+        failed = set(last_failures(state_dir, env_key))
+        failed -= {r.machine for r in results}
+        failed |= {r.machine for r in results if r.state in RETRY_STATES}
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text(
+            json.dumps(
+                {"command": report.command, "run_dir": report.run_dir, "failed": sorted(failed)},
+                indent=1,
+            )
+        )

@@ -107,7 +107,16 @@ class OctopusClient:
     def _result(self, method: str, path: str, response: httpx.Response) -> Any:
         code = response.status_code
         if code < 400:
-            return response.json() if response.content else None
+            if not response.content:
+                return None
+            try:
+                return response.json()
+            except ValueError:
+                raise OctopusError(
+                    f"{method} {path}: Octopus at {self.url} answered {code} with something "
+                    f"that is not JSON ({response.headers.get('content-type', 'no type')}): "
+                    "is the URL right?"
+                ) from None
         message = _error_message(response)
         if code in (401, 403):
             raise OctopusAuthError(
@@ -213,9 +222,17 @@ class OctopusClient:
     # --- health --------------------------------------------------------------------------
 
     def check_health(
-        self, machine_id: str, environment_id: str, *, deadline: float, machine_timeout: int = 60
+        self,
+        machine_id: str,
+        environment_id: str,
+        *,
+        deadline_in: float,
+        machine_timeout: int = 60,
+        cancelled: threading.Event | None = None,
     ) -> HealthCheck:
-        """Start a Health task for one machine and wait for it until deadline (monotonic)."""
+        """Start a Health task for one machine and wait up to deadline_in seconds for it
+        (less if `cancelled` is set: the caller gave up)."""
+        deadline = time.monotonic() + deadline_in
         timeout = f"00:{machine_timeout // 60:02d}:{machine_timeout % 60:02d}"
         task = self.request(
             "POST",
@@ -235,7 +252,10 @@ class OctopusClient:
         while task["State"] not in TASK_DONE:
             if time.monotonic() + delay > deadline:
                 raise TimeoutError(f"health task {task['Id']} still {task['State']}")
-            time.sleep(delay)
+            if cancelled is not None and cancelled.wait(delay):
+                raise TimeoutError(f"gave up waiting for health task {task['Id']}")
+            if cancelled is None:
+                time.sleep(delay)
             delay = min(delay * 1.5, 2.0)
             task = self.request("GET", f"/api/tasks/{task['Id']}")
         machine = self.machine(machine_id)

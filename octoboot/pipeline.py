@@ -1,21 +1,21 @@
-"""The per-machine pipeline, step by step, each step idempotent:
+"""Running one machine's steps: the machinery every job shares.
 
-    connect → probe → install → identity → configure → register → service → health
-
-Each step reports changed / unchanged / ok (a check) or fails with a reason; a failure stops
-that machine only. Remote work is one round trip per step at most (the probe reads install
-state, version, settings and service state in one command), because at fleet scale round
-trips and Tentacle start-ups, not bytes, are what cost.
+A Pipeline subclass names its steps (`STEPS`) and implements each as `step_<name>()`,
+returning (status, detail): status is `changed`, `unchanged`, `ok` (a check), `skipped` or
+`would change` (dry run); a failure raises StepFailed with the reason for the report, and
+stops that machine only. Remote work goes through `remote()`, which runs the command as root,
+bounded by the machine's deadline on the host itself (`timeout`) and on our side.
 """
 
 from __future__ import annotations
 
+import io
+import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import paramiko
 from fabric import Connection
@@ -23,25 +23,14 @@ from invoke.exceptions import CommandTimedOut
 
 from octoboot import tentacle
 from octoboot.errors import OctobootError
-from octoboot.identity import Identity, IdentityStore
+from octoboot.identity import IdentityStore
 from octoboot.inventory import Machine
-from octoboot.octopus import OctopusClient, OctopusError, Resource
+from octoboot.octopus import OctopusClient, OctopusError
 from octoboot.report import MachineResult, State, StepResult
 from octoboot.runlog import MachineLog
 from octoboot.ssh import host_key_changed_message, is_unreachable
 
-BOOTSTRAP = (
-    "connect",
-    "probe",
-    "install",
-    "identity",
-    "configure",
-    "register",
-    "service",
-    "health",
-)
-INSTALL = ("connect", "probe", "install")
-REGISTER = ("connect", "probe", "identity", "configure", "register", "service", "health")
+WOULD_CHANGE = "would change"
 
 
 class StepFailed(OctobootError):
@@ -50,6 +39,10 @@ class StepFailed(OctobootError):
     def __init__(self, reason: str, state: State = State.FAILED) -> None:
         super().__init__(reason)
         self.state = state
+
+
+class Cancelled(Exception):
+    """The runner gave up on this machine (deadline or Ctrl-C): stop at the next chance."""
 
 
 @dataclass
@@ -64,9 +57,12 @@ class Job:
     octopus: OctopusClient | None = None
     environment_id: str | None = None
     identities: IdentityStore | None = None
-    pfx_password: str | None = None
-    steps: Sequence[str] = BOOTSTRAP
+    pfx_password: str | None = field(default=None, repr=False)
+    dry_run: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
     on_step: Callable[[Job, StepResult], None] | None = None
+    # Set by the runner when it stops waiting for this machine.
+    cancelled: threading.Event = field(default_factory=threading.Event)
     # Written as the job goes; read by the runner if the job runs out of time.
     current_step: str | None = None
     result: MachineResult = field(init=False)
@@ -76,23 +72,28 @@ class Job:
             self.job_id, self.machine.name, self.machine.environment, log=str(self.log.path)
         )
 
+    def snapshot(self) -> MachineResult:
+        """A copy of the result as it is now, safe from the job's thread going on."""
+        return replace(self.result, steps=list(self.result.steps), facts=dict(self.result.facts))
+
 
 class Pipeline:
+    STEPS: ClassVar[Sequence[str]] = ("connect", "probe")
+
     def __init__(self, job: Job) -> None:
         self.job = job
         self.machine = job.machine
         self.probe: tentacle.Probe | None = None
-        self.identity: Identity | None = None
-        self.restart_needed = False
-        self.created_instance = False
+        self.deadline = time.monotonic() + job.deadline_seconds
 
     def run(self) -> MachineResult:
         job, result = self.job, self.job.result
         start = time.monotonic()
         self.deadline = start + job.deadline_seconds
-        changed = False
+        statuses = []
         try:
-            for name in job.steps:
+            for name in self.STEPS:
+                self._check_cancelled()
                 job.current_step = name
                 step_start = time.monotonic()
                 job.log.write(f"--- {name}")
@@ -102,10 +103,16 @@ class Pipeline:
                     self._record(name, "failed", str(exc), step_start)
                     result.state, result.failed_step, result.reason = exc.state, name, str(exc)
                     return result
+                except (OctobootError, OctopusError) as exc:
+                    self._record(name, "failed", str(exc), step_start)
+                    result.state, result.failed_step, result.reason = State.FAILED, name, str(exc)
+                    return result
                 self._record(name, status, detail, step_start)
-                changed |= status == "changed"
+                statuses.append(status)
             job.current_step = None
-            result.state = State.CHANGED if changed else State.UNCHANGED
+            result.state = self.final_state(statuses)
+            return result
+        except Cancelled:
             return result
         except Exception as exc:  # a bug: keep the traceback in the log, fail this machine only
             job.log.write(traceback.format_exc())
@@ -116,18 +123,32 @@ class Pipeline:
             result.seconds = time.monotonic() - start
             job.log.write(f"=== {result.state}" + (f": {result.reason}" if result.reason else ""))
 
+    def final_state(self, statuses: list[str]) -> State:
+        if WOULD_CHANGE in statuses:
+            return State.WOULD_CHANGE
+        return State.CHANGED if "changed" in statuses else State.UNCHANGED
+
     def _record(self, name: str, status: str, detail: str, started: float) -> None:
         step = StepResult(name, status, detail, round(time.monotonic() - started, 3))
         self.job.result.steps.append(step)
         self.job.log.write(f"{name}: {status}" + (f" ({detail})" if detail else ""), echo=False)
-        if self.job.on_step:
+        if self.job.on_step and not self.job.cancelled.is_set():
             self.job.on_step(self.job, step)
+
+    def _check_cancelled(self) -> None:
+        if self.job.cancelled.is_set():
+            raise Cancelled
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
 
     # --- remote commands ------------------------------------------------------------------
 
-    def remote(self, command: str) -> Any:
-        """Run command as root on the host, bounded by the machine's deadline on both ends."""
-        remaining = self.deadline - time.monotonic()
+    def remote(self, command: str, *, stdin: str | None = None, check: bool = True) -> Any:
+        """Run command as root on the host, bounded by the machine's deadline on both ends.
+        stdin, if given, is sent to the command (and never logged)."""
+        self._check_cancelled()
+        remaining = self.remaining()
         if remaining <= 1:
             raise StepFailed("the machine's deadline was reached", State.TIMED_OUT)
         wrapped = tentacle.as_root(
@@ -140,12 +161,13 @@ class Pipeline:
                 wrapped,
                 hide=True,
                 warn=True,
-                in_stream=False,
+                in_stream=io.StringIO(stdin) if stdin is not None else False,
                 timeout=remaining + 10,
             )
         except CommandTimedOut:
             raise StepFailed(f"timed out after {remaining:.0f} s", State.TIMED_OUT) from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
+            self._check_cancelled()
             reason = f"connection lost: {exc or type(exc).__name__}"
             raise StepFailed(reason, State.UNREACHABLE) from None
         for stream, text in (("stdout", result.stdout), ("stderr", result.stderr)):
@@ -154,11 +176,17 @@ class Pipeline:
         self.job.log.write(f"[exit {result.exited}, {time.monotonic() - started:.2f}s]")
         if result.exited == 124:
             raise StepFailed(f"timed out after {remaining:.0f} s", State.TIMED_OUT)
-        if result.exited != 0:
-            raise StepFailed(_last_lines(result.stderr or result.stdout, result.exited))
+        if check and result.exited != 0:
+            raise StepFailed(last_lines(result.stderr or result.stdout, result.exited))
         return result
 
-    # --- steps --------------------------------------------------------------------------
+    def plan(self, what: str, command: str | None = None) -> tuple[str, str]:
+        """A dry run's answer for a step that would change something: what, and how."""
+        if command:
+            self.job.log.write(f"would run: {command}")
+        return WOULD_CHANGE, what
+
+    # --- shared steps ---------------------------------------------------------------------
 
     def step_connect(self) -> tuple[str, str]:
         conn = self.job.conn
@@ -168,199 +196,32 @@ class Pipeline:
             raise StepFailed(host_key_changed_message(self.machine.name, exc)) from None
         except paramiko.AuthenticationException as exc:
             raise StepFailed(f"authentication failed as {conn.user}: {exc}") from None
+        except FileNotFoundError as exc:
+            raise StepFailed(f"cannot read the SSH key: {exc}") from None
         except Exception as exc:
+            self._check_cancelled()
             if is_unreachable(exc):
                 raise StepFailed(
                     f"cannot reach {conn.host}:{conn.port}: {exc or type(exc).__name__}",
                     State.UNREACHABLE,
                 ) from None
+            if isinstance(exc, paramiko.SSHException):
+                raise StepFailed(f"SSH failed: {exc}") from None
             raise
         return "ok", f"{conn.user}@{conn.host}:{conn.port}"
 
     def step_probe(self) -> tuple[str, str]:
-        result = self.remote(tentacle.probe_command(self.machine.tentacle.instance))
+        command = tentacle.probe_command(self.machine.tentacle.instance, clean=not self.job.dry_run)
+        result = self.remote(command)
         self.probe = probe = tentacle.parse_probe(result.stdout)
+        if probe.problems:
+            raise StepFailed("; ".join(probe.problems))
         if not probe.installed:
             return "ok", "Tentacle not installed"
         parts = [f"Tentacle {probe.version or '?'}"]
         parts.append(f"thumbprint {probe.thumbprint}" if probe.thumbprint else "no certificate")
         parts.append("service active" if probe.service_active else "service not active")
         return "ok", ", ".join(parts)
-
-    def step_install(self) -> tuple[str, str]:
-        options, probe = self.machine.tentacle, self._probe()
-        wanted = options.version
-        if probe.installed and (wanted is None or _version(probe.version) >= _version(wanted)):
-            return "unchanged", f"Tentacle {probe.version}"
-        source = options.resolved_source()
-        if source is None:
-            raise StepFailed(
-                f"Tentacle is not installed and {self.machine.source_file} has no "
-                "[tentacle] source to install it from"
-            )
-        if options.source_is_local:
-            remote_file = f"/tmp/octoboot-{uuid.uuid4().hex}.tar.gz"
-            self.job.log.write(f"upload {source} → {remote_file}")
-            self.job.conn.put(source, remote_file)
-            result = self.remote(tentacle.install_from_file_command(remote_file))
-        else:
-            result = self.remote(tentacle.install_from_url_command(source))
-        version = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "?"
-        if wanted and _version(version) < _version(wanted):
-            raise StepFailed(f"installed {version}, but {wanted} was wanted: check the source")
-        self.restart_needed |= probe.installed
-        self.probe = _replace_version(probe, version)
-        before = f"{probe.version} → " if probe.installed else ""
-        return "changed", f"installed Tentacle {before}{version}"
-
-    def step_identity(self) -> tuple[str, str]:
-        probe = self._probe()
-        if not probe.installed:
-            raise StepFailed("Tentacle is not installed: run `inv install` (or bootstrap) first")
-        store, password = self.job.identities, self.job.pfx_password
-        assert store is not None and password is not None
-        self.identity = identity = store.get_or_create(self.machine.name)
-        self.job.result.thumbprint = identity.thumbprint
-        if probe.instance_exists and probe.thumbprint == identity.thumbprint:
-            return "unchanged", identity.thumbprint
-        upload_dir = f"/tmp/octoboot-{uuid.uuid4().hex}"
-        sftp = self.job.conn.sftp()
-        sftp.mkdir(upload_dir, mode=0o700)
-        try:
-            with sftp.open(f"{upload_dir}/identity.pfx", "wb") as out:
-                out.write(identity.unprotected_pfx(password))
-        except BaseException:
-            self._remove_upload(upload_dir)
-            raise
-        self.remote(
-            tentacle.import_identity_command(
-                self.machine.tentacle.instance,
-                upload_dir,
-                create_instance=not probe.instance_exists,
-            )
-        )
-        self.created_instance = not probe.instance_exists
-        self.restart_needed = True
-        minted = " (new identity)" if identity.created else ""
-        return "changed", f"imported {identity.thumbprint}{minted}"
-
-    def _remove_upload(self, upload_dir: str) -> None:
-        try:
-            self.remote(f"rm -rf {upload_dir}")
-        except StepFailed as exc:
-            self.job.log.write(f"could not remove {upload_dir}: {exc}")
-
-    def step_configure(self) -> tuple[str, str]:
-        probe, options = self._probe(), self.machine.tentacle
-        server = self._octopus().server_thumbprint()
-        if (
-            not self.created_instance
-            and probe.port == options.port
-            and probe.no_listen is False
-            and probe.app_dir == options.app_dir
-            and probe.trusted == (server,)
-        ):
-            return "unchanged", f"port {options.port}, trusts {server[:8]}…"
-        self.remote(
-            tentacle.configure_command(
-                options.instance, port=options.port, app_dir=options.app_dir,
-                server_thumbprint=server,
-            )
-        )  # fmt: skip
-        self.restart_needed = True
-        return "changed", f"listening on {options.port}, trusts only {server[:8]}…"
-
-    def step_register(self) -> tuple[str, str]:
-        octopus, identity = self._octopus(), self.identity
-        assert identity is not None and self.job.environment_id is not None
-        name = self.machine.name
-        try:
-            status, machine, detail = self._register(octopus, name, identity.thumbprint)
-        except OctopusError as exc:
-            raise StepFailed(str(exc)) from None
-        self.job.result.octopus_id = machine["Id"]
-        return status, detail
-
-    def _register(
-        self, octopus: OctopusClient, name: str, thumbprint: str
-    ) -> tuple[str, Resource, str]:
-        same_thumbprint = octopus.machines_with_thumbprint(thumbprint)
-        others = [m for m in same_thumbprint if m["Name"].strip().lower() != name.lower()]
-        if others:
-            listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in others)
-            raise StepFailed(
-                f"thumbprint {thumbprint} is already registered as {listed}: two records "
-                "for one certificate would be a duplicate; deregister that one first"
-            )
-        wanted = self._wanted_record(thumbprint)
-        named = octopus.machines_named(name)
-        if not named:
-            created = octopus.create_machine({"Name": name, **wanted, "IsDisabled": False})
-            return "changed", created, f"created {created['Id']}"
-        current = named[0]
-        registered = (current.get("Endpoint") or {}).get("Thumbprint", "").upper()
-        if registered != thumbprint:
-            raise StepFailed(
-                f"the name {name} is registered ({current['Id']}) with another thumbprint "
-                f"{registered or '(none)'}, not this machine's {thumbprint}: deregister it "
-                "or rename one of them"
-            )
-        differences = _differences(current, wanted)
-        if not differences:
-            return "unchanged", current, current["Id"]
-        updated = octopus.update_machine({**current, **wanted})
-        return "changed", updated, f"updated {updated['Id']}: {', '.join(differences)}"
-
-    def _wanted_record(self, thumbprint: str) -> Resource:
-        host = self.machine.public_hostname or self._ssh_hostname()
-        return {
-            "EnvironmentIds": [self.job.environment_id],
-            "Roles": sorted(self.machine.roles),
-            "Endpoint": {
-                "CommunicationStyle": "TentaclePassive",
-                "Uri": f"https://{host.lower()}:{self.machine.tentacle.port}/",
-                "Thumbprint": thumbprint,
-            },
-        }
-
-    def _ssh_hostname(self) -> str:
-        """The address SSH resolved for the machine (ssh_config's HostName): the address the
-        machine is known by, so the best default for Octopus to reach it by too."""
-        return self.job.conn.host
-
-    def step_service(self) -> tuple[str, str]:
-        probe = self._probe()
-        if not probe.service_enabled:
-            action = "install"
-        elif self.restart_needed:
-            action = "restart"
-        elif not probe.service_active:
-            action = "start"
-        else:
-            return "unchanged", f"{tentacle.unit_name(self.machine.tentacle.instance)} active"
-        self.remote(
-            tentacle.service_command(
-                self.machine.tentacle.instance, action, port=self.machine.tentacle.port
-            )
-        )
-        done = {"install": "installed and started", "restart": "restarted", "start": "started"}
-        return "changed", f"{tentacle.unit_name(self.machine.tentacle.instance)} {done[action]}"
-
-    def step_health(self) -> tuple[str, str]:
-        octopus = self._octopus()
-        machine_id = self.job.result.octopus_id
-        assert machine_id is not None and self.job.environment_id is not None
-        try:
-            check = octopus.check_health(
-                machine_id, self.job.environment_id, deadline=self.deadline - 1
-            )
-        except TimeoutError as exc:
-            raise StepFailed(f"health check did not finish: {exc}", State.TIMED_OUT) from None
-        except OctopusError as exc:
-            raise StepFailed(str(exc)) from None
-        if check.health_status != "Healthy":
-            raise StepFailed(f"Octopus says {check.health_status}: {check.summary}")
-        return "ok", f"Healthy ({check.task_id})"
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -375,32 +236,7 @@ class Pipeline:
         return self.job.octopus
 
 
-def _differences(current: Resource, wanted: Resource) -> list[str]:
-    found = []
-    if set(current.get("EnvironmentIds", [])) != set(wanted["EnvironmentIds"]):
-        found.append("environment")
-    if {r.lower() for r in current.get("Roles", [])} != {r.lower() for r in wanted["Roles"]}:
-        found.append("roles")
-    endpoint, want = current.get("Endpoint") or {}, wanted["Endpoint"]
-    if endpoint.get("CommunicationStyle") != want["CommunicationStyle"]:
-        found.append("communication style")
-    if (endpoint.get("Uri") or "").lower() != want["Uri"].lower():
-        found.append("address")
-    return found
-
-
-def _version(text: str | None) -> tuple[int, ...]:
-    parts = []
-    for piece in (text or "0").split("-")[0].split("+")[0].split("."):
-        parts.append(int(piece) if piece.isdigit() else 0)
-    return tuple(parts)
-
-
-def _replace_version(probe: tentacle.Probe, version: str) -> tentacle.Probe:
-    return replace(probe, installed=True, version=version)
-
-
-def _last_lines(text: str, exit_code: int, count: int = 3) -> str:
+def last_lines(text: str, exit_code: int, count: int = 3) -> str:
     # The Tentacle separates an exception from its message with a row of '='.
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and set(ln.strip()) != {"="}]
     tail = " | ".join(lines[-count:]) or "no output"

@@ -15,6 +15,7 @@ class State(StrEnum):
     OK = "ok"  # a read-only job succeeded (exec, status)
     CHANGED = "changed"
     UNCHANGED = "unchanged"
+    WOULD_CHANGE = "would change"  # a dry run found something to do
     FAILED = "failed"
     UNREACHABLE = "unreachable"
     TIMED_OUT = "timed out"
@@ -22,7 +23,7 @@ class State(StrEnum):
     SKIPPED = "skipped"
 
 
-SUCCESS = frozenset({State.OK, State.CHANGED, State.UNCHANGED, State.SKIPPED})
+SUCCESS = frozenset({State.OK, State.CHANGED, State.UNCHANGED, State.WOULD_CHANGE, State.SKIPPED})
 
 # Exit codes (README, "Exit codes"): failed and unreachable are bits, so 5 means both.
 EXIT_OK = 0
@@ -53,6 +54,7 @@ class MachineResult:
     reason: str = ""
     log: str | None = None
     steps: list[StepResult] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)  # what `status` and `exec` found
 
     def summary_line(self) -> str:
         """One line for the terminal when the machine finishes."""

@@ -14,14 +14,28 @@ import socket
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import IO
 
 import paramiko
 from fabric import Config, Connection
+from fabric.runners import Remote
+from invoke.terminals import isatty
 
-from octoboot.errors import OctobootError
+from octoboot.errors import ConfigError, OctobootError
 from octoboot.inventory import Machine
 
 USER_SSH_CONFIG = Path("~/.ssh/config").expanduser()
+
+
+class BufferedStdinRemote(Remote):
+    """Fabric's Remote runner, but reading a non-terminal in_stream in 64 KiB chunks: Invoke
+    reads anything that is not a TTY one byte per 10 ms, so a 3 KB input took 30 s."""
+
+    def read_our_stdin(self, input_: IO) -> str | None:
+        if isatty(input_):
+            return super().read_our_stdin(input_)
+        data = input_.read(65536)
+        return data.decode() if isinstance(data, bytes) else data
 
 
 class HostKeyChanged(OctobootError):
@@ -31,13 +45,19 @@ class HostKeyChanged(OctobootError):
 class KnownHosts:
     """A known_hosts file shared by every connection of a run (thread-safe)."""
 
-    def __init__(self, path: Path, *, accept_new_for: Iterable[str] = ()) -> None:
+    def __init__(
+        self, path: Path, *, accept_new_for: Iterable[str] = (), persist: bool = True
+    ) -> None:
         self.path = path
         self._accept_new_for = set(accept_new_for)
+        self._persist = persist  # False in a dry run: keys are accepted but not written
         self._lock = threading.Lock()
         self._keys = paramiko.HostKeys()
         if path.exists():
-            self._keys.load(str(path))
+            try:
+                self._keys.load(str(path))
+            except (OSError, paramiko.SSHException) as exc:
+                raise ConfigError(f"cannot read the known_hosts file {path}: {exc}") from None
 
     def prepare(self, client: paramiko.SSHClient, machine: str, lookup_name: str) -> None:
         """Give client what is known of lookup_name (the name paramiko checks: host, or
@@ -58,6 +78,8 @@ class KnownHosts:
             if replacing:
                 del self._keys[lookup_name]
             self._keys.add(lookup_name, key.get_name(), key)
+            if not self._persist:
+                return
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if replacing:
                 self._keys.save(str(self.path))
@@ -90,9 +112,16 @@ def host_key_changed_message(machine: str, exc: paramiko.BadHostKeyException) ->
 class Connector:
     """Makes fabric Connections for machines; one per run, shared by all threads."""
 
-    def __init__(self, known_hosts_default: Path, *, accept_new_for: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        known_hosts_default: Path,
+        *,
+        accept_new_for: Iterable[str] = (),
+        persist_host_keys: bool = True,
+    ) -> None:
         self._default_known_hosts = known_hosts_default
         self._accept_new_for = tuple(accept_new_for)
+        self._persist = persist_host_keys
         self._configs: dict[Path | None, Config] = {}
         self._known_hosts: dict[Path, KnownHosts] = {}
         self._lock = threading.Lock()
@@ -102,12 +131,16 @@ class Connector:
             if path not in self._configs:
                 if path is None and USER_SSH_CONFIG.exists():
                     path = USER_SSH_CONFIG
-                ssh_config = (
-                    paramiko.SSHConfig.from_path(str(path)) if path else paramiko.SSHConfig()
-                )
+                try:
+                    ssh_config = (
+                        paramiko.SSHConfig.from_path(str(path)) if path else paramiko.SSHConfig()
+                    )
+                except OSError as exc:
+                    raise ConfigError(f"cannot read the ssh_config file {path}: {exc}") from None
                 config = Config(ssh_config=ssh_config)
                 # Never read our terminal: machines may run in parallel threads.
                 config.run.in_stream = False
+                config.runners.remote = BufferedStdinRemote
                 self._configs[path] = config
             return self._configs[path]
 
@@ -115,7 +148,9 @@ class Connector:
         path = path or self._default_known_hosts
         with self._lock:
             if path not in self._known_hosts:
-                self._known_hosts[path] = KnownHosts(path, accept_new_for=self._accept_new_for)
+                self._known_hosts[path] = KnownHosts(
+                    path, accept_new_for=self._accept_new_for, persist=self._persist
+                )
             return self._known_hosts[path]
 
     def connection(self, machine: Machine) -> Connection:
@@ -134,9 +169,30 @@ class Connector:
             connect_timeout=int(max(1, options.connect_timeout)),
             connect_kwargs=connect_kwargs,
         )
-        lookup = conn.host if conn.port == 22 else f"[{conn.host}]:{conn.port}"
-        self.known_hosts(options.known_hosts).prepare(conn.client, machine.name, lookup)
+        known_hosts = self.known_hosts(options.known_hosts)
+        known_hosts.prepare(conn.client, machine.name, _lookup_name(conn))
+        if isinstance(conn.gateway, Connection):
+            # ProxyJump: Fabric builds the jump host's Connection itself, trusting any key and
+            # waiting forever; give it the same host-key policy and timeouts.
+            jump = conn.gateway
+            jump.connect_timeout = conn.connect_timeout
+            jump.connect_kwargs.update(
+                banner_timeout=options.connect_timeout, auth_timeout=options.connect_timeout
+            )
+            known_hosts.prepare(jump.client, f"{machine.name} (jump host)", _lookup_name(jump))
         return conn
+
+
+def close(conn: Connection) -> None:
+    """Close a connection and its jump host's (Fabric's close leaves the gateway open)."""
+    conn.close()
+    if isinstance(conn.gateway, Connection):
+        conn.gateway.close()
+
+
+def _lookup_name(conn: Connection) -> str:
+    """The name paramiko looks a host key up by."""
+    return conn.host if conn.port == 22 else f"[{conn.host}]:{conn.port}"
 
 
 def is_unreachable(exc: BaseException) -> bool:

@@ -3,8 +3,13 @@
 Every builder returns one POSIX shell command line with every value quoted by shlex, so a
 machine name, role or path can never break out of it. No builder takes a secret: the API
 key stays on the controller (registration is done over the REST API, not with
-`register-with`), and the identity reaches the host as a password-less PFX inside a
-root-only temporary folder that the same command removes (see docs/design.md, "Identity").
+`register-with`), and the identity reaches the host as a password-less PFX on the
+command's standard input, written into a root-only temporary folder that the same command
+removes (see docs/design.md, "Identity").
+
+A change that the running service has not seen yet (new certificate, settings, version) is
+marked on the host by a file that only a successful (re)start removes, so a run that fails
+between the change and the restart does not leave the restart forgotten.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 INSTALL_ROOT = "/opt/octopus"
 EXECUTABLE = f"{INSTALL_ROOT}/tentacle/Tentacle"
@@ -23,6 +28,15 @@ _THUMBPRINT = re.compile(r"^[0-9A-F]{40}$")
 def unit_name(instance: str) -> str:
     """The systemd unit `service --install` writes for an instance (reference §1.1)."""
     return re.sub(r"\s", "-", instance.replace("/", "")) + ".service"
+
+
+def restart_marker(instance: str) -> str:
+    return f"/etc/octopus/{instance}/.octoboot-restart-pending"
+
+
+def _mark_restart(instance: str) -> str:
+    marker = restart_marker(instance)
+    return f"mkdir -p {shlex.quote(marker.rsplit('/', 1)[0])} && touch {shlex.quote(marker)}"
 
 
 def _tentacle(*args: str) -> str:
@@ -58,17 +72,20 @@ class Probe:
     trusted: tuple[str, ...] = ()
     service_enabled: bool = False
     service_active: bool = False
+    restart_pending: bool = False
     problems: tuple[str, ...] = field(default=())
 
 
-def probe_command(instance: str) -> str:
-    """One round trip: install state, version, the instance's settings, the service."""
+def probe_command(instance: str, *, clean: bool = True) -> str:
+    """One round trip: install state, version, the instance's settings, the service.
+    clean: also remove octoboot uploads older than 5 minutes that a lost connection left
+    (not in a dry run, which changes nothing)."""
     unit = shlex.quote(unit_name(instance))
     t = shlex.quote(EXECUTABLE)
+    cleanup = "find /tmp -maxdepth 1 -name 'octoboot-*' -mmin +5 -exec rm -rf {} + 2>/dev/null"
     return "; ".join(
         [
-            # An identity upload whose import never ran (connection lost) must not linger.
-            "find /tmp -maxdepth 1 -name 'octoboot-*' -mmin +5 -exec rm -rf {} + 2>/dev/null",
+            *([cleanup] if clean else []),
             f"echo '{_MARK}installed'",
             f"if [ -x {t} ]; then echo yes; else echo no; fi",
             f"echo '{_MARK}version'",
@@ -77,8 +94,20 @@ def probe_command(instance: str) -> str:
             f"[ -x {t} ] && {_tentacle('show-configuration', '--instance', instance)} 2>/dev/null",
             f"echo; echo '{_MARK}service'",
             f"systemctl is-enabled {unit} 2>/dev/null; systemctl is-active {unit} 2>/dev/null",
+            f"echo '{_MARK}restart'",
+            f"[ -e {shlex.quote(restart_marker(instance))} ] && echo pending",
             "true",
         ]
+    )
+
+
+def with_version(probe: Probe, version: str | None, *, restart_pending: bool = False) -> Probe:
+    """The probe as it is after a step changed the host (installed, or a restart due)."""
+    return replace(
+        probe,
+        installed=True,
+        version=version,
+        restart_pending=probe.restart_pending or restart_pending,
     )
 
 
@@ -109,11 +138,12 @@ def parse_probe(stdout: str) -> Probe:
         instance_exists=bool(settings),
         thumbprint=thumbprint.upper() if thumbprint else None,
         port=_int_or_none(services.get("PortNumber")),
-        no_listen=services.get("NoListen"),
+        no_listen=_bool_or_none(services.get("NoListen")),
         app_dir=tentacle.get("Deployment", {}).get("ApplicationDirectory"),
         trusted=tuple(sorted(str(s.get("Thumbprint", "")).upper() for s in trusted)),
         service_enabled=bool(service) and service[0] == "enabled",
         service_active="active" in service[1:],
+        restart_pending=sections.get("restart") == "pending",
         problems=problems,
     )
 
@@ -128,6 +158,12 @@ def _parse_configuration(text: str) -> tuple[dict, tuple[str, ...]]:
     return (data, ()) if isinstance(data, dict) else ({}, ("unexpected configuration",))
 
 
+def _bool_or_none(value: object) -> bool | None:
+    if isinstance(value, bool) or value is None:
+        return value
+    return {"true": True, "false": False}.get(str(value).strip().lower())
+
+
 def _int_or_none(value: object) -> int | None:
     try:
         return int(value)  # type: ignore[arg-type]
@@ -138,54 +174,73 @@ def _int_or_none(value: object) -> int | None:
 # --- install -----------------------------------------------------------------------------
 
 
-def install_from_url_command(url: str) -> str:
-    """Download the archive on the host and unpack it into /opt/octopus; then run it once."""
+def install_from_url_command(url: str, *, restart_instance: str | None = None) -> str:
+    """Download the archive on the host and unpack it into /opt/octopus; then run it once.
+    restart_instance: an instance whose running service must restart onto the new version."""
     q = shlex.quote(url)
-    return (
-        "set -e; tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"' EXIT HUP INT TERM; "
-        f'if command -v curl >/dev/null; then curl -fsSL --retry 2 -o "$tmp/t.tgz" {q}; '
-        f'else wget -q -O "$tmp/t.tgz" {q}; fi; '
-        f'mkdir -p {INSTALL_ROOT}; tar -xzf "$tmp/t.tgz" -C {INSTALL_ROOT}; '
-        f"{_tentacle('version')}"
+    return "; ".join(
+        [
+            "set -e",
+            "tmp=$(mktemp -d)",
+            "trap 'rm -rf \"$tmp\"' EXIT",
+            "trap 'exit 1' HUP INT TERM",
+            f'if command -v curl >/dev/null; then curl -fsSL --retry 2 -o "$tmp/t.tgz" {q}; '
+            f'else wget -q -O "$tmp/t.tgz" {q}; fi',
+            *_unpack('"$tmp/t.tgz"', restart_instance),
+        ]
     )
 
 
-def install_from_file_command(remote_archive: str) -> str:
+def install_from_file_command(remote_archive: str, *, restart_instance: str | None = None) -> str:
     """Unpack an archive pushed to the host, remove it, then run the Tentacle once."""
-    q = shlex.quote(remote_archive)
-    return (
-        f"set -e; trap 'rm -f {q}' EXIT HUP INT TERM; "
-        f"mkdir -p {INSTALL_ROOT}; tar -xzf {q} -C {INSTALL_ROOT}; {_tentacle('version')}"
+    return "; ".join(
+        [
+            "set -e",
+            f"archive={shlex.quote(remote_archive)}",
+            "trap 'rm -f \"$archive\"' EXIT",
+            "trap 'exit 1' HUP INT TERM",
+            *_unpack('"$archive"', restart_instance),
+        ]
     )
+
+
+def _unpack(archive: str, restart_instance: str | None) -> list[str]:
+    steps = [f"mkdir -p {INSTALL_ROOT}", f"tar -xzf {archive} -C {INSTALL_ROOT}"]
+    if restart_instance:
+        steps.append(_mark_restart(restart_instance))
+    return [*steps, _tentacle("version")]
 
 
 # --- identity, configuration, service -----------------------------------------------------
 
 
-def import_identity_command(instance: str, upload_dir: str, *, create_instance: bool) -> str:
-    """Create the instance if needed, import the uploaded PFX, and remove the upload folder
-    whatever happens (success, failure, or the command being killed)."""
-    d = shlex.quote(upload_dir)
-    steps = [f"trap 'rm -rf {d}' EXIT HUP INT TERM", "set -e"]
+def import_identity_command(instance: str, *, create_instance: bool) -> str:
+    """Create the instance if needed and import the PFX that arrives base64-encoded on
+    standard input. The PFX exists only as a file in a 0700 folder that this command makes
+    and removes on every way out (success, failure, or being killed at the deadline)."""
+    steps = [
+        "set -e",
+        "umask 077",
+        "d=$(mktemp -d /tmp/octoboot-XXXXXXXX)",
+        "trap 'rm -rf \"$d\"' EXIT",
+        "trap 'exit 1' HUP INT TERM",
+        'base64 -d > "$d/identity.pfx"',
+    ]
     if create_instance:
         config = f"/etc/octopus/{instance}/tentacle-{instance}.config"
         steps.append(_tentacle("create-instance", "--instance", instance, "--config", config))
-    steps.append(
-        _tentacle(
-            "import-certificate",
-            "--instance",
-            instance,
-            "--from-file",
-            f"{upload_dir}/identity.pfx",
-        )
-    )
+    steps += [
+        _tentacle("import-certificate", "--instance", instance, "--from-file")
+        + ' "$d/identity.pfx"',
+        _mark_restart(instance),
+    ]
     return "; ".join(steps)
 
 
 def configure_command(instance: str, *, port: int, app_dir: str, server_thumbprint: str) -> str:
     """Listening mode on port, app dir, and trust in exactly one server (reference §1.4:
     --reset-trust is applied before --trust within one call)."""
-    return _tentacle(
+    configure = _tentacle(
         "configure",
         "--instance", instance,
         "--port", str(port),
@@ -194,6 +249,7 @@ def configure_command(instance: str, *, port: int, app_dir: str, server_thumbpri
         "--reset-trust",
         "--trust", server_thumbprint,
     )  # fmt: skip
+    return f"{configure} && {_mark_restart(instance)}"
 
 
 def service_command(instance: str, action: str, *, port: int, wait_seconds: float = 30) -> str:
@@ -206,11 +262,12 @@ def service_command(instance: str, action: str, *, port: int, wait_seconds: floa
     # LISTEN sockets on the port, from /proc (no ss/netstat needed): "...:<PORT hex> ... 0A"
     listening = f"grep -q ':{port:04X} [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6"
     return (
-        f"{_tentacle('service', '--instance', instance, *flags[action])} && "
+        f"{_tentacle('service', '--instance', instance, *flags[action])} || exit $?; "
         f"i=0; until systemctl is-active --quiet {unit} && {listening}; do "
         f'i=$((i+1)); if [ "$i" -ge {tries} ]; then '
         f"echo 'the service did not start listening on port {port}' >&2; exit 1; fi; "
-        "sleep 0.2; done"
+        "sleep 0.2; done; "
+        f"rm -f {shlex.quote(restart_marker(instance))}"
     )
 
 

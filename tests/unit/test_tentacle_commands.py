@@ -1,5 +1,6 @@
 """The remote command builders and the probe parser (pure: no SSH)."""
 
+import base64
 import json
 import shlex
 import subprocess
@@ -61,19 +62,46 @@ def test_unit_name_follows_the_tentacle_rule():
     assert tentacle.unit_name("web a/b") == "web-ab.service"
 
 
-def test_import_identity_removes_the_upload_even_when_the_import_fails(tmp_path):
-    upload = tmp_path / "octoboot-upload"
-    upload.mkdir()
-    (upload / "identity.pfx").write_bytes(b"secret")
-    command = tentacle.import_identity_command("Tentacle", str(upload), create_instance=True)
-    # stand in for a Tentacle that fails
-    proc = subprocess.run(["sh", "-c", command.replace(tentacle.EXECUTABLE, "false")])
+def run_import(tmp_path, fake_tentacle: str, pfx: bytes) -> subprocess.CompletedProcess:
+    """The import command on this machine, with a stand-in Tentacle script and its temporary
+    folder under tmp_path."""
+    script = tmp_path / "Tentacle"
+    script.write_text("#!/bin/sh\n" + fake_tentacle)
+    script.chmod(0o755)
+    command = tentacle.import_identity_command("Tentacle", create_instance=False)
+    command = command.replace(tentacle.EXECUTABLE, str(script))
+    command = command.replace("/tmp/octoboot-", f"{tmp_path}/octoboot-")
+    command = command.replace("mkdir -p /etc/octopus/", f"mkdir -p {tmp_path}/etc/")
+    command = command.replace("touch /etc/octopus/", f"touch {tmp_path}/etc/")
+    return subprocess.run(
+        ["sh", "-c", command], input=base64.b64encode(pfx).decode(), capture_output=True,
+        text=True,
+    )  # fmt: skip
+
+
+def test_import_identity_gets_the_pfx_from_stdin_in_a_private_folder_and_removes_it(tmp_path):
+    capture = tmp_path / "seen"
+    fake = (
+        "for last; do :; done\n"
+        f'stat -c "%a" "$(dirname "$last")" "$last" > {capture}.modes\n'
+        f'cp "$last" {capture}\n'
+    )
+    proc = run_import(tmp_path, fake, b"\x00pfx bytes\xff")
+    assert proc.returncode == 0, proc.stderr
+    assert capture.read_bytes() == b"\x00pfx bytes\xff"
+    assert capture.with_suffix(".modes").read_text().split() == ["700", "600"]
+    assert list(tmp_path.glob("octoboot-*")) == []
+    assert (tmp_path / "etc" / "Tentacle" / ".octoboot-restart-pending").exists()
+
+
+def test_import_identity_removes_the_pfx_even_when_the_import_fails(tmp_path):
+    proc = run_import(tmp_path, "exit 1\n", b"secret")
     assert proc.returncode != 0
-    assert not upload.exists()
+    assert list(tmp_path.glob("octoboot-*")) == []
 
 
 def test_import_identity_has_no_password_on_the_command_line():
-    command = tentacle.import_identity_command("Tentacle", "/tmp/octoboot-x", create_instance=False)
+    command = tentacle.import_identity_command("Tentacle", create_instance=False)
     assert "--pfx-password" not in command and "--pw" not in command
     assert "import-certificate" in command and "create-instance" not in command
 

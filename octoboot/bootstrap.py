@@ -1,0 +1,301 @@
+"""The bootstrap pipeline, step by step, each step idempotent:
+
+    connect → probe → install → identity → configure → register → service → health
+
+`Install` and `Register` run parts of it. Before a certificate is put on a host, Octopus is
+asked whether registering it would conflict (its thumbprint under another name, or the name
+under another thumbprint): a failed run must not leave a working target with a certificate
+Octopus does not know.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import ClassVar
+
+from octoboot import tentacle
+from octoboot.identity import Identity
+from octoboot.octopus import HealthCheck, OctopusClient, Resource
+from octoboot.pipeline import Pipeline, StepFailed
+from octoboot.report import State
+
+
+class Bootstrap(Pipeline):
+    STEPS: ClassVar = (
+        "connect", "probe", "install", "identity", "configure", "register", "service", "health",
+    )  # fmt: skip
+
+    def __init__(self, job) -> None:
+        super().__init__(job)
+        self.identity: Identity | None = None
+        self.thumbprint: str | None = None  # None in a dry run when it would be minted
+        self.record: Resource | None = None
+        self.conflict: str | None = None
+        self.created_instance = False
+
+    # --- install ------------------------------------------------------------------------
+
+    def step_install(self) -> tuple[str, str]:
+        options, probe = self.machine.tentacle, self._probe()
+        wanted = options.version
+        if probe.installed and (wanted is None or _version(probe.version) >= _version(wanted)):
+            return "unchanged", f"Tentacle {probe.version}"
+        source = options.resolved_source()
+        if source is None:
+            raise StepFailed(
+                f"Tentacle is not installed and {self.machine.source_file} has no "
+                "[tentacle] source to install it from"
+            )
+        before = f"{probe.version} → " if probe.installed else ""
+        restart = options.instance if probe.instance_exists else None
+        if self.job.dry_run:
+            self.probe = tentacle.with_version(probe, wanted or "?")
+            return self.plan(
+                f"would install Tentacle {before}{wanted or source}",
+                tentacle.install_from_url_command(source, restart_instance=restart),
+            )
+        if options.source_is_local:
+            remote_file = f"/tmp/octoboot-{uuid.uuid4().hex}.tar.gz"
+            self.job.log.write(f"upload {source} → {remote_file}")
+            self._put(source, remote_file)
+            command = tentacle.install_from_file_command(remote_file, restart_instance=restart)
+        else:
+            command = tentacle.install_from_url_command(source, restart_instance=restart)
+        result = self.remote(command)
+        version = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "?"
+        version = version.split("+")[0]
+        if wanted and _version(version) < _version(wanted):
+            raise StepFailed(f"installed {version}, but {wanted} was wanted: check the source")
+        self.probe = tentacle.with_version(probe, version, restart_pending=bool(restart))
+        return "changed", f"installed Tentacle {before}{version}"
+
+    def _put(self, local: str, remote_path: str) -> None:
+        try:
+            self.job.conn.put(local, remote_path)
+        except FileNotFoundError as exc:
+            raise StepFailed(f"cannot read the Tentacle archive: {exc}") from None
+        except OSError as exc:
+            raise StepFailed(f"upload failed: {exc}", State.UNREACHABLE) from None
+
+    # --- identity -------------------------------------------------------------------------
+
+    def step_identity(self) -> tuple[str, str]:
+        probe, store = self._probe(), self.job.identities
+        if not probe.installed:
+            raise StepFailed("Tentacle is not installed: run `inv install` (or bootstrap) first")
+        assert store is not None
+        if self.job.dry_run:
+            self.identity = store.get(self.machine.name)
+        else:
+            self.identity = store.get_or_create(self.machine.name)
+        self.thumbprint = self.identity.thumbprint if self.identity else None
+        self.job.result.thumbprint = self.thumbprint
+        self.conflict = self._registration_conflict()
+        if self.conflict:
+            return "skipped", "not imported: Octopus has a conflicting record (see register)"
+        if probe.instance_exists and self.thumbprint and probe.thumbprint == self.thumbprint:
+            return "unchanged", self.thumbprint
+        create = not probe.instance_exists
+        if self.job.dry_run:
+            what = self.thumbprint or "a new identity (minted on the controller)"
+            return self.plan(
+                f"would import {what}",
+                tentacle.import_identity_command(
+                    self.machine.tentacle.instance, create_instance=create
+                ),
+            )
+        assert self.identity is not None and self.job.pfx_password is not None
+        pfx = self.identity.unprotected_pfx(self.job.pfx_password)
+        self.remote(
+            tentacle.import_identity_command(
+                self.machine.tentacle.instance, create_instance=create
+            ),
+            stdin=base64.b64encode(pfx).decode() + "\n",
+        )
+        self.created_instance = create
+        self.probe = tentacle.with_version(probe, probe.version, restart_pending=True)
+        minted = " (new identity)" if self.identity.created else ""
+        return "changed", f"imported {self.thumbprint}{minted}"
+
+    def _registration_conflict(self) -> str | None:
+        """Why registering this machine's certificate would be refused, if it would."""
+        octopus, name = self._octopus(), self.machine.name
+        if self.thumbprint:
+            others = [
+                m
+                for m in octopus.machines_with_thumbprint(self.thumbprint)
+                if m["Name"].strip().lower() != name.lower()
+            ]
+            if others:
+                listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in others)
+                return (
+                    f"thumbprint {self.thumbprint} is already registered as {listed}: a second "
+                    "record for one certificate would be a duplicate; deregister that one first"
+                )
+        named = octopus.machines_named(name)
+        self.record = named[0] if named else None
+        if self.record:
+            registered = (self.record.get("Endpoint") or {}).get("Thumbprint", "").upper()
+            if registered != (self.thumbprint or ""):
+                if self.job.options.get("take_over"):
+                    return None
+                return (
+                    f"the name {name} is registered ({self.record['Id']}) with another "
+                    f"thumbprint {registered or '(none)'}, not this machine's "
+                    f"{self.thumbprint or '(new)'}: deregister it, rename one of them, or "
+                    "run with --take-over to give that record this machine's certificate"
+                )
+        return None
+
+    # --- configure ----------------------------------------------------------------------
+
+    def step_configure(self) -> tuple[str, str]:
+        if self.conflict:
+            return "skipped", "Octopus has a conflicting record (see register)"
+        probe, options = self._probe(), self.machine.tentacle
+        server = self._octopus().server_thumbprint()
+        if (
+            not self.created_instance
+            and probe.instance_exists
+            and probe.port == options.port
+            and probe.no_listen is False
+            and probe.app_dir == options.app_dir
+            and probe.trusted == (server,)
+        ):
+            return "unchanged", f"port {options.port}, trusts {server[:8]}…"
+        command = tentacle.configure_command(
+            options.instance, port=options.port, app_dir=options.app_dir, server_thumbprint=server
+        )
+        what = f"listening on {options.port}, trusts only {server[:8]}…"
+        if self.job.dry_run:
+            return self.plan(f"would configure: {what}", command)
+        self.remote(command)
+        self.probe = tentacle.with_version(probe, probe.version, restart_pending=True)
+        return "changed", what
+
+    # --- register -------------------------------------------------------------------------
+
+    def step_register(self) -> tuple[str, str]:
+        if self.conflict:
+            raise StepFailed(self.conflict)
+        octopus = self._octopus()
+        wanted = self._wanted_record()
+        if self.record is None:
+            if self.job.dry_run:
+                return self.plan(
+                    f"would create a machine in {self.machine.environment}", "POST machines"
+                )
+            created = octopus.create_machine(
+                {"Name": self.machine.name, **wanted, "IsDisabled": False}
+            )
+            self.job.result.octopus_id = created["Id"]
+            return "changed", f"created {created['Id']}"
+        current = self.record
+        self.job.result.octopus_id = current["Id"]
+        differences = _differences(current, wanted)
+        if not differences:
+            return "unchanged", current["Id"]
+        if self.job.dry_run:
+            return self.plan(
+                f"would update {current['Id']}: {', '.join(differences)}",
+                f"PUT machines/{current['Id']}",
+            )
+        endpoint = {**(current.get("Endpoint") or {}), **wanted["Endpoint"]}
+        updated = octopus.update_machine({**current, **wanted, "Endpoint": endpoint})
+        return "changed", f"updated {updated['Id']}: {', '.join(differences)}"
+
+    def _wanted_record(self) -> Resource:
+        assert self.job.environment_id is not None
+        # The address SSH reached the machine by (ssh_config's HostName) is the best default
+        # for Octopus to reach it by too.
+        host = self.machine.public_hostname or self.job.conn.host
+        return {
+            "EnvironmentIds": [self.job.environment_id],
+            "Roles": sorted(self.machine.roles),
+            "Endpoint": {
+                "CommunicationStyle": "TentaclePassive",
+                "Uri": f"https://{host.lower()}:{self.machine.tentacle.port}/",
+                "Thumbprint": self.thumbprint or "",
+            },
+        }
+
+    # --- service and health -------------------------------------------------------------
+
+    def step_service(self) -> tuple[str, str]:
+        probe, options = self._probe(), self.machine.tentacle
+        unit = tentacle.unit_name(options.instance)
+        if not probe.service_enabled:
+            action, done = "install", "installed and started"
+        elif probe.restart_pending:
+            action, done = "restart", "restarted"
+        elif not probe.service_active:
+            action, done = "start", "started"
+        else:
+            return "unchanged", f"{unit} active"
+        command = tentacle.service_command(options.instance, action, port=options.port)
+        if self.job.dry_run:
+            return self.plan(f"would have {unit} {done}", command)
+        self.remote(command)
+        return "changed", f"{unit} {done}"
+
+    def step_health(self) -> tuple[str, str]:
+        octopus, machine_id = self._octopus(), self.job.result.octopus_id
+        if self.job.dry_run:
+            if machine_id is None:
+                return "skipped", "not registered yet"
+            status = octopus.machine(machine_id).get("HealthStatus", "Unknown")
+            return "skipped", f"last known: {status}"
+        assert machine_id is not None and self.job.environment_id is not None
+        check = self._check_health(octopus, machine_id)
+        if check.state != "Success" or check.health_status != "Healthy":
+            raise StepFailed(
+                f"Octopus says {check.health_status} ({check.task_id} {check.state}): "
+                f"{check.summary}"
+            )
+        return "ok", f"Healthy ({check.task_id})"
+
+    def _check_health(self, octopus: OctopusClient, machine_id: str) -> HealthCheck:
+        assert self.job.environment_id is not None
+        try:
+            return octopus.check_health(
+                machine_id,
+                self.job.environment_id,
+                deadline_in=self.remaining() - 1,
+                cancelled=self.job.cancelled,
+            )
+        except TimeoutError as exc:
+            raise StepFailed(f"health check did not finish: {exc}", State.TIMED_OUT) from None
+
+
+class Install(Bootstrap):
+    STEPS: ClassVar = ("connect", "probe", "install")
+
+
+class Register(Bootstrap):
+    STEPS: ClassVar = (
+        "connect", "probe", "identity", "configure", "register", "service", "health",
+    )  # fmt: skip
+
+
+def _differences(current: Resource, wanted: Resource) -> list[str]:
+    found = []
+    if set(current.get("EnvironmentIds", [])) != set(wanted["EnvironmentIds"]):
+        found.append("environment")
+    if {r.lower() for r in current.get("Roles", [])} != {r.lower() for r in wanted["Roles"]}:
+        found.append("roles")
+    endpoint, want = current.get("Endpoint") or {}, wanted["Endpoint"]
+    if endpoint.get("CommunicationStyle") != want["CommunicationStyle"]:
+        found.append("communication style")
+    if (endpoint.get("Uri") or "").lower() != want["Uri"].lower():
+        found.append("address")
+    if (endpoint.get("Thumbprint") or "").upper() != want["Thumbprint"].upper():
+        found.append("thumbprint")
+    return found
+
+
+def _version(text: str | None) -> tuple[int, ...]:
+    parts = []
+    for piece in (text or "0").split("-")[0].split("+")[0].split("."):
+        parts.append(int(piece) if piece.isdigit() else 0)
+    return tuple(parts)
