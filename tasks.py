@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import shlex
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -142,6 +144,33 @@ register = fleet_task(
     jobs.register,
     extra=TAKE_OVER,
 )
+deregister = fleet_task(
+    "deregister",
+    "Remove machines from Octopus (and with --uninstall, their Tentacle service and instance).",
+    jobs.deregister,
+    extra={
+        "uninstall": (False, "also stop and remove the Tentacle service and instance on the host"),
+        "forget_identity": (False, "also delete the machine's certificate from the identity "
+                            "store (it would come back with a new thumbprint)"),
+    },
+)  # fmt: skip
+
+
+def exec_command(selection, options, settings, *, command):
+    # `inv exec --env qa -- systemctl status Tentacle`: Invoke parses no task flags after
+    # `--` and does not pass that remainder to tasks, so it is read from argv.
+    if command is None and "--" in sys.argv:
+        command = shlex.join(sys.argv[sys.argv.index("--") + 1 :])
+    return jobs.exec_command(selection, options, settings, command=command or "")
+
+
+exec_ = fleet_task(
+    "exec",
+    "Run one command (as root) on every selected machine: inv exec --env qa -- uptime",
+    exec_command,
+    extra={"command": (None, "the shell command to run (or give it after --)")},
+    dry_run=False,
+)
 
 
 # --- sandbox ---------------------------------------------------------------------------
@@ -246,4 +275,5 @@ for _name, _task in {
 }.items():
     sandbox.add_task(_task, name=_name)
 
-ns = Collection(bootstrap, install, register, sandbox)
+ns = Collection(bootstrap, install, register, deregister, sandbox)
+ns.add_task(exec_, name="exec")

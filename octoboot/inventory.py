@@ -437,7 +437,7 @@ def _ssh_spec(base: Path) -> dict[str, Check]:
 
 def _tentacle_spec(base: Path) -> dict[str, Check]:
     return {
-        "instance": _text,
+        "instance": _machine_name,  # it becomes a path: /etc/octopus/<instance>/
         "port": _port,
         "version": _version,
         "source": _source(base),

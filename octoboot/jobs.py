@@ -1,4 +1,5 @@
-"""The library's front door: bootstrap, install, register, deregister, exec and status.
+"""The library's front door: bootstrap, install, register, deregister and exec (status is
+in octoboot.status).
 
     report = octoboot.jobs.bootstrap(Selection(env="qa"), RunOptions(parallel=True))
     print(report.table()); sys.exit(report.exit_code)
@@ -26,6 +27,7 @@ from octoboot.errors import ConfigError
 from octoboot.fleet import DeadlineExceeded, FleetGroup, FleetInterrupted, Interrupted
 from octoboot.identity import IdentityStore
 from octoboot.inventory import Inventory, Machine, load_inventory
+from octoboot.lifecycle import Deregister, Exec
 from octoboot.octopus import OctopusClient
 from octoboot.pipeline import Job, Pipeline
 from octoboot.report import MachineResult, RunReport, State, StepResult
@@ -90,6 +92,48 @@ def register(
     ).execute()
 
 
+def deregister(
+    selection: Selection,
+    options: RunOptions = RunOptions(),
+    settings: Settings | None = None,
+    *,
+    uninstall: bool = False,
+    forget_identity: bool = False,
+) -> RunReport:
+    """Remove each machine's record from Octopus; with uninstall, also its service and
+    instance on the host; with forget_identity, also its certificate from the store."""
+    return Run(
+        "deregister",
+        Deregister,
+        selection,
+        options,
+        settings,
+        needs_octopus=True,
+        needs_identities=True,
+        job_options={"uninstall": uninstall, "forget_identity": forget_identity},
+    ).execute()
+
+
+def exec_command(
+    selection: Selection,
+    options: RunOptions = RunOptions(),
+    settings: Settings | None = None,
+    *,
+    command: str,
+) -> RunReport:
+    """Run one shell command (as root) on each machine; its output is in the logs and JSON."""
+    if not command.strip():
+        raise ConfigError("no command to run: give --command 'CMD' (or -- CMD)")
+    return Run(
+        "exec",
+        Exec,
+        selection,
+        replace(options, dry_run=False),
+        settings,
+        job_options={"command": command},
+    ).execute()
+
+
 class Run:
     """One run of a pipeline over the selected machines."""
 
@@ -104,6 +148,7 @@ class Run:
         needs_octopus: bool | None = None,
         needs_identities: bool | None = None,
         records_outcome: bool = True,
+        persist_host_keys: bool = True,  # False: read-only, like a dry run (status)
         job_options: dict[str, Any] | None = None,
     ) -> None:
         steps = pipeline.STEPS
@@ -113,6 +158,7 @@ class Run:
         self.job_options = job_options or {}
         self.settings = settings or load_settings()
         self.records_outcome = records_outcome and not options.dry_run
+        self.persist_host_keys = persist_host_keys and not options.dry_run
         self.inventory: Inventory = load_inventory(self.settings.machines_dir)
         self.machines = [_with_overrides(m, options) for m in self._select(selection)]
         self.needs_octopus = "register" in steps if needs_octopus is None else needs_octopus
@@ -181,7 +227,7 @@ class Run:
             accept_new_for=[m.name for m in self.machines]
             if self.options.accept_new_host_key
             else (),
-            persist_host_keys=not self.options.dry_run,
+            persist_host_keys=self.persist_host_keys,
         )
         connections = [connector.connection(m) for m in self.machines]
         _refuse_shared_connections(self.machines, connections)

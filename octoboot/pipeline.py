@@ -1,6 +1,7 @@
 """Running one machine's steps: the machinery every job shares.
 
-A Pipeline subclass names its steps (`STEPS`) and implements each as `step_<name>()`,
+A Pipeline subclass names its steps (`STEPS`, or `steps()` when they depend on the job's
+options) and implements each as `step_<name>()`,
 returning (status, detail): status is `changed`, `unchanged`, `ok` (a check), `skipped` or
 `would change` (dry run); a failure raises StepFailed with the reason for the report, and
 stops that machine only. Remote work goes through `remote()`, which runs the command as root,
@@ -92,7 +93,7 @@ class Pipeline:
         self.deadline = start + job.deadline_seconds
         statuses = []
         try:
-            for name in self.STEPS:
+            for name in self.steps():
                 self._check_cancelled()
                 job.current_step = name
                 step_start = time.monotonic()
@@ -122,6 +123,9 @@ class Pipeline:
         finally:
             result.seconds = time.monotonic() - start
             job.log.write(f"=== {result.state}" + (f": {result.reason}" if result.reason else ""))
+
+    def steps(self) -> Sequence[str]:
+        return self.STEPS
 
     def final_state(self, statuses: list[str]) -> State:
         if WOULD_CHANGE in statuses:

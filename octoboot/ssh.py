@@ -103,9 +103,9 @@ class _Remember(paramiko.MissingHostKeyPolicy):
 
 def host_key_changed_message(machine: str, exc: paramiko.BadHostKeyException) -> str:
     return (
-        f"{machine}: the SSH host key changed (was {exc.expected_key.fingerprint}, now "
-        f"{exc.key.fingerprint}). If the machine was rebuilt, run again with "
-        f"--accept-new-host-key --host {machine}; otherwise find out why before connecting"
+        f"the SSH host key changed; if {machine} was rebuilt, run again with "
+        f"--accept-new-host-key --host {machine}, otherwise find out why before connecting "
+        f"(was {exc.expected_key.fingerprint}, now {exc.key.fingerprint})"
     )
 
 

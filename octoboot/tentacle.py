@@ -271,5 +271,18 @@ def service_command(instance: str, action: str, *, port: int, wait_seconds: floa
     )
 
 
+def uninstall_command(instance: str, *, service_installed: bool) -> str:
+    """Stop and remove the service, delete the instance, and remove its configuration folder,
+    which holds the certificate's private key (reference §1.7)."""
+    steps = []
+    if service_installed:
+        steps.append(_tentacle("service", "--instance", instance, "--stop", "--uninstall"))
+    steps += [
+        _tentacle("delete-instance", "--instance", instance),
+        f"rm -rf {shlex.quote(f'/etc/octopus/{instance}')}",
+    ]
+    return " && ".join(steps)
+
+
 def is_thumbprint(value: str) -> bool:
     return bool(_THUMBPRINT.match(value))

@@ -235,6 +235,8 @@ class Sandbox:
             "",
             "[ssh]",
             f'config = "{rel(ends.ssh_config)}"',
+            # A new sandbox is a new fleet: its host keys start a known_hosts of their own.
+            f'known_hosts = "{rel(self.root / "known_hosts")}"',
             "connect_timeout = 5",
             "deadline = 300",
             "",

@@ -1,0 +1,209 @@
+"""Cattle life cycle on the sandbox: rebuilt machines come back as themselves, inventory
+changes update records in place, deregister, dry run, exec and retry of failures."""
+
+from pathlib import Path
+
+import pytest
+
+from octoboot import jobs
+from octoboot.report import EXIT_FAILED, EXIT_OK, State
+from tests.sandbox.project import (
+    by_name,
+    make_project,
+    octopus_client,
+    octopus_machines,
+    quiet,
+    request_count,
+    tree_digest,
+    writes_since,
+)
+
+ALL = jobs.Selection(env="sandbox")
+
+
+@pytest.fixture(scope="module")
+def sandbox(sandbox_factory):
+    return sandbox_factory(4, install_seconds=0.5)
+
+
+@pytest.fixture(scope="module")
+def settings(sandbox, tmp_path_factory):
+    return make_project(sandbox, tmp_path_factory.mktemp("project"))
+
+
+@pytest.fixture(scope="module")
+def octopus(sandbox):
+    client = octopus_client(sandbox)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def bootstrapped(sandbox, settings):
+    report = jobs.bootstrap(ALL, quiet(), settings)
+    assert report.exit_code == EXIT_OK, report.table()
+    return report
+
+
+def test_a_rebuilt_machine_comes_back_as_itself(bootstrapped, sandbox, settings, octopus):
+    before = octopus_machines(octopus)["sbx03"]
+    sandbox.rebuild_host("sbx03")
+
+    refused = jobs.bootstrap(jobs.Selection(hosts=("sbx03",)), quiet(), settings)
+    row = refused.results[0]
+    assert row.state == State.FAILED and row.failed_step == "connect"
+    assert "host key changed" in row.reason and "--accept-new-host-key --host sbx03" in row.reason
+    assert row.reason.count("SHA256:") == 2  # the old and the new fingerprint
+
+    report = jobs.bootstrap(
+        jobs.Selection(hosts=("sbx03",)), quiet(accept_new_host_key=True), settings
+    )
+    row = report.results[0]
+    assert report.exit_code == EXIT_OK, report.table()
+    assert row.state == State.CHANGED
+    after = octopus_machines(octopus)
+    assert list(after).count("sbx03") == 1 and len(after) == 4
+    assert after["sbx03"]["Id"] == before["Id"] == row.octopus_id
+    assert after["sbx03"]["Endpoint"]["Thumbprint"] == before["Endpoint"]["Thumbprint"]
+    assert after["sbx03"]["HealthStatus"] == "Healthy"
+    # the new key is remembered: the next run connects without the flag
+    again = jobs.bootstrap(jobs.Selection(hosts=("sbx03",)), quiet(), settings)
+    assert again.results[0].state == State.UNCHANGED
+
+
+def test_accepting_new_keys_for_a_whole_environment_is_refused(bootstrapped, settings):
+    from octoboot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--host or --limit"):
+        jobs.bootstrap(ALL, quiet(accept_new_host_key=True), settings)
+
+
+def test_changed_roles_in_the_inventory_update_the_record_in_place(bootstrapped, settings, octopus):
+    inventory = settings.machines_dir / "sandbox.toml"
+    original = inventory.read_text()
+    before = octopus_machines(octopus)["sbx01"]
+    inventory.write_text(original.replace('name = "sbx01"', 'name = "sbx01"\nroles = ["api"]'))
+    try:
+        report = jobs.bootstrap(jobs.Selection(hosts=("sbx01",)), quiet(), settings)
+    finally:
+        inventory.write_text(original)
+    row = report.results[0]
+    assert row.state == State.CHANGED, report.table()
+    register = next(s for s in row.steps if s.name == "register")
+    assert register.status == "changed" and "roles" in register.detail
+    after = octopus_machines(octopus)["sbx01"]
+    assert after["Id"] == before["Id"] and after["Roles"] == ["api"]
+    restored = jobs.bootstrap(jobs.Selection(hosts=("sbx01",)), quiet(), settings)
+    assert octopus_machines(octopus)["sbx01"]["Roles"] == ["web"]
+    assert restored.results[0].octopus_id == before["Id"]
+
+
+def test_dry_run_changes_nothing_anywhere(bootstrapped, sandbox, settings, octopus):
+    sandbox.rebuild_host("sbx04")  # so that the dry run has real work to describe
+    host = sandbox.host("sbx04")
+    folders = [host.disk_path(p) for p in ("/opt/octopus", "/etc/octopus", "/home/Octopus")]
+    # the sandbox's inventory keeps known_hosts in the sandbox's folder
+    state = [settings.state_dir / "identities", sandbox.root / "known_hosts"]
+    before = tree_digest(*folders, state[0]), state[1].read_bytes()
+    octopus_before = octopus_machines(octopus)
+    offset = request_count(sandbox)
+    calls_before = len(host.tentacle_calls())
+
+    report = jobs.bootstrap(
+        jobs.Selection(hosts=("sbx04", "sbx02")), quiet(dry_run=True, accept_new_host_key=True),
+        settings,
+    )  # fmt: skip
+    rows = by_name(report)
+    assert rows["sbx04"].state == State.WOULD_CHANGE, report.table()
+    assert rows["sbx02"].state == State.UNCHANGED
+    plan = {s.name: s for s in rows["sbx04"].steps}
+    assert plan["install"].status == "would change"
+    assert plan["identity"].status == "would change"
+    assert plan["service"].status == "would change"
+    log = Path(rows["sbx04"].log).read_text()
+    assert "would run:" in log and "import-certificate" in log
+
+    assert (tree_digest(*folders, state[0]), state[1].read_bytes()) == before
+    assert octopus_machines(octopus) == octopus_before
+    assert writes_since(sandbox, offset) == []
+    assert len(host.tentacle_calls()) == calls_before  # not even a probe: it is not installed
+
+
+def test_deregister_without_and_with_uninstall(bootstrapped, sandbox, settings, octopus):
+    sandbox.rebuild_host("sbx04")
+    jobs.bootstrap(jobs.Selection(hosts=("sbx04",)), quiet(accept_new_host_key=True), settings)
+    first = octopus_machines(octopus)["sbx04"]
+
+    report = jobs.deregister(jobs.Selection(hosts=("sbx04",)), quiet(), settings)
+    assert report.results[0].state == State.CHANGED
+    assert "sbx04" not in octopus_machines(octopus)
+    host = sandbox.host("sbx04")
+    assert host.disk_path("/etc/octopus/Tentacle").exists()  # the host was not touched
+
+    # back again: a new record, with the same certificate
+    report = jobs.bootstrap(jobs.Selection(hosts=("sbx04",)), quiet(), settings)
+    second = octopus_machines(octopus)["sbx04"]
+    assert report.exit_code == EXIT_OK
+    assert second["Id"] != first["Id"]
+    assert second["Endpoint"]["Thumbprint"] == first["Endpoint"]["Thumbprint"]
+
+    report = jobs.deregister(jobs.Selection(hosts=("sbx04",)), quiet(), settings, uninstall=True)
+    steps = {s.name: s.status for s in report.results[0].steps}
+    assert steps == {"deregister": "changed", "connect": "ok", "probe": "ok",
+                     "uninstall": "changed", "forget": "unchanged"}  # fmt: skip
+    assert "sbx04" not in octopus_machines(octopus)
+    assert not host.disk_path("/etc/octopus/Tentacle").exists()
+    assert not host.disk_path("/etc/systemd/system/Tentacle.service").exists()
+    assert (settings.state_dir / "identities" / "sbx04.pfx").exists()
+
+
+def test_deregister_of_an_unreachable_host_still_removes_the_record(
+    bootstrapped, sandbox, settings, octopus
+):
+    jobs.bootstrap(jobs.Selection(hosts=("sbx04",)), quiet(), settings)
+    assert "sbx04" in octopus_machines(octopus)
+    sandbox.stop_host("sbx04")
+    try:
+        report = jobs.deregister(
+            jobs.Selection(hosts=("sbx04",)), quiet(), settings, uninstall=True
+        )
+    finally:
+        sandbox.start_host("sbx04")
+    row = report.results[0]
+    assert "sbx04" not in octopus_machines(octopus)
+    assert row.state == State.UNREACHABLE and row.failed_step == "connect"
+    assert row.reason.startswith("removed Machines-")
+
+
+def test_exec_runs_one_command_everywhere(bootstrapped, settings):
+    report = jobs.exec_command(
+        ALL, quiet(), settings, command="systemctl is-active Tentacle; hostname"
+    )
+    rows = by_name(report)
+    assert report.exit_code == EXIT_OK
+    for name in ("sbx01", "sbx02", "sbx03"):
+        assert rows[name].state == State.OK
+        assert rows[name].facts["stdout"] == f"active\n{name}\n"
+        assert rows[name].reason == name
+    failing = jobs.exec_command(ALL, quiet(), settings, command="test $(hostname) != sbx02")
+    assert failing.exit_code == EXIT_FAILED
+    assert by_name(failing)["sbx02"].state == State.FAILED
+    assert by_name(failing)["sbx01"].state == State.OK
+
+
+def test_retry_failed_runs_exactly_the_machines_that_failed(bootstrapped, sandbox, settings):
+    sandbox.stop_host("sbx02")
+    try:
+        first = jobs.exec_command(ALL, quiet(), settings, command="true")
+    finally:
+        sandbox.start_host("sbx02")
+    assert by_name(first)["sbx02"].state == State.UNREACHABLE
+    retry = jobs.exec_command(
+        jobs.Selection(env="sandbox", retry_failed=True), quiet(), settings, command="true"
+    )
+    assert [r.machine for r in retry.results] == ["sbx02"]
+    assert retry.results[0].state == State.OK
+    nothing_left = jobs.exec_command(
+        jobs.Selection(env="sandbox", retry_failed=True), quiet(), settings, command="true"
+    )
+    assert nothing_left.results == []
