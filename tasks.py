@@ -20,6 +20,7 @@ from octoboot.errors import OctobootError
 from octoboot.report import RunReport
 from octoboot.sandbox.control import Sandbox
 from octoboot.settings import load_settings
+from octoboot.status import status as machine_status
 
 PROJECT = Path(__file__).resolve().parent
 SANDBOX = Sandbox(PROJECT / ".sandbox")
@@ -32,6 +33,8 @@ def user_errors() -> Iterator[None]:
         yield
     except OctobootError as exc:
         raise Exit(f"octoboot: {exc}", code=exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise Exit("octoboot: interrupted", code=130) from None
 
 
 def settings():
@@ -144,6 +147,14 @@ register = fleet_task(
     jobs.register,
     extra=TAKE_OVER,
 )
+status = fleet_task(
+    "status",
+    "Show what hosts, the identity store and Octopus say per machine, and any drift (read-only).",
+    machine_status,
+    extra={"health": (False, "ask Octopus for a fresh health check first (default: the last "
+                      "known health status)")},
+    dry_run=False,
+)  # fmt: skip
 deregister = fleet_task(
     "deregister",
     "Remove machines from Octopus (and with --uninstall, their Tentacle service and instance).",
@@ -242,12 +253,13 @@ def sandbox_rebuild(c, host):
         "no_hang": "no command hangs any more",
         "blackhole": "drop every packet from the controller (--no-blackhole to clear)",
         "untrusting": "the Tentacle service trusts no Octopus Server (--no-untrusting to clear)",
+        "refuse_login": "sshd refuses the client's key (--no-refuse-login to clear)",
     },
     iterable=["hang"],
 )
 def sandbox_fault(
     c, host, install_fails=None, install_seconds=None, hang=None, no_hang=False, blackhole=None,
-    untrusting=None,
+    untrusting=None, refuse_login=None,
 ):  # fmt: skip
     """Give a host faults: failing or slow install, hanging commands, no answer at all."""
     with user_errors():
@@ -257,6 +269,7 @@ def sandbox_fault(
             install_seconds=None if install_seconds is None else float(install_seconds),
             hang=[] if no_hang else (hang or None),
             untrusting=untrusting,
+            refuse_login=refuse_login,
         )
         if blackhole is not None:
             SANDBOX.set_blackhole(host, blackhole)
@@ -275,5 +288,5 @@ for _name, _task in {
 }.items():
     sandbox.add_task(_task, name=_name)
 
-ns = Collection(bootstrap, install, register, deregister, sandbox)
+ns = Collection(bootstrap, install, register, deregister, status, sandbox)
 ns.add_task(exec_, name="exec")

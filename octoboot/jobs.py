@@ -55,6 +55,7 @@ class RunOptions:
     connect_timeout: float | None = None
     accept_new_host_key: bool = False
     dry_run: bool = False
+    octopus_retry_seconds: float = 30.0  # how long to retry an Octopus that fails (5xx, down)
     console: Console = field(default=lambda line: print(line, file=sys.stderr, flush=True))
 
 
@@ -202,7 +203,8 @@ class Run:
                     target.url,
                     target.api_key.reveal(),
                     space=target.space,
-                    key_hint=f"the API key of environment {env_key!r} ({environment.file})",
+                    key_hint=target.key_source,
+                    retry_seconds=self.options.octopus_retry_seconds,
                 )
                 self.clients[env_key] = client
                 ids = client.connect([environment.name])

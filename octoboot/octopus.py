@@ -30,7 +30,10 @@ class OctopusAuthError(OctopusError, ConfigError):
 
 
 class OctopusUnavailable(OctopusError):
-    """No answer, or 5xx, for longer than the retry budget."""
+    """No answer, or 5xx, for longer than the retry budget. Before any host is touched this
+    ends the run with exit code 3; during a run it fails the machine's step."""
+
+    exit_code = 3
 
 
 class OctopusValidationError(OctopusError):
@@ -248,14 +251,12 @@ class OctopusClient:
                 },
             },
         )
-        delay = 0.1
+        delay, stop = 0.1, cancelled or threading.Event()
         while task["State"] not in TASK_DONE:
             if time.monotonic() + delay > deadline:
                 raise TimeoutError(f"health task {task['Id']} still {task['State']}")
-            if cancelled is not None and cancelled.wait(delay):
+            if stop.wait(delay):
                 raise TimeoutError(f"gave up waiting for health task {task['Id']}")
-            if cancelled is None:
-                time.sleep(delay)
             delay = min(delay * 1.5, 2.0)
             task = self.request("GET", f"/api/tasks/{task['Id']}")
         machine = self.machine(machine_id)

@@ -29,7 +29,7 @@ from octoboot.inventory import Machine
 from octoboot.octopus import OctopusClient, OctopusError
 from octoboot.report import MachineResult, State, StepResult
 from octoboot.runlog import MachineLog
-from octoboot.ssh import host_key_changed_message, is_unreachable
+from octoboot.ssh import host_key_changed_message, is_unreachable, unreachable_reason
 
 WOULD_CHANGE = "would change"
 
@@ -205,9 +205,9 @@ class Pipeline:
         except Exception as exc:
             self._check_cancelled()
             if is_unreachable(exc):
+                why = unreachable_reason(exc, self.machine.ssh.connect_timeout)
                 raise StepFailed(
-                    f"cannot reach {conn.host}:{conn.port}: {exc or type(exc).__name__}",
-                    State.UNREACHABLE,
+                    f"cannot reach {conn.host}:{conn.port}: {why}", State.UNREACHABLE
                 ) from None
             if isinstance(exc, paramiko.SSHException):
                 raise StepFailed(f"SSH failed: {exc}") from None

@@ -21,6 +21,7 @@ class State(StrEnum):
     TIMED_OUT = "timed out"
     INTERRUPTED = "interrupted"
     SKIPPED = "skipped"
+    UNKNOWN = "unknown"  # status: Octopus has the machine, no inventory file lists it
 
 
 SUCCESS = frozenset({State.OK, State.CHANGED, State.UNCHANGED, State.WOULD_CHANGE, State.SKIPPED})
@@ -77,7 +78,7 @@ class RunReport:
             return EXIT_INTERRUPTED
         states = {r.state for r in self.results}
         code = EXIT_OK
-        if State.FAILED in states:
+        if states & {State.FAILED, State.UNKNOWN}:
             code |= EXIT_FAILED
         if states & {State.UNREACHABLE, State.TIMED_OUT, State.INTERRUPTED}:
             code |= EXIT_UNREACHABLE
@@ -114,16 +115,18 @@ class RunReport:
         ]
         headers = ["job", "machine", "environment", "state", "failed step", "octopus id",
                    "thumbprint", "duration", "reason"]  # fmt: skip
+        return "\n".join([tabulate(rows, headers=headers), "", *self.totals()])
+
+    def totals(self) -> list[str]:
+        """The lines under the table: counts per state, wall time, exit code, logs."""
         counts = ", ".join(f"{n} {state}" for state, n in sorted(self.counts().items()))
         lines = [
-            tabulate(rows, headers=headers),
-            "",
             f"{len(self.results)} machine(s): {counts or 'none'}; "
-            f"wall time {self.wall_seconds:.1f}s; exit code {self.exit_code}",
+            f"wall time {self.wall_seconds:.1f}s; exit code {self.exit_code}"
         ]
         if self.run_dir:
             lines.append(f"logs: {self.run_dir}")
-        return "\n".join(lines)
+        return lines
 
     def write(self, run_dir: Path) -> None:
         (run_dir / "report.json").write_text(self.to_json() + "\n")

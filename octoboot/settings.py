@@ -46,6 +46,8 @@ class OctopusTarget:
     url: str
     api_key: Secret
     space: str | None  # a space name; None: the server's default space
+    # Where the key came from, so an error can say what to fix; not part of the identity.
+    key_source: str = field(default="OCTOPUS_API_KEY", compare=False)
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,12 @@ class Settings:
                 f"no Octopus URL for environment {environment.key!r}: "
                 f"set OCTOPUS_URL in .env, or url {where}"
             )
+        api_key, key_source = self._api_key_for(environment, override, url)
         return OctopusTarget(
             url=url,
-            api_key=self._api_key_for(environment, override, url),
+            api_key=api_key,
             space=override.space or self.octopus_space,
+            key_source=key_source,
         )
 
     def pfx_password(self) -> Secret:
@@ -85,7 +89,9 @@ class Settings:
             )
         return self.pfx_secret
 
-    def _api_key_for(self, environment: Environment, override: OctopusOverride, url: str) -> Secret:
+    def _api_key_for(
+        self, environment: Environment, override: OctopusOverride, url: str
+    ) -> tuple[Secret, str]:
         where = f"under [octopus] in {environment.file}"
         if override.api_key_env:
             value = self.variables.get(override.api_key_env)
@@ -94,9 +100,13 @@ class Settings:
                     f"{override.api_key_env} is not set (in the environment or .env); "
                     f"it is named by api_key_env {where}"
                 )
-            return _api_key(value, override.api_key_env)
+            return _api_key(value, override.api_key_env), (
+                f"{override.api_key_env} (named by api_key_env {where})"
+            )
         if override.api_key_file:
-            return _read_key_file(override.api_key_file)
+            return _read_key_file(override.api_key_file), (
+                f"the file {override.api_key_file} (api_key_file {where})"
+            )
         if url != self.octopus_url:
             # The settings' key belongs to OCTOPUS_URL: never hand it to another server.
             raise ConfigError(
@@ -105,9 +115,11 @@ class Settings:
                 f"api_key_file {where}"
             )
         if self.octopus_api_key:
-            return self.octopus_api_key
+            return self.octopus_api_key, "OCTOPUS_API_KEY (environment or .env)"
         if self.octopus_api_key_file:
-            return _read_key_file(self.octopus_api_key_file)
+            return _read_key_file(self.octopus_api_key_file), (
+                f"the file {self.octopus_api_key_file} (OCTOPUS_API_KEY_FILE)"
+            )
         raise ConfigError(
             f"no Octopus API key for environment {environment.key!r}: set OCTOPUS_API_KEY in "
             f".env, or api_key_env / api_key_file {where}"

@@ -195,6 +195,16 @@ def _lookup_name(conn: Connection) -> str:
     return conn.host if conn.port == 22 else f"[{conn.host}]:{conn.port}"
 
 
+def unreachable_reason(exc: BaseException, timeout: float) -> str:
+    """Why a machine could not be reached, in words (paramiko's own say "[Errno None]")."""
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        errors = [e.strerror or str(e) for e in exc.errors.values()]
+        return "; ".join(dict.fromkeys(errors)) or str(exc)
+    if isinstance(exc, socket.timeout | TimeoutError):
+        return f"no answer within {timeout:g} s (the connect timeout)"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
 def is_unreachable(exc: BaseException) -> bool:
     """Errors that mean the machine could not be reached at all (as opposed to refusing us)."""
     if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError | socket.timeout):

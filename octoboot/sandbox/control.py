@@ -283,6 +283,7 @@ class Sandbox:
         install_seconds: float | None = None,
         hang: Iterable[str] | None = None,
         untrusting: bool | None = None,
+        refuse_login: bool | None = None,
     ) -> dict[str, object]:
         """Change the host's faults (None leaves one as it is); returns them all."""
         host = self.host(name)
@@ -295,6 +296,9 @@ class Sandbox:
             faults["hang"] = list(hang)
         if untrusting is not None:
             faults["untrusting"] = untrusting
+        if refuse_login is not None:
+            faults["refuse_login"] = refuse_login
+            host.refuse_login(refuse_login, self.root / "client_key.pub")
         host.set_faults(faults)
         return faults
 
@@ -358,40 +362,53 @@ class Sandbox:
         api_key.write_text(_new_api_key() + "\n")
 
     def _start_servers(self, slot: net.Slot) -> None:
-        ns = slot.namespace("octopus")
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(_PROJECT_DIR),
-            "OCTOPUS_STANDIN_API_KEY": self.api_key(),
-        }
-        octopus = processes.spawn(
-            [
-                "ip", "netns", "exec", ns, sys.executable, "-m", "octoboot.sandbox.octopus_api",
-                "--state", str(self.root / "octopus"),
-                "--listen", f"{slot.octopus_address}:{OCTOPUS_PORT}",
-                "--environment", ENVIRONMENT,
-            ],
-            log=self.root / "octopus" / "server.log",
-            env=env,
-        )  # fmt: skip
-        env.pop("OCTOPUS_STANDIN_API_KEY")
-        packages = processes.spawn(
-            [
-                "ip", "netns", "exec", ns, sys.executable, "-m", "http.server",
-                str(PACKAGE_PORT), "--bind", slot.octopus_address,
-                "--directory", str(self.root / "packages"),
-            ],
-            log=self.root / "packages.log",
-            env=env,
-        )  # fmt: skip
+        self._start_server("octopus", slot)
+        self._start_server("packages", slot)
+
+    def _start_server(self, which: str, slot: net.Slot) -> None:
+        ns, address = slot.namespace("octopus"), slot.octopus_address
+        env = {**os.environ, "PYTHONPATH": str(_PROJECT_DIR)}
+        if which == "octopus":
+            env["OCTOPUS_STANDIN_API_KEY"] = self.api_key()
+            argv = [
+                "-m", "octoboot.sandbox.octopus_api", "--state", str(self.root / "octopus"),
+                "--listen", f"{address}:{OCTOPUS_PORT}", "--environment", ENVIRONMENT,
+            ]  # fmt: skip
+            port, log = OCTOPUS_PORT, self.root / "octopus" / "server.log"
+        else:
+            argv = ["-m", "http.server", str(PACKAGE_PORT), "--bind", address,
+                    "--directory", str(self.root / "packages")]  # fmt: skip
+            port, log = PACKAGE_PORT, self.root / "packages.log"
+        rec = processes.spawn(["ip", "netns", "exec", ns, sys.executable, *argv], log=log, env=env)
         state = self.state()
-        state["servers"] = {"octopus": octopus.to_json(), "packages": packages.to_json()}
+        state["servers"][which] = rec.to_json()
         self._save(state)
-        _wait_for_ports(
-            [(slot.octopus_address, OCTOPUS_PORT), (slot.octopus_address, PACKAGE_PORT)],
-            what="the Octopus and package stand-ins",
-            log=self.root / "octopus" / "server.log",
-        )
+        _wait_for_ports([(address, port)], what=f"the {which} stand-in", log=log)
+
+    def stop_octopus(self) -> None:
+        """The Octopus stand-in goes away (its state stays on disk)."""
+        state = self.state()
+        rec = state["servers"].pop("octopus", None)
+        if rec:
+            processes.terminate([processes.Recorded.from_json(rec)])
+        self._save(state)
+
+    def start_octopus(self) -> None:
+        if "octopus" not in self.state()["servers"]:
+            self._start_server("octopus", net.Slot(self.state()["slot"]))
+
+    def set_octopus_fault(
+        self, status: int, times: int, *, match: str = "", methods: Iterable[str] = ()
+    ) -> None:
+        """The next `times` requests whose path contains `match` (and whose method is one of
+        `methods`, if given) get HTTP `status`."""
+        fault: dict[str, object] = {"status": status, "times": times, "match": match}
+        if methods:
+            fault["methods"] = list(methods)
+        path = self.root / "octopus" / "faults.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(fault))
+        tmp.replace(path)
 
     def _write_ssh_config(self) -> None:
         lines = ["# Written by `inv sandbox.up`: how to reach the sandbox hosts.", ""]

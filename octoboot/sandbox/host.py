@@ -43,7 +43,7 @@ Port 22
 ListenAddress 0.0.0.0
 HostKey {host_dir}/ssh_host_ed25519_key
 PidFile none
-AuthorizedKeysFile {authorized_keys}
+AuthorizedKeysFile {host_dir}/authorized_keys
 PermitRootLogin prohibit-password
 # The sandbox may live under /tmp (tests), whose mode StrictModes rejects.
 StrictModes no
@@ -98,6 +98,14 @@ class Host:
         tmp.write_text(json.dumps(faults))
         tmp.replace(path)
 
+    def refuse_login(self, refuse: bool, authorized_keys: Path) -> None:
+        """sshd reads authorized_keys at every login: empty, the client key is refused."""
+        target = self.dir / "authorized_keys"
+        if refuse:
+            target.write_text("")
+        else:
+            shutil.copyfile(authorized_keys, target)
+
     def faults(self) -> dict[str, object]:
         path = self.control / "faults.json"
         return json.loads(path.read_text()) if path.exists() else {}
@@ -111,9 +119,9 @@ class Host:
         (self.dir / "disk" / "tmp").chmod(0o1777)
         self.control.mkdir(parents=True, exist_ok=True)
         self.new_host_key()
-        (self.dir / "sshd_config").write_text(
-            SSHD_CONFIG.format(host_dir=self.dir, authorized_keys=authorized_keys)
-        )
+        # A copy per host, so that one host can refuse the key (the refuse_login fault).
+        shutil.copyfile(authorized_keys, self.dir / "authorized_keys")
+        (self.dir / "sshd_config").write_text(SSHD_CONFIG.format(host_dir=self.dir))
 
     def new_host_key(self) -> None:
         key = ed25519.Ed25519PrivateKey.generate()

@@ -314,6 +314,7 @@ class OctopusStandIn:
         self._key_path, self._cert_path, self._thumbprint = _ensure_server_certificate(state_dir)
         self._state = OctopusState(state_dir / "octopus.json", environments)
         self._requests_log = state_dir / "requests.jsonl"
+        self._faults_path = state_dir / "faults.json"
         self._log_lock = threading.Lock()
         self._client_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self._client_tls.check_hostname = False
@@ -380,6 +381,9 @@ class OctopusStandIn:
         """(status, JSON payload) for one request."""
         parts = urlsplit(raw_path)
         query = parse_qsl(parts.query, keep_blank_values=True)
+        injected = self._injected_fault(method, parts.path)
+        if injected:
+            return injected, error_body(f"Injected fault: the server answered {injected}.")
         try:
             self._authenticate(headers, query)
             call = _Call(
@@ -398,6 +402,22 @@ class OctopusStandIn:
         except Exception as exc:
             log.exception("the Octopus stand-in failed on %s %s", method, parts.path)
             return 500, error_body(f"{type(exc).__name__}: {exc}", full=traceback.format_exc())
+
+    def _injected_fault(self, method: str, path: str) -> int | None:
+        """The sandbox's way to make Octopus fail: faults.json in the state dir holds
+        {"status": 503, "times": N, "match": "/machines", "methods": ["POST"]} (match and
+        methods optional); the next N matching requests get that status."""
+        with self._log_lock:
+            if not self._faults_path.exists():
+                return None
+            fault = json.loads(self._faults_path.read_text() or "{}")
+            if fault.get("times", 0) <= 0 or fault.get("match", "") not in path:
+                return None
+            if method not in fault.get("methods", [method]):
+                return None
+            fault["times"] -= 1
+            self._faults_path.write_text(json.dumps(fault))
+            return int(fault["status"])
 
     def log_request(self, method: str, raw_path: str, status: int) -> None:
         line = json.dumps(

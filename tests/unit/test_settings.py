@@ -295,3 +295,12 @@ def test_override_url_is_validated_and_named(tmp_path):
 def test_pfx_password_missing(tmp_path):
     message = config_error(settings(tmp_path).pfx_password)
     assert "set OCTOBOOT_PFX_PASSWORD in .env" in message
+
+
+def test_the_key_source_names_the_setting_to_fix(tmp_path):
+    loaded = settings(tmp_path, f"OCTOPUS_URL={URL}\nOCTOPUS_API_KEY={KEY}\n")
+    assert loaded.octopus_for(environment(tmp_path)).key_source.startswith("OCTOPUS_API_KEY")
+    override = OctopusOverride(url="https://test.example", api_key_env="OCTOPUS_TEST_API_KEY")
+    loaded = settings(tmp_path, "OCTOPUS_TEST_API_KEY=API-TEST\n", OCTOPUS_URL=URL)
+    source = loaded.octopus_for(environment(tmp_path, override)).key_source
+    assert source.startswith("OCTOPUS_TEST_API_KEY") and "api_key_env" in source

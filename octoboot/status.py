@@ -1,0 +1,392 @@
+"""`status`: what each host, the identity store and Octopus say about a machine, and where
+that differs from what the inventory wants.
+
+    report = octoboot.status.status(Selection(env="qa"), RunOptions(parallel=True))
+
+Per machine: connect → probe → identity → octopus → drift. A host that cannot be reached
+does not stop the rest: its Octopus columns are still filled from the API. Then one more row
+(state `unknown`) for every machine Octopus has in a selected environment that no inventory
+file lists.
+
+A machine is `ok` only in the wanted state: Tentacle installed, service active, the host's
+thumbprint the store's, registered in Octopus with that thumbprint, in the inventory's
+environment with its roles, and Healthy. Otherwise it is `failed` at `drift` (the reason
+lists what differs), or `unreachable`; so the exit code works as a check in CI.
+
+Nothing changes anywhere: the probe does not clean up old uploads, the API is only read
+(except the health task that `health=True` asks for), identities are only read, and new host
+keys are accepted for this run without being written to known_hosts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import ClassVar
+
+from tabulate import tabulate
+
+from octoboot import tentacle
+from octoboot.jobs import Run, RunOptions, Selection
+from octoboot.octopus import Resource
+from octoboot.pipeline import Job, Pipeline, StepFailed
+from octoboot.report import MachineResult, RunReport, State, one_line, short_thumbprint
+from octoboot.settings import Settings
+
+HEALTHY = "Healthy"
+
+
+def status(
+    selection: Selection,
+    options: RunOptions = RunOptions(),  # noqa: B008 (frozen, as in jobs)
+    settings: Settings | None = None,
+    *,
+    health: bool = False,
+) -> RunReport:
+    """One row per machine: reachable, Tentacle version, service, thumbprints (host, store,
+    Octopus), Octopus Id, health and drift; plus the machines only Octopus knows.
+    health: ask Octopus for a fresh health check first (else: the last known status)."""
+    return StatusRun(selection, options, settings, health=health).execute()
+
+
+# --- what differs -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Drift:
+    what: str  # short, for the table
+    detail: str = ""  # for the reason
+
+    def __str__(self) -> str:
+        return f"{self.what} ({self.detail})" if self.detail else self.what
+
+
+def find_drift(
+    *,
+    environment_id: str,
+    roles: Iterable[str],
+    probe: tentacle.Probe | None,
+    store_thumbprint: str | None,
+    record: Resource | None,
+    health: str | None,
+    thumbprint_registered_as: Sequence[str] = (),
+) -> list[Drift]:
+    """How a machine differs from the wanted state. probe None: the host was not reached,
+    so only the store and Octopus are compared; record None: Octopus has no machine of
+    this name (thumbprint_registered_as: the records that have its thumbprint instead)."""
+    drift: list[Drift] = []
+    host_thumbprint = probe.thumbprint if probe else None
+    if probe is not None:
+        drift += [Drift("probe", problem) for problem in probe.problems]
+        if not probe.installed:
+            drift.append(Drift("not installed"))
+        else:
+            if not host_thumbprint:
+                drift.append(Drift("no host certificate"))
+            if not probe.service_active:
+                drift.append(Drift("service not active"))
+    if store_thumbprint is None:
+        drift.append(Drift("no stored identity"))
+    elif host_thumbprint and host_thumbprint != store_thumbprint:
+        drift.append(Drift("host thumbprint", f"host {host_thumbprint}, store {store_thumbprint}"))
+    if record is None:
+        elsewhere = ", ".join(thumbprint_registered_as)
+        detail = f"its thumbprint is registered as {elsewhere}" if elsewhere else ""
+        drift.append(Drift("missing from Octopus", detail))
+        return drift
+    registered = registered_thumbprint(record)
+    expected = store_thumbprint or host_thumbprint
+    if expected and registered != expected:
+        drift.append(
+            Drift("Octopus thumbprint", f"Octopus {registered or 'none'}, expected {expected}")
+        )
+    environments = record.get("EnvironmentIds") or []
+    if set(environments) != {environment_id}:
+        have = " ".join(environments) or "none"
+        drift.append(Drift("environment", f"Octopus {have}, inventory {environment_id}"))
+    have_roles, want_roles = record.get("Roles") or [], sorted(roles)
+    if {r.lower() for r in have_roles} != {r.lower() for r in want_roles}:
+        drift.append(
+            Drift(
+                "roles",
+                f"Octopus {' '.join(sorted(have_roles)) or 'none'}, "
+                f"inventory {' '.join(want_roles) or 'none'}",
+            )
+        )
+    if health != HEALTHY:
+        drift.append(Drift("health", health or "Unknown"))
+    return drift
+
+
+def registered_thumbprint(record: Resource) -> str:
+    return ((record.get("Endpoint") or {}).get("Thumbprint") or "").upper()
+
+
+def unlisted(
+    records: Iterable[Resource],
+    environment_id: str,
+    listed: Iterable[str],
+    limits: Sequence[str] = (),
+) -> list[Resource]:
+    """The records in the environment whose names are not listed (case-insensitively) and
+    match one of the --limit globs, if any; by name."""
+    known = {name.strip().lower() for name in listed}
+    return sorted(
+        (
+            record
+            for record in records
+            # Filtered here too: the environment filter is the server's to honour or not.
+            if environment_id in (record.get("EnvironmentIds") or [])
+            and record["Name"].strip().lower() not in known
+            and (not limits or any(fnmatchcase(record["Name"], p) for p in limits))
+        ),
+        key=lambda record: record["Name"].lower(),
+    )
+
+
+# --- one machine --------------------------------------------------------------------------
+
+
+class Status(Pipeline):
+    STEPS: ClassVar = ("connect", "probe", "identity", "octopus", "drift")
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job)
+        self.facts = job.result.facts
+        self.host_failure: StepFailed | None = None
+        self.store_thumbprint: str | None = None
+        self.record: Resource | None = None
+        self.registered_as: list[str] = []
+        self.health: str | None = None
+
+    def step_connect(self) -> tuple[str, str]:
+        try:
+            status, detail = super().step_connect()
+        except StepFailed as exc:
+            return self._host_failed("connect", exc)
+        self.facts["reachable"] = "yes"
+        return status, detail
+
+    def step_probe(self) -> tuple[str, str]:
+        if self.host_failure:
+            return "skipped", "not connected"
+        # clean=False: status removes nothing, not even stale uploads.
+        command = tentacle.probe_command(self.machine.tentacle.instance, clean=False)
+        try:
+            result = self.remote(command)
+        except StepFailed as exc:
+            return self._host_failed("probe", exc)
+        self.probe = probe = tentacle.parse_probe(result.stdout)
+        if not probe.installed:
+            self.facts["version"] = "not installed"
+            return "ok", "Tentacle not installed"
+        self.facts["version"] = probe.version or "?"
+        if probe.service_active:
+            self.facts["service"] = "active"
+        else:
+            self.facts["service"] = "inactive" if probe.service_enabled else "absent"
+        if probe.thumbprint:
+            self.facts["host_thumbprint"] = probe.thumbprint
+        return "ok", (
+            f"Tentacle {self.facts['version']}, service {self.facts['service']}, "
+            f"thumbprint {probe.thumbprint or 'none'}"
+        )
+
+    def step_identity(self) -> tuple[str, str]:
+        assert self.job.identities is not None
+        identity = self.job.identities.get(self.machine.name)  # never minted here
+        if identity is None:
+            return "ok", "no identity in the store"
+        self.store_thumbprint = identity.thumbprint
+        self.job.result.thumbprint = self.facts["store_thumbprint"] = identity.thumbprint
+        return "ok", identity.thumbprint
+
+    def step_octopus(self) -> tuple[str, str]:
+        octopus = self._octopus()
+        named = octopus.machines_named(self.machine.name)
+        if not named:
+            if self.store_thumbprint:
+                self.registered_as = [
+                    f"{m['Name']} ({m['Id']})"
+                    for m in octopus.machines_with_thumbprint(self.store_thumbprint)
+                ]
+            return "ok", "not registered"
+        self.record = record = named[0]
+        self.health = record.get("HealthStatus") or "Unknown"
+        checked = ""
+        if self.job.options.get("health"):
+            checked = self._check_health(record)
+        self.job.result.octopus_id = self.facts["octopus_id"] = record["Id"]
+        self.facts["octopus_thumbprint"] = registered_thumbprint(record)
+        self.facts["health"] = self.health
+        return "ok", f"{record['Id']}, {self.health}{checked}"
+
+    def _check_health(self, record: Resource) -> str:
+        """Ask Octopus for a fresh health check; returns what to add to the step's detail."""
+        environments = record.get("EnvironmentIds") or [self.job.environment_id]
+        try:
+            check = self._octopus().check_health(
+                record["Id"],
+                environments[0],
+                deadline_in=self.remaining() - 1,
+                cancelled=self.job.cancelled,
+            )
+        except TimeoutError as exc:
+            self.health = "Unknown (the health check did not finish)"
+            return f" ({exc})"
+        self.health = check.health_status
+        return f" (checked: {check.task_id} {check.state})"
+
+    def step_drift(self) -> tuple[str, str]:
+        assert self.job.environment_id is not None
+        drift = find_drift(
+            environment_id=self.job.environment_id,
+            roles=self.machine.roles,
+            probe=None if self.host_failure else self.probe,
+            store_thumbprint=self.store_thumbprint,
+            record=self.record,
+            health=self.health,
+            thumbprint_registered_as=self.registered_as,
+        )
+        self.facts["drift"] = ", ".join(d.what for d in drift)
+        listed = "; ".join(map(str, drift))
+        if self.host_failure is None:
+            if drift:
+                raise StepFailed(f"drift: {listed}")
+            return "ok", "as the inventory wants"
+        # The host's failure stays the machine's state; Octopus' side is added to the reason.
+        if drift:
+            self.job.result.reason += f"; drift: {listed}"
+            return "failed", listed
+        return "ok", "Octopus as the inventory wants (host not checked)"
+
+    def final_state(self, statuses: list[str]) -> State:
+        return self.host_failure.state if self.host_failure else State.OK
+
+    def _host_failed(self, step: str, exc: StepFailed) -> tuple[str, str]:
+        """Note why the host could not be looked at, and go on with Octopus' side."""
+        self.host_failure = exc
+        result = self.job.result
+        result.failed_step, result.reason = step, str(exc)
+        self.facts["reachable"] = "no"
+        return "failed", str(exc)
+
+
+# --- the run and its report -----------------------------------------------------------------
+
+
+class StatusRun(Run):
+    def __init__(
+        self,
+        selection: Selection,
+        options: RunOptions,
+        settings: Settings | None,
+        *,
+        health: bool = False,
+    ) -> None:
+        super().__init__(
+            "status",
+            Status,
+            selection,
+            options,
+            settings,
+            needs_octopus=True,
+            needs_identities=True,
+            records_outcome=False,
+            persist_host_keys=False,
+            job_options={"health": health},
+        )
+        self.selection = selection
+
+    def _run_machines(self) -> RunReport:
+        report = super()._run_machines()
+        started = time.monotonic()
+        # Machines named with --host or picked by --retry-failed are what was asked about.
+        whole = not (self.selection.hosts or self.selection.retry_failed or report.interrupted)
+        extras = self._unlisted(first_id=len(report.results) + 1) if whole else []
+        for result in extras:
+            self.options.console(result.summary_line())
+        status_report = StatusReport(
+            report.command,
+            [*report.results, *extras],
+            report.wall_seconds + time.monotonic() - started,
+            report.run_dir,
+            interrupted=report.interrupted,
+        )
+        if report.run_dir:
+            status_report.write(Path(report.run_dir))
+        return status_report
+
+    def _unlisted(self, first_id: int) -> list[MachineResult]:
+        """Rows for the machines Octopus has in the selected environments that no inventory
+        file lists (under any environment file naming the same Octopus environment)."""
+        rows: list[MachineResult] = []
+        seen: set[tuple[str, str | None, str]] = set()
+        for env_key in dict.fromkeys(m.env_key for m in self.machines):
+            client, environment_id = self.clients[env_key], self.environment_ids[env_key]
+            name = self.inventory.environments[env_key].name
+            if (client.url, client.space_name, environment_id) in seen:
+                continue
+            seen.add((client.url, client.space_name, environment_id))
+            listed = [
+                machine.name
+                for environment in self.inventory.environments.values()
+                if environment.name.strip().lower() == name.strip().lower()
+                for machine in environment.machines
+            ]
+            records = client.machines_in_environment(environment_id)
+            for record in unlisted(records, environment_id, listed, self.selection.limits):
+                rows.append(unlisted_result(first_id + len(rows), record, name))
+        return rows
+
+
+def unlisted_result(job_id: int, record: Resource, environment: str) -> MachineResult:
+    health = record.get("HealthStatus") or "Unknown"
+    return MachineResult(
+        job_id,
+        record["Name"],
+        environment,
+        state=State.UNKNOWN,
+        octopus_id=record["Id"],
+        reason=f"Octopus has {record['Id']} in {environment}, but no inventory file lists it",
+        facts={
+            "octopus_id": record["Id"],
+            "octopus_thumbprint": registered_thumbprint(record),
+            "health": health,
+            "drift": "not in the inventory",
+        },
+    )
+
+
+class StatusReport(RunReport):
+    """A RunReport whose table shows what `status` found."""
+
+    def table(self) -> str:
+        rows = []
+        for r in self.results:
+            facts = r.facts
+            rows.append(
+                (
+                    r.machine,
+                    r.environment,
+                    r.state,
+                    facts.get("reachable", ""),
+                    facts.get("version", ""),
+                    facts.get("service", ""),
+                    short_thumbprint(facts.get("host_thumbprint")),
+                    short_thumbprint(facts.get("store_thumbprint")),
+                    facts.get("octopus_id", ""),
+                    short_thumbprint(facts.get("octopus_thumbprint")),
+                    facts.get("health", ""),
+                    # A machine failed for another reason than drift (e.g. refused login)
+                    # shows that reason instead.
+                    one_line(facts.get("drift") or r.reason, 60),
+                )
+            )
+        headers = ["machine", "environment", "state", "reachable", "version", "service",
+                   "host thumbprint", "store thumbprint", "octopus id", "octopus thumbprint",
+                   "health", "drift"]  # fmt: skip
+        return "\n".join([tabulate(rows, headers=headers), "", *self.totals()])
