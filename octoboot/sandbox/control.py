@@ -28,8 +28,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from tabulate import tabulate
 
 from octoboot.errors import SandboxError
@@ -39,7 +37,7 @@ from octoboot.sandbox.archive import (
     build_tentacle_archive,
     write_systemctl_launcher,
 )
-from octoboot.sandbox.host import Host, paths_to_keep_visible
+from octoboot.sandbox.host import Host, paths_to_keep_visible, write_ssh_key
 
 ENVIRONMENT = "Sandbox"
 OCTOPUS_PORT = 80
@@ -337,20 +335,7 @@ class Sandbox:
         self._save(state)
 
     def _write_shared_files(self) -> None:
-        key = ed25519.Ed25519PrivateKey.generate()
-        private = self.root / "client_key"
-        private.touch(0o600)
-        private.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.OpenSSH,
-                serialization.NoEncryption(),
-            )
-        )
-        public = key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        )
-        (self.root / "client_key.pub").write_text(public.decode() + " octoboot-sandbox\n")
+        write_ssh_key(self.root / "client_key", comment="octoboot-sandbox")
         (self.root / "empty").write_text("")
         (self.root / "sbin").mkdir(exist_ok=True)
         write_systemctl_launcher(self.root / "sbin" / "systemctl")

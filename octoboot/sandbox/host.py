@@ -124,21 +124,7 @@ class Host:
         (self.dir / "sshd_config").write_text(SSHD_CONFIG.format(host_dir=self.dir))
 
     def new_host_key(self) -> None:
-        key = ed25519.Ed25519PrivateKey.generate()
-        private = self.dir / "ssh_host_ed25519_key"
-        private.unlink(missing_ok=True)
-        private.touch(0o600)
-        private.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.OpenSSH,
-                serialization.NoEncryption(),
-            )
-        )
-        public = key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        )
-        (self.dir / "ssh_host_ed25519_key.pub").write_text(public.decode() + f" {self.name}\n")
+        write_ssh_key(self.dir / "ssh_host_ed25519_key", comment=self.name)
 
     def wipe_disk(self) -> None:
         shutil.rmtree(self.dir / "disk", ignore_errors=True)
@@ -154,6 +140,24 @@ class Host:
             *keep_under_tmp,
         ]  # fmt: skip
         return processes.spawn(argv, log=self.dir / "sshd.log")
+
+
+def write_ssh_key(private: Path, *, comment: str) -> None:
+    """A new Ed25519 key pair in OpenSSH format: private (0600) and private + '.pub'."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    private.unlink(missing_ok=True)
+    private.touch(0o600)
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    private.with_name(private.name + ".pub").write_text(f"{public.decode()} {comment}\n")
 
 
 def paths_to_keep_visible(sandbox_root: Path) -> list[str]:

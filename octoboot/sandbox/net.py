@@ -130,13 +130,14 @@ def namespaces(prefix: str = "") -> list[str]:
 
 
 def remove_slot(slot: Slot) -> None:
-    """Every namespace and the bridge of the slot; safe to call when some are gone."""
-    for ns in namespaces(slot.prefix):
-        ip("netns", "delete", ns)
-    links = ip("-o", "link", "show").splitlines()
-    for line in links:
-        name = line.split(":")[1].strip().split("@")[0]
-        if name == slot.bridge or name.startswith(f"ob{slot.number}h"):
+    """Every namespace and the bridge of the slot; safe to call when some are gone. Under the
+    slot lock, and the bridge last: until it is gone no other sandbox can take the slot."""
+    with slot_lock():
+        for ns in namespaces(slot.prefix):
+            ip("netns", "delete", ns)
+        links = [line.split(":")[1].strip().split("@")[0] for line in ip("-o", "link").splitlines()]
+        veths = [name for name in links if name.startswith(f"ob{slot.number}h")]
+        for name in [*veths, *([slot.bridge] if slot.bridge in links else [])]:
             try:
                 ip("link", "delete", name)
             except SandboxError as exc:

@@ -12,6 +12,7 @@ import pytest
 from fabric import Config, Connection
 
 from octoboot.sandbox.control import Sandbox
+from tests.sandbox.project import octopus_client, project_settings
 
 
 def connect(sandbox: Sandbox, host: str) -> Connection:
@@ -56,3 +57,26 @@ def run(conn: Connection, command: str, **kwargs):
 
 def files_under(path: Path) -> list[str]:
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+# A project (machines/, .env, .octoboot/) aimed at the module's sandbox: modules that use
+# these define a module-scoped `sandbox` fixture.
+
+
+@pytest.fixture(scope="module")
+def project(sandbox, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    sandbox.write_target_files(root / "machines", root / ".env")
+    return root
+
+
+@pytest.fixture(scope="module")
+def settings(project):
+    return project_settings(project)
+
+
+@pytest.fixture(scope="module")
+def octopus(sandbox):
+    client = octopus_client(sandbox)
+    yield client
+    client.close()

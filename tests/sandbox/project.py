@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -12,9 +15,11 @@ from octoboot import jobs
 from octoboot.sandbox.control import Sandbox
 from octoboot.settings import Settings, load_settings
 
+REPO = Path(__file__).resolve().parents[2]
 
-def make_project(sandbox: Sandbox, root: Path) -> Settings:
-    sandbox.write_target_files(root / "machines", root / ".env")
+
+def project_settings(root: Path) -> Settings:
+    """Settings of a project folder written by Sandbox.write_target_files."""
     return load_settings(
         environ={
             "OCTOBOOT_STATE_DIR": str(root / ".octoboot"),
@@ -55,12 +60,29 @@ def writes_since(sandbox: Sandbox, offset: int) -> list[dict]:
     return [r for r in requests if r["method"] in ("POST", "PUT", "DELETE")]
 
 
-def tree_digest(*folders: Path) -> dict[str, str]:
-    """Every file under folders with a hash of its bytes and its mode: a before/after view."""
+def tree_digest(*paths: Path) -> dict[str, str]:
+    """Each file under paths (or the path itself) with a hash of its bytes and its mode: a
+    before/after view."""
     digest = {}
-    for folder in folders:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and not path.is_symlink():
-                data = hashlib.sha256(path.read_bytes()).hexdigest()
-                digest[str(path)] = f"{data} {path.stat().st_mode:o}"
+    for path in paths:
+        for file in [path, *sorted(path.rglob("*"))] if path.is_dir() else [path]:
+            if file.is_file() and not file.is_symlink():
+                data = hashlib.sha256(file.read_bytes()).hexdigest()
+                digest[str(file)] = f"{data} {file.stat().st_mode:o}"
     return digest
+
+
+def inv(settings: Settings, *args: str, **popen) -> subprocess.CompletedProcess:
+    """The real command line (`inv ...` of this repository), aimed at the test project by
+    environment variables."""
+    env = {
+        **os.environ,
+        "OCTOBOOT_STATE_DIR": str(settings.state_dir),
+        "OCTOBOOT_MACHINES_DIR": str(settings.machines_dir),
+        "OCTOBOOT_PFX_PASSWORD": settings.pfx_password().reveal(),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
+        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=300,
+        **popen,
+    )  # fmt: skip

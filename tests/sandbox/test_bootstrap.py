@@ -2,17 +2,13 @@
 Octopus stand-in over real HTTP."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from octoboot import jobs
 from octoboot.report import EXIT_FAILED, EXIT_OK, State
-from octoboot.settings import load_settings
+from tests.sandbox.project import by_name, inv, octopus_machines, request_count, writes_since
 
 FIVE = ("sbx01", "sbx02", "sbx03", "sbx04", "sbx05")
 
@@ -22,60 +18,9 @@ def sandbox(sandbox_factory):
     return sandbox_factory(6, install_seconds=1)
 
 
-@pytest.fixture(scope="module")
-def project(sandbox, tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
-    sandbox.write_target_files(root / "machines", root / ".env")
-    return root
-
-
-@pytest.fixture(scope="module")
-def settings(project):
-    return load_settings(
-        environ={
-            "OCTOBOOT_STATE_DIR": str(project / ".octoboot"),
-            "OCTOBOOT_MACHINES_DIR": str(project / "machines"),
-        },
-        dotenv_path=project / ".env",
-    )
-
-
-@pytest.fixture(scope="module")
-def octopus(sandbox):
-    client = httpx.Client(
-        base_url=sandbox.endpoints().octopus_url,
-        headers={"X-Octopus-ApiKey": sandbox.api_key()},
-        timeout=10,
-    )
-    yield client
-    client.close()
-
-
-def octopus_machines(octopus):
-    return {m["Name"]: m for m in octopus.get("/api/Spaces-1/machines/all").json()}
-
-
 def quiet():
     lines = []
     return lines, jobs.RunOptions(parallel=True, console=lines.append)
-
-
-def by_name(report):
-    return {r.machine: r for r in report.results}
-
-
-def writes_since(sandbox, offset):
-    lines = (sandbox.root / "octopus" / "requests.jsonl").read_text().splitlines()[offset:]
-    return [
-        json.loads(line)
-        for line in lines
-        if json.loads(line)["method"] in ("POST", "PUT", "DELETE")
-        and "/machines" in json.loads(line)["path"]
-    ]
-
-
-def request_count(sandbox):
-    return len((sandbox.root / "octopus" / "requests.jsonl").read_text().splitlines())
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +76,7 @@ def test_rerun_sequentially_changes_nothing(first_run, octopus, settings, sandbo
         assert row.thumbprint == before[name]["Endpoint"]["Thumbprint"]
         assert after[name]["LastModifiedOn"] == before[name]["LastModifiedOn"]
     assert len(after) == len(before)
-    assert writes_since(sandbox, offset) == []
+    assert [w for w in writes_since(sandbox, offset) if "/machines" in w["path"]] == []
     # sequential output streams each machine's steps as they happen
     assert any(line.strip().startswith("install: unchanged") for line in lines)
     # the service was installed and started once, by the first run, and not touched since
@@ -191,23 +136,8 @@ def test_no_secret_reaches_a_host_a_log_or_the_report_and_no_pfx_stays(
         assert not any(secret in text for text in texts)
 
 
-def inv(project, settings, *args):
-    """The real command line, pointed at the test project by environment variables."""
-    repo = Path(__file__).resolve().parents[2]
-    env = {
-        **os.environ,
-        "OCTOBOOT_STATE_DIR": str(settings.state_dir),
-        "OCTOBOOT_MACHINES_DIR": str(project / "machines"),
-        "OCTOBOOT_PFX_PASSWORD": settings.pfx_password().reveal(),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(repo), *args],
-        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=300,
-    )  # fmt: skip
-
-
-def test_cli_json_output_is_only_json_and_exit_code_follows(first_run, project, settings):
-    proc = inv(project, settings, "bootstrap", "--host", "sbx02", "--format", "json")
+def test_cli_json_output_is_only_json_and_exit_code_follows(first_run, settings):
+    proc = inv(settings, "bootstrap", "--host", "sbx02", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert [m["machine"] for m in data["machines"]] == ["sbx02"]
@@ -215,8 +145,8 @@ def test_cli_json_output_is_only_json_and_exit_code_follows(first_run, project, 
     assert "sbx02: unchanged" in proc.stderr
 
 
-def test_cli_unknown_environment_is_one_line_and_exit_2(first_run, project, settings):
-    proc = inv(project, settings, "bootstrap", "--env", "nope")
+def test_cli_unknown_environment_is_one_line_and_exit_2(first_run, settings):
+    proc = inv(settings, "bootstrap", "--env", "nope")
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()

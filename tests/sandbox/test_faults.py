@@ -21,8 +21,6 @@ from octoboot.report import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, State
 from tests.sandbox.conftest import connect, run
 from tests.sandbox.project import (
     by_name,
-    make_project,
-    octopus_client,
     octopus_machines,
     quiet,
     writes_since,
@@ -36,18 +34,6 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def sandbox(sandbox_factory):
     return sandbox_factory(10, install_seconds=1)
-
-
-@pytest.fixture(scope="module")
-def settings(sandbox, tmp_path_factory):
-    return make_project(sandbox, tmp_path_factory.mktemp("project"))
-
-
-@pytest.fixture(scope="module")
-def octopus(sandbox):
-    client = octopus_client(sandbox)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ from octoboot import jobs
 from octoboot.report import EXIT_FAILED, EXIT_OK, State
 from tests.sandbox.project import (
     by_name,
-    make_project,
-    octopus_client,
     octopus_machines,
     quiet,
     request_count,
@@ -24,18 +22,6 @@ ALL = jobs.Selection(env="sandbox")
 @pytest.fixture(scope="module")
 def sandbox(sandbox_factory):
     return sandbox_factory(4, install_seconds=0.5)
-
-
-@pytest.fixture(scope="module")
-def settings(sandbox, tmp_path_factory):
-    return make_project(sandbox, tmp_path_factory.mktemp("project"))
-
-
-@pytest.fixture(scope="module")
-def octopus(sandbox):
-    client = octopus_client(sandbox)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import io
 import json
 import time
 
-import httpx
 import pytest
 
 from octoboot import certificates
@@ -19,17 +18,6 @@ CONFIG = "/etc/octopus/default/tentacle-default.config"
 @pytest.fixture(scope="module")
 def sandbox(sandbox_factory):
     return sandbox_factory(3, install_seconds=0)
-
-
-@pytest.fixture(scope="module")
-def octopus(sandbox):
-    client = httpx.Client(
-        base_url=sandbox.endpoints().octopus_url,
-        headers={"X-Octopus-ApiKey": sandbox.api_key()},
-        timeout=10,
-    )
-    yield client
-    client.close()
 
 
 def install(conn, sandbox):
