@@ -105,8 +105,8 @@ class Bootstrap(Pipeline):
                     self.machine.tentacle.instance, create_instance=create
                 ),
             )
-        assert self.identity is not None and self.job.pfx_password is not None
-        pfx = self.identity.unprotected_pfx(self.job.pfx_password)
+        assert self.identity is not None
+        pfx = self.identity.unprotected_pfx()
         self.remote(
             tentacle.import_identity_command(
                 self.machine.tentacle.instance, create_instance=create

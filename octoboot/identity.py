@@ -12,8 +12,11 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from octoboot import certificates
 from octoboot.errors import ConfigError
@@ -29,12 +32,14 @@ class Identity:
     thumbprint: str
     path: Path
     created: bool = False
+    key: rsa.RSAPrivateKey | None = field(default=None, repr=False, compare=False)
+    cert: x509.Certificate | None = field(default=None, repr=False, compare=False)
 
-    def unprotected_pfx(self, password: str) -> bytes:
+    def unprotected_pfx(self) -> bytes:
         """The PFX re-encoded without a password, for its one trip to the host: the Tentacle
         command line is the only way to pass a PFX password, and command lines are public."""
-        key, cert = certificates.load_pfx(self.path.read_bytes(), password)
-        return certificates.to_pfx(key, cert, None, name=self.machine)
+        assert self.key is not None and self.cert is not None
+        return certificates.to_pfx(self.key, self.cert, None, name=self.machine)
 
 
 class IdentityStore:
@@ -43,6 +48,8 @@ class IdentityStore:
         self._password = password
         self._lock = threading.Lock()
         self._minting: dict[str, threading.Lock] = {}
+        # Opening a PFX costs ~40 ms of key derivation: once per machine and run is enough.
+        self._opened: dict[str, Identity] = {}
 
     def path(self, machine: str) -> Path:
         return self.dir / f"{machine}.pfx"
@@ -50,16 +57,21 @@ class IdentityStore:
     def get(self, machine: str) -> Identity | None:
         path = self.path(machine)
         if not path.exists():
+            self._opened.pop(machine, None)
             return None
         self._check_private(path)
+        if machine in self._opened:
+            return self._opened[machine]
         try:
-            _, cert = certificates.load_pfx(path.read_bytes(), self._password)
+            key, cert = certificates.load_pfx(path.read_bytes(), self._password)
         except certificates.CertificateError:
             raise IdentityStoreError(
                 f"cannot open {path}: wrong OCTOBOOT_PFX_PASSWORD (it must be the one the "
                 "identity was created with)"
             ) from None
-        return Identity(machine, certificates.thumbprint(cert), path)
+        identity = Identity(machine, certificates.thumbprint(cert), path, key=key, cert=cert)
+        self._opened[machine] = identity
+        return identity
 
     def check(self, machines: list[str]) -> None:
         """Before any host is touched: the store is private and the password opens the
@@ -85,9 +97,14 @@ class IdentityStore:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
-            return Identity(machine, certificates.thumbprint(cert), path, created=True)
+            identity = Identity(
+                machine, certificates.thumbprint(cert), path, created=True, key=key, cert=cert
+            )
+            self._opened[machine] = replace(identity, created=False)
+            return identity
 
     def forget(self, machine: str) -> bool:
+        self._opened.pop(machine, None)
         path = self.path(machine)
         if path.exists():
             path.unlink()

@@ -170,7 +170,6 @@ class Run:
         self.environment_ids: dict[str, str] = {}
         self.secrets: list[str] = []
         self.identities: IdentityStore | None = None
-        self.pfx_password: str | None = None
 
     # --- checks before any host is touched ------------------------------------------------
 
@@ -190,9 +189,9 @@ class Run:
 
     def check(self) -> None:
         if self.needs_identities:
-            self.pfx_password = self.settings.pfx_password().reveal()
-            self.secrets.append(self.pfx_password)
-            self.identities = IdentityStore(self.settings.state_dir, self.pfx_password)
+            password = self.settings.pfx_password().reveal()
+            self.secrets.append(password)
+            self.identities = IdentityStore(self.settings.state_dir, password)
             self.identities.check([m.name for m in self.machines])
         if self.needs_octopus:
             for env_key in dict.fromkeys(m.env_key for m in self.machines):
@@ -247,7 +246,6 @@ class Run:
                 octopus=self.clients.get(machine.env_key),
                 environment_id=self.environment_ids.get(machine.env_key),
                 identities=self.identities,
-                pfx_password=self.pfx_password,
                 dry_run=self.options.dry_run,
                 options=self.job_options,
                 on_step=_step_printer(console, sequential, self.options.verbose),

@@ -58,7 +58,6 @@ class Job:
     octopus: OctopusClient | None = None
     environment_id: str | None = None
     identities: IdentityStore | None = None
-    pfx_password: str | None = field(default=None, repr=False)
     dry_run: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     on_step: Callable[[Job, StepResult], None] | None = None

@@ -33,7 +33,7 @@ def test_the_pfx_is_password_protected_at_rest(tmp_path):
 
 def test_the_copy_for_the_host_opens_without_a_password_and_has_the_same_thumbprint(tmp_path):
     identity = IdentityStore(tmp_path, "pw").get_or_create("web01")
-    _, cert = certificates.load_pfx(identity.unprotected_pfx("pw"), None)
+    _, cert = certificates.load_pfx(identity.unprotected_pfx(), None)
     assert certificates.thumbprint(cert) == identity.thumbprint
 
 

@@ -116,3 +116,13 @@ def test_host_switches_come_out_with_the_monitor_mutex_value() -> None:
 def test_help_lists_aliases_and_values_like_mono_options() -> None:
     text = describe((Option("f|from-file=", "Import from a file"), Option("secret=", hidden=True)))
     assert text == "  -f, --from-file=VALUE      Import from a file"
+
+
+def test_the_command_index_matches_the_modules():
+    from octoboot.sandbox.tentacle_standin import cli
+
+    for module, names in cli.MODULES.items():
+        declared = {n for c in cli._module_commands(module) for n in (c.name, *c.aliases)}
+        assert set(names) == declared, module
+    assert cli.find("VERSION").name == "version" and cli.find("run").name == "agent"
+    assert cli.find("help") is cli.HELP and cli.find("nope") is None

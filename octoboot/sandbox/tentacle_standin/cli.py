@@ -10,9 +10,10 @@ first argument, lower-cased, with leading `-` and `/` trimmed. Exit codes: 0 suc
 
 from __future__ import annotations
 
+import importlib
 import traceback
 
-from . import agent, commands, control, instances, registration, service
+from . import control, instances
 from .command import EXECUTABLE, INSTALL_DIR, Command, Invocation
 from .failures import ControlledFailure
 from .log import Log
@@ -51,24 +52,39 @@ def _help(inv: Invocation) -> None:
 
 
 HELP = Command("help", "Prints this help text", _help, aliases=("?", "h"), standard=False)
-COMMANDS: tuple[Command, ...] = (
-    *commands.COMMANDS,
-    *service.COMMANDS,
-    *agent.COMMANDS,
-    *registration.COMMANDS,
-    HELP,
-)
+# Which module holds each command, so that a call imports only its own: every Tentacle call
+# is a new process, and importing ssl, urllib and the agent for `version` tripled its cost.
+# (tests/unit/test_tentacle_options.py checks this against the modules' COMMANDS.)
+MODULES = {
+    "commands": (
+        "create-instance", "delete-instance", "list-instances", "version", "new-certificate",
+        "import-certificate", "show-thumbprint", "show-configuration", "configure",
+    ),
+    "service": ("service",),
+    "agent": ("agent", "run"),
+    "registration": ("register-with", "deregister-from"),
+}  # fmt: skip
+
+
+def _module_commands(module: str) -> tuple[Command, ...]:
+    return importlib.import_module(f"{__package__}.{module}").COMMANDS
+
+
+def all_commands() -> tuple[Command, ...]:
+    return (*(c for module in MODULES for c in _module_commands(module)), HELP)
 
 
 def find(name: str) -> Command | None:
     name = name.lower()
-    return next((c for c in COMMANDS if name == c.name or name in c.aliases), None)
+    module = next((m for m, names in MODULES.items() if name in names), None)
+    candidates = _module_commands(module) if module else (HELP,)
+    return next((c for c in candidates if name == c.name or name in c.aliases), None)
 
 
 def general_help() -> str:
     lines = [f"Usage: {EXECUTABLE.name} <command> [<options>]", ""]
     lines += ["Where <command> is one of: ", ""]
-    for command in sorted(COMMANDS, key=lambda c: c.name):
+    for command in sorted(all_commands(), key=lambda c: c.name):
         lines += ["  " + command.name.ljust(15), "   " + command.description]
     return "\n".join([*lines, "", "Or use <command> --help for more details."])
 
