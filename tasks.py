@@ -83,6 +83,8 @@ def fleet_task(name, doc, call, *, flags=(), extra=None, dry_run=True):
 
     def run(c, **given):
         values = {k: given.get(k, default) for k, (default, _) in common.items()}
+        if values["workers"] is not None and not values["parallel"]:
+            raise Exit("octoboot: --workers applies only with --parallel", 2)
         if values["format"] not in ("table", "json"):
             raise Exit(f"octoboot: --format must be table or json, not {values['format']!r}", 2)
         with user_errors():

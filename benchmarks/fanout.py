@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -64,11 +65,25 @@ def fabric_threading_group(sandbox: Sandbox, command: str) -> tuple[float, float
     return time.monotonic() - started, cpu() - cpu0, outcome
 
 
+def parallel_ssh(python: str, sandbox: Sandbox, command: str) -> tuple[float, float, str]:
+    """benchmarks/fanout_pssh.py run by another Python (one that has parallel-ssh)."""
+    script = Path(__file__).with_name("fanout_pssh.py")
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    out = subprocess.run([python, str(script), str(sandbox.root), command], check=True,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    return wall, used, out.strip().rsplit(", ", 1)[-1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,30,100")
     parser.add_argument("--command", default="sleep 2")
     parser.add_argument("--alone", type=float, default=2.0, help="seconds the command takes")
+    parser.add_argument("--pssh-python", help="a Python with parallel-ssh, to compare it too")
     args = parser.parse_args()
     rows = []
     for size in [int(n) for n in args.sizes.split(",")]:
@@ -79,9 +94,13 @@ def main() -> None:
             try:
                 sandbox.write_target_files(project / "machines", project / ".env")
                 octoboot_exec(project, size, "true")  # host keys learned, caches warm
-                for name in ("octoboot exec", "fabric ThreadingGroup"):
+                runners = ["octoboot exec", "fabric ThreadingGroup"]
+                runners += ["parallel-ssh"] if args.pssh_python else []
+                for name in runners:
                     if name == "octoboot exec":
                         wall, used, outcome = octoboot_exec(project, size, args.command)
+                    elif name == "parallel-ssh":
+                        wall, used, outcome = parallel_ssh(args.pssh_python, sandbox, args.command)
                     else:
                         wall, used, outcome = fabric_threading_group(sandbox, args.command)
                     rows.append([size, name, f"{wall:.2f}", f"{wall / args.alone:.2f}",

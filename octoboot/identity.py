@@ -64,6 +64,8 @@ class IdentityStore:
             return self._opened[machine]
         try:
             key, cert = certificates.load_pfx(path.read_bytes(), self._password)
+        except OSError as exc:
+            raise IdentityStoreError(f"cannot read {path}: {exc.strerror}") from None
         except certificates.CertificateError:
             raise IdentityStoreError(
                 f"cannot open {path}: wrong OCTOBOOT_PFX_PASSWORD (it must be the one the "

@@ -28,8 +28,16 @@ USER_SSH_CONFIG = Path("~/.ssh/config").expanduser()
 
 
 class BufferedStdinRemote(Remote):
-    """Fabric's Remote runner, but reading a non-terminal in_stream in 64 KiB chunks: Invoke
-    reads anything that is not a TTY one byte per 10 ms, so a 3 KB input took 30 s."""
+    """Fabric's Remote runner, tuned for many machines at once:
+    - a non-terminal in_stream is read in 64 KiB chunks: Invoke reads anything that is not
+      a TTY one byte per 10 ms, so a 3 KB input took 30 s;
+    - waiting for the command wakes when its exit status arrives, instead of every 10 ms:
+      a hundred machines each polling a hundred times a second cost a whole core."""
+
+    def wait(self) -> None:
+        # paramiko sets status_event when the exit status arrives or the channel closes.
+        while not (self.process_is_finished or self.has_dead_threads):
+            self.channel.status_event.wait(0.5)
 
     def read_our_stdin(self, input_: IO) -> str | None:
         if isatty(input_):

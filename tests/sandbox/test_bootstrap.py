@@ -152,3 +152,22 @@ def test_cli_unknown_environment_is_one_line_and_exit_2(first_run, settings):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "nope" in lines[0] and "sandbox" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--workers", "4"], "--workers applies only with --parallel"),
+        (["--parallel", "--workers", "many"], "--workers takes a number"),
+        (["--deadline", "-5"], "--deadline must be more than 0"),
+        (["--format", "xml"], "--format must be table or json"),
+        (["--retry-failed"], "--retry-failed needs --env"),
+        (["--host", "sbx0l"], "did you mean"),
+    ],
+)
+def test_cli_bad_flags_are_one_line_and_exit_2(first_run, settings, flags, words):
+    selection = [] if {"--host", "--retry-failed"} & set(flags) else ["--env", "sandbox"]
+    proc = inv(settings, "bootstrap", *flags, *selection)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], proc.stderr

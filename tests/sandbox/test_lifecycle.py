@@ -108,6 +108,8 @@ def test_dry_run_changes_nothing_anywhere(bootstrapped, sandbox, settings, octop
     assert plan["service"].status == "would change"
     log = Path(rows["sbx04"].log).read_text()
     assert "would run:" in log and "import-certificate" in log
+    for secret in (sandbox.api_key(), settings.pfx_password().reveal()):
+        assert secret not in log and secret not in report.to_json()
 
     assert (tree_digest(*folders, state[0]), state[1].read_bytes()) == before
     assert octopus_machines(octopus) == octopus_before
