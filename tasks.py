@@ -67,13 +67,16 @@ FLEET_FLAGS = {
 }  # fmt: skip
 
 
-def fleet_task(name, doc, call, *, flags=(), extra=None, dry_run=True):
+def fleet_task(name, doc, call, *, extra=None, dry_run=True, parallel=False):
     """A task that runs `call(selection, options, settings, **extra flags)` over the selected
     machines and prints its report. Every fleet task shares FLEET_FLAGS; `extra` adds its own
-    (name: (default, help))."""
-    common = {k: v for k, v in FLEET_FLAGS.items() if k in flags or not flags}
+    (name: (default, help)); parallel=True makes --parallel the default (--no-parallel)."""
+    common = dict(FLEET_FLAGS)
     if not dry_run:
         common.pop("dry_run")
+    if parallel:
+        common["parallel"] = (True, "run the machines concurrently (default; --no-parallel: "
+                              "one after another)")  # fmt: skip
     own = extra or {}
     parameters = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     parameters += [
@@ -156,6 +159,7 @@ status = fleet_task(
     extra={"health": (False, "ask Octopus for a fresh health check first (default: the last "
                       "known health status)")},
     dry_run=False,
+    parallel=True,
 )  # fmt: skip
 deregister = fleet_task(
     "deregister",
