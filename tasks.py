@@ -6,8 +6,8 @@ Each task turns flags into one library call, prints, and exits with the library'
 from __future__ import annotations
 
 import inspect
+import math
 import os
-import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -127,6 +127,8 @@ def number(value, flag, kind=float):
         parsed = kind(value)
     except ValueError:
         raise Exit(f"octoboot: {flag} takes a number, not {value!r}", 2) from None
+    if not math.isfinite(parsed):
+        raise Exit(f"octoboot: {flag} takes a finite number, not {value!r}", 2)
     if parsed <= 0:
         raise Exit(f"octoboot: {flag} must be more than 0, not {value}", 2)
     return parsed
@@ -177,7 +179,8 @@ def exec_command(selection, options, settings, *, command):
     # `inv exec --env qa -- systemctl status Tentacle`: Invoke parses no task flags after
     # `--` and does not pass that remainder to tasks, so it is read from argv.
     if command is None and "--" in sys.argv:
-        command = shlex.join(sys.argv[sys.argv.index("--") + 1 :])
+        # Words joined with spaces, as ssh does: `-- 'df -h | tail -1'` is a pipeline.
+        command = " ".join(sys.argv[sys.argv.index("--") + 1 :])
     return jobs.exec_command(selection, options, settings, command=command or "")
 
 

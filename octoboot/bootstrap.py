@@ -14,9 +14,11 @@ import base64
 import uuid
 from typing import ClassVar
 
+import paramiko
+
 from octoboot import tentacle
 from octoboot.identity import Identity
-from octoboot.octopus import HealthCheck, OctopusClient, Resource
+from octoboot.octopus import HealthCheck, OctopusClient, Resource, registered_thumbprint
 from octoboot.pipeline import Pipeline, StepFailed
 from octoboot.report import State
 
@@ -71,11 +73,13 @@ class Bootstrap(Pipeline):
         return "changed", f"installed Tentacle {before}{version}"
 
     def _put(self, local: str, remote_path: str) -> None:
+        self._check_cancelled()  # Fabric would reopen a connection the runner closed
         try:
             self.job.conn.put(local, remote_path)
         except FileNotFoundError as exc:
             raise StepFailed(f"cannot read the Tentacle archive: {exc}") from None
-        except OSError as exc:
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            self._check_cancelled()
             raise StepFailed(f"upload failed: {exc}", State.UNREACHABLE) from None
 
     # --- identity -------------------------------------------------------------------------
@@ -136,7 +140,7 @@ class Bootstrap(Pipeline):
         named = octopus.machines_named(name)
         self.record = named[0] if named else None
         if self.record:
-            registered = (self.record.get("Endpoint") or {}).get("Thumbprint", "").upper()
+            registered = registered_thumbprint(self.record)
             if registered != (self.thumbprint or ""):
                 if self.job.options.get("take_over"):
                     return None

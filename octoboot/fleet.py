@@ -13,6 +13,7 @@ never start, and FleetInterrupted carries the GroupResult of everything so far.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -126,12 +127,17 @@ class FleetGroup(Group):
                     cxn = futures[future]
                     abandon(cxn, DeadlineExceeded(self._deadline_of(cxn) or 0))
         except KeyboardInterrupt:
+            # First stop everything, with no I/O that a second Ctrl-C could cut short; then
+            # record the outcomes, ignoring further Ctrl-Cs until that is done.
+            stopped = [futures[f] for f in pending if not f.cancel()]
+            for cxn in stopped:
+                if on_abandon:
+                    on_abandon(cxn)
+                cxn.close()
             for future in pending:
-                future.cancel()
                 cxn = futures[future]
-                with lock:
-                    was_started = cxn in started
-                abandon(cxn, Interrupted(was_started))
+                with contextlib.suppress(KeyboardInterrupt):
+                    finish(cxn, Interrupted(cxn in stopped and cxn in started))
             raise FleetInterrupted(results) from None
         finally:
             # Members cut loose may still be unwinding; do not wait for them.

@@ -111,6 +111,7 @@ def deregister(
         settings,
         needs_octopus=True,
         needs_identities=True,
+        records_outcome=False,
         job_options={"uninstall": uninstall, "forget_identity": forget_identity},
     ).execute()
 
@@ -125,12 +126,14 @@ def exec_command(
     """Run one shell command (as root) on each machine; its output is in the logs and JSON."""
     if not command.strip():
         raise ConfigError("no command to run: give --command 'CMD' (or -- CMD)")
+    # Looking at machines must not change what --retry-failed would re-run.
     return Run(
         "exec",
         Exec,
         selection,
         replace(options, dry_run=False),
         settings,
+        records_outcome=False,
         job_options={"command": command},
     ).execute()
 
@@ -168,24 +171,30 @@ class Run:
         )
         self.clients: dict[str, OctopusClient] = {}
         self.environment_ids: dict[str, str] = {}
-        self.secrets: list[str] = []
+        # Masked in every output, whether or not this run uses them (exec output may hold
+        # them, and the settings' PFX password or API key must never be printed).
+        self.secrets: list[str] = [
+            secret.reveal()
+            for secret in (self.settings.pfx_secret, self.settings.octopus_api_key)
+            if secret is not None
+        ]
         self.identities: IdentityStore | None = None
 
     # --- checks before any host is touched ------------------------------------------------
 
     def _select(self, selection: Selection) -> list[Machine]:
-        if selection.retry_failed:
-            if not selection.env:
-                raise ConfigError("--retry-failed needs --env: it re-runs that environment's")
-            failed = set(last_failures(self.settings.state_dir, selection.env))
-            machines = self.inventory.select(selection.env, selection.hosts, selection.limits)
-            return [m for m in machines if m.name in failed]
         if self.options.accept_new_host_key and not (selection.hosts or selection.limits):
             raise ConfigError(
                 "--accept-new-host-key accepts a changed key only for machines named with "
                 "--host or --limit (the rebuilt ones), not for a whole environment"
             )
-        return self.inventory.select(selection.env, selection.hosts, selection.limits)
+        if selection.retry_failed and not selection.env:
+            raise ConfigError("--retry-failed needs --env: it re-runs that environment's")
+        machines = self.inventory.select(selection.env, selection.hosts, selection.limits)
+        if not selection.retry_failed:
+            return machines
+        failed = set(last_failures(self.settings.state_dir, selection.env))
+        return [m for m in machines if m.name in failed]
 
     def check(self) -> None:
         if self.needs_identities:
@@ -270,12 +279,16 @@ class Run:
         interrupted = False
         try:
             group.call(run_one, on_result=on_result, on_abandon=lambda c: jobs[c].cancelled.set())
-        except FleetInterrupted:
+        except (FleetInterrupted, KeyboardInterrupt):
             interrupted = True
+        finally:
+            # Whatever happened, every machine gets its row, its log is closed, and the
+            # report is written (a second Ctrl-C lands here at worst).
+            for cxn, job in jobs.items():
+                job.cancelled.set()
+                job.log.close()
+                close(cxn)
         results = [finished.get(cxn) or _result_of(job, None, masker) for cxn, job in jobs.items()]
-        for cxn, job in jobs.items():
-            job.log.close()
-            close(cxn)
         report = RunReport(
             self.command,
             results,
@@ -308,6 +321,7 @@ def _result_of(job: Job, value: object, masker: Masker) -> MachineResult:
             result.reason = f"internal error: {type(value).__name__}: {value}"
     result.reason = masker(result.reason)
     result.steps = [replace(s, detail=masker(s.detail)) for s in result.steps]
+    result.facts = {key: masker(value) for key, value in result.facts.items()}
     return result
 
 
@@ -351,6 +365,7 @@ def _step_printer(
 # --- what failed last time, per environment ---------------------------------------------
 
 RETRY_STATES = frozenset({State.FAILED, State.UNREACHABLE, State.TIMED_OUT, State.INTERRUPTED})
+DONE_STATES = frozenset({State.CHANGED, State.UNCHANGED, State.OK})  # a skipped one stays
 
 
 def _outcome_file(state_dir: Path, env_key: str) -> Path:
@@ -361,7 +376,10 @@ def last_failures(state_dir: Path, env_key: str) -> list[str]:
     path = _outcome_file(state_dir, env_key)
     if not path.exists():
         return []
-    return json.loads(path.read_text())["failed"]
+    try:
+        return list(json.loads(path.read_text())["failed"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{path} is not a record octoboot wrote: delete it") from None
 
 
 def record_outcome(state_dir: Path, report: RunReport, machines: list[Machine]) -> None:
@@ -374,7 +392,7 @@ def record_outcome(state_dir: Path, report: RunReport, machines: list[Machine]) 
     for env_key, results in by_env.items():
         path = _outcome_file(state_dir, env_key)
         failed = set(last_failures(state_dir, env_key))
-        failed -= {r.machine for r in results}
+        failed -= {r.machine for r in results if r.state in DONE_STATES}
         failed |= {r.machine for r in results if r.state in RETRY_STATES}
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.write_text(

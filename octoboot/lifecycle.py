@@ -14,11 +14,18 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from octoboot import tentacle
+from octoboot.octopus import registered_thumbprint
 from octoboot.pipeline import Pipeline, StepFailed, last_lines
 from octoboot.report import State
 
 
 class Deregister(Pipeline):
+    STEPS: ClassVar = ("deregister", "connect", "probe", "uninstall", "forget")
+
+    def __init__(self, job) -> None:
+        super().__init__(job)
+        self.removed: str | None = None  # the Id deleted from Octopus, if any
+
     def steps(self) -> Sequence[str]:
         host = ("connect", "probe", "uninstall") if self.job.options.get("uninstall") else ()
         return ("deregister", *host, "forget")
@@ -33,9 +40,15 @@ class Deregister(Pipeline):
         if not records:
             return "unchanged", "not registered in Octopus"
         record = records[0]
-        registered = (record.get("Endpoint") or {}).get("Thumbprint", "").upper()
+        registered = registered_thumbprint(record)
         self.job.result.octopus_id = record["Id"]
-        if thumbprint and registered != thumbprint:
+        if thumbprint is None:
+            raise StepFailed(
+                f"{record['Id']} is named {name}, but the identity store has no certificate "
+                "for it, so it cannot be told from another machine's record; not removed "
+                "(restore the store, or delete it in Octopus)"
+            )
+        if registered != thumbprint:
             raise StepFailed(
                 f"{record['Id']} is named {name} but has thumbprint {registered}, not this "
                 f"machine's {thumbprint}: it is another machine's record; not removed"
@@ -50,9 +63,10 @@ class Deregister(Pipeline):
         try:
             return super().step_connect()
         except StepFailed as exc:
-            removed = getattr(self, "removed", None)
-            if removed:
-                raise StepFailed(f"removed {removed} from Octopus, but {exc}", exc.state) from None
+            if self.removed:
+                raise StepFailed(
+                    f"removed {self.removed} from Octopus, but {exc}", exc.state
+                ) from None
             raise
 
     def step_uninstall(self) -> tuple[str, str]:

@@ -22,18 +22,20 @@ TASK_DONE = frozenset({"Success", "Failed", "Canceled", "TimedOut"})
 
 
 class OctopusError(OctobootError):
-    """Octopus answered with an error, or could not be reached."""
+    """Octopus answered with an error, or could not be reached. Before any host is touched
+    this ends the run with exit code 3; during a run it fails the machine's step."""
+
+    exit_code = 3
 
 
 class OctopusAuthError(OctopusError, ConfigError):
-    """401/403: the API key is missing, wrong, or lacks permission."""
+    """401/403: the API key is missing, wrong, or lacks permission: a configuration error."""
+
+    exit_code = ConfigError.exit_code
 
 
 class OctopusUnavailable(OctopusError):
-    """No answer, or 5xx, for longer than the retry budget. Before any host is touched this
-    ends the run with exit code 3; during a run it fails the machine's step."""
-
-    exit_code = 3
+    """No answer, or 5xx, for longer than the retry budget."""
 
 
 class OctopusValidationError(OctopusError):
@@ -220,7 +222,13 @@ class OctopusClient:
         return self.request("PUT", f"{self._space}/machines/{resource['Id']}", json=resource)
 
     def delete_machine(self, machine_id: str) -> None:
-        self.request("DELETE", f"{self._space}/machines/{machine_id}")
+        """Delete a machine; one already gone (e.g. a retried DELETE whose first attempt
+        arrived) counts as deleted."""
+        try:
+            self.request("DELETE", f"{self._space}/machines/{machine_id}")
+        except OctopusError as exc:
+            if "(404)" not in str(exc):
+                raise
 
     # --- health --------------------------------------------------------------------------
 
@@ -266,6 +274,11 @@ class OctopusClient:
             health_status=machine.get("HealthStatus", "Unknown"),
             summary=machine.get("StatusSummary") or task.get("ErrorMessage") or "",
         )
+
+
+def registered_thumbprint(record: Resource) -> str:
+    """The thumbprint a machine record is registered with ('' if none), upper-case."""
+    return str((record.get("Endpoint") or {}).get("Thumbprint") or "").upper()
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -113,6 +113,7 @@ class Pipeline:
             result.state = self.final_state(statuses)
             return result
         except Cancelled:
+            job.log.write("=== stopped: the runner gave up on this machine (see its result)")
             return result
         except Exception as exc:  # a bug: keep the traceback in the log, fail this machine only
             job.log.write(traceback.format_exc())
@@ -121,7 +122,10 @@ class Pipeline:
             return result
         finally:
             result.seconds = time.monotonic() - start
-            job.log.write(f"=== {result.state}" + (f": {result.reason}" if result.reason else ""))
+            if not job.cancelled.is_set():
+                job.log.write(
+                    f"=== {result.state}" + (f": {result.reason}" if result.reason else "")
+                )
 
     def steps(self) -> Sequence[str]:
         return self.STEPS
@@ -176,8 +180,12 @@ class Pipeline:
         for stream, text in (("stdout", result.stdout), ("stderr", result.stderr)):
             if text.strip():
                 self.job.log.write(f"[{stream}]\n{text}")
-        self.job.log.write(f"[exit {result.exited}, {time.monotonic() - started:.2f}s]")
-        if result.exited == 124:
+        elapsed = time.monotonic() - started
+        self.job.log.write(f"[exit {result.exited}, {elapsed:.2f}s]")
+        if result.exited == -1:  # the channel closed without an exit status
+            self._check_cancelled()
+            raise StepFailed("connection lost while the command ran", State.UNREACHABLE)
+        if result.exited == 124 and elapsed >= remaining - 2:  # our `timeout`, not the command's
             raise StepFailed(f"timed out after {remaining:.0f} s", State.TIMED_OUT)
         if check and result.exited != 0:
             raise StepFailed(last_lines(result.stderr or result.stdout, result.exited))

@@ -24,12 +24,9 @@ class State(StrEnum):
     UNKNOWN = "unknown"  # status: Octopus has the machine, no inventory file lists it
 
 
-SUCCESS = frozenset({State.OK, State.CHANGED, State.UNCHANGED, State.WOULD_CHANGE, State.SKIPPED})
-
 # Exit codes (README, "Exit codes"): failed and unreachable are bits, so 5 means both.
 EXIT_OK = 0
 EXIT_FAILED = 1
-EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 4
 EXIT_INTERRUPTED = 130
 

@@ -31,7 +31,7 @@ from tabulate import tabulate
 
 from octoboot import tentacle
 from octoboot.jobs import Run, RunOptions, Selection
-from octoboot.octopus import Resource
+from octoboot.octopus import Resource, registered_thumbprint
 from octoboot.pipeline import Job, Pipeline, StepFailed
 from octoboot.report import MachineResult, RunReport, State, one_line, short_thumbprint
 from octoboot.settings import Settings
@@ -119,10 +119,6 @@ def find_drift(
     if health != HEALTHY:
         drift.append(Drift("health", health or "Unknown"))
     return drift
-
-
-def registered_thumbprint(record: Resource) -> str:
-    return ((record.get("Endpoint") or {}).get("Thumbprint") or "").upper()
 
 
 def unlisted(

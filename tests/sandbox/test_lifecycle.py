@@ -182,16 +182,23 @@ def test_exec_runs_one_command_everywhere(bootstrapped, settings):
 def test_retry_failed_runs_exactly_the_machines_that_failed(bootstrapped, sandbox, settings):
     sandbox.stop_host("sbx02")
     try:
-        first = jobs.exec_command(ALL, quiet(), settings, command="true")
+        first = jobs.install(ALL, quiet(), settings)
     finally:
         sandbox.start_host("sbx02")
     assert by_name(first)["sbx02"].state == State.UNREACHABLE
-    retry = jobs.exec_command(
-        jobs.Selection(env="sandbox", retry_failed=True), quiet(), settings, command="true"
-    )
+    # looking at the fleet does not change what a retry would re-run
+    jobs.exec_command(ALL, quiet(), settings, command="true")
+    retry = jobs.install(jobs.Selection(env="sandbox", retry_failed=True), quiet(), settings)
     assert [r.machine for r in retry.results] == ["sbx02"]
-    assert retry.results[0].state == State.OK
-    nothing_left = jobs.exec_command(
-        jobs.Selection(env="sandbox", retry_failed=True), quiet(), settings, command="true"
-    )
+    assert retry.results[0].state == State.UNCHANGED
+    nothing_left = jobs.install(jobs.Selection(env="sandbox", retry_failed=True), quiet(), settings)
     assert nothing_left.results == []
+
+
+def test_exec_output_is_masked_like_everything_else(bootstrapped, settings):
+    password = settings.pfx_password().reveal()
+    report = jobs.exec_command(
+        jobs.Selection(hosts=("sbx01",)), quiet(), settings, command=f"echo {password}"
+    )
+    assert password not in report.to_json()
+    assert report.results[0].facts["stdout"].strip() == "********"
