@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -347,7 +348,15 @@ def _with_overrides(machine: Machine, options: RunOptions) -> Machine:
 
 
 def _masked(console: Console, masker: Masker) -> Console:
-    return lambda line: console(masker(line))
+    """console, with secrets masked and one line at a time: `-v` prints from every
+    machine's thread."""
+    lock = threading.Lock()
+
+    def write(line: str) -> None:
+        with lock:
+            console(masker(line))
+
+    return write
 
 
 def _step_printer(

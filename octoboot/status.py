@@ -31,7 +31,7 @@ from tabulate import tabulate
 
 from octoboot import tentacle
 from octoboot.jobs import Run, RunOptions, Selection
-from octoboot.octopus import Resource, registered_thumbprint
+from octoboot.octopus import OctopusError, Resource, registered_thumbprint
 from octoboot.pipeline import Job, Pipeline, StepFailed
 from octoboot.report import MachineResult, RunReport, State, one_line, short_thumbprint
 from octoboot.settings import Settings
@@ -267,7 +267,8 @@ class Status(Pipeline):
         self.host_failure = exc
         result = self.job.result
         result.failed_step, result.reason = step, str(exc)
-        self.facts["reachable"] = "no"
+        if step == "connect":
+            self.facts["reachable"] = "no"
         return "failed", str(exc)
 
 
@@ -302,7 +303,12 @@ class StatusRun(Run):
         started = time.monotonic()
         # Machines named with --host or picked by --retry-failed are what was asked about.
         whole = not (self.selection.hosts or self.selection.retry_failed or report.interrupted)
-        extras = self._unlisted(first_id=len(report.results) + 1) if whole else []
+        try:
+            extras = self._unlisted(first_id=len(report.results) + 1) if whole else []
+        except OctopusError as exc:
+            # The machines' rows are already known: keep them, and say what is missing.
+            self.options.console(f"could not list the machines only Octopus knows: {exc}")
+            extras = []
         for result in extras:
             self.options.console(result.summary_line())
         status_report = StatusReport(
