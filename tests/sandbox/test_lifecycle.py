@@ -202,3 +202,31 @@ def test_exec_output_is_masked_like_everything_else(bootstrapped, settings):
     )
     assert password not in report.to_json()
     assert report.results[0].facts["stdout"].strip() == "********"
+
+
+def test_proxyjump_from_the_ssh_config_is_followed_and_host_keys_are_checked(
+    bootstrapped, sandbox, settings
+):
+    # sbx03 drops the controller's packets: only a jump through sbx01 reaches it.
+    original = sandbox.endpoints().ssh_config.read_text()
+    jumped = settings.machines_dir.parent / "ssh_config.jump"
+    jumped.write_text(original.replace("Host sbx03\n", "Host sbx03\n    ProxyJump sbx01\n"))
+    known_hosts = settings.machines_dir.parent / "known_hosts.jump"
+    (settings.machines_dir / "jumped.toml").write_text(
+        'environment = "Sandbox"\nroles = ["web"]\n\n[ssh]\n'
+        f'config = "{jumped}"\nknown_hosts = "{known_hosts}"\nconnect_timeout = 3\n\n'
+        '[[machines]]\nname = "sbx03"\n'
+    )
+    sandbox.set_blackhole("sbx03", True)
+    try:
+        report = jobs.exec_command(
+            jobs.Selection(env="jumped"), quiet(), settings, command="hostname"
+        )
+    finally:
+        sandbox.set_blackhole("sbx03", False)
+        (settings.machines_dir / "jumped.toml").unlink()
+    row = report.results[0]
+    assert row.state == State.OK, row
+    assert row.facts["stdout"] == "sbx03\n"
+    remembered = {line.split()[0] for line in known_hosts.read_text().splitlines()}
+    assert remembered == {sandbox.host("sbx01").address, sandbox.host("sbx03").address}
