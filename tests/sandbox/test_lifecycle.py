@@ -230,3 +230,30 @@ def test_proxyjump_from_the_ssh_config_is_followed_and_host_keys_are_checked(
     assert row.facts["stdout"] == "sbx03\n"
     remembered = {line.split()[0] for line in known_hosts.read_text().splitlines()}
     assert remembered == {sandbox.host("sbx01").address, sandbox.host("sbx03").address}
+
+
+def test_install_from_an_archive_pushed_from_the_controller(bootstrapped, sandbox, settings):
+    archive = next((sandbox.root / "packages").glob("tentacle-*.tar.gz"))
+    (settings.machines_dir / "pushed.toml").write_text(
+        'environment = "Sandbox"\nroles = ["web"]\n\n[ssh]\n'
+        f'config = "{sandbox.endpoints().ssh_config}"\n'
+        f'known_hosts = "{sandbox.root / "known_hosts"}"\n\n'
+        f'[tentacle]\nsource = "{archive}"\n\n[[machines]]\nname = "sbx02"\n'
+    )
+    sandbox.rebuild_host("sbx02")
+    try:
+        report = jobs.install(
+            jobs.Selection(env="pushed", hosts=("sbx02",)), quiet(accept_new_host_key=True),
+            settings,
+        )  # fmt: skip
+    finally:
+        (settings.machines_dir / "pushed.toml").unlink()
+    row = report.results[0]
+    assert row.state == State.CHANGED, report.table()
+    assert "installed Tentacle" in {s.name: s.detail for s in row.steps}["install"]
+    host = sandbox.host("sbx02")
+    assert host.disk_path("/opt/octopus/tentacle/Tentacle").exists()
+    assert [p.name for p in host.disk_path("/tmp").iterdir() if "octoboot" in p.name] == []
+    # and the machine is whole again
+    again = jobs.bootstrap(jobs.Selection(hosts=("sbx02",)), quiet(), settings)
+    assert again.exit_code == EXIT_OK, again.table()
