@@ -35,8 +35,11 @@ def test_hostile_instance_name_runs_no_injected_command(tmp_path):
     command = tentacle.configure_command(
         instance, port=1, app_dir="/a", server_thumbprint="A" * 40
     ).replace(tentacle.EXECUTABLE, "true", 1)
+    # the restart marker goes under /etc/octopus/<instance>: keep it in tmp_path here
+    command = command.replace("/etc/octopus/", f"{tmp_path}/etc/")
     subprocess.run(["sh", "-c", command], check=True)
     assert not marker.exists()
+    assert (tmp_path / "etc" / instance / ".octoboot-restart-pending").exists()
 
 
 def test_as_root_wraps_in_sudo_only_when_asked():
