@@ -9,6 +9,10 @@ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need="$need openssh-
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v unshare >/dev/null 2>&1 || need="$need util-linux"
 command -v ssh >/dev/null 2>&1 || need="$need openssh-client"
+# The sandbox's hosts use the controller's tools: curl to download the Tentacle archive,
+# pgrep/ps for the tests that look at a host's processes.
+command -v curl >/dev/null 2>&1 || need="$need curl"
+command -v pgrep >/dev/null 2>&1 || need="$need procps"
 python3 -c 'import venv, ensurepip' 2>/dev/null || need="$need python3-venv"
 if [ -n "$need" ]; then
     export DEBIAN_FRONTEND=noninteractive
