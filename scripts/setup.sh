@@ -13,7 +13,6 @@ command -v ssh >/dev/null 2>&1 || need="$need openssh-client"
 # pgrep/ps for the tests that look at a host's processes.
 command -v curl >/dev/null 2>&1 || need="$need curl"
 command -v pgrep >/dev/null 2>&1 || need="$need procps"
-python3 -c 'import venv, ensurepip' 2>/dev/null || need="$need python3-venv"
 if [ -n "$need" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -22,6 +21,12 @@ if [ -n "$need" ]; then
 fi
 
 if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
+    # Debian ships venv's pip bootstrap separately (python3-venv): install it if missing.
+    if ! python3 -m venv .venv >/dev/null 2>&1; then
+        rm -rf .venv
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv .venv
+    fi
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
