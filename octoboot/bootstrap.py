@@ -27,6 +27,7 @@ class Bootstrap(Pipeline):
     STEPS: ClassVar = (
         "connect", "probe", "install", "identity", "configure", "register", "service", "health",
     )  # fmt: skip
+    NEEDS_OCTOPUS = NEEDS_IDENTITIES = True
 
     def __init__(self, job) -> None:
         super().__init__(job)
@@ -274,6 +275,7 @@ class Bootstrap(Pipeline):
 
 class Install(Bootstrap):
     STEPS: ClassVar = ("connect", "probe", "install")
+    NEEDS_OCTOPUS = NEEDS_IDENTITIES = False
 
 
 class Register(Bootstrap):

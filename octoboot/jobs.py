@@ -110,9 +110,6 @@ def deregister(
         selection,
         options,
         settings,
-        needs_octopus=True,
-        needs_identities=True,
-        records_outcome=False,
         job_options={"uninstall": uninstall, "forget_identity": forget_identity},
     ).execute()
 
@@ -127,14 +124,12 @@ def exec_command(
     """Run one shell command (as root) on each machine; its output is in the logs and JSON."""
     if not command.strip():
         raise ConfigError("no command to run: give --command 'CMD' (or -- CMD)")
-    # Looking at machines must not change what --retry-failed would re-run.
     return Run(
         "exec",
         Exec,
         selection,
         replace(options, dry_run=False),
         settings,
-        records_outcome=False,
         job_options={"command": command},
     ).execute()
 
@@ -150,26 +145,17 @@ class Run:
         options: RunOptions,
         settings: Settings | None,
         *,
-        needs_octopus: bool | None = None,
-        needs_identities: bool | None = None,
-        records_outcome: bool = True,
-        persist_host_keys: bool = True,  # False: read-only, like a dry run (status)
         job_options: dict[str, Any] | None = None,
     ) -> None:
-        steps = pipeline.STEPS
         self.command = command + (" --dry-run" if options.dry_run else "")
         self.pipeline = pipeline
         self.options = options
         self.job_options = job_options or {}
         self.settings = settings or load_settings()
-        self.records_outcome = records_outcome and not options.dry_run
-        self.persist_host_keys = persist_host_keys and not options.dry_run
+        self.records_outcome = pipeline.RECORDS_OUTCOME and not options.dry_run
+        self.persist_host_keys = not (pipeline.READ_ONLY or options.dry_run)
         self.inventory: Inventory = load_inventory(self.settings.machines_dir)
         self.machines = [_with_overrides(m, options) for m in self._select(selection)]
-        self.needs_octopus = "register" in steps if needs_octopus is None else needs_octopus
-        self.needs_identities = (
-            "identity" in steps if needs_identities is None else needs_identities
-        )
         self.clients: dict[str, OctopusClient] = {}
         self.environment_ids: dict[str, str] = {}
         # Masked in every output, whether or not this run uses them (exec output may hold
@@ -198,12 +184,12 @@ class Run:
         return [m for m in machines if m.name in failed]
 
     def check(self) -> None:
-        if self.needs_identities:
+        if self.pipeline.NEEDS_IDENTITIES:
             password = self.settings.pfx_password().reveal()
             self.secrets.append(password)
             self.identities = IdentityStore(self.settings.state_dir, password)
             self.identities.check([m.name for m in self.machines])
-        if self.needs_octopus:
+        if self.pipeline.NEEDS_OCTOPUS:
             for env_key in dict.fromkeys(m.env_key for m in self.machines):
                 environment = self.inventory.environments[env_key]
                 target = self.settings.octopus_for(environment)

@@ -21,6 +21,8 @@ from octoboot.report import State
 
 class Deregister(Pipeline):
     STEPS: ClassVar = ("deregister", "connect", "probe", "uninstall", "forget")
+    NEEDS_OCTOPUS = NEEDS_IDENTITIES = True
+    RECORDS_OUTCOME = False
 
     def __init__(self, job) -> None:
         super().__init__(job)
@@ -96,6 +98,7 @@ class Exec(Pipeline):
     """One command on each machine, as root, through the same runner as everything else."""
 
     STEPS: ClassVar = ("connect", "exec")
+    RECORDS_OUTCOME = False  # looking at machines must not change what a retry re-runs
 
     def step_exec(self) -> tuple[str, str]:
         command = self.job.options["command"]

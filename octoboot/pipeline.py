@@ -79,6 +79,13 @@ class Job:
 
 class Pipeline:
     STEPS: ClassVar[Sequence[str]] = ("connect", "probe")
+    # What a run of this pipeline needs, checked before any host is touched (jobs.Run).
+    NEEDS_OCTOPUS: ClassVar[bool] = False
+    NEEDS_IDENTITIES: ClassVar[bool] = False
+    # Its failures are what --retry-failed re-runs (not for pipelines that only look).
+    RECORDS_OUTCOME: ClassVar[bool] = True
+    # Writes nothing anywhere, new host keys included (like a dry run).
+    READ_ONLY: ClassVar[bool] = False
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -222,8 +229,9 @@ class Pipeline:
         return "ok", f"{conn.user}@{conn.host}:{conn.port}"
 
     def step_probe(self) -> tuple[str, str]:
-        command = tentacle.probe_command(self.machine.tentacle.instance, clean=not self.job.dry_run)
-        result = self.remote(command)
+        # Cleaning stale uploads is a change: not in a dry run or a read-only pipeline.
+        clean = not (self.job.dry_run or self.READ_ONLY)
+        result = self.remote(tentacle.probe_command(self.machine.tentacle.instance, clean=clean))
         self.probe = probe = tentacle.parse_probe(result.stdout)
         if probe.problems:
             raise StepFailed("; ".join(probe.problems))

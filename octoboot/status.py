@@ -148,6 +148,8 @@ def unlisted(
 
 class Status(Pipeline):
     STEPS: ClassVar = ("connect", "probe", "identity", "octopus", "drift")
+    NEEDS_OCTOPUS = NEEDS_IDENTITIES = READ_ONLY = True
+    RECORDS_OUTCOME = False
 
     def __init__(self, job: Job) -> None:
         super().__init__(job)
@@ -169,16 +171,14 @@ class Status(Pipeline):
     def step_probe(self) -> tuple[str, str]:
         if self.host_failure:
             return "skipped", "not connected"
-        # clean=False: status removes nothing, not even stale uploads.
-        command = tentacle.probe_command(self.machine.tentacle.instance, clean=False)
         try:
-            result = self.remote(command)
+            status, detail = super().step_probe()  # READ_ONLY: it cleans nothing up
         except StepFailed as exc:
             return self._host_failed("probe", exc)
-        self.probe = probe = tentacle.parse_probe(result.stdout)
+        probe = self._probe()
         if not probe.installed:
             self.facts["version"] = "not installed"
-            return "ok", "Tentacle not installed"
+            return status, detail
         self.facts["version"] = probe.version or "?"
         if probe.service_active:
             self.facts["service"] = "active"
@@ -186,10 +186,7 @@ class Status(Pipeline):
             self.facts["service"] = "inactive" if probe.service_enabled else "absent"
         if probe.thumbprint:
             self.facts["host_thumbprint"] = probe.thumbprint
-        return "ok", (
-            f"Tentacle {self.facts['version']}, service {self.facts['service']}, "
-            f"thumbprint {probe.thumbprint or 'none'}"
-        )
+        return status, detail
 
     def step_identity(self) -> tuple[str, str]:
         assert self.job.identities is not None
@@ -290,10 +287,6 @@ class StatusRun(Run):
             selection,
             options,
             settings,
-            needs_octopus=True,
-            needs_identities=True,
-            records_outcome=False,
-            persist_host_keys=False,
             job_options={"health": health},
         )
         self.selection = selection
