@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import paramiko
 
-from octoboot import tentacle
+from octoboot import drift, tentacle
 from octoboot.identity import Identity
 from octoboot.octopus import HealthCheck, OctopusClient, Resource, registered_thumbprint
 from octoboot.pipeline import Pipeline, StepFailed
@@ -185,45 +185,32 @@ class Bootstrap(Pipeline):
         if self.conflict:
             raise StepFailed(self.conflict)
         octopus = self._octopus()
-        wanted = self._wanted_record()
+        assert self.job.environment_id is not None
+        wanted = drift.wanted_record(
+            self.machine,
+            environment_id=self.job.environment_id,
+            ssh_host=self.job.conn.host,
+            thumbprint=self.thumbprint or "",
+        )
         if self.record is None:
             if self.job.dry_run:
                 return self.plan(
                     f"would create a machine in {self.machine.environment}", "POST machines"
                 )
-            created = octopus.create_machine(
-                {"Name": self.machine.name, **wanted, "IsDisabled": False}
-            )
+            created = octopus.create_machine(wanted.new(self.machine.name))
             self.job.result.octopus_id = created["Id"]
             return "changed", f"created {created['Id']}"
         current = self.record
         self.job.result.octopus_id = current["Id"]
-        differences = _differences(current, wanted)
+        differences = ", ".join(d.what for d in drift.differences(wanted, current))
         if not differences:
             return "unchanged", current["Id"]
         if self.job.dry_run:
             return self.plan(
-                f"would update {current['Id']}: {', '.join(differences)}",
-                f"PUT machines/{current['Id']}",
+                f"would update {current['Id']}: {differences}", f"PUT machines/{current['Id']}"
             )
-        endpoint = {**(current.get("Endpoint") or {}), **wanted["Endpoint"]}
-        updated = octopus.update_machine({**current, **wanted, "Endpoint": endpoint})
-        return "changed", f"updated {updated['Id']}: {', '.join(differences)}"
-
-    def _wanted_record(self) -> Resource:
-        assert self.job.environment_id is not None
-        # The address SSH reached the machine by (ssh_config's HostName) is the best default
-        # for Octopus to reach it by too.
-        host = self.machine.public_hostname or self.job.conn.host
-        return {
-            "EnvironmentIds": [self.job.environment_id],
-            "Roles": sorted(self.machine.roles),
-            "Endpoint": {
-                "CommunicationStyle": "TentaclePassive",
-                "Uri": f"https://{host.lower()}:{self.machine.tentacle.port}/",
-                "Thumbprint": self.thumbprint or "",
-            },
-        }
+        updated = octopus.update_machine(wanted.applied_to(current))
+        return "changed", f"updated {updated['Id']}: {differences}"
 
     # --- service and health -------------------------------------------------------------
 
@@ -282,22 +269,6 @@ class Register(Bootstrap):
     STEPS: ClassVar = (
         "connect", "probe", "identity", "configure", "register", "service", "health",
     )  # fmt: skip
-
-
-def _differences(current: Resource, wanted: Resource) -> list[str]:
-    found = []
-    if set(current.get("EnvironmentIds", [])) != set(wanted["EnvironmentIds"]):
-        found.append("environment")
-    if {r.lower() for r in current.get("Roles", [])} != {r.lower() for r in wanted["Roles"]}:
-        found.append("roles")
-    endpoint, want = current.get("Endpoint") or {}, wanted["Endpoint"]
-    if endpoint.get("CommunicationStyle") != want["CommunicationStyle"]:
-        found.append("communication style")
-    if (endpoint.get("Uri") or "").lower() != want["Uri"].lower():
-        found.append("address")
-    if (endpoint.get("Thumbprint") or "").upper() != want["Thumbprint"].upper():
-        found.append("thumbprint")
-    return found
 
 
 def _version(text: str | None) -> tuple[int, ...]:

@@ -9,8 +9,9 @@ does not stop the rest: its Octopus columns are still filled from the API. Then 
 file lists.
 
 A machine is `ok` only in the wanted state: Tentacle installed, service active, the host's
-thumbprint the store's, registered in Octopus with that thumbprint, in the inventory's
-environment with its roles, and Healthy. Otherwise it is `failed` at `drift` (the reason
+thumbprint the store's, and an Octopus record as `register` would leave it (the same
+`drift.differences`: environment, roles, endpoint style, address and port, thumbprint), and
+Healthy. Otherwise it is `failed` at `drift` (the reason
 lists what differs), or `unreachable`; so the exit code works as a check in CI.
 
 Nothing changes anywhere: the probe does not clean up old uploads, the API is only read
@@ -21,22 +22,17 @@ keys are accepted for this run without being written to known_hosts.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import ClassVar
 
 from tabulate import tabulate
 
-from octoboot import tentacle
+from octoboot.drift import find_drift, listed_in, unlisted, wanted_record
 from octoboot.jobs import Run, RunOptions, Selection
 from octoboot.octopus import OctopusError, Resource, registered_thumbprint
 from octoboot.pipeline import Job, Pipeline, StepFailed
 from octoboot.report import MachineResult, RunReport, State, one_line, short_thumbprint
 from octoboot.settings import Settings
-
-HEALTHY = "Healthy"
 
 
 def status(
@@ -50,97 +46,6 @@ def status(
     Octopus), Octopus Id, health and drift; plus the machines only Octopus knows.
     health: ask Octopus for a fresh health check first (else: the last known status)."""
     return StatusRun(selection, options, settings, health=health).execute()
-
-
-# --- what differs -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Drift:
-    what: str  # short, for the table
-    detail: str = ""  # for the reason
-
-    def __str__(self) -> str:
-        return f"{self.what} ({self.detail})" if self.detail else self.what
-
-
-def find_drift(
-    *,
-    environment_id: str,
-    roles: Iterable[str],
-    probe: tentacle.Probe | None,
-    store_thumbprint: str | None,
-    record: Resource | None,
-    health: str | None,
-    thumbprint_registered_as: Sequence[str] = (),
-) -> list[Drift]:
-    """How a machine differs from the wanted state. probe None: the host was not reached,
-    so only the store and Octopus are compared; record None: Octopus has no machine of
-    this name (thumbprint_registered_as: the records that have its thumbprint instead)."""
-    drift: list[Drift] = []
-    host_thumbprint = probe.thumbprint if probe else None
-    if probe is not None:
-        drift += [Drift("probe", problem) for problem in probe.problems]
-        if not probe.installed:
-            drift.append(Drift("not installed"))
-        else:
-            if not host_thumbprint:
-                drift.append(Drift("no host certificate"))
-            if not probe.service_active:
-                drift.append(Drift("service not active"))
-    if store_thumbprint is None:
-        drift.append(Drift("no stored identity"))
-    elif host_thumbprint and host_thumbprint != store_thumbprint:
-        drift.append(Drift("host thumbprint", f"host {host_thumbprint}, store {store_thumbprint}"))
-    if record is None:
-        elsewhere = ", ".join(thumbprint_registered_as)
-        detail = f"its thumbprint is registered as {elsewhere}" if elsewhere else ""
-        drift.append(Drift("missing from Octopus", detail))
-        return drift
-    registered = registered_thumbprint(record)
-    expected = store_thumbprint or host_thumbprint
-    if expected and registered != expected:
-        drift.append(
-            Drift("Octopus thumbprint", f"Octopus {registered or 'none'}, expected {expected}")
-        )
-    environments = record.get("EnvironmentIds") or []
-    if set(environments) != {environment_id}:
-        have = " ".join(environments) or "none"
-        drift.append(Drift("environment", f"Octopus {have}, inventory {environment_id}"))
-    have_roles, want_roles = record.get("Roles") or [], sorted(roles)
-    if {r.lower() for r in have_roles} != {r.lower() for r in want_roles}:
-        drift.append(
-            Drift(
-                "roles",
-                f"Octopus {' '.join(sorted(have_roles)) or 'none'}, "
-                f"inventory {' '.join(want_roles) or 'none'}",
-            )
-        )
-    if health != HEALTHY:
-        drift.append(Drift("health", health or "Unknown"))
-    return drift
-
-
-def unlisted(
-    records: Iterable[Resource],
-    environment_id: str,
-    listed: Iterable[str],
-    limits: Sequence[str] = (),
-) -> list[Resource]:
-    """The records in the environment whose names are not listed (case-insensitively) and
-    match one of the --limit globs, if any; by name."""
-    known = {name.strip().lower() for name in listed}
-    return sorted(
-        (
-            record
-            for record in records
-            # Filtered here too: the environment filter is the server's to honour or not.
-            if environment_id in (record.get("EnvironmentIds") or [])
-            and record["Name"].strip().lower() not in known
-            and (not limits or any(fnmatchcase(record["Name"], p) for p in limits))
-        ),
-        key=lambda record: record["Name"].lower(),
-    )
 
 
 # --- one machine --------------------------------------------------------------------------
@@ -235,10 +140,17 @@ class Status(Pipeline):
 
     def step_drift(self) -> tuple[str, str]:
         assert self.job.environment_id is not None
-        drift = find_drift(
+        probe = None if self.host_failure else self.probe
+        wanted = wanted_record(
+            self.machine,
             environment_id=self.job.environment_id,
-            roles=self.machine.roles,
-            probe=None if self.host_failure else self.probe,
+            ssh_host=self.job.conn.host,
+            # The store's certificate is the one wanted; without one, the host's is compared.
+            thumbprint=self.store_thumbprint or (probe.thumbprint if probe else None),
+        )
+        drift = find_drift(
+            wanted,
+            probe=probe,
             store_thumbprint=self.store_thumbprint,
             record=self.record,
             health=self.health,
@@ -326,12 +238,7 @@ class StatusRun(Run):
             if (client.url, client.space_name, environment_id) in seen:
                 continue
             seen.add((client.url, client.space_name, environment_id))
-            listed = [
-                machine.name
-                for environment in self.inventory.environments.values()
-                if environment.name.strip().lower() == name.strip().lower()
-                for machine in environment.machines
-            ]
+            listed = listed_in(self.inventory, name)
             records = client.machines_in_environment(environment_id)
             for record in unlisted(records, environment_id, listed, self.selection.limits):
                 rows.append(unlisted_result(first_id + len(rows), record, name))

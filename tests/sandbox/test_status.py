@@ -151,6 +151,47 @@ def test_roles_changed_in_octopus_are_drift(bootstrapped, sandbox, settings, oct
     assert {rows[n]["state"] for n in HOSTS if n != "sbx02"} == {"ok"}
 
 
+def test_a_port_changed_in_octopus_is_drift_and_register_puts_it_back(
+    bootstrapped, sandbox, settings, octopus, known_hosts
+):
+    """status and register compare the same wanted record: a port the inventory does not
+    say is drift for one and an update in place for the other."""
+    record = octopus_machines(octopus)["sbx03"]
+    uri = record["Endpoint"]["Uri"]
+    moved = uri.replace(":10933/", ":10999/")
+    assert moved != uri
+    changed = {**record, "Endpoint": {**record["Endpoint"], "Uri": moved}}
+    octopus.put(f"/api/Spaces-1/machines/{record['Id']}", json=changed).raise_for_status()
+    try:
+        with changes_nothing(sandbox, settings, known_hosts):
+            proc = inv(settings, "status", "--env", "sandbox", "--format", "json")
+            planned = inv(settings, "register", "--host", "sbx03", "--dry-run", "--format", "json")
+        fixed = inv(settings, "register", "--host", "sbx03", "--format", "json")
+        after = octopus_machines(octopus)
+    finally:  # as it was, whatever register did
+        octopus.put(f"/api/Spaces-1/machines/{record['Id']}", json=record)
+    assert proc.returncode == EXIT_FAILED, proc.stderr
+    rows = {m["machine"]: m for m in json.loads(proc.stdout)["machines"]}
+    assert rows["sbx03"]["state"] == "failed" and rows["sbx03"]["failed_step"] == "drift"
+    assert rows["sbx03"]["facts"]["drift"] == "address"
+    assert rows["sbx03"]["reason"] == f"drift: address (Octopus {moved}, inventory {uri})"
+    assert {rows[n]["state"] for n in HOSTS if n != "sbx03"} == {"ok"}
+
+    def register_step(proc) -> dict:
+        machine = json.loads(proc.stdout)["machines"][0]
+        return next(step for step in machine["steps"] if step["name"] == "register")
+
+    assert planned.returncode == EXIT_OK, planned.stdout + planned.stderr
+    assert register_step(planned)["status"] == "would change"
+    assert register_step(planned)["detail"] == f"would update {record['Id']}: address"
+    assert fixed.returncode == EXIT_OK, fixed.stdout + fixed.stderr
+    assert register_step(fixed)["status"] == "changed"
+    assert register_step(fixed)["detail"] == f"updated {record['Id']}: address"
+    assert list(after).count("sbx03") == 1 and len(after) == len(HOSTS)
+    assert after["sbx03"]["Id"] == record["Id"] and after["sbx03"]["Endpoint"]["Uri"] == uri
+    assert run_status(settings).exit_code == EXIT_OK
+
+
 def test_a_machine_no_inventory_lists_gets_its_own_row(
     bootstrapped, sandbox, settings, octopus, known_hosts
 ):

@@ -1,0 +1,210 @@
+"""The wanted state of a machine, and how what Octopus and the host hold differs from it.
+
+    wanted = wanted_record(machine, environment_id="Environments-1", ssh_host="10.0.0.5",
+                           thumbprint=identity.thumbprint)
+    differences(wanted, record)          # → [Drift("address", "Octopus https://…, …")]
+
+One truth for every command that compares: `register` creates the record from
+`WantedRecord.new()` or updates it with `applied_to()` when `differences()` finds any (and
+`--dry-run` names them), and `status` calls the same differences drift (`find_drift`, which
+adds the host's side), so the two cannot disagree. `unlisted()` finds the records no
+inventory lists (`listed_in()`: the names that count as listed). Pure: data in, data out,
+no SSH or HTTP.
+
+A registration field is added in three places here, next to each other: a `WantedRecord`
+field, its place in `fields()`, and its row in `differences()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from octoboot.inventory import Inventory, Machine
+from octoboot.octopus import Resource, registered_thumbprint
+from octoboot.tentacle import Probe
+
+LISTENING = "TentaclePassive"  # Octopus' name for a listening Tentacle's endpoint
+HEALTHY = "Healthy"
+
+
+@dataclass(frozen=True)
+class WantedRecord:
+    """The Octopus machine record the inventory asks for (the name aside: that is the key
+    the record is found by)."""
+
+    environment_id: str
+    roles: tuple[str, ...]
+    communication_style: str
+    uri: str
+    # The machine's certificate; "" for one a dry run would mint; None when neither the
+    # store nor the host has one (status), and then not compared.
+    thumbprint: str | None
+
+    def fields(self) -> Resource:
+        """The record's fields as Octopus takes them."""
+        return {
+            "EnvironmentIds": [self.environment_id],
+            "Roles": list(self.roles),
+            "Endpoint": {
+                "CommunicationStyle": self.communication_style,
+                "Uri": self.uri,
+                "Thumbprint": self.thumbprint or "",
+            },
+        }
+
+    def new(self, name: str) -> Resource:
+        """The body that creates the record."""
+        return {"Name": name, **self.fields(), "IsDisabled": False}
+
+    def applied_to(self, current: Resource) -> Resource:
+        """current with the wanted fields: the same record (Id, links, fields octoboot does
+        not manage), updated in place."""
+        fields = self.fields()
+        endpoint = {**(current.get("Endpoint") or {}), **fields["Endpoint"]}
+        return {**current, **fields, "Endpoint": endpoint}
+
+
+def wanted_record(
+    machine: Machine, *, environment_id: str, ssh_host: str, thumbprint: str | None
+) -> WantedRecord:
+    """ssh_host: the address SSH reaches the machine by (ssh_config's HostName), the best
+    default for Octopus to reach it by too, unless the inventory names a public_hostname."""
+    host = (machine.public_hostname or ssh_host).lower()
+    return WantedRecord(
+        environment_id=environment_id,
+        roles=tuple(sorted(machine.roles)),
+        communication_style=LISTENING,
+        uri=f"https://{host}:{machine.tentacle.port}/",
+        thumbprint=thumbprint,
+    )
+
+
+@dataclass(frozen=True)
+class Drift:
+    what: str  # short, for the table and register's "updated …: what, what"
+    detail: str = ""  # for the reason
+
+    def __str__(self) -> str:
+        return f"{self.what} ({self.detail})" if self.detail else self.what
+
+
+def _words(values: Iterable[str]) -> str:
+    return " ".join(sorted(values))
+
+
+def _folded(values: Iterable[str]) -> frozenset[str]:
+    # Octopus compares role names without case; order never matters.
+    return frozenset(v.lower() for v in values)
+
+
+def differences(wanted: WantedRecord, record: Resource) -> list[Drift]:
+    """Where the record Octopus holds differs from the wanted one."""
+    found: list[Drift] = []
+
+    def compare(what: str, differs: bool, have: str, want: str, source: str = "inventory") -> None:
+        if differs:
+            found.append(Drift(what, f"Octopus {have or 'none'}, {source} {want}"))
+
+    environments, roles = record.get("EnvironmentIds") or [], record.get("Roles") or []
+    compare(
+        "environment",
+        set(environments) != {wanted.environment_id},
+        _words(environments),
+        wanted.environment_id,
+    )
+    compare("roles", _folded(roles) != _folded(wanted.roles), _words(roles), _words(wanted.roles))
+    endpoint = record.get("Endpoint") or {}
+    style, uri = endpoint.get("CommunicationStyle") or "", endpoint.get("Uri") or ""
+    compare(
+        "communication style",
+        style != wanted.communication_style,
+        style,
+        wanted.communication_style,
+    )
+    compare("address", uri.lower() != wanted.uri.lower(), uri, wanted.uri)
+    if wanted.thumbprint is not None:
+        registered, expected = registered_thumbprint(record), wanted.thumbprint.upper()
+        compare(
+            "Octopus thumbprint",
+            registered != expected,
+            registered,
+            expected or "a new identity",
+            source="expected",
+        )
+    return found
+
+
+def find_drift(
+    wanted: WantedRecord,
+    *,
+    probe: Probe | None,
+    store_thumbprint: str | None,
+    record: Resource | None,
+    health: str | None,
+    thumbprint_registered_as: Sequence[str] = (),
+) -> list[Drift]:
+    """How a machine differs from the wanted state: the host, the identity store, the
+    Octopus record (`differences`) and its health. probe None: the host was not reached, so
+    only the store and Octopus are compared; record None: Octopus has no machine of this
+    name (thumbprint_registered_as: the records that have its thumbprint instead)."""
+    drift: list[Drift] = []
+    host_thumbprint = probe.thumbprint if probe else None
+    if probe is not None:
+        drift += [Drift("probe", problem) for problem in probe.problems]
+        if not probe.installed:
+            drift.append(Drift("not installed"))
+        else:
+            if not host_thumbprint:
+                drift.append(Drift("no host certificate"))
+            if not probe.service_active:
+                drift.append(Drift("service not active"))
+    if store_thumbprint is None:
+        drift.append(Drift("no stored identity"))
+    elif host_thumbprint and host_thumbprint != store_thumbprint:
+        drift.append(Drift("host thumbprint", f"host {host_thumbprint}, store {store_thumbprint}"))
+    if record is None:
+        elsewhere = ", ".join(thumbprint_registered_as)
+        detail = f"its thumbprint is registered as {elsewhere}" if elsewhere else ""
+        drift.append(Drift("missing from Octopus", detail))
+        return drift
+    drift += differences(wanted, record)
+    if health != HEALTHY:
+        drift.append(Drift("health", health or "Unknown"))
+    return drift
+
+
+def unlisted(
+    records: Iterable[Resource],
+    environment_id: str,
+    listed: Iterable[str],
+    limits: Sequence[str] = (),
+) -> list[Resource]:
+    """The records in the environment whose names are not listed (case-insensitively) and
+    match one of the --limit globs, if any; by name."""
+    known = {name.strip().lower() for name in listed}
+    return sorted(
+        (
+            record
+            for record in records
+            # Filtered here too: the environment filter is the server's to honour or not.
+            if environment_id in (record.get("EnvironmentIds") or [])
+            and record["Name"].strip().lower() not in known
+            and (not limits or any(fnmatchcase(record["Name"], p) for p in limits))
+        ),
+        key=lambda record: record["Name"].lower(),
+    )
+
+
+
+def listed_in(inventory: Inventory, environment: str) -> list[str]:
+    """The machines any inventory file naming this Octopus environment lists (several
+    files may name one environment, compared as Octopus compares names)."""
+    wanted = environment.strip().lower()
+    return [
+        machine.name
+        for file in inventory.environments.values()
+        if file.name.strip().lower() == wanted
+        for machine in file.machines
+    ]

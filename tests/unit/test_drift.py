@@ -1,0 +1,236 @@
+"""The wanted record and drift, from data alone: what register, --dry-run and status share."""
+
+from pathlib import Path
+
+from octoboot.drift import (
+    LISTENING,
+    WantedRecord,
+    differences,
+    find_drift,
+    listed_in,
+    unlisted,
+    wanted_record,
+)
+from octoboot.inventory import Environment, Inventory, Machine, SshOptions, TentacleOptions
+from octoboot.tentacle import Probe
+
+HOST = "A" * 40
+OTHER = "B" * 40
+URI = "https://10.0.0.5:10933/"
+
+
+def machine(name="web01", environment="QA", **kw) -> Machine:
+    values = dict(name=name, env_key=environment.lower(), environment=environment,
+                  roles=("web",), address=name, public_hostname=None, ssh=SshOptions(),
+                  tentacle=TentacleOptions(), octopus=None,
+                  source_file=Path(f"machines/{environment.lower()}.toml"))  # fmt: skip
+    return Machine(**{**values, **kw})
+
+
+def wanted(**kw) -> WantedRecord:
+    values = dict(environment_id="Environments-1", roles=("web",), communication_style=LISTENING,
+                  uri=URI, thumbprint=HOST)  # fmt: skip
+    return WantedRecord(**{**values, **kw})
+
+
+def probe(**kw) -> Probe:
+    values = dict(installed=True, version="8.1.0", instance_exists=True, thumbprint=HOST,
+                  service_enabled=True, service_active=True)  # fmt: skip
+    return Probe(**{**values, **kw})
+
+
+def record(**kw) -> dict:
+    values = {
+        "Id": "Machines-1",
+        "Name": "web01",
+        "EnvironmentIds": ["Environments-1"],
+        "Roles": ["web"],
+        "Endpoint": {"CommunicationStyle": LISTENING, "Uri": URI, "Thumbprint": HOST},
+        "HealthStatus": "Healthy",
+    }
+    return {**values, **kw}
+
+
+def endpoint(**kw) -> dict:
+    return {"CommunicationStyle": LISTENING, "Uri": URI, "Thumbprint": HOST, **kw}
+
+
+def drift(want=None, **kw) -> list[str]:
+    values = dict(probe=probe(), store_thumbprint=HOST, record=record(), health="Healthy")
+    return [str(d) for d in find_drift(want or wanted(), **{**values, **kw})]
+
+
+# --- the wanted record ----------------------------------------------------------------------
+
+
+def test_the_wanted_record_comes_from_the_inventory_and_the_ssh_address():
+    want = wanted_record(
+        machine(roles=("web", "api"), tentacle=TentacleOptions(port=10934)),
+        environment_id="Environments-1",
+        ssh_host="Web01.Example.COM",
+        thumbprint=HOST,
+    )
+    assert want == WantedRecord(
+        environment_id="Environments-1",
+        roles=("api", "web"),
+        communication_style="TentaclePassive",
+        uri="https://web01.example.com:10934/",
+        thumbprint=HOST,
+    )
+    # public_hostname: how Octopus reaches the machine, when SSH reaches it another way
+    public = wanted_record(machine(public_hostname="web01.dmz"), environment_id="Environments-1",
+                           ssh_host="10.0.0.5", thumbprint=HOST)  # fmt: skip
+    assert public.uri == "https://web01.dmz:10933/"
+
+
+def test_the_record_octoboot_creates_and_the_one_it_puts_back():
+    assert wanted().new("web01") == {
+        "Name": "web01",
+        "EnvironmentIds": ["Environments-1"],
+        "Roles": ["web"],
+        "Endpoint": {"CommunicationStyle": LISTENING, "Uri": URI, "Thumbprint": HOST},
+        "IsDisabled": False,
+    }
+    current = record(
+        Roles=["db"],
+        MachinePolicyId="MachinePolicies-1",
+        Endpoint={**endpoint(Uri="https://old:10933/"), "TentacleVersion": {"Current": "8"}},
+    )
+    updated = wanted().applied_to(current)
+    # the same record (Id, fields octoboot does not manage) with the wanted fields
+    assert updated == {
+        **current,
+        "Roles": ["web"],
+        "Endpoint": {**current["Endpoint"], "Uri": URI},
+    }
+    assert differences(wanted(), updated) == []
+    assert current["Roles"] == ["db"]  # not changed in place
+
+
+# --- differences: what register updates and status calls drift -----------------------------
+
+
+def test_a_record_as_wanted_has_no_differences():
+    assert differences(wanted(), record()) == []
+    # roles without case or order, addresses without case, thumbprints without case
+    assert differences(
+        wanted(roles=("API", "web")),
+        record(Roles=["web", "api"], Endpoint=endpoint(Uri=URI.upper(), Thumbprint=HOST.lower())),
+    ) == []
+
+
+def test_a_port_that_differs_from_the_inventory_is_a_difference():
+    moved = record(Endpoint=endpoint(Uri="https://10.0.0.5:10999/"))
+    found = differences(wanted(), moved)
+    assert [d.what for d in found] == ["address"]
+    assert str(found[0]) == f"address (Octopus https://10.0.0.5:10999/, inventory {URI})"
+    # and status calls it drift: the disagreement this module exists to end
+    assert drift(record=moved) == [str(found[0])]
+
+
+def test_each_field_that_differs_is_named():
+    assert [str(d) for d in differences(wanted(), record(EnvironmentIds=["Environments-2"]))] == [
+        "environment (Octopus Environments-2, inventory Environments-1)"
+    ]
+    assert [str(d) for d in differences(wanted(), record(Roles=[]))] == [
+        "roles (Octopus none, inventory web)"
+    ]
+    polling = record(Endpoint=endpoint(CommunicationStyle="TentacleActive"))
+    assert [str(d) for d in differences(wanted(), polling)] == [
+        "communication style (Octopus TentacleActive, inventory TentaclePassive)"
+    ]
+    assert [str(d) for d in differences(wanted(), record(Endpoint=endpoint(Thumbprint=OTHER)))] == [
+        f"Octopus thumbprint (Octopus {OTHER}, expected {HOST})"
+    ]
+    everything = record(EnvironmentIds=[], Roles=["db"], Endpoint={})
+    assert [d.what for d in differences(wanted(), everything)] == [
+        "environment", "roles", "communication style", "address", "Octopus thumbprint",
+    ]  # fmt: skip
+
+
+def test_thumbprints_a_dry_run_would_mint_or_nobody_has():
+    # "": a dry run's identity, not minted yet, differs from any registered one
+    assert [str(d) for d in differences(wanted(thumbprint=""), record())] == [
+        f"Octopus thumbprint (Octopus {HOST}, expected a new identity)"
+    ]
+    # None: neither the store nor the host has one, so there is nothing to compare
+    assert differences(wanted(thumbprint=None), record(Endpoint=endpoint(Thumbprint=OTHER))) == []
+
+
+# --- drift: the host, the store, the record, health ----------------------------------------
+
+
+def test_a_machine_in_the_wanted_state_has_no_drift():
+    assert drift() == []
+
+
+def test_host_side_drift():
+    assert drift(probe=Probe(installed=False)) == ["not installed"]
+    assert drift(probe=probe(service_active=False)) == ["service not active"]
+    assert drift(probe=probe(thumbprint=None, instance_exists=False)) == ["no host certificate"]
+    assert drift(probe=probe(thumbprint=OTHER)) == [f"host thumbprint (host {OTHER}, store {HOST})"]
+    assert drift(probe=probe(problems=("unreadable show-configuration output",))) == [
+        "probe (unreadable show-configuration output)"
+    ]
+
+
+def test_an_unreached_host_is_judged_on_the_store_and_octopus_only():
+    assert drift(probe=None) == []
+    assert drift(probe=None, record=record(Roles=["db"])) == ["roles (Octopus db, inventory web)"]
+
+
+def test_octopus_side_drift():
+    assert drift(record=None) == ["missing from Octopus"]
+    assert drift(record=None, thumbprint_registered_as=["old01 (Machines-7)"]) == [
+        "missing from Octopus (its thumbprint is registered as old01 (Machines-7))"
+    ]
+    assert drift(record=record(Endpoint=endpoint(Thumbprint=OTHER.lower()))) == [
+        f"Octopus thumbprint (Octopus {OTHER}, expected {HOST})"
+    ]
+    assert drift(record=record(EnvironmentIds=["Environments-1", "Environments-2"])) == [
+        "environment (Octopus Environments-1 Environments-2, inventory Environments-1)"
+    ]
+    assert drift(health="Unavailable") == ["health (Unavailable)"]
+    assert drift(health=None) == ["health (Unknown)"]
+
+
+def test_without_a_stored_identity_octopus_is_compared_with_the_host():
+    # status builds the wanted record with the host's thumbprint then
+    assert drift(store_thumbprint=None) == ["no stored identity"]
+    assert drift(store_thumbprint=None, record=record(Endpoint=endpoint(Thumbprint=OTHER))) == [
+        "no stored identity",
+        f"Octopus thumbprint (Octopus {OTHER}, expected {HOST})",
+    ]
+
+
+# --- machines no inventory lists ------------------------------------------------------------
+
+
+def test_unlisted_keeps_the_environments_machines_no_inventory_names():
+    records = [
+        record(Name="web02", Id="Machines-2"),
+        record(Name="Web01"),
+        record(Name="rogue", Id="Machines-3"),
+        record(Name="db01", Id="Machines-4", EnvironmentIds=["Environments-2"]),
+    ]
+    found = unlisted(records, "Environments-1", ["web01"])
+    assert [r["Name"] for r in found] == ["rogue", "web02"]
+    assert [r["Name"] for r in unlisted(records, "Environments-1", ["web01"], ["web*"])] == [
+        "web02"
+    ]
+
+
+def test_every_file_naming_the_environment_lists_machines_for_it():
+    def environment(key, name, *machines):
+        return Environment(key, name, Path(f"machines/{key}.toml"), tuple(machines))
+
+    inventory = Inventory(
+        Path("machines"),
+        {
+            "qa": environment("qa", "QA", machine("web01")),
+            "qa-db": environment("qa-db", " qa ", machine("db01", environment=" qa ")),
+            "prod": environment("prod", "Production", machine("web09", environment="Production")),
+        },
+    )
+    assert listed_in(inventory, "QA") == ["web01", "db01"]
+    assert listed_in(inventory, "Staging") == []
