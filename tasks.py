@@ -15,14 +15,19 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from octoboot import jobs
-from octoboot.errors import OctobootError
-from octoboot.report import RunReport
-from octoboot.sandbox.control import Sandbox
-from octoboot.settings import load_settings
-from octoboot.status import status as machine_status
-
 PROJECT = Path(__file__).resolve().parent
+# This checkout's octoboot, even with another one installed: Invoke puts this folder first
+# on sys.path only when it is not there at all, so one already there behind another
+# octoboot (PYTHONPATH, an editable install's .pth) would lose.
+sys.path[:] = [str(PROJECT), *(p for p in sys.path if Path(p or os.curdir).resolve() != PROJECT)]
+
+from octoboot import jobs  # noqa: E402
+from octoboot.errors import OctobootError  # noqa: E402
+from octoboot.report import RunReport  # noqa: E402
+from octoboot.sandbox.control import Sandbox  # noqa: E402
+from octoboot.settings import load_settings  # noqa: E402
+from octoboot.status import status as machine_status  # noqa: E402
+
 SANDBOX = Sandbox(PROJECT / ".sandbox")
 
 
