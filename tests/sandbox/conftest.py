@@ -14,6 +14,17 @@ from fabric import Config, Connection
 from octoboot.sandbox.control import Sandbox
 from tests.sandbox.project import octopus_client, project_settings
 
+SANDBOX_TESTS = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this folder needs the sandbox: `pytest -m "not sandbox"` skips them all,
+    without each module having to say so."""
+    for item in items:
+        if SANDBOX_TESTS in item.path.resolve().parents:
+            item.add_marker(pytest.mark.sandbox)
+
 
 def connect(sandbox: Sandbox, host: str) -> Connection:
     ssh_config = paramiko.SSHConfig.from_path(str(sandbox.endpoints().ssh_config))
