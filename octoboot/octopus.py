@@ -60,7 +60,10 @@ class OctopusClient:
         key_hint: str = "OCTOPUS_API_KEY",
         retry_seconds: float = 30.0,
         timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """transport: httpx's default (real HTTP) unless given, e.g. an httpx.MockTransport
+        in unit tests."""
         self.url = url.rstrip("/")
         self.space_name = space
         self._key_hint = key_hint
@@ -70,6 +73,7 @@ class OctopusClient:
             headers={"X-Octopus-ApiKey": api_key, "Accept": "application/json"},
             timeout=timeout,
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+            transport=transport,
         )
         self._lock = threading.Lock()
         self._space_prefix: str | None = None

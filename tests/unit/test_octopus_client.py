@@ -1,0 +1,292 @@
+"""OctopusClient without a server: retries, paging and error mapping over httpx.MockTransport.
+(The sandbox tests talk to the Octopus stand-in over real HTTP.)"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from octoboot import octopus
+from octoboot.errors import ConfigError
+from octoboot.octopus import (
+    OctopusAuthError,
+    OctopusClient,
+    OctopusError,
+    OctopusUnavailable,
+    OctopusValidationError,
+)
+
+URL = "https://octopus.example.com"
+KEY = "API-UNITTESTKEY0000000000000"
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Clock:
+    """octopus.py's `time`: sleeping moves the clock on at once and is written down."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(octopus, "time", fake)
+    return fake
+
+
+class Recorder:
+    """The requests a client sent, answered by handler."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self.handler(request)
+
+
+def client_for(handler: Handler, **options) -> tuple[OctopusClient, Recorder]:
+    recorder = Recorder(handler)
+    options = {"retry_seconds": 10.0, **options}
+    client = OctopusClient(URL, KEY, transport=httpx.MockTransport(recorder), **options)
+    return client, recorder
+
+
+def answers(*responses: httpx.Response | Exception) -> Handler:
+    """A handler that answers with each response in turn (an exception is raised)."""
+    pending = list(responses)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = pending.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return handler
+
+
+# --- retries ---------------------------------------------------------------------------------
+
+
+def test_a_read_is_retried_through_5xx_with_back_off(clock):
+    client, sent = client_for(
+        answers(httpx.Response(503), httpx.Response(502), httpx.Response(504),
+                httpx.Response(200, json={"Id": "Machines-1"}))
+    )  # fmt: skip
+    assert client.request("GET", "/api/Spaces-1/machines/Machines-1") == {"Id": "Machines-1"}
+    assert len(sent.requests) == 4
+    assert clock.slept == [0.5, 1.0, 2.0]
+
+
+def test_a_read_is_retried_through_network_errors(clock):
+    client, sent = client_for(
+        answers(httpx.ConnectError("refused"), httpx.ReadTimeout("slow"),
+                httpx.Response(200, json=[]))
+    )  # fmt: skip
+    assert client.request("GET", "/api/Spaces-1/machines/all") == []
+    assert len(sent.requests) == 3
+
+
+def test_retries_stop_at_the_retry_budget(clock):
+    client, sent = client_for(lambda request: httpx.Response(503, text="restarting"))
+    with pytest.raises(OctopusUnavailable) as err:
+        client.request("GET", "/api/tasks/ServerTasks-1")
+    assert str(err.value) == f"Octopus at {URL} failed (503): restarting"
+    # 0.5 + 1 + 2 + 4 s, and the next 5 s would pass the 10 s budget
+    assert clock.slept == [0.5, 1.0, 2.0, 4.0] and len(sent.requests) == 5
+
+    clock.slept.clear()
+    client, sent = client_for(answers(*[httpx.ConnectError("refused")] * 9), retry_seconds=2)
+    with pytest.raises(OctopusUnavailable, match=f"^Octopus at {URL} did not answer: refused$"):
+        client.request("GET", "/api")
+    assert len(sent.requests) == 3 and clock.slept == [0.5, 1.0]
+
+
+def test_other_errors_are_not_retried(clock):
+    for status in (400, 401, 404, 500):
+        client, sent = client_for(lambda request, status=status: httpx.Response(status))
+        with pytest.raises(OctopusError):
+            client.request("GET", "/api/Spaces-1/machines/Machines-9")
+        assert len(sent.requests) == 1, status
+    assert clock.slept == []
+
+
+def test_a_create_that_cannot_have_arrived_is_sent_again(clock):
+    client, sent = client_for(
+        answers(httpx.ConnectError("refused"), httpx.Response(201, json={"Id": "Machines-2"}))
+    )
+    assert client.request("POST", "/api/Spaces-1/machines", json={"Name": "web01"}) == {
+        "Id": "Machines-2"
+    }
+    assert [r.method for r in sent.requests] == ["POST", "POST"]
+
+
+# --- error mapping ---------------------------------------------------------------------------
+
+
+def error_of(response: httpx.Response, **options) -> OctopusError:
+    client, _ = client_for(lambda request: response, **options)
+    with pytest.raises(OctopusError) as err:
+        client.request("GET", "/api/Spaces-1/machines")
+    return err.value
+
+
+def test_a_refused_key_is_a_configuration_error_naming_where_the_key_comes_from():
+    error = error_of(
+        httpx.Response(401, json={"ErrorMessage": "You must be logged in"}),
+        key_hint="OCTOPUS_API_KEY_FILE",
+    )
+    assert isinstance(error, OctopusAuthError) and isinstance(error, ConfigError)
+    assert error.exit_code == 2
+    assert str(error) == (
+        f"Octopus at {URL} refused the API key (401: You must be logged in): "
+        "set a valid key in OCTOPUS_API_KEY_FILE"
+    )
+    assert isinstance(error_of(httpx.Response(403, json={})), OctopusAuthError)
+    assert KEY not in str(error)
+
+
+def test_validation_errors_carry_octopus_own_words():
+    body = {
+        "ErrorMessage": "There was a problem with your request.",
+        "Errors": ["There was a problem with your request.", "A machine named web01 exists."],
+    }
+    for status in (400, 409):
+        error = error_of(httpx.Response(status, json=body))
+        assert type(error) is OctopusValidationError
+        assert str(error) == (
+            "There was a problem with your request.; A machine named web01 exists."
+        )
+
+
+def test_not_found_and_server_errors():
+    missing = error_of(httpx.Response(404, json={"ErrorMessage": "Machines-9 not found"}))
+    assert type(missing) is OctopusError and missing.exit_code == 3
+    assert str(missing) == "GET /api/Spaces-1/machines: not found (404): Machines-9 not found"
+    broken = error_of(httpx.Response(500, text="Internal Server Error"))
+    assert type(broken) is OctopusUnavailable
+    assert str(broken) == f"Octopus at {URL} failed (500): Internal Server Error"
+
+
+def test_an_answer_that_is_not_json_says_the_url_may_be_wrong():
+    client, _ = client_for(
+        lambda request: httpx.Response(200, text="<html>", headers={"content-type": "text/html"})
+    )
+    with pytest.raises(OctopusError, match="is not JSON \\(text/html\\): is the URL right"):
+        client.request("GET", "/api")
+    empty, _ = client_for(lambda request: httpx.Response(200))
+    assert empty.request("DELETE", "/api/Spaces-1/machines/Machines-1") is None
+
+
+def test_deleting_a_machine_already_gone_counts_as_deleted(clock):
+    client, sent = client_for(route)
+    client.connect(["QA"])
+    client.delete_machine("Machines-404")
+    assert sent.requests[-1].method == "DELETE"
+
+
+# --- a small server: the space, environments and machines, paged ----------------------------
+
+PAGE = 2
+MACHINES = [
+    {"Id": f"Machines-{i}", "Name": name, "EnvironmentIds": ["Environments-2"]}
+    for i, name in enumerate(["web01", "web010", "WEB01 ", "db01", "web01-old"], start=1)
+]
+
+
+def page(items: list[dict], path: str, skip: int) -> dict:
+    """Octopus' collection shape: Items, and a Page.Next link while more follow."""
+    links = {}
+    if skip + PAGE < len(items):
+        links["Page.Next"] = f"{path}?skip={skip + PAGE}&take={PAGE}"
+    return {"Items": items[skip : skip + PAGE], "Links": links}
+
+
+def route(request: httpx.Request) -> httpx.Response:
+    assert request.headers["X-Octopus-ApiKey"] == KEY
+    assert KEY not in str(request.url)
+    path, params = request.url.path, request.url.params
+    skip = int(params.get("skip", 0))
+    if path == "/api":
+        return httpx.Response(200, json={"Links": {"Spaces": "/api/spaces"}})
+    if path == "/api/spaces/all":
+        spaces = [{"Id": "Spaces-1", "Name": "Default", "IsDefault": True},
+                  {"Id": "Spaces-2", "Name": "Ops", "IsDefault": False}]  # fmt: skip
+        return httpx.Response(200, json=spaces)
+    if path == "/api/configuration/certificates/certificate-global":
+        return httpx.Response(200, json={"Thumbprint": "ab" * 20})
+    if path.endswith("/environments"):
+        # Like the real server, a loose filter: a partial match is returned as well.
+        environments = [{"Id": "Environments-1", "Name": "QA-old"},
+                        {"Id": "Environments-3", "Name": "Production"},
+                        {"Id": "Environments-2", "Name": "qa"}]  # fmt: skip
+        return httpx.Response(200, json=page(environments, path, skip))
+    if path.endswith("/machines"):
+        return httpx.Response(200, json=page(MACHINES, path, skip))
+    if path.endswith("/machines/Machines-404") and request.method == "DELETE":
+        return httpx.Response(404, json={"ErrorMessage": "not found"})
+    return httpx.Response(404, json={"ErrorMessage": f"no route {path}"})
+
+
+def test_connect_finds_the_space_the_thumbprint_and_environments_across_pages():
+    client, sent = client_for(route)
+    assert client.connect(["QA"]) == {"QA": "Environments-2"}
+    assert client.server_thumbprint() == "AB" * 20
+    paths = [r.url.path for r in sent.requests]
+    assert paths == ["/api", "/api/spaces/all",
+                     "/api/configuration/certificates/certificate-global",
+                     "/api/Spaces-1/environments", "/api/Spaces-1/environments"]  # fmt: skip
+    assert sent.requests[3].url.params["name"] == "QA"
+    # looked up once per run
+    client.environment_id("QA")
+    assert len(sent.requests) == 5
+
+
+def test_a_space_or_environment_that_does_not_exist_is_one_line():
+    client, _ = client_for(route, space="Nope")
+    with pytest.raises(ConfigError, match='has no space named "Nope" \\(spaces: Default, Ops\\)'):
+        client.connect(["QA"])
+    client, _ = client_for(route)
+    with pytest.raises(ConfigError, match='has no environment "Staging": create it in Octopus'):
+        client.connect(["Staging"])
+
+
+def test_machines_named_reads_every_page_and_keeps_exact_names_only():
+    client, sent = client_for(route, space="ops")
+    client.connect([])
+    named = client.machines_named("Web01")
+    # the server's filter is loose; the name is compared exactly, without case or blanks
+    assert [m["Id"] for m in named] == ["Machines-1", "Machines-3"]
+    reads = [r for r in sent.requests if r.url.path == "/api/Spaces-2/machines"]
+    assert [r.url.params.get("skip") for r in reads] == [None, "2", "4"]
+
+
+def test_paging_stops_at_an_empty_page_even_if_it_links_another():
+    def endless(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api":
+            return httpx.Response(200, json={"Links": {}})  # before spaces: no space prefix
+        if request.url.path.startswith("/api/configuration/"):
+            return httpx.Response(200, json={"Thumbprint": "AB" * 20})
+        return httpx.Response(200, json={"Items": [], "Links": {"Page.Next": "/api/machines"}})
+
+    client, sent = client_for(endless)
+    client.connect([])
+    assert client.machines_named("web01") == []
+    assert [r.url.path for r in sent.requests] == [
+        "/api",
+        "/api/configuration/certificates/certificate-global",
+        "/api/machines",
+    ]
