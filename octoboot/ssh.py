@@ -21,7 +21,7 @@ from fabric import Config, Connection
 from fabric.runners import Remote
 from invoke.terminals import isatty
 
-from octoboot.errors import ConfigError, OctobootError
+from octoboot.errors import ConfigError
 from octoboot.inventory import Machine
 
 USER_SSH_CONFIG = Path("~/.ssh/config").expanduser()
@@ -44,10 +44,6 @@ class BufferedStdinRemote(Remote):
             return super().read_our_stdin(input_)
         data = input_.read(65536)
         return data.decode() if isinstance(data, bytes) else data
-
-
-class HostKeyChanged(OctobootError):
-    """The machine presented another host key than the one remembered for it."""
 
 
 class KnownHosts:
