@@ -107,7 +107,6 @@ class Pipeline:
                 step_start = time.monotonic()
                 job.log.write(f"--- {name}")
                 try:
-                    self._check_log()
                     status, detail = getattr(self, f"step_{name}")()
                     self._check_log()
                 except StepFailed as exc:

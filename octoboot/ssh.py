@@ -71,14 +71,12 @@ class KnownHosts:
         self._persist = persist  # False in a dry run: keys are accepted but not written
         self._locks = locks  # shared with other runs, for rewriting the file
         self._lock = threading.Lock()
-        self._keys = paramiko.HostKeys()
         self.learned = 0  # keys of hosts seen for the first time
-        if path.exists():
-            try:
-                _check_lines(path, path.read_text())
-                self._keys.load(str(path))
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"cannot read the known_hosts file {path}: {exc}") from None
+        try:
+            text = path.read_text() if path.exists() else ""
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the known_hosts file {path}: {exc}") from None
+        self._keys = _load(path, text)
 
     def prepare(self, client: paramiko.SSHClient, machine: str, lookup_name: str) -> None:
         """Give client what is known of lookup_name (the name paramiko checks: host, or
@@ -123,9 +121,11 @@ class KnownHosts:
         write_atomic(self.path, "\n".join(lines) + "\n")
 
 
-def _check_lines(path: Path, text: str) -> None:
-    """ConfigError naming the first line paramiko would silently skip as broken. Key types
-    paramiko does not know and @marker lines are left alone, as OpenSSH's own may hold them."""
+def _load(path: Path, text: str) -> paramiko.HostKeys:
+    """The keys of a known_hosts file. A damaged line is a ConfigError naming it (paramiko's
+    own loader skips it, or fails on it with a traceback). Key types paramiko does not know
+    and @marker lines, which OpenSSH's files may hold, are left alone."""
+    keys = paramiko.HostKeys()
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith(("#", "@")):
@@ -133,13 +133,16 @@ def _check_lines(path: Path, text: str) -> None:
         try:
             if len(line.split()) < 3:
                 raise ValueError("it needs host names, a key type and a key")
-            HostKeyEntry.from_line(line, number)
+            entry = HostKeyEntry.from_line(line, number)
         except (ValueError, InvalidHostKey, paramiko.SSHException) as exc:
             why = exc.args[0] if isinstance(exc, ValueError) else "its key cannot be read"
             raise ConfigError(
                 f"{path} line {number} is damaged ({why}): restore it, or delete that line "
                 "(octoboot then trusts the key that host shows next: check it)"
             ) from None
+        for name in entry.hostnames if entry else ():
+            keys.add(name, entry.key.get_name(), entry.key)
+    return keys
 
 
 def _without(line: str, lookup_name: str) -> str:
