@@ -78,6 +78,22 @@ def load_pfx(data: bytes, password: str | None) -> tuple[rsa.RSAPrivateKey, x509
     return key, cert
 
 
+def is_whole_pfx(data: bytes) -> bool:
+    """Whether data is one whole DER SEQUENCE, as a PFX file is: tells a truncated, empty or
+    overwritten file from a whole one that a wrong password cannot open."""
+    if len(data) < 2 or data[0] != 0x30:
+        return False
+    first = data[1]
+    if first < 0x80:
+        length, header = first, 2
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or len(data) < 2 + count:
+            return False
+        length, header = int.from_bytes(data[2 : 2 + count], "big"), 2 + count
+    return header + length == len(data)
+
+
 def to_pem(key: rsa.RSAPrivateKey, cert: x509.Certificate) -> tuple[bytes, bytes]:
     """(key PEM, certificate PEM), unencrypted: for ssl contexts, written to 0600 files."""
     key_pem = key.private_bytes(

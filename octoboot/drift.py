@@ -197,7 +197,6 @@ def unlisted(
     )
 
 
-
 def listed_in(inventory: Inventory, environment: str) -> list[str]:
     """The machines any inventory file naming this Octopus environment lists (several
     files may name one environment, compared as Octopus compares names)."""

@@ -13,6 +13,8 @@ Anything else that escapes is a bug and keeps its traceback.
     │   ├── OctopusUnavailable      3     no answer, or 5xx, past the retry budget
     │   └── OctopusValidationError  3     400/409: Octopus refused the request
     ├── CertificateError            1     a PFX that cannot be opened (certificates)
+    ├── DamagedIdentity             1     one machine's PFX is damaged: that machine fails (identity)
+    ├── StateWriteError             1     a state file could not be written whole (files)
     ├── StepFailed                  -     a step failed: that machine's row, not the run (pipeline)
     └── SandboxError                1     the sandbox could not be started or changed
 

@@ -1,14 +1,25 @@
 """The identity store: one certificate per machine, minted once, kept on the controller.
 
-    <state>/identities/            0700
-    <state>/identities/web03.pfx   0600, PKCS#12 encrypted with the store's password
+    <state>/identities/                        0700
+    <state>/identities/web03.pfx               0600, PKCS#12 encrypted with the store's password
+    <state>/identities/password-verifier.json  0600, proves the password before a mint
 
 A machine's thumbprint is therefore known before anything is registered, and a rebuilt
 machine of the same name gets the same certificate back: it returns to Octopus as itself.
+
+A mistyped OCTOBOOT_PFX_PASSWORD must not mint a certificate that the right password cannot
+open later. So the store proves the password before minting: against its verifier (an
+scrypt hash, written with the store's first identity), or, in a store from before verifiers,
+against a PFX that opens (and then writes the verifier). With the password proved, a PFX that
+does not open is damaged, and is reported as such, for its machine only. Files are written
+whole (temporary file, fsync, rename), so a crash or a full disk never leaves a cut-off PFX.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import stat
 import threading
@@ -19,11 +30,21 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from octoboot import certificates
-from octoboot.errors import ConfigError
+from octoboot.errors import ConfigError, OctobootError
+from octoboot.files import write_atomic
+
+VERIFIER = "password-verifier.json"
+# scrypt's interactive-login cost (n=2^14, r=8): ~50 ms and 16 MB, once per run.
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
 class IdentityStoreError(ConfigError):
     """The store cannot be used safely (permissions, password)."""
+
+
+class DamagedIdentity(OctobootError):
+    """One machine's PFX cannot be read although the password is right: that machine
+    fails, the others go on."""
 
 
 @dataclass(frozen=True)
@@ -50,11 +71,14 @@ class IdentityStore:
         self._minting: dict[str, threading.Lock] = {}
         # Opening a PFX costs ~40 ms of key derivation: once per machine and run is enough.
         self._opened: dict[str, Identity] = {}
+        self._proved = False  # the password is known to be the store's
 
     def path(self, machine: str) -> Path:
         return self.dir / f"{machine}.pfx"
 
     def get(self, machine: str) -> Identity | None:
+        """The machine's identity, None if it has none; DamagedIdentity if its PFX cannot be
+        read, IdentityStoreError if the password is not the store's."""
         path = self.path(machine)
         if not path.exists():
             self._opened.pop(machine, None)
@@ -63,30 +87,39 @@ class IdentityStore:
         if machine in self._opened:
             return self._opened[machine]
         try:
-            key, cert = certificates.load_pfx(path.read_bytes(), self._password)
+            data = path.read_bytes()
         except OSError as exc:
-            raise IdentityStoreError(f"cannot read {path}: {exc.strerror}") from None
+            raise self._damaged(machine, f"it cannot be read: {exc.strerror}") from None
+        if not certificates.is_whole_pfx(data):
+            cut = "it is not a whole PFX file: cut short or overwritten"
+            raise self._damaged(machine, "it is empty" if not data else cut)
+        try:
+            key, cert = certificates.load_pfx(data, self._password)
         except certificates.CertificateError:
-            raise IdentityStoreError(
-                f"cannot open {path}: wrong OCTOBOOT_PFX_PASSWORD (it must be the one the "
-                "identity was created with)"
+            with self._lock:
+                self._prove()  # raises if the password is what is wrong
+            raise self._damaged(
+                machine, "it does not open with the store's password, which is the right one"
             ) from None
         identity = Identity(machine, certificates.thumbprint(cert), path, key=key, cert=cert)
         self._opened[machine] = identity
         return identity
 
-    def check(self, machines: list[str]) -> None:
-        """Before any host is touched: the store is private and the password opens the
-        identities of these machines (IdentityStoreError, a ConfigError, otherwise)."""
+    def check(self) -> None:
+        """Before any host is touched: the store is private and the password is the store's
+        (IdentityStoreError, a ConfigError, otherwise). Writes nothing; a damaged PFX is its
+        machine's failure, not the run's."""
         if self.dir.exists():
             self._check_private(self.dir)
-        for machine in machines:
-            self.get(machine)
+            with self._lock:
+                self._prove()
 
     def get_or_create(self, machine: str) -> Identity:
-        """The machine's identity, minting and saving it the first time."""
+        """The machine's identity, minting and saving it the first time (once the password
+        is proved to be the store's)."""
         with self._lock:
             self._ensure_dir()
+            self._ensure_verifier()
             minting = self._minting.setdefault(machine, threading.Lock())
         # One lock per machine: key generation releases the GIL, so machines mint in parallel.
         with minting:
@@ -96,9 +129,12 @@ class IdentityStore:
             key, cert = certificates.new_self_signed()
             data = certificates.to_pfx(key, cert, self._password, name=machine)
             path = self.path(machine)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
+            try:
+                write_atomic(path, data, replace=False)
+            except FileExistsError:  # another run minted it a moment ago: that one counts
+                existing = self.get(machine)
+                assert existing is not None
+                return existing
             identity = Identity(
                 machine, certificates.thumbprint(cert), path, created=True, key=key, cert=cert
             )
@@ -112,6 +148,82 @@ class IdentityStore:
             path.unlink()
             return True
         return False
+
+    # --- the password ----------------------------------------------------------------------
+
+    def _prove(self) -> bool:
+        """Whether the password is proved to be the store's: by the verifier, else by a PFX
+        it opens. False if there is nothing to prove it against (no verifier, no whole PFX);
+        IdentityStoreError if it is not the store's. Call with self._lock held."""
+        if self._proved:
+            return True
+        verifier = self.dir / VERIFIER
+        if verifier.exists():
+            self._check_private(verifier)
+            if not _matches(self._read_verifier(verifier), self._password):
+                raise IdentityStoreError(self._wrong_password(verifier))
+            self._proved = True
+            return True
+        refused = None
+        for path in sorted(self.dir.glob("*.pfx")):
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            if not certificates.is_whole_pfx(data):
+                continue  # damaged: proves nothing either way
+            try:
+                certificates.load_pfx(data, self._password)
+            except certificates.CertificateError:
+                refused = refused or path
+                continue
+            self._proved = True
+            return True
+        if refused:
+            raise IdentityStoreError(self._wrong_password(refused))
+        return False
+
+    def _ensure_verifier(self) -> None:
+        """Before a mint: the password proved, and the verifier written if there is none
+        (a new store, or one from before verifiers). Call with self._lock held."""
+        verifier = self.dir / VERIFIER
+        self._prove()
+        if verifier.exists():
+            return
+        try:
+            write_atomic(verifier, _new_verifier(self._password), replace=False)
+        except FileExistsError:  # another run wrote it first: its password must be ours
+            self._proved = False
+            self._prove()
+        self._proved = True
+
+    def _read_verifier(self, path: Path) -> _Verifier:
+        try:
+            data = json.loads(path.read_text())
+            return _Verifier(
+                {name: int(data["scrypt"][name]) for name in ("n", "r", "p")},
+                bytes.fromhex(data["salt"]),
+                bytes.fromhex(data["key"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            raise IdentityStoreError(
+                f"{path} is damaged: restore it from a backup, or delete it (the next run "
+                "that mints writes a new one, proved against an identity that opens)"
+            ) from None
+
+    def _wrong_password(self, path: Path) -> str:
+        return (
+            f"OCTOBOOT_PFX_PASSWORD is not the password of the identity store {self.dir} "
+            f"(checked against {path.name}): set the one the store was created with; "
+            "nothing was changed"
+        )
+
+    def _damaged(self, machine: str, why: str) -> DamagedIdentity:
+        return DamagedIdentity(
+            f"the identity {self.path(machine)} is damaged ({why}): restore it from a backup, "
+            f"or run `inv deregister --host {machine} --forget-identity` so that {machine} "
+            "comes back as a new machine"
+        )
 
     def _ensure_dir(self) -> None:
         if not self.dir.exists():
@@ -127,3 +239,23 @@ class IdentityStore:
                 f"refusing to use {path}: it is readable or writable by others "
                 f"(mode {stat.S_IMODE(info.st_mode):o}); run `chmod {mode} {path}`"
             )
+
+
+@dataclass(frozen=True)
+class _Verifier:
+    scrypt: dict[str, int]
+    salt: bytes
+    key: bytes
+
+
+def _new_verifier(password: str) -> str:
+    salt = os.urandom(16)
+    key = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT, dklen=32)
+    return json.dumps({"scrypt": _SCRYPT, "salt": salt.hex(), "key": key.hex()})
+
+
+def _matches(verifier: _Verifier, password: str) -> bool:
+    key = hashlib.scrypt(
+        password.encode(), salt=verifier.salt, **verifier.scrypt, dklen=len(verifier.key)
+    )
+    return hmac.compare_digest(key, verifier.key)

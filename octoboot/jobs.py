@@ -5,11 +5,13 @@ in octoboot.status).
     print(report.table()); sys.exit(report.exit_code)
 
 Everything that can be checked before touching a host is checked first (inventory,
-settings, flags, the identity store and its password, each Octopus: key, space, server
-certificate, environments), so a configuration error costs nothing and says so in one line
-(a ConfigError). Then every machine runs its pipeline through a FleetGroup; whatever happens
-to one machine ends up as that machine's row in the report, and the report and the logs are
-always written, Ctrl-C included.
+settings, flags, a writable state directory, the identity store and its password, each
+Octopus: key, space, server certificate, environments), so a configuration error costs
+nothing and says so in one line (a ConfigError). A run that changes machines then takes
+their locks (locks.py): machines another run holds are `skipped`, naming it. Then every
+machine runs its pipeline through a FleetGroup; whatever happens to one machine ends up as
+that machine's row in the report, and the report and the logs are always written, Ctrl-C
+included (or the terminal says why they could not be).
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ from typing import Any
 
 from octoboot.bootstrap import Bootstrap, Install, Register
 from octoboot.errors import ConfigError
+from octoboot.files import StateWriteError, check_writable, describe, write_atomic
 from octoboot.fleet import DeadlineExceeded, FleetGroup, FleetInterrupted, Interrupted
 from octoboot.identity import IdentityStore
 from octoboot.inventory import Inventory, Machine, load_inventory
 from octoboot.lifecycle import Deregister, Exec
+from octoboot.locks import Locks
 from octoboot.octopus import OctopusClient
 from octoboot.pipeline import Job, Pipeline
 from octoboot.report import MachineResult, RunReport, State, StepResult
@@ -154,6 +158,7 @@ class Run:
         self.settings = settings or load_settings()
         self.records_outcome = pipeline.RECORDS_OUTCOME and not options.dry_run
         self.persist_host_keys = not (pipeline.READ_ONLY or options.dry_run)
+        self.takes_locks = pipeline.TAKES_LOCKS and self.persist_host_keys
         self.inventory: Inventory = load_inventory(self.settings.machines_dir)
         self.machines = [_with_overrides(m, options) for m in self._select(selection)]
         self.clients: dict[str, OctopusClient] = {}
@@ -184,11 +189,12 @@ class Run:
         return [m for m in machines if m.name in failed]
 
     def check(self) -> None:
+        check_writable(self.settings.state_dir)
         if self.pipeline.NEEDS_IDENTITIES:
             password = self.settings.pfx_password().reveal()
             self.secrets.append(password)
             self.identities = IdentityStore(self.settings.state_dir, password)
-            self.identities.check([m.name for m in self.machines])
+            self.identities.check()
         if self.pipeline.NEEDS_OCTOPUS:
             for env_key in dict.fromkeys(m.env_key for m in self.machines):
                 environment = self.inventory.environments[env_key]
@@ -216,6 +222,13 @@ class Run:
                 client.close()
 
     def _run_machines(self) -> RunReport:
+        locks = Locks(self.settings.state_dir, self.command)
+        try:
+            return self._run_locked(locks)
+        finally:
+            locks.release()
+
+    def _run_locked(self, locks: Locks) -> RunReport:
         started = time.monotonic()
         masker = Masker(self.secrets)
         console = _masked(self.options.console, masker)
@@ -225,13 +238,35 @@ class Run:
             if self.options.accept_new_host_key
             else (),
             persist_host_keys=self.persist_host_keys,
+            locks=locks,
         )
         connections = [connector.connection(m) for m in self.machines]
         _refuse_shared_connections(self.machines, connections)
-        run_dir = new_run_dir(self.settings.state_dir, self.command.replace(" --", "-"))
+        busy: dict[str, str] = {}
+        if self.takes_locks:
+            busy = locks.acquire_machines([m.name for m in self.machines], on_wait=console)
+        try:
+            run_dir = new_run_dir(self.settings.state_dir, self.command.replace(" --", "-"))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot make the run's folder in {self.settings.state_dir / 'runs'}: "
+                f"{describe(exc)}"
+            ) from None
         sequential = not self.options.parallel
         jobs: dict[Any, Job] = {}
+        skipped: list[MachineResult] = []
         for job_id, (machine, conn) in enumerate(zip(self.machines, connections, strict=True), 1):
+            if machine.name in busy:
+                row = MachineResult(
+                    job_id,
+                    machine.name,
+                    machine.environment,
+                    State.SKIPPED,
+                    reason=busy[machine.name],
+                )
+                skipped.append(row)
+                console(row.summary_line())
+                continue
             echo = (lambda line: console(f"  {line}")) if sequential else None
             jobs[conn] = Job(
                 job_id=job_id,
@@ -278,15 +313,28 @@ class Run:
         results = [finished.get(cxn) or _result_of(job, None, masker) for cxn, job in jobs.items()]
         report = RunReport(
             self.command,
-            results,
+            sorted([*results, *skipped], key=lambda r: r.job_id),
             time.monotonic() - started,
             str(run_dir),
             interrupted=interrupted,
+            host_keys_learned=connector.host_keys_learned(),
+            host_keys_kept=self.persist_host_keys,
         )
-        report.write(run_dir)
+        self.write_report(report)
         if self.records_outcome:
-            record_outcome(self.settings.state_dir, report, self.machines)
+            try:
+                record_outcome(self.settings.state_dir, report, self.machines, locks)
+            except StateWriteError as exc:
+                console(f"octoboot: --retry-failed will not know this run: {exc}")
         return report
+
+    def write_report(self, report: RunReport) -> None:
+        """Write the report into its run folder, or say on the terminal why it could not."""
+        assert report.run_dir is not None
+        try:
+            report.write(Path(report.run_dir))
+        except StateWriteError as exc:
+            self.options.console(f"octoboot: the report was not written ({exc})")
 
 
 def _result_of(job: Job, value: object, masker: Masker) -> MachineResult:
@@ -377,22 +425,29 @@ def last_failures(state_dir: Path, env_key: str) -> list[str]:
         raise ConfigError(f"{path} is not a record octoboot wrote: delete it") from None
 
 
-def record_outcome(state_dir: Path, report: RunReport, machines: list[Machine]) -> None:
+def record_outcome(
+    state_dir: Path, report: RunReport, machines: list[Machine], locks: Locks
+) -> None:
     """Per environment: the machines whose last run did not succeed (for --retry-failed).
-    A machine that succeeds leaves the list; one not in this run keeps its entry."""
+    A machine that succeeds leaves the list; one not in this run keeps its entry. Under the
+    environment's lock, so runs on other machines of it do not lose each other's entries."""
     env_of = {m.name: m.env_key for m in machines}
     by_env: dict[str, list[MachineResult]] = {}
     for result in report.results:
         by_env.setdefault(env_of[result.machine], []).append(result)
     for env_key, results in by_env.items():
         path = _outcome_file(state_dir, env_key)
-        failed = set(last_failures(state_dir, env_key))
-        failed -= {r.machine for r in results if r.state in DONE_STATES}
-        failed |= {r.machine for r in results if r.state in RETRY_STATES}
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.write_text(
-            json.dumps(
-                {"command": report.command, "run_dir": report.run_dir, "failed": sorted(failed)},
-                indent=1,
-            )
-        )
+        with locks.held(f"last-run:{env_key}"):
+            failed = set(last_failures(state_dir, env_key))
+            failed -= {r.machine for r in results if r.state in DONE_STATES}
+            failed |= {r.machine for r in results if r.state in RETRY_STATES}
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise StateWriteError(path.parent, exc) from None
+            record = {
+                "command": report.command,
+                "run_dir": report.run_dir,
+                "failed": sorted(failed),
+            }
+            write_atomic(path, json.dumps(record, indent=1))

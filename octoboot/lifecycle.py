@@ -5,7 +5,9 @@ thumbprint), so that a machine being destroyed leaves no target behind even when
 is already unreachable; with `uninstall` it then stops and removes the Tentacle service and
 instance on the host. The identity stays in the store, so a machine of the same name comes
 back with the same thumbprint (as a new Octopus record, since the old one is gone), unless
-`forget_identity` is given.
+`forget_identity` is given. A damaged identity cannot show that a record is this machine's,
+so the record is kept; with `forget_identity` the damaged file still goes, and a bootstrap
+with `--take-over` gives the record the new certificate (same Id).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from octoboot import tentacle
+from octoboot.identity import DamagedIdentity
 from octoboot.octopus import registered_thumbprint
 from octoboot.pipeline import Pipeline, StepFailed, last_lines
 from octoboot.report import State
@@ -35,7 +38,10 @@ class Deregister(Pipeline):
     def step_deregister(self) -> tuple[str, str]:
         octopus, name = self._octopus(), self.machine.name
         assert self.job.identities is not None
-        identity = self.job.identities.get(name)
+        try:
+            identity, damaged = self.job.identities.get(name), None
+        except DamagedIdentity as exc:
+            identity, damaged = None, exc
         thumbprint = identity.thumbprint if identity else None
         self.job.result.thumbprint = thumbprint
         records = octopus.machines_named(name)
@@ -44,6 +50,15 @@ class Deregister(Pipeline):
         record = records[0]
         registered = registered_thumbprint(record)
         self.job.result.octopus_id = record["Id"]
+        if damaged and self.job.options.get("forget_identity"):
+            # Said in the row's reason too: the record outlives this "changed" machine.
+            self.job.result.reason = (
+                f"{record['Id']} kept: a damaged identity cannot show it is this machine's; "
+                f"`inv bootstrap --host {name} --take-over` gives it the new certificate"
+            )
+            return "skipped", self.job.result.reason
+        if damaged:
+            raise StepFailed(f"{damaged}; {record['Id']} was not removed")
         if thumbprint is None:
             raise StepFailed(
                 f"{record['Id']} is named {name}, but the identity store has no certificate "
@@ -86,7 +101,7 @@ class Deregister(Pipeline):
         assert store is not None
         if not self.job.options.get("forget_identity"):
             return "unchanged", "identity kept: the machine comes back with the same thumbprint"
-        if store.get(self.machine.name) is None:
+        if not store.path(self.machine.name).exists():  # a damaged one is forgotten too
             return "unchanged", "no identity in the store"
         if self.job.dry_run:
             return self.plan("would delete the identity from the store")
@@ -99,6 +114,8 @@ class Exec(Pipeline):
 
     STEPS: ClassVar = ("connect", "exec")
     RECORDS_OUTCOME = False  # looking at machines must not change what a retry re-runs
+    # The operator's own command, often run to look at a machine another run is busy with.
+    TAKES_LOCKS = False
 
     def step_exec(self) -> tuple[str, str]:
         command = self.job.options["command"]

@@ -86,6 +86,8 @@ class Pipeline:
     RECORDS_OUTCOME: ClassVar[bool] = True
     # Writes nothing anywhere, new host keys included (like a dry run).
     READ_ONLY: ClassVar[bool] = False
+    # Holds its machines' locks for the run, unless read-only or a dry run (locks.py).
+    TAKES_LOCKS: ClassVar[bool] = True
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -106,6 +108,7 @@ class Pipeline:
                 job.log.write(f"--- {name}")
                 try:
                     status, detail = getattr(self, f"step_{name}")()
+                    self._check_log()
                 except StepFailed as exc:
                     self._record(name, "failed", str(exc), step_start)
                     result.state, result.failed_step, result.reason = exc.state, name, str(exc)
@@ -148,6 +151,12 @@ class Pipeline:
         self.job.log.write(f"{name}: {status}" + (f" ({detail})" if detail else ""), echo=False)
         if self.job.on_step and not self.job.cancelled.is_set():
             self.job.on_step(self.job, step)
+
+    def _check_log(self) -> None:
+        # A machine whose log cannot be written (full disk) fails, with one line: its work
+        # would leave no trace to look at.
+        if self.job.log.failure:
+            raise StepFailed(self.job.log.failure)
 
     def _check_cancelled(self) -> None:
         if self.job.cancelled.is_set():

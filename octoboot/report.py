@@ -10,6 +10,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from octoboot.files import write_atomic
+
 
 class State(StrEnum):
     OK = "ok"  # a read-only job succeeded (exec, status)
@@ -68,6 +70,10 @@ class RunReport:
     wall_seconds: float
     run_dir: str | None = None
     interrupted: bool = False
+    # SSH host keys seen for the first time and trusted; kept: written to known_hosts.
+    # Many at once where machines are not new means known_hosts was lost.
+    host_keys_learned: int = 0
+    host_keys_kept: bool = True
 
     @property
     def exit_code(self) -> int:
@@ -75,7 +81,7 @@ class RunReport:
             return EXIT_INTERRUPTED
         states = {r.state for r in self.results}
         code = EXIT_OK
-        if states & {State.FAILED, State.UNKNOWN}:
+        if states & {State.FAILED, State.UNKNOWN, State.SKIPPED}:
             code |= EXIT_FAILED
         if states & {State.UNREACHABLE, State.TIMED_OUT, State.INTERRUPTED}:
             code |= EXIT_UNREACHABLE
@@ -90,6 +96,7 @@ class RunReport:
             "exit_code": self.exit_code,
             "wall_seconds": round(self.wall_seconds, 3),
             "counts": self.counts(),
+            "host_keys_learned": self.host_keys_learned,
             "run_dir": self.run_dir,
             "machines": [asdict(r) for r in self.results],
         }
@@ -121,13 +128,20 @@ class RunReport:
             f"{len(self.results)} machine(s): {counts or 'none'}; "
             f"wall time {self.wall_seconds:.1f}s; exit code {self.exit_code}"
         ]
+        if self.host_keys_learned:
+            kept = "added to known_hosts" if self.host_keys_kept else "for this run only"
+            lines.append(
+                f"{self.host_keys_learned} SSH host key(s) seen for the first time and "
+                f"trusted ({kept}): unexpected if these machines were known before"
+            )
         if self.run_dir:
             lines.append(f"logs: {self.run_dir}")
         return lines
 
     def write(self, run_dir: Path) -> None:
-        (run_dir / "report.json").write_text(self.to_json() + "\n")
-        (run_dir / "report.txt").write_text(self.table() + "\n")
+        """report.json and report.txt, each written whole (StateWriteError if not)."""
+        write_atomic(run_dir / "report.json", self.to_json() + "\n")
+        write_atomic(run_dir / "report.txt", self.table() + "\n")
 
 
 def short_thumbprint(thumbprint: str | None) -> str:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from octoboot.files import append, describe, open_append
+
 MASK = "********"
 
 
@@ -38,7 +40,11 @@ def new_run_dir(state_dir: Path, command: str) -> Path:
 
 
 class MachineLog:
-    """One machine's log file; optionally echoes to the terminal as lines come."""
+    """One machine's log file; optionally echoes to the terminal as lines come.
+
+    A log that cannot be written (full disk) never ends in half a line, and never raises
+    where the machine's work is: `failure` says why, and the pipeline fails that machine
+    with it."""
 
     def __init__(
         self,
@@ -52,19 +58,28 @@ class MachineLog:
         self._echo = echo
         self._lock = threading.Lock()
         self._start = time.monotonic()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._file = os.fdopen(fd, "a", encoding="utf-8")
+        self.failure: str | None = None
+        self._fd: int | None = None
+        try:
+            self._fd = open_append(path)
+        except OSError as exc:
+            self.failure = f"cannot write its log {path}: {describe(exc)}"
 
     def write(self, text: str, *, echo: bool = True) -> None:
         text = self._mask(text)
         stamp = f"{time.monotonic() - self._start:8.3f} "
+        lines = "".join(stamp + line + "\n" for line in text.rstrip("\n").splitlines() or [""])
         with self._lock:
-            for line in text.rstrip("\n").splitlines() or [""]:
-                self._file.write(stamp + line + "\n")
-            self._file.flush()
+            if self._fd is not None and self.failure is None:
+                try:
+                    append(self._fd, lines.encode(errors="backslashreplace"))
+                except OSError as exc:
+                    self.failure = f"cannot write its log {self.path}: {describe(exc)}"
         if echo and self._echo:
             self._echo(text.rstrip("\n"))
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None

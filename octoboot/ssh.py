@@ -4,12 +4,14 @@ Fabric accepts any host key (AutoAddPolicy) and, under `inv`, may not read ~/.ss
 So octoboot builds its own fabric.Config from the ssh_config the inventory names (default:
 the user's ~/.ssh/config), and checks host keys against its own known_hosts file: a machine
 seen for the first time is accepted and remembered, a changed key is refused unless the
-machine was named for accepting a new key (a rebuilt machine).
+machine was named for accepting a new key (a rebuilt machine). known_hosts is rewritten
+whole (files.write_atomic) under a lock shared with other runs, from the file as it is then,
+so concurrent runs keep each other's keys; a damaged line is refused, naming it, rather than
+skipped (paramiko skips it, which would silently trust whatever key that host shows next).
 """
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 from collections.abc import Iterable
@@ -20,9 +22,12 @@ import paramiko
 from fabric import Config, Connection
 from fabric.runners import Remote
 from invoke.terminals import isatty
+from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 
 from octoboot.errors import ConfigError
+from octoboot.files import StateWriteError, write_atomic
 from octoboot.inventory import Machine
+from octoboot.locks import Locks
 
 USER_SSH_CONFIG = Path("~/.ssh/config").expanduser()
 
@@ -50,18 +55,24 @@ class KnownHosts:
     """A known_hosts file shared by every connection of a run (thread-safe)."""
 
     def __init__(
-        self, path: Path, *, accept_new_for: Iterable[str] = (), persist: bool = True
+        self,
+        path: Path,
+        *,
+        accept_new_for: Iterable[str] = (),
+        persist: bool = True,
+        locks: Locks | None = None,
     ) -> None:
         self.path = path
         self._accept_new_for = set(accept_new_for)
         self._persist = persist  # False in a dry run: keys are accepted but not written
+        self._locks = locks  # shared with other runs, for rewriting the file
         self._lock = threading.Lock()
-        self._keys = paramiko.HostKeys()
-        if path.exists():
-            try:
-                self._keys.load(str(path))
-            except (OSError, paramiko.SSHException) as exc:
-                raise ConfigError(f"cannot read the known_hosts file {path}: {exc}") from None
+        self.learned = 0  # keys of hosts seen for the first time
+        try:
+            text = path.read_text() if path.exists() else ""
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the known_hosts file {path}: {exc}") from None
+        self._keys = _load(path, text)
 
     def prepare(self, client: paramiko.SSHClient, machine: str, lookup_name: str) -> None:
         """Give client what is known of lookup_name (the name paramiko checks: host, or
@@ -76,21 +87,77 @@ class KnownHosts:
                 client.get_host_keys().add(lookup_name, key_type, key)
 
     def remember(self, lookup_name: str, key: paramiko.PKey) -> None:
+        """Trust key for lookup_name from now on (StateWriteError if it cannot be written
+        down: the machine fails rather than run with a key nobody remembers)."""
         with self._lock:
             entry = self._keys.lookup(lookup_name)
             replacing = entry is not None
             if replacing:
                 del self._keys[lookup_name]
+            else:
+                self.learned += 1
             self._keys.add(lookup_name, key.get_name(), key)
             if not self._persist:
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if replacing:
-                self._keys.save(str(self.path))
+            if self._locks is None:
+                self._save(lookup_name, key)
             else:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                with os.fdopen(fd, "a") as out:
-                    out.write(f"{lookup_name} {key.get_name()} {key.get_base64()}\n")
+                with self._locks.held(f"known_hosts:{self.path.absolute()}"):
+                    self._save(lookup_name, key)
+
+    def _save(self, lookup_name: str, key: paramiko.PKey) -> None:
+        # From the file as it is now, not as it was read: another run may have added keys.
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            text = self.path.read_text() if self.path.exists() else ""
+        except OSError as exc:
+            raise StateWriteError(self.path, exc) from None
+        lines = [kept for line in text.splitlines() if (kept := _without(line, lookup_name))]
+        lines.append(f"{lookup_name} {key.get_name()} {key.get_base64()}")
+        write_atomic(self.path, "\n".join(lines) + "\n")
+
+
+def _load(path: Path, text: str) -> paramiko.HostKeys:
+    """The keys of a known_hosts file. A damaged line is a ConfigError naming it (paramiko's
+    own loader skips it, or fails on it with a traceback). Key types paramiko does not know
+    and @marker lines, which OpenSSH's files may hold, are left alone."""
+    keys = paramiko.HostKeys()
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", "@")):
+            continue
+        try:
+            if len(line.split()) < 3:
+                raise ValueError("it needs host names, a key type and a key")
+            entry = HostKeyEntry.from_line(line, number)
+        except (ValueError, InvalidHostKey, paramiko.SSHException) as exc:
+            why = exc.args[0] if isinstance(exc, ValueError) else "its key cannot be read"
+            raise ConfigError(
+                f"{path} line {number} is damaged ({why}): restore it, or delete that line "
+                "(octoboot then trusts the key that host shows next: check it)"
+            ) from None
+        for name in entry.hostnames if entry else ():
+            keys.add(name, entry.key.get_name(), entry.key)
+    return keys
+
+
+def _without(line: str, lookup_name: str) -> str:
+    """line with lookup_name taken out of its host names ("" if none are left); other lines
+    (comments, blank, other hosts) as they are."""
+    fields = line.split()
+    if len(fields) < 3 or line.lstrip().startswith(("#", "@")):
+        return line
+    names = fields[0].split(",")
+    kept = [name for name in names if not _names_host(name, lookup_name)]
+    if len(kept) == len(names):
+        return line
+    return " ".join([",".join(kept), *fields[1:]]) if kept else ""
+
+
+def _names_host(name: str, lookup_name: str) -> bool:
+    if name.startswith("|1|"):  # a hashed name (HashKnownHosts)
+        return paramiko.HostKeys.hash_host(lookup_name, name) == name
+    return name == lookup_name
 
 
 class _Remember(paramiko.MissingHostKeyPolicy):
@@ -122,10 +189,12 @@ class Connector:
         *,
         accept_new_for: Iterable[str] = (),
         persist_host_keys: bool = True,
+        locks: Locks | None = None,
     ) -> None:
         self._default_known_hosts = known_hosts_default
         self._accept_new_for = tuple(accept_new_for)
         self._persist = persist_host_keys
+        self._locks = locks
         self._configs: dict[Path | None, Config] = {}
         self._known_hosts: dict[Path, KnownHosts] = {}
         self._lock = threading.Lock()
@@ -153,9 +222,17 @@ class Connector:
         with self._lock:
             if path not in self._known_hosts:
                 self._known_hosts[path] = KnownHosts(
-                    path, accept_new_for=self._accept_new_for, persist=self._persist
+                    path,
+                    accept_new_for=self._accept_new_for,
+                    persist=self._persist,
+                    locks=self._locks,
                 )
             return self._known_hosts[path]
+
+    def host_keys_learned(self) -> int:
+        """How many hosts' keys were seen for the first time (across known_hosts files)."""
+        with self._lock:
+            return sum(known.learned for known in self._known_hosts.values())
 
     def connection(self, machine: Machine) -> Connection:
         options = machine.ssh

@@ -22,7 +22,6 @@ keys are accepted for this run without being written to known_hosts.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import ClassVar
 
 from tabulate import tabulate
@@ -222,9 +221,11 @@ class StatusRun(Run):
             report.wall_seconds + time.monotonic() - started,
             report.run_dir,
             interrupted=report.interrupted,
+            host_keys_learned=report.host_keys_learned,
+            host_keys_kept=report.host_keys_kept,
         )
         if report.run_dir:
-            status_report.write(Path(report.run_dir))
+            self.write_report(status_report)
         return status_report
 
     def _unlisted(self, first_id: int) -> list[MachineResult]:

@@ -31,6 +31,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from octoboot.errors import SandboxError
+from octoboot.files import write_atomic
 from octoboot.sandbox import net, processes
 from octoboot.sandbox.archive import (
     DEFAULT_TENTACLE_VERSION,
@@ -206,12 +207,13 @@ class Sandbox:
         self._save(state)
         written = [inventory]
         if not dotenv.exists():
-            dotenv.touch(0o600)
-            dotenv.write_text(
+            write_atomic(
+                dotenv,
                 "# Written by `inv sandbox.up` because there was no .env; yours to edit.\n"
                 "# Password of the identity store's PFX files (keep it: without it the\n"
                 "# machines' certificates cannot be read, and they would get new thumbprints).\n"
-                f"OCTOBOOT_PFX_PASSWORD={secrets.token_urlsafe(24)}\n"
+                f"OCTOBOOT_PFX_PASSWORD={secrets.token_urlsafe(24)}\n",
+                replace=False,
             )
             written.append(dotenv)
         return written
@@ -342,9 +344,7 @@ class Sandbox:
         build_tentacle_archive(self.root / "packages")
         octopus = self.root / "octopus"
         octopus.mkdir(mode=0o700, exist_ok=True)
-        api_key = octopus / "api-key"
-        api_key.touch(0o600)
-        api_key.write_text(_new_api_key() + "\n")
+        write_atomic(octopus / "api-key", _new_api_key() + "\n")
 
     def _start_servers(self, slot: net.Slot) -> None:
         self._start_server("octopus", slot)

@@ -26,6 +26,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from octoboot.files import write_atomic
 from octoboot.sandbox import processes
 
 DISK_MOUNTS = {
@@ -145,14 +146,13 @@ class Host:
 def write_ssh_key(private: Path, *, comment: str) -> None:
     """A new Ed25519 key pair in OpenSSH format: private (0600) and private + '.pub'."""
     key = ed25519.Ed25519PrivateKey.generate()
-    private.unlink(missing_ok=True)
-    private.touch(0o600)
-    private.write_bytes(
+    write_atomic(
+        private,
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption(),
-        )
+        ),
     )
     public = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH

@@ -41,6 +41,7 @@ from cryptography import x509
 
 from octoboot import certificates
 from octoboot.errors import SandboxError
+from octoboot.files import write_atomic
 from octoboot.sandbox.octopus_state import (
     DEFAULT_MACHINE_POLICY,
     DEFAULT_MACHINE_TIMEOUT,
@@ -55,7 +56,6 @@ from octoboot.sandbox.octopus_state import (
     now,
     parse_timespan,
     same_name,
-    write_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,8 @@ def _ensure_server_certificate(state_dir: Path) -> tuple[Path, Path, str]:
     cert_path = state_dir / "server-cert.pem"
     if not (key_path.exists() and cert_path.exists()):
         key_pem, cert_pem = certificates.to_pem(*certificates.new_self_signed(SERVER_COMMON_NAME))
-        write_atomic(key_path, key_pem, mode=0o600)
-        write_atomic(cert_path, cert_pem)
+        write_atomic(key_path, key_pem)
+        write_atomic(cert_path, cert_pem, mode=0o644)
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
     return key_path, cert_path, certificates.thumbprint(cert)
 

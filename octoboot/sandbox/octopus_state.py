@@ -10,9 +10,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-import os
 import re
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from octoboot.errors import SandboxError
+from octoboot.files import write_atomic
 
 Resource = dict[str, Any]
 
@@ -124,19 +123,6 @@ def slugify(name: str) -> str:
 
 def same_name(a: str, b: str) -> bool:
     return a.strip().casefold() == b.strip().casefold()
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace path with data so a reader never sees a half-written file."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _string_list(body: Resource, field: str, errors: list[str]) -> list[str]:
@@ -512,4 +498,4 @@ class OctopusState:
 
     def _save(self) -> None:
         if not self._closed:
-            write_atomic(self._path, json.dumps(self._doc, indent=1).encode())
+            write_atomic(self._path, json.dumps(self._doc, indent=1), mode=0o644)

@@ -75,14 +75,28 @@ def tree_digest(*paths: Path) -> dict[str, str]:
 def inv(settings: Settings, *args: str, **popen) -> subprocess.CompletedProcess:
     """The real command line (`inv ...` of this repository), aimed at the test project by
     environment variables."""
-    env = {
+    return subprocess.run(
+        _inv_argv(args), capture_output=True, text=True, env=_inv_environ(settings),
+        stdin=subprocess.DEVNULL, timeout=300, **popen,
+    )  # fmt: skip
+
+
+def inv_started(settings: Settings, *args: str) -> subprocess.Popen:
+    """`inv ...` as inv() runs it, started and not waited for (communicate() to end it)."""
+    return subprocess.Popen(
+        _inv_argv(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_inv_environ(settings), stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _inv_argv(args: tuple[str, ...]) -> list[str]:
+    return [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args]
+
+
+def _inv_environ(settings: Settings) -> dict[str, str]:
+    return {
         **os.environ,
         "OCTOBOOT_STATE_DIR": str(settings.state_dir),
         "OCTOBOOT_MACHINES_DIR": str(settings.machines_dir),
         "OCTOBOOT_PFX_PASSWORD": settings.pfx_password().reveal(),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=300,
-        **popen,
-    )  # fmt: skip

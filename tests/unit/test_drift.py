@@ -113,10 +113,15 @@ def test_the_record_octoboot_creates_and_the_one_it_puts_back():
 def test_a_record_as_wanted_has_no_differences():
     assert differences(wanted(), record()) == []
     # roles without case or order, addresses without case, thumbprints without case
-    assert differences(
-        wanted(roles=("API", "web")),
-        record(Roles=["web", "api"], Endpoint=endpoint(Uri=URI.upper(), Thumbprint=HOST.lower())),
-    ) == []
+    assert (
+        differences(
+            wanted(roles=("API", "web")),
+            record(
+                Roles=["web", "api"], Endpoint=endpoint(Uri=URI.upper(), Thumbprint=HOST.lower())
+            ),
+        )
+        == []
+    )
 
 
 def test_a_port_that_differs_from_the_inventory_is_a_difference():

@@ -52,3 +52,22 @@ def test_json_carries_every_field():
     machine = data["machines"][0]
     assert machine["state"] == "timed out" and machine["failed_step"] == "install"
     assert machine["job_id"] == 1 and machine["machine"] == "web01"
+
+
+def test_a_machine_skipped_because_another_run_holds_it_is_not_success():
+    held = result(2, State.SKIPPED, reason="another octoboot run (pid 7, started T) holds them")
+    assert RunReport("b", [result(1, State.CHANGED), held], 1).exit_code == EXIT_FAILED
+
+
+def test_the_summary_says_how_many_host_keys_were_trusted_for_the_first_time():
+    rows = [result(1, State.UNCHANGED)]
+    assert "host key" not in RunReport("b", rows, 1).table()
+    kept = RunReport("b", rows, 1, host_keys_learned=3)
+    assert "3 SSH host key(s) seen for the first time and trusted (added to known_hosts)" in (
+        kept.table()
+    )
+    assert json.loads(kept.to_json())["host_keys_learned"] == 3
+    looked = RunReport("status", rows, 1, host_keys_learned=1, host_keys_kept=False)
+    assert "1 SSH host key(s) seen for the first time and trusted (for this run only)" in (
+        looked.table()
+    )
