@@ -158,13 +158,9 @@ class Run:
         self.machines = [_with_overrides(m, options) for m in self._select(selection)]
         self.clients: dict[str, OctopusClient] = {}
         self.environment_ids: dict[str, str] = {}
-        # Masked in every output, whether or not this run uses them (exec output may hold
-        # them, and the settings' PFX password or API key must never be printed).
-        self.secrets: list[str] = [
-            secret.reveal()
-            for secret in (self.settings.pfx_secret, self.settings.octopus_api_key)
-            if secret is not None
-        ]
+        # Loaded so that they are masked in every output, whether or not this run uses them:
+        # exec output or a command line may hold any of them.
+        self.settings.load_secrets(self.inventory.environments.values())
         self.identities: IdentityStore | None = None
 
     # --- checks before any host is touched ------------------------------------------------
@@ -186,14 +182,12 @@ class Run:
     def check(self) -> None:
         if self.pipeline.NEEDS_IDENTITIES:
             password = self.settings.pfx_password().reveal()
-            self.secrets.append(password)
             self.identities = IdentityStore(self.settings.state_dir, password)
             self.identities.check([m.name for m in self.machines])
         if self.pipeline.NEEDS_OCTOPUS:
             for env_key in dict.fromkeys(m.env_key for m in self.machines):
                 environment = self.inventory.environments[env_key]
                 target = self.settings.octopus_for(environment)
-                self.secrets.append(target.api_key.reveal())
                 client = OctopusClient(
                     target.url,
                     target.api_key.reveal(),
@@ -217,7 +211,7 @@ class Run:
 
     def _run_machines(self) -> RunReport:
         started = time.monotonic()
-        masker = Masker(self.secrets)
+        masker = Masker()
         console = _masked(self.options.console, masker)
         connector = Connector(
             self.settings.state_dir / "known_hosts",

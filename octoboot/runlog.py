@@ -13,19 +13,32 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from octoboot.settings import loaded_secrets
+
 MASK = "********"
 
 
 class Masker:
-    """Replaces every known secret value in text, whatever code path it came by."""
+    """Replaces every known secret value in text, whatever code path it came by: by default
+    every secret loaded so far (settings.loaded_secrets), including those loaded after the
+    masker was made."""
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+    def __init__(self, secrets: Iterable[str] | None = None) -> None:
+        self._fixed = None if secrets is None else frozenset(secrets)
+        self._known: frozenset[str] = frozenset()
+        self._secrets: list[str] = []
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in self._current():
             text = text.replace(secret, MASK)
         return text
+
+    def _current(self) -> list[str]:
+        known = loaded_secrets() if self._fixed is None else self._fixed
+        if known != self._known:  # longest first: a secret may contain a shorter one
+            self._known = known
+            self._secrets = sorted((s for s in known if s), key=len, reverse=True)
+        return self._secrets
 
 
 def new_run_dir(state_dir: Path, command: str) -> Path:

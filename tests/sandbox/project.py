@@ -72,14 +72,17 @@ def tree_digest(*paths: Path) -> dict[str, str]:
     return digest
 
 
-def inv(settings: Settings, *args: str, **popen) -> subprocess.CompletedProcess:
+def inv(
+    settings: Settings, *args: str, env: dict[str, str] | None = None, **popen
+) -> subprocess.CompletedProcess:
     """The real command line (`inv ...` of this repository), aimed at the test project by
-    environment variables."""
+    environment variables (and `env`, added to them)."""
     env = {
         **os.environ,
         "OCTOBOOT_STATE_DIR": str(settings.state_dir),
         "OCTOBOOT_MACHINES_DIR": str(settings.machines_dir),
         "OCTOBOOT_PFX_PASSWORD": settings.pfx_password().reveal(),
+        **(env or {}),
     }
     return subprocess.run(
         [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],

@@ -1,6 +1,7 @@
 """Cattle life cycle on the sandbox: rebuilt machines come back as themselves, inventory
 changes update records in place, deregister, dry run, exec and retry of failures."""
 
+import secrets
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from octoboot import jobs
 from octoboot.report import EXIT_FAILED, EXIT_OK, State
 from tests.sandbox.project import (
     by_name,
+    inv,
     octopus_machines,
     quiet,
     request_count,
@@ -202,6 +204,38 @@ def test_exec_output_is_masked_like_everything_else(bootstrapped, settings):
     )
     assert password not in report.to_json()
     assert report.results[0].facts["stdout"].strip() == "********"
+
+
+def test_exec_masks_every_secret_octoboot_loaded_on_terminal_log_and_report(
+    bootstrapped, sandbox, settings
+):
+    # The sandbox's own environment takes its key from [octopus] api_key_file; this one
+    # from api_key_env. exec uses neither, yet a host (or the command) may print them.
+    own_key = f"API-{secrets.token_hex(12).upper()}"
+    (settings.machines_dir / "own.toml").write_text(
+        'environment = "Sandbox"\nroles = ["web"]\n\n[ssh]\n'
+        f'config = "{sandbox.endpoints().ssh_config}"\n'
+        f'known_hosts = "{sandbox.root / "known_hosts"}"\n\n'
+        '[octopus]\nurl = "http://127.0.0.1:9"\napi_key_env = "OWN_OCTOPUS_KEY"\n\n'
+        '[[machines]]\nname = "sbx02"\n'
+    )
+    keys = [sandbox.api_key(), own_key, settings.pfx_password().reveal()]
+    variables = {"OWN_OCTOPUS_KEY": own_key}
+    try:
+        procs = [
+            inv(settings, "exec", "--env", env, "--", "echo", *keys, env=variables)
+            for env in ("own", "sandbox")
+        ]
+    finally:
+        (settings.machines_dir / "own.toml").unlink()
+    for proc in procs:
+        assert proc.returncode == EXIT_OK, proc.stderr
+        run_dir = Path(proc.stdout.strip().splitlines()[-1].removeprefix("logs: "))
+        texts = [proc.stdout, proc.stderr, *(p.read_text() for p in run_dir.iterdir())]
+        assert {p.name for p in run_dir.iterdir()} >= {"report.txt", "report.json"}
+        assert "echo ********" in proc.stderr  # the command as the terminal showed it
+        for key in keys:
+            assert not any(key in text for text in texts)
 
 
 def test_proxyjump_from_the_ssh_config_is_followed_and_host_keys_are_checked(
