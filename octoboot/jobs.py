@@ -155,7 +155,9 @@ class Run:
         self.records_outcome = pipeline.RECORDS_OUTCOME and not options.dry_run
         self.persist_host_keys = not (pipeline.READ_ONLY or options.dry_run)
         self.inventory: Inventory = load_inventory(self.settings.machines_dir)
-        self.machines = [_with_overrides(m, options) for m in self._select(selection)]
+        self.machines = [
+            _with_overrides(m, options, pipeline.DEADLINE) for m in self._select(selection)
+        ]
         self.clients: dict[str, OctopusClient] = {}
         self.environment_ids: dict[str, str] = {}
         # Loaded so that they are masked in every output, whether or not this run uses them:
@@ -318,10 +320,12 @@ def _refuse_shared_connections(machines: list[Machine], connections: list[Any]) 
         seen[key] = machine.name
 
 
-def _with_overrides(machine: Machine, options: RunOptions) -> Machine:
+def _with_overrides(machine: Machine, options: RunOptions, cap: float | None) -> Machine:
     ssh = machine.ssh
     if options.deadline is not None:
         ssh = replace(ssh, deadline=options.deadline)
+    elif cap is not None:
+        ssh = replace(ssh, deadline=min(ssh.deadline, cap))
     if options.connect_timeout is not None:
         ssh = replace(ssh, connect_timeout=options.connect_timeout)
     return replace(machine, ssh=ssh)

@@ -86,6 +86,9 @@ class Pipeline:
     RECORDS_OUTCOME: ClassVar[bool] = True
     # Writes nothing anywhere, new host keys included (like a dry run).
     READ_ONLY: ClassVar[bool] = False
+    # At most this many seconds per machine unless --deadline says otherwise (the
+    # inventory's deadline still wins when it is shorter); None: the inventory's.
+    DEADLINE: ClassVar[float | None] = None
 
     def __init__(self, job: Job) -> None:
         self.job = job
