@@ -31,7 +31,7 @@ from octoboot.inventory import Inventory, Machine, load_inventory
 from octoboot.lifecycle import Deregister, Exec
 from octoboot.octopus import OctopusClient
 from octoboot.pipeline import Job, Pipeline
-from octoboot.report import MachineResult, RunReport, State, StepResult
+from octoboot.report import MachineResult, RunReport, State, StepResult, printable
 from octoboot.runlog import MachineLog, Masker, new_run_dir
 from octoboot.settings import Settings, load_settings
 from octoboot.ssh import Connector, close
@@ -332,13 +332,13 @@ def _with_overrides(machine: Machine, options: RunOptions, cap: float | None) ->
 
 
 def _masked(console: Console, masker: Masker) -> Console:
-    """console, with secrets masked and one line at a time: `-v` prints from every
-    machine's thread."""
+    """console, with secrets masked, hosts' control characters escaped, and one line at a
+    time: `-v` prints from every machine's thread."""
     lock = threading.Lock()
 
     def write(line: str) -> None:
         with lock:
-            console(masker(line))
+            console(printable(masker(line), keep="\n\t"))
 
     return write
 

@@ -27,13 +27,18 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import ClassVar
 
-from tabulate import tabulate
-
 from octoboot import tentacle
 from octoboot.jobs import Run, RunOptions, Selection
 from octoboot.octopus import OctopusError, Resource, registered_thumbprint
 from octoboot.pipeline import Job, Pipeline, StepFailed
-from octoboot.report import MachineResult, RunReport, State, one_line, short_thumbprint
+from octoboot.report import (
+    MachineResult,
+    RunReport,
+    State,
+    one_line,
+    short_thumbprint,
+    table_text,
+)
 from octoboot.settings import Settings
 
 HEALTHY = "Healthy"
@@ -396,4 +401,4 @@ class StatusReport(RunReport):
         headers = ["machine", "environment", "state", "reachable", "version", "service",
                    "host thumbprint", "store thumbprint", "octopus id", "octopus thumbprint",
                    "health", "drift"]  # fmt: skip
-        return "\n".join([tabulate(rows, headers=headers), "", *self.totals()])
+        return "\n".join([table_text(rows, headers), "", *self.totals()])

@@ -238,6 +238,61 @@ def test_exec_masks_every_secret_octoboot_loaded_on_terminal_log_and_report(
             assert not any(key in text for text in texts)
 
 
+def test_exec_output_of_any_size_goes_whole_to_the_log_and_bounded_everywhere_else(
+    bootstrapped, settings
+):
+    lines: list[str] = []
+    report = jobs.exec_command(
+        jobs.Selection(hosts=("sbx01",)),
+        jobs.RunOptions(console=lines.append),  # sequential: output is shown as it comes
+        settings,
+        command="seq 1 400000; echo done >&2",
+    )
+    row = report.results[0]
+    numbers = [str(n) for n in range(1, 400001)]
+    size = sum(len(n) + 1 for n in numbers)  # 2.7 MB
+    assert row.state == State.OK and row.reason == "400000", row
+    excerpt = row.facts["stdout"]
+    assert len(excerpt) < 20_000 and f"{size} bytes" in excerpt
+    assert row.facts["stdout_bytes"] == str(size) and row.facts["stderr"] == "done\n"
+    assert excerpt.startswith("1\n2\n3\n") and excerpt.endswith("399999\n400000\n")
+    for text in (report.to_json(), report.table(), "\n".join(lines)):
+        assert len(text) < 50_000
+    log = Path(row.log).read_text().splitlines()
+    assert [line.split(" stdout| ", 1)[1] for line in log if " stdout| " in line] == numbers
+
+
+def test_exec_escapes_control_characters_from_hosts(bootstrapped, settings):
+    lines: list[str] = []
+    report = jobs.exec_command(
+        jobs.Selection(hosts=("sbx01",)),
+        jobs.RunOptions(console=lines.append),
+        settings,
+        command=r"printf 'title\033]0;owned\007 \033[2Jcleared\rback\n'",
+    )
+    row = report.results[0]
+    assert row.state == State.OK, row
+    for text in (
+        "\n".join(lines),
+        report.table(),
+        (Path(report.run_dir) / "report.txt").read_text(),
+    ):
+        assert not any(c in text for c in "\x1b\x07\r"), text
+    assert row.reason == r"title\x1b]0;owned\x07 \x1b[2Jcleared back"
+    assert r"\x1b[2Jcleared\x0dback" in "\n".join(lines)
+    # the log and the JSON keep what the host said (JSON escapes it its own way)
+    assert row.facts["stdout"] == "title\x1b]0;owned\x07 \x1b[2Jcleared\rback\n"
+    assert "\x1b" in Path(row.log).read_text()
+
+
+def test_a_command_that_reads_stdin_gets_end_of_input_at_once(bootstrapped, settings):
+    report = jobs.exec_command(
+        jobs.Selection(hosts=("sbx01",)), quiet(deadline=20), settings, command="cat; echo read-all"
+    )
+    row = report.results[0]
+    assert row.state == State.OK and row.reason == "read-all", row
+
+
 def test_proxyjump_from_the_ssh_config_is_followed_and_host_keys_are_checked(
     bootstrapped, sandbox, settings
 ):

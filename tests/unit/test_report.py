@@ -52,3 +52,18 @@ def test_json_carries_every_field():
     machine = data["machines"][0]
     assert machine["state"] == "timed out" and machine["failed_step"] == "install"
     assert machine["job_id"] == 1 and machine["machine"] == "web01"
+
+
+def test_control_characters_from_hosts_are_escaped_in_every_cell_and_line():
+    from octoboot.report import one_line, printable
+
+    hostile = "ok\x1b]0;owned\x07\x1b[2J\u202eevil\x9b"
+    assert one_line(hostile) == "ok\\x1b]0;owned\\x07\\x1b[2J\\u202eevil\\x9b"
+    assert printable("a\tb\nc\r", keep="\n\t") == "a\tb\nc\\x0d"
+    assert one_line("x" * 300, 100) == "x" * 99 + "…"
+    report = RunReport(
+        "exec", [result(1, State.OK, octopus_id=hostile, reason=hostile, failed_step="\x07")], 1
+    )
+    table = report.table()
+    assert not any(c in table for c in "\x1b\x07\u202e\x9b"), table
+    assert "\\x1b[2J" in table
