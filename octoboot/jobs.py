@@ -25,7 +25,15 @@ from typing import Any
 
 from octoboot.bootstrap import Bootstrap, Install, Register
 from octoboot.errors import ConfigError
-from octoboot.fleet import DeadlineExceeded, FleetGroup, FleetInterrupted, Interrupted
+from octoboot.fleet import (
+    FDS_PER_MACHINE,
+    DeadlineExceeded,
+    FleetGroup,
+    FleetInterrupted,
+    Interrupted,
+    open_files,
+    workers_for_open_files,
+)
 from octoboot.identity import IdentityStore
 from octoboot.inventory import Inventory, Machine, load_inventory
 from octoboot.lifecycle import Deregister, Exec
@@ -215,6 +223,7 @@ class Run:
         started = time.monotonic()
         masker = Masker()
         console = _masked(self.options.console, masker)
+        workers = self._workers(console)
         connector = Connector(
             self.settings.state_dir / "known_hosts",
             accept_new_for=[m.name for m in self.machines]
@@ -242,7 +251,6 @@ class Run:
                 options=self.job_options,
                 on_step=_step_printer(console, sequential, self.options.verbose),
             )
-        workers = (self.options.workers or self.settings.workers) if self.options.parallel else 1
         group = FleetGroup.from_connections(
             list(jobs), workers=workers, deadline=lambda cxn: jobs[cxn].deadline_seconds
         )
@@ -255,8 +263,12 @@ class Run:
             return self.pipeline(job).run()
 
         def on_result(cxn: Any, value: object) -> None:
-            result = finished[cxn] = _result_of(jobs[cxn], value, masker)
-            jobs[cxn].log.write(f"result: {result.summary_line()}", echo=False)
+            job = jobs[cxn]
+            result = finished[cxn] = _result_of(job, value, masker)
+            job.log.write(f"result: {result.summary_line()}", echo=False)
+            # A machine that has ended holds no descriptor: only those at work do.
+            job.log.close()
+            close(cxn)
             console(result.summary_line())
 
         interrupted = False
@@ -271,7 +283,14 @@ class Run:
                 job.cancelled.set()
                 job.log.close()
                 close(cxn)
-        results = [finished.get(cxn) or _result_of(job, None, masker) for cxn, job in jobs.items()]
+        results = []
+        for cxn, job in jobs.items():
+            result = finished.get(cxn)
+            if result is None:  # never started, or a second Ctrl-C cut its ending short
+                result = _result_of(job, None, masker)
+                job.log.write(f"result: {result.summary_line()}", echo=False)
+                job.log.close()
+            results.append(result)
         report = RunReport(
             self.command,
             results,
@@ -283,6 +302,25 @@ class Run:
         if self.records_outcome:
             record_outcome(self.settings.state_dir, report, self.machines)
         return report
+
+    def _workers(self, console: Console) -> int:
+        """How many machines at once: the options' or the settings' number, fewer if the
+        open-files limit would not hold them (said in one line)."""
+        wanted = (self.options.workers or self.settings.workers) if self.options.parallel else 1
+        wanted = max(1, min(wanted, len(self.machines)))
+        limit, open_now = open_files()
+        fitting = workers_for_open_files(wanted, soft_limit=limit, open_now=open_now)
+        if fitting < 1:
+            raise ConfigError(
+                f"the open-files limit (ulimit -n: {limit}, {open_now} open) leaves no room "
+                f"for one machine ({FDS_PER_MACHINE} descriptors): raise it, e.g. ulimit -n 4096"
+            )
+        if fitting < wanted:
+            console(
+                f"octoboot: the open-files limit (ulimit -n: {limit}) holds only {fitting} of "
+                f"{wanted} machines at once: running {fitting} at a time (raise it to run more)"
+            )
+        return fitting
 
 
 def _result_of(job: Job, value: object, masker: Masker) -> MachineResult:

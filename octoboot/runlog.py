@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TextIO
 
 from octoboot.settings import loaded_secrets
 
@@ -85,16 +86,25 @@ class MachineLog:
         self._echo = echo
         self._lock = threading.Lock()
         self._start = time.monotonic()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._file = os.fdopen(fd, "a", encoding="utf-8")
+        # Opened at the first write and closed when the machine ends, so that only the
+        # machines at work hold a descriptor (a run may have thousands of machines).
+        self._file: TextIO | None = None
+
+    def _out(self) -> TextIO:
+        """The open file (call with the lock held)."""
+        if self._file is None:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._file = os.fdopen(fd, "a", encoding="utf-8")
+        return self._file
 
     def write(self, text: str, *, echo: bool = True) -> None:
         text = self._mask(text)
         stamp = f"{time.monotonic() - self._start:8.3f} "
         with self._lock:
+            out = self._out()
             for line in text.rstrip("\n").splitlines() or [""]:
-                self._file.write(stamp + line + "\n")
-            self._file.flush()
+                out.write(stamp + line + "\n")
+            out.flush()
         if echo and self._echo:
             self._echo(text.rstrip("\n"))
 
@@ -103,8 +113,9 @@ class MachineLog:
         prefix = f"{time.monotonic() - self._start:8.3f} {stream}| "
         body = text[:-1] if text.endswith("\n") else text
         with self._lock:
-            self._file.write(prefix + body.replace("\n", "\n" + prefix) + "\n")
-            self._file.flush()
+            out = self._out()
+            out.write(prefix + body.replace("\n", "\n" + prefix) + "\n")
+            out.flush()
 
     def output(self, stream: str) -> CommandOutput:
         """A sink for one stream (stdout, stderr) of a command's output, of any size."""
@@ -112,7 +123,9 @@ class MachineLog:
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
 
 # What of a command's output the report keeps: this many characters from its start and as

@@ -1,6 +1,8 @@
 """Cattle life cycle on the sandbox: rebuilt machines come back as themselves, inventory
 changes update records in place, deregister, dry run, exec and retry of failures."""
 
+import os
+import re
 import secrets
 from pathlib import Path
 
@@ -291,6 +293,24 @@ def test_a_command_that_reads_stdin_gets_end_of_input_at_once(bootstrapped, sett
     )
     row = report.results[0]
     assert row.state == State.OK and row.reason == "read-all", row
+
+
+def test_finished_machines_hold_no_file_descriptors(bootstrapped, settings):
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    during: list[int] = []
+
+    def console(line: str) -> None:
+        if re.match(r"\[\d+\] sbx\d+: ", line):  # a machine's summary: it has finished
+            during.append(open_files())
+
+    before = open_files()
+    report = jobs.exec_command(ALL, jobs.RunOptions(console=console), settings, command="true")
+    assert report.exit_code == EXIT_OK and len(during) == 4
+    # one machine at work at most (a socket and its log), however many have finished
+    assert max(during) <= before + 3, during
+    assert open_files() <= before
 
 
 def test_proxyjump_from_the_ssh_config_is_followed_and_host_keys_are_checked(

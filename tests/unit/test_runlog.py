@@ -114,3 +114,21 @@ def test_safe_cut_never_cuts_a_secret_in_two():
     assert mask.safe_cut("aaaaSECRETbb") == 4  # not inside one
     assert mask.safe_cut("xxxxxxSECRETIN") == 6  # nor inside either of two that overlap
     assert Masker([]).safe_cut("abc") == 3
+
+
+def test_a_machine_log_holds_a_descriptor_only_while_it_is_written(tmp_path):
+    import os
+
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_files()
+    logs = [MachineLog(tmp_path / f"web{n}.log", Masker([])) for n in range(20)]
+    assert open_files() == before and not any(log.path.exists() for log in logs)
+    logs[0].write("one")
+    assert open_files() == before + 1
+    logs[0].close()
+    logs[0].write("two")  # a machine cut loose may still write: the log opens again
+    logs[0].close()
+    assert open_files() == before
+    assert logs[0].path.read_text().split()[1::2] == ["one", "two"]
