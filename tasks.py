@@ -26,6 +26,7 @@ from octoboot.errors import OctobootError  # noqa: E402
 from octoboot.report import RunReport  # noqa: E402
 from octoboot.sandbox.control import Sandbox  # noqa: E402
 from octoboot.settings import load_settings  # noqa: E402
+from octoboot.status import Status  # noqa: E402
 from octoboot.status import status as machine_status  # noqa: E402
 
 SANDBOX = Sandbox(PROJECT / ".sandbox")
@@ -64,7 +65,8 @@ FLEET_FLAGS = {
     "workers": (None, "with --parallel: at most this many machines at once (default 32)"),
     "format": ("table", "table (default) or json (only JSON on stdout, for CI)"),
     "verbose": (False, "with --parallel: also print each machine's steps as they end"),
-    "deadline": (None, "seconds each machine may take in all (default: the inventory's, 900)"),
+    "deadline": (None, "seconds each machine may take in all (default: the inventory's, 900; "
+                 f"status: {Status.DEADLINE:g} at most)"),
     "connect_timeout": (None, "seconds to wait for SSH to answer (default: the inventory's)"),
     "accept_new_host_key": (False, "accept a changed SSH host key for the machines named by "
                             "--host/--limit (rebuilt ones)"),

@@ -7,13 +7,15 @@ Anything else that escapes is a bug and keeps its traceback.
     OctobootError                   1     the root
     ├── ConfigError                 2     bad settings, inventory or flags: nothing touched
     │   ├── IdentityStoreError      2     the identity store cannot be used (identity)
+    │   ├── NotOctopus              2     the URL answers, but not as Octopus does (octopus)
     │   └── OctopusAuthError        2     the API key was refused (octopus)
     ├── OctopusError                3     Octopus answered with an error, or not at all (octopus)
+    │   ├── NotOctopus              2     (above: a ConfigError and an OctopusError)
     │   ├── OctopusAuthError        2     (above: a ConfigError and an OctopusError)
     │   ├── OctopusUnavailable      3     no answer, or 5xx, past the retry budget
     │   └── OctopusValidationError  3     400/409: Octopus refused the request
     ├── CertificateError            1     a PFX that cannot be opened (certificates)
-    ├── DamagedIdentity             1     one machine's PFX is damaged: that machine fails (identity)
+    ├── DamagedIdentity             1     one machine's PFX is damaged: it fails (identity)
     ├── StateWriteError             1     a state file could not be written whole (files)
     ├── StepFailed                  -     a step failed: that machine's row, not the run (pipeline)
     └── SandboxError                1     the sandbox could not be started or changed

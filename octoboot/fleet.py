@@ -14,6 +14,8 @@ never start, and FleetInterrupted carries the GroupResult of everything so far.
 from __future__ import annotations
 
 import contextlib
+import os
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +26,24 @@ from fabric import Connection, Group, GroupResult
 from fabric.exceptions import GroupException
 
 DEFAULT_WORKERS = 32
+# File descriptors one machine at work may hold: its SSH socket and a jump host's, its log,
+# an Octopus connection, and a state file being read or written (its PFX, known_hosts).
+FDS_PER_MACHINE = 5
+# Kept free for the rest of the run: the report, the last-run record, the terminal.
+FDS_SPARE = 8
+
+
+def workers_for_open_files(workers: int, *, soft_limit: int, open_now: int) -> int:
+    """How many of `workers` machines can be at work at once under the open-files limit,
+    with open_now descriptors already open (0: not even one)."""
+    if soft_limit == resource.RLIM_INFINITY:
+        return workers
+    return max(0, min(workers, (soft_limit - open_now - FDS_SPARE) // FDS_PER_MACHINE))
+
+
+def open_files() -> tuple[int, int]:
+    """The soft open-files limit, and how many descriptors this process has open."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0], len(os.listdir("/dev/fd"))
 
 
 class DeadlineExceeded(Exception):

@@ -28,14 +28,22 @@ from typing import Any
 from octoboot.bootstrap import Bootstrap, Install, Register
 from octoboot.errors import ConfigError
 from octoboot.files import StateWriteError, check_writable, describe, write_atomic
-from octoboot.fleet import DeadlineExceeded, FleetGroup, FleetInterrupted, Interrupted
+from octoboot.fleet import (
+    FDS_PER_MACHINE,
+    DeadlineExceeded,
+    FleetGroup,
+    FleetInterrupted,
+    Interrupted,
+    open_files,
+    workers_for_open_files,
+)
 from octoboot.identity import IdentityStore
 from octoboot.inventory import Inventory, Machine, load_inventory
 from octoboot.lifecycle import Deregister, Exec
 from octoboot.locks import Locks
 from octoboot.octopus import OctopusClient
 from octoboot.pipeline import Job, Pipeline
-from octoboot.report import MachineResult, RunReport, State, StepResult
+from octoboot.report import MachineResult, RunReport, State, StepResult, printable
 from octoboot.runlog import MachineLog, Masker, new_run_dir
 from octoboot.settings import Settings, load_settings
 from octoboot.ssh import Connector, close
@@ -160,16 +168,14 @@ class Run:
         self.persist_host_keys = not (pipeline.READ_ONLY or options.dry_run)
         self.takes_locks = pipeline.TAKES_LOCKS and self.persist_host_keys
         self.inventory: Inventory = load_inventory(self.settings.machines_dir)
-        self.machines = [_with_overrides(m, options) for m in self._select(selection)]
+        self.machines = [
+            _with_overrides(m, options, pipeline.DEADLINE) for m in self._select(selection)
+        ]
         self.clients: dict[str, OctopusClient] = {}
         self.environment_ids: dict[str, str] = {}
-        # Masked in every output, whether or not this run uses them (exec output may hold
-        # them, and the settings' PFX password or API key must never be printed).
-        self.secrets: list[str] = [
-            secret.reveal()
-            for secret in (self.settings.pfx_secret, self.settings.octopus_api_key)
-            if secret is not None
-        ]
+        # Loaded so that they are masked in every output, whether or not this run uses them:
+        # exec output or a command line may hold any of them.
+        self.settings.load_secrets(self.inventory.environments.values())
         self.identities: IdentityStore | None = None
 
     # --- checks before any host is touched ------------------------------------------------
@@ -192,14 +198,12 @@ class Run:
         check_writable(self.settings.state_dir)
         if self.pipeline.NEEDS_IDENTITIES:
             password = self.settings.pfx_password().reveal()
-            self.secrets.append(password)
             self.identities = IdentityStore(self.settings.state_dir, password)
             self.identities.check()
         if self.pipeline.NEEDS_OCTOPUS:
             for env_key in dict.fromkeys(m.env_key for m in self.machines):
                 environment = self.inventory.environments[env_key]
                 target = self.settings.octopus_for(environment)
-                self.secrets.append(target.api_key.reveal())
                 client = OctopusClient(
                     target.url,
                     target.api_key.reveal(),
@@ -230,8 +234,9 @@ class Run:
 
     def _run_locked(self, locks: Locks) -> RunReport:
         started = time.monotonic()
-        masker = Masker(self.secrets)
+        masker = Masker()
         console = _masked(self.options.console, masker)
+        workers = self._workers(console)
         connector = Connector(
             self.settings.state_dir / "known_hosts",
             accept_new_for=[m.name for m in self.machines]
@@ -281,7 +286,6 @@ class Run:
                 options=self.job_options,
                 on_step=_step_printer(console, sequential, self.options.verbose),
             )
-        workers = (self.options.workers or self.settings.workers) if self.options.parallel else 1
         group = FleetGroup.from_connections(
             list(jobs), workers=workers, deadline=lambda cxn: jobs[cxn].deadline_seconds
         )
@@ -294,8 +298,12 @@ class Run:
             return self.pipeline(job).run()
 
         def on_result(cxn: Any, value: object) -> None:
-            result = finished[cxn] = _result_of(jobs[cxn], value, masker)
-            jobs[cxn].log.write(f"result: {result.summary_line()}", echo=False)
+            job = jobs[cxn]
+            result = finished[cxn] = _result_of(job, value, masker)
+            job.log.write(f"result: {result.summary_line()}", echo=False)
+            # A machine that has ended holds no descriptor: only those at work do.
+            job.log.close()
+            close(cxn)
             console(result.summary_line())
 
         interrupted = False
@@ -310,7 +318,14 @@ class Run:
                 job.cancelled.set()
                 job.log.close()
                 close(cxn)
-        results = [finished.get(cxn) or _result_of(job, None, masker) for cxn, job in jobs.items()]
+        results = []
+        for cxn, job in jobs.items():
+            result = finished.get(cxn)
+            if result is None:  # never started, or a second Ctrl-C cut its ending short
+                result = _result_of(job, None, masker)
+                job.log.write(f"result: {result.summary_line()}", echo=False)
+                job.log.close()
+            results.append(result)
         report = RunReport(
             self.command,
             sorted([*results, *skipped], key=lambda r: r.job_id),
@@ -335,6 +350,25 @@ class Run:
             report.write(Path(report.run_dir))
         except StateWriteError as exc:
             self.options.console(f"octoboot: the report was not written ({exc})")
+
+    def _workers(self, console: Console) -> int:
+        """How many machines at once: the options' or the settings' number, fewer if the
+        open-files limit would not hold them (said in one line)."""
+        wanted = (self.options.workers or self.settings.workers) if self.options.parallel else 1
+        wanted = max(1, min(wanted, len(self.machines)))
+        limit, open_now = open_files()
+        fitting = workers_for_open_files(wanted, soft_limit=limit, open_now=open_now)
+        if fitting < 1:
+            raise ConfigError(
+                f"the open-files limit (ulimit -n: {limit}, {open_now} open) leaves no room "
+                f"for one machine ({FDS_PER_MACHINE} descriptors): raise it, e.g. ulimit -n 4096"
+            )
+        if fitting < wanted:
+            console(
+                f"octoboot: the open-files limit (ulimit -n: {limit}) holds only {fitting} of "
+                f"{wanted} machines at once: running {fitting} at a time (raise it to run more)"
+            )
+        return fitting
 
 
 def _result_of(job: Job, value: object, masker: Masker) -> MachineResult:
@@ -372,23 +406,25 @@ def _refuse_shared_connections(machines: list[Machine], connections: list[Any]) 
         seen[key] = machine.name
 
 
-def _with_overrides(machine: Machine, options: RunOptions) -> Machine:
+def _with_overrides(machine: Machine, options: RunOptions, cap: float | None) -> Machine:
     ssh = machine.ssh
     if options.deadline is not None:
         ssh = replace(ssh, deadline=options.deadline)
+    elif cap is not None:
+        ssh = replace(ssh, deadline=min(ssh.deadline, cap))
     if options.connect_timeout is not None:
         ssh = replace(ssh, connect_timeout=options.connect_timeout)
     return replace(machine, ssh=ssh)
 
 
 def _masked(console: Console, masker: Masker) -> Console:
-    """console, with secrets masked and one line at a time: `-v` prints from every
-    machine's thread."""
+    """console, with secrets masked, hosts' control characters escaped, and one line at a
+    time: `-v` prints from every machine's thread."""
     lock = threading.Lock()
 
     def write(line: str) -> None:
         with lock:
-            console(masker(line))
+            console(printable(masker(line), keep="\n\t"))
 
     return write
 

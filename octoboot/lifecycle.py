@@ -19,7 +19,7 @@ from octoboot import tentacle
 from octoboot.identity import DamagedIdentity
 from octoboot.octopus import registered_thumbprint
 from octoboot.pipeline import Pipeline, StepFailed, last_lines
-from octoboot.report import State
+from octoboot.report import State, one_line
 
 
 class Deregister(Pipeline):
@@ -110,7 +110,10 @@ class Deregister(Pipeline):
 
 
 class Exec(Pipeline):
-    """One command on each machine, as root, through the same runner as everything else."""
+    """One command on each machine, as root, through the same runner as everything else.
+    Its stdin is empty (a command that reads it gets end-of-input at once); its output, of
+    any size, streams into the machine's log, and the report keeps a head and a tail of it
+    with its byte count (runlog.CommandOutput)."""
 
     STEPS: ClassVar = ("connect", "exec")
     RECORDS_OUTCOME = False  # looking at machines must not change what a retry re-runs
@@ -118,15 +121,21 @@ class Exec(Pipeline):
     TAKES_LOCKS = False
 
     def step_exec(self) -> tuple[str, str]:
-        command = self.job.options["command"]
-        result = self.remote(command, check=False)
+        command = tentacle.without_input(self.job.options["command"])
+        out, err = self.job.log.output("stdout"), self.job.log.output("stderr")
+        result = self.remote(command, check=False, output=(out, err))
+        stdout, stderr = out.excerpt(), err.excerpt()
         self.job.result.facts.update(
-            exit_code=str(result.exited), stdout=result.stdout, stderr=result.stderr
+            exit_code=str(result.exited),
+            stdout=stdout,
+            stderr=stderr,
+            stdout_bytes=str(out.size),
+            stderr_bytes=str(err.size),
         )
         if result.exited != 0:
-            raise StepFailed(last_lines(result.stderr or result.stdout, result.exited))
-        lines = result.stdout.strip().splitlines()
-        self.job.result.reason = lines[-1] if lines else ""
+            raise StepFailed(one_line(last_lines(stderr or stdout, result.exited)))
+        lines = [line for line in stdout.split("\n") if line.strip()]
+        self.job.result.reason = one_line(lines[-1]) if lines else ""
         return "ok", "exit 0"
 
     def final_state(self, statuses: list[str]) -> State:

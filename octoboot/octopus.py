@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from octoboot.errors import ConfigError, OctobootError
+from octoboot.report import one_line
 
 Resource = dict[str, Any]
 TASK_DONE = frozenset({"Success", "Failed", "Canceled", "TimedOut"})
@@ -30,6 +31,13 @@ class OctopusError(OctobootError):
 
 class OctopusAuthError(OctopusError, ConfigError):
     """401/403: the API key is missing, wrong, or lacks permission: a configuration error."""
+
+    exit_code = ConfigError.exit_code
+
+
+class NotOctopus(OctopusError, ConfigError):
+    """The URL answers, but not as Octopus' API does (a web page, a redirect, other JSON):
+    the URL is probably wrong, a configuration error."""
 
     exit_code = ConfigError.exit_code
 
@@ -91,9 +99,12 @@ class OctopusClient:
 
     # --- requests ----------------------------------------------------------------------
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(
+        self, method: str, path: str, *, shape: Callable[[Any], bool] | None = None, **kwargs: Any
+    ) -> Any:
         """One API call, retried with back-off on network errors and 502/503/504 (for a
-        POST only when it cannot have arrived), for at most retry_seconds."""
+        POST only when it cannot have arrived), for at most retry_seconds. shape: a test
+        that the JSON answered is what Octopus answers there (else NotOctopus)."""
         deadline = time.monotonic() + self._retry_seconds
         delay = 0.5
         while True:
@@ -107,26 +118,35 @@ class OctopusClient:
                     ) from None
             else:
                 if response.status_code not in (502, 503, 504) or method == "POST":
-                    return self._result(method, path, response)
+                    return self._result(method, path, response, shape)
                 if time.monotonic() + delay > deadline:
-                    self._result(method, path, response)
+                    self._result(method, path, response, shape)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _result(self, method: str, path: str, response: httpx.Response) -> Any:
+    def _result(
+        self,
+        method: str,
+        path: str,
+        response: httpx.Response,
+        shape: Callable[[Any], bool] | None = None,
+    ) -> Any:
         code = response.status_code
+        body = _json(response)
+        if body is _NOT_JSON or (code < 400 and shape is not None and not shape(body)):
+            # Octopus answers JSON on every API route, errors included: this is something
+            # else (a web page, a proxy's login or redirect), unless it is a proxy saying
+            # that Octopus behind it is down.
+            answered = f"{method} {path} answered {code} ({_what(response, body)})"
+            if code >= 500:
+                raise OctopusUnavailable(f"Octopus at {self.url} failed: {answered}")
+            raise NotOctopus(
+                f"{self.url} is not Octopus' API: {answered}; the URL is probably wrong "
+                "(OCTOPUS_URL, or url under [octopus] in the inventory)"
+            )
         if code < 400:
-            if not response.content:
-                return None
-            try:
-                return response.json()
-            except ValueError:
-                raise OctopusError(
-                    f"{method} {path}: Octopus at {self.url} answered {code} with something "
-                    f"that is not JSON ({response.headers.get('content-type', 'no type')}): "
-                    "is the URL right?"
-                ) from None
-        message = _error_message(response)
+            return body
+        message = _error_message(response, body)
         if code in (401, 403):
             raise OctopusAuthError(
                 f"Octopus at {self.url} refused the API key ({code}: {message}): "
@@ -152,7 +172,7 @@ class OctopusClient:
     def connect(self, environments: list[str]) -> dict[str, str]:
         """Check the key and the space, read the server thumbprint, and look up the
         environments (name → Id); raises before any machine is touched if one is missing."""
-        root = self.request("GET", "/api")
+        root = self.request("GET", "/api", shape=_is_octopus_root)
         with self._lock:
             self._space_prefix = self._find_space(root)
         self.server_thumbprint()
@@ -285,12 +305,42 @@ def registered_thumbprint(record: Resource) -> str:
     return str((record.get("Endpoint") or {}).get("Thumbprint") or "").upper()
 
 
-def _error_message(response: httpx.Response) -> str:
+_NOT_JSON = object()
+
+
+def _json(response: httpx.Response) -> Any:
+    """The JSON answered (None for an empty body), or _NOT_JSON."""
+    if not response.content:
+        return None
+    if "json" not in response.headers.get("content-type", ""):
+        return _NOT_JSON
     try:
-        body = response.json()
+        return response.json()
     except ValueError:
-        return response.text.strip()[:200] or response.reason_phrase
+        return _NOT_JSON
+
+
+def _is_octopus_root(body: Any) -> bool:
+    # Octopus.Client's Model/RootResource.cs: Application, Version, ApiVersion, Links.
+    return (
+        isinstance(body, dict)
+        and body.get("Application") == "Octopus Deploy"
+        and isinstance(body.get("Links"), dict)
+    )
+
+
+def _what(response: httpx.Response, body: Any) -> str:
+    """What answered, in a few words: its content type, where it redirects to."""
+    what = response.headers.get("content-type", "no content type").split(";")[0].strip()
+    if body is not _NOT_JSON:
+        what += ", not shaped as Octopus' answer"
+    if "location" in response.headers:
+        what += f", redirecting to {response.headers['location']}"
+    return one_line(what, 200)
+
+
+def _error_message(response: httpx.Response, body: Any) -> str:
     if not isinstance(body, dict):
-        return str(body)[:200]
+        return one_line(str(body) if body is not None else response.reason_phrase, 200)
     errors = [e for e in body.get("Errors") or [] if e != body.get("ErrorMessage")]
-    return "; ".join([body.get("ErrorMessage") or response.reason_phrase, *errors])
+    return one_line("; ".join([body.get("ErrorMessage") or response.reason_phrase, *errors]), 500)

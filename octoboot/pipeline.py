@@ -29,7 +29,12 @@ from octoboot.inventory import Machine
 from octoboot.octopus import OctopusClient, OctopusError
 from octoboot.report import MachineResult, State, StepResult
 from octoboot.runlog import MachineLog
-from octoboot.ssh import host_key_changed_message, is_unreachable, unreachable_reason
+from octoboot.ssh import (
+    OutputSink,
+    host_key_changed_message,
+    is_unreachable,
+    unreachable_reason,
+)
 
 WOULD_CHANGE = "would change"
 
@@ -88,6 +93,9 @@ class Pipeline:
     READ_ONLY: ClassVar[bool] = False
     # Holds its machines' locks for the run, unless read-only or a dry run (locks.py).
     TAKES_LOCKS: ClassVar[bool] = True
+    # At most this many seconds per machine unless --deadline says otherwise (the
+    # inventory's deadline still wins when it is shorter); None: the inventory's.
+    DEADLINE: ClassVar[float | None] = None
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -167,9 +175,18 @@ class Pipeline:
 
     # --- remote commands ------------------------------------------------------------------
 
-    def remote(self, command: str, *, stdin: str | None = None, check: bool = True) -> Any:
+    def remote(
+        self,
+        command: str,
+        *,
+        stdin: str | None = None,
+        check: bool = True,
+        output: tuple[OutputSink, OutputSink] | None = None,
+    ) -> Any:
         """Run command as root on the host, bounded by the machine's deadline on both ends.
-        stdin, if given, is sent to the command (and never logged)."""
+        stdin, if given, is sent to the command (and never logged). output: sinks that get
+        its stdout and stderr as they come, instead of the result (and the log) holding
+        them."""
         self._check_cancelled()
         remaining = self.remaining()
         if remaining <= 1:
@@ -185,6 +202,8 @@ class Pipeline:
                 hide=True,
                 warn=True,
                 in_stream=io.StringIO(stdin) if stdin is not None else False,
+                out_stream=output[0] if output else None,
+                err_stream=output[1] if output else None,
                 timeout=remaining + 10,
             )
         except CommandTimedOut:

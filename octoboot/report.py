@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -119,7 +120,7 @@ class RunReport:
         ]
         headers = ["job", "machine", "environment", "state", "failed step", "octopus id",
                    "thumbprint", "duration", "reason"]  # fmt: skip
-        return "\n".join([tabulate(rows, headers=headers), "", *self.totals()])
+        return "\n".join([table_text(rows, headers), "", *self.totals()])
 
     def totals(self) -> list[str]:
         """The lines under the table: counts per state, wall time, exit code, logs."""
@@ -149,5 +150,28 @@ def short_thumbprint(thumbprint: str | None) -> str:
 
 
 def one_line(text: str, limit: int = 100) -> str:
-    line = " ".join(text.split())
+    """text on one line, control characters escaped, cut to limit characters."""
+    line = printable(" ".join(text.split()))
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# C0 and C1 control characters and DEL, and the bidirectional overrides (which reorder what
+# a terminal shows): a host's output must not move the cursor, retitle or clear the
+# terminal, or hide text in the table.
+_CONTROLS = [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_ESCAPES = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in _CONTROLS}
+
+
+def printable(text: str, keep: str = "") -> str:
+    """text with control characters (but those in keep, e.g. "\\n\\t") shown as escapes."""
+    return text.translate(_escapes_but(keep))
+
+
+@functools.cache
+def _escapes_but(keep: str) -> dict[int, str]:
+    return {c: e for c, e in _ESCAPES.items() if chr(c) not in keep}
+
+
+def table_text(rows: list[tuple], headers: list[str]) -> str:
+    """A table whose every cell is printable (hosts and Octopus fill some of them)."""
+    return tabulate([[printable(str(cell)) for cell in row] for row in rows], headers=headers)

@@ -2,14 +2,18 @@
 
 The process environment wins over .env; an empty value counts as unset (CI systems set missing
 secrets to ""). .env values are taken verbatim (no ${VAR} expansion), so a password is what it
-says. Secrets are kept in `Secret`, which never shows its value in a repr, a log or an error.
+says. Secrets are kept in `Secret`, which never shows its value in a repr, a log or an error, and
+which registers every value it holds: `loaded_secrets()` is what the masking of terminal, logs
+and reports hides, whichever run or environment loaded them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -23,12 +27,26 @@ from octoboot.inventory import Environment, OctopusOverride
 DOTENV = Path(".env")
 DEFAULT_WORKERS = 32
 
+# Every secret value this process has loaded; it only grows.
+_LOADED: set[str] = set()
+_LOADED_LOCK = threading.Lock()
+
+
+def loaded_secrets() -> frozenset[str]:
+    """Every secret value loaded so far, whether or not the current run uses it."""
+    with _LOADED_LOCK:
+        return frozenset(_LOADED)
+
 
 @dataclass(frozen=True, repr=False)
 class Secret:
     """A value that must not show in reprs, logs or tracebacks: `.reveal()` it where it is used."""
 
     _value: str
+
+    def __post_init__(self) -> None:
+        with _LOADED_LOCK:
+            _LOADED.add(self._value)
 
     def __repr__(self) -> str:
         return "Secret('***')"
@@ -80,6 +98,17 @@ class Settings:
             space=override.space or self.octopus_space,
             key_source=key_source,
         )
+
+    def load_secrets(self, environments: Iterable[Environment]) -> None:
+        """Read every API key the settings and these environments name, so that they are
+        masked (see Secret) even in a run that does not use them: `exec` shows what hosts
+        print. A key that cannot be read is left for the run that needs it to report."""
+        for environment in environments:
+            with contextlib.suppress(ConfigError):
+                self.octopus_for(environment)
+        if self.octopus_api_key_file:
+            with contextlib.suppress(ConfigError):
+                _read_key_file(self.octopus_api_key_file)
 
     def pfx_password(self) -> Secret:
         if self.pfx_secret is None:

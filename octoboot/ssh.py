@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol, runtime_checkable
 
 import paramiko
 from fabric import Config, Connection
@@ -32,12 +32,53 @@ from octoboot.locks import Locks
 USER_SSH_CONFIG = Path("~/.ssh/config").expanduser()
 
 
+@runtime_checkable
+class OutputSink(Protocol):
+    """Where a command's output goes instead of memory (runlog.CommandOutput): given as
+    run(out_stream=..., err_stream=...), it is fed the bytes as they come, then closed."""
+
+    def feed(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class BufferedStdinRemote(Remote):
     """Fabric's Remote runner, tuned for many machines at once:
     - a non-terminal in_stream is read in 64 KiB chunks: Invoke reads anything that is not
       a TTY one byte per 10 ms, so a 3 KB input took 30 s;
     - waiting for the command wakes when its exit status arrives, instead of every 10 ms:
-      a hundred machines each polling a hundred times a second cost a whole core."""
+      a hundred machines each polling a hundred times a second cost a whole core;
+    - output is read in 64 KiB chunks (Invoke: 1000 bytes), and not joined again for every
+      chunk: Invoke's `respond` joins the whole buffer per chunk for watchers, which octoboot
+      never uses, so output cost time in the square of its size (pyinvoke/invoke#1079:
+      20 MB took 60 s);
+    - an OutputSink given as out_stream/err_stream gets the output instead of the buffer,
+      so a command's output of any size costs bounded memory."""
+
+    read_chunk_size = 65536
+
+    def handle_stdout(self, buffer_: list[str], hide: bool, output: IO) -> None:
+        if isinstance(output, OutputSink):
+            self._stream(self.read_proc_stdout, output)
+        else:
+            super().handle_stdout(buffer_, hide, output)
+
+    def handle_stderr(self, buffer_: list[str], hide: bool, output: IO) -> None:
+        if isinstance(output, OutputSink):
+            self._stream(self.read_proc_stderr, output)
+        else:
+            super().handle_stderr(buffer_, hide, output)
+
+    def _stream(self, read: Callable[[int], bytes | None], sink: OutputSink) -> None:
+        try:
+            while data := read(self.read_chunk_size):
+                sink.feed(data)
+        finally:
+            sink.close()
+
+    def respond(self, buffer_: list[str]) -> None:
+        if self.watchers:
+            super().respond(buffer_)
 
     def wait(self) -> None:
         # paramiko sets status_event when the exit status arrives or the channel closes.

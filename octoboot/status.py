@@ -24,13 +24,18 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
-from tabulate import tabulate
-
 from octoboot.drift import find_drift, listed_in, unlisted, wanted_record
 from octoboot.jobs import Run, RunOptions, Selection
 from octoboot.octopus import OctopusError, Resource, registered_thumbprint
 from octoboot.pipeline import Job, Pipeline, StepFailed
-from octoboot.report import MachineResult, RunReport, State, one_line, short_thumbprint
+from octoboot.report import (
+    MachineResult,
+    RunReport,
+    State,
+    one_line,
+    short_thumbprint,
+    table_text,
+)
 from octoboot.settings import Settings
 
 
@@ -54,6 +59,12 @@ class Status(Pipeline):
     STEPS: ClassVar = ("connect", "probe", "identity", "octopus", "drift")
     NEEDS_OCTOPUS = NEEDS_IDENTITIES = READ_ONLY = True
     RECORDS_OUTCOME = False
+    # status only reads, and should answer in seconds: a hung host must not hold the
+    # table for the inventory's deadline (900 s by default); --deadline changes it.
+    DEADLINE = 30.0
+    # The host gets this share of the deadline, so that a host that does not answer in
+    # time is still shown with what the store and Octopus say about it.
+    HOST_SHARE = 2 / 3
 
     def __init__(self, job: Job) -> None:
         super().__init__(job)
@@ -63,6 +74,12 @@ class Status(Pipeline):
         self.record: Resource | None = None
         self.registered_as: list[str] = []
         self.health: str | None = None
+
+    def remaining(self) -> float:
+        left = super().remaining()
+        if self.job.current_step in ("connect", "probe"):
+            left -= self.job.deadline_seconds * (1 - self.HOST_SHARE)
+        return left
 
     def step_connect(self) -> tuple[str, str]:
         try:
@@ -292,4 +309,4 @@ class StatusReport(RunReport):
         headers = ["machine", "environment", "state", "reachable", "version", "service",
                    "host thumbprint", "store thumbprint", "octopus id", "octopus thumbprint",
                    "health", "drift"]  # fmt: skip
-        return "\n".join([tabulate(rows, headers=headers), "", *self.totals()])
+        return "\n".join([table_text(rows, headers), "", *self.totals()])

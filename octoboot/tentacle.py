@@ -55,6 +55,12 @@ def with_deadline(command: str, seconds: float) -> str:
     return f"timeout -k 5 {limit} sh -c {shlex.quote(command)}"
 
 
+def without_input(command: str) -> str:
+    """command with an empty stdin: one that reads it gets end-of-input at once, instead of
+    waiting on the SSH channel until the deadline."""
+    return f"exec </dev/null\n{command}"
+
+
 # --- probe -------------------------------------------------------------------------------
 
 

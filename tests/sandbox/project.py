@@ -72,11 +72,13 @@ def tree_digest(*paths: Path) -> dict[str, str]:
     return digest
 
 
-def inv(settings: Settings, *args: str, **popen) -> subprocess.CompletedProcess:
+def inv(
+    settings: Settings, *args: str, env: dict[str, str] | None = None, **popen
+) -> subprocess.CompletedProcess:
     """The real command line (`inv ...` of this repository), aimed at the test project by
-    environment variables."""
+    environment variables (and `env`, added to them)."""
     return subprocess.run(
-        _inv_argv(args), capture_output=True, text=True, env=_inv_environ(settings),
+        _inv_argv(args), capture_output=True, text=True, env=_inv_environ(settings, env),
         stdin=subprocess.DEVNULL, timeout=300, **popen,
     )  # fmt: skip
 
@@ -93,10 +95,11 @@ def _inv_argv(args: tuple[str, ...]) -> list[str]:
     return [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args]
 
 
-def _inv_environ(settings: Settings) -> dict[str, str]:
+def _inv_environ(settings: Settings, env: dict[str, str] | None = None) -> dict[str, str]:
     return {
         **os.environ,
         "OCTOBOOT_STATE_DIR": str(settings.state_dir),
         "OCTOBOOT_MACHINES_DIR": str(settings.machines_dir),
         "OCTOBOOT_PFX_PASSWORD": settings.pfx_password().reveal(),
+        **(env or {}),
     }

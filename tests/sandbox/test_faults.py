@@ -5,6 +5,7 @@ finish, nothing is lost, no secret leaks."""
 import json
 import os
 import queue
+import resource
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from octoboot.report import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, State
 from tests.sandbox.conftest import connect, run
 from tests.sandbox.project import (
     by_name,
+    inv,
     octopus_machines,
     quiet,
     writes_since,
@@ -312,6 +314,34 @@ def test_ctrl_c_marks_machines_in_flight_interrupted_and_writes_everything(sandb
     assert json.loads((run_dir / "report.json").read_text())["exit_code"] == 130
     assert all((run_dir / f"sbx0{n}.log").exists() for n in (5, 6, 7, 8))
     assert "Traceback" not in err
+
+
+def exec_with_open_files_limit(settings, limit: int):
+    """inv exec on every host at once, under a soft open-files limit (the hard one stays)."""
+
+    def lower() -> None:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        )
+
+    return inv(
+        settings, "exec", "--env", "sandbox", "--parallel", "--workers", "10", "--", "hostname",
+        preexec_fn=lower,
+    )  # fmt: skip
+
+
+def test_a_low_open_files_limit_sizes_the_pool_with_one_line(sandbox, settings):
+    limit = 20  # 10 machines at once would need more than this
+    proc = exec_with_open_files_limit(settings, limit)
+    assert proc.returncode == EXIT_OK, proc.stdout + proc.stderr
+    assert "Too many open files" not in proc.stdout + proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "open-files limit" in line]
+    assert len(said) == 1 and f"ulimit -n: {limit}" in said[0], proc.stderr
+    assert proc.stdout.count(" ok ") == 10
+    # a limit that leaves room for no machine at all is one line before any host
+    refused = exec_with_open_files_limit(settings, 10)
+    assert refused.returncode == 2 and refused.stdout == "", refused.stderr
+    assert refused.stderr.count("\n") == 1 and "ulimit -n: 10" in refused.stderr
 
 
 def test_writes_since_helper_sees_posts(sandbox, octopus):

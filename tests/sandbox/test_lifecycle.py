@@ -1,6 +1,9 @@
 """Cattle life cycle on the sandbox: rebuilt machines come back as themselves, inventory
 changes update records in place, deregister, dry run, exec and retry of failures."""
 
+import os
+import re
+import secrets
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,7 @@ from octoboot import jobs
 from octoboot.report import EXIT_FAILED, EXIT_OK, State
 from tests.sandbox.project import (
     by_name,
+    inv,
     octopus_machines,
     quiet,
     request_count,
@@ -202,6 +206,111 @@ def test_exec_output_is_masked_like_everything_else(bootstrapped, settings):
     )
     assert password not in report.to_json()
     assert report.results[0].facts["stdout"].strip() == "********"
+
+
+def test_exec_masks_every_secret_octoboot_loaded_on_terminal_log_and_report(
+    bootstrapped, sandbox, settings
+):
+    # The sandbox's own environment takes its key from [octopus] api_key_file; this one
+    # from api_key_env. exec uses neither, yet a host (or the command) may print them.
+    own_key = f"API-{secrets.token_hex(12).upper()}"
+    (settings.machines_dir / "own.toml").write_text(
+        'environment = "Sandbox"\nroles = ["web"]\n\n[ssh]\n'
+        f'config = "{sandbox.endpoints().ssh_config}"\n'
+        f'known_hosts = "{sandbox.root / "known_hosts"}"\n\n'
+        '[octopus]\nurl = "http://127.0.0.1:9"\napi_key_env = "OWN_OCTOPUS_KEY"\n\n'
+        '[[machines]]\nname = "sbx02"\n'
+    )
+    keys = [sandbox.api_key(), own_key, settings.pfx_password().reveal()]
+    variables = {"OWN_OCTOPUS_KEY": own_key}
+    try:
+        procs = [
+            inv(settings, "exec", "--env", env, "--", "echo", *keys, env=variables)
+            for env in ("own", "sandbox")
+        ]
+    finally:
+        (settings.machines_dir / "own.toml").unlink()
+    for proc in procs:
+        assert proc.returncode == EXIT_OK, proc.stderr
+        run_dir = Path(proc.stdout.strip().splitlines()[-1].removeprefix("logs: "))
+        texts = [proc.stdout, proc.stderr, *(p.read_text() for p in run_dir.iterdir())]
+        assert {p.name for p in run_dir.iterdir()} >= {"report.txt", "report.json"}
+        assert "echo ********" in proc.stderr  # the command as the terminal showed it
+        for key in keys:
+            assert not any(key in text for text in texts)
+
+
+def test_exec_output_of_any_size_goes_whole_to_the_log_and_bounded_everywhere_else(
+    bootstrapped, settings
+):
+    lines: list[str] = []
+    report = jobs.exec_command(
+        jobs.Selection(hosts=("sbx01",)),
+        jobs.RunOptions(console=lines.append),  # sequential: output is shown as it comes
+        settings,
+        command="seq 1 400000; echo done >&2",
+    )
+    row = report.results[0]
+    numbers = [str(n) for n in range(1, 400001)]
+    size = sum(len(n) + 1 for n in numbers)  # 2.7 MB
+    assert row.state == State.OK and row.reason == "400000", row
+    excerpt = row.facts["stdout"]
+    assert len(excerpt) < 20_000 and f"{size} bytes" in excerpt
+    assert row.facts["stdout_bytes"] == str(size) and row.facts["stderr"] == "done\n"
+    assert excerpt.startswith("1\n2\n3\n") and excerpt.endswith("399999\n400000\n")
+    for text in (report.to_json(), report.table(), "\n".join(lines)):
+        assert len(text) < 50_000
+    log = Path(row.log).read_text().splitlines()
+    assert [line.split(" stdout| ", 1)[1] for line in log if " stdout| " in line] == numbers
+
+
+def test_exec_escapes_control_characters_from_hosts(bootstrapped, settings):
+    lines: list[str] = []
+    report = jobs.exec_command(
+        jobs.Selection(hosts=("sbx01",)),
+        jobs.RunOptions(console=lines.append),
+        settings,
+        command=r"printf 'title\033]0;owned\007 \033[2Jcleared\rback\n'",
+    )
+    row = report.results[0]
+    assert row.state == State.OK, row
+    for text in (
+        "\n".join(lines),
+        report.table(),
+        (Path(report.run_dir) / "report.txt").read_text(),
+    ):
+        assert not any(c in text for c in "\x1b\x07\r"), text
+    assert row.reason == r"title\x1b]0;owned\x07 \x1b[2Jcleared back"
+    assert r"\x1b[2Jcleared\x0dback" in "\n".join(lines)
+    # the log and the JSON keep what the host said (JSON escapes it its own way)
+    assert row.facts["stdout"] == "title\x1b]0;owned\x07 \x1b[2Jcleared\rback\n"
+    assert "\x1b" in Path(row.log).read_text()
+
+
+def test_a_command_that_reads_stdin_gets_end_of_input_at_once(bootstrapped, settings):
+    report = jobs.exec_command(
+        jobs.Selection(hosts=("sbx01",)), quiet(deadline=20), settings, command="cat; echo read-all"
+    )
+    row = report.results[0]
+    assert row.state == State.OK and row.reason == "read-all", row
+
+
+def test_finished_machines_hold_no_file_descriptors(bootstrapped, settings):
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    during: list[int] = []
+
+    def console(line: str) -> None:
+        if re.match(r"\[\d+\] sbx\d+: ", line):  # a machine's summary: it has finished
+            during.append(open_files())
+
+    before = open_files()
+    report = jobs.exec_command(ALL, jobs.RunOptions(console=console), settings, command="true")
+    assert report.exit_code == EXIT_OK and len(during) == 4
+    # one machine at work at most (a socket and its log), however many have finished
+    assert max(during) <= before + 3, during
+    assert open_files() <= before
 
 
 def test_proxyjump_from_the_ssh_config_is_followed_and_host_keys_are_checked(

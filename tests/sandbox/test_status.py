@@ -31,8 +31,8 @@ def known_hosts(settings):
     return machine.ssh.known_hosts or settings.state_dir / "known_hosts"
 
 
-def run_status(settings, health=False, **selection):
-    options = jobs.RunOptions(parallel=True, console=lambda line: None)
+def run_status(settings, health=False, deadline=None, **selection):
+    options = jobs.RunOptions(parallel=True, deadline=deadline, console=lambda line: None)
     selection = {"env": "sandbox", **selection}
     return status(jobs.Selection(**selection), options, settings, health=health)
 
@@ -224,6 +224,27 @@ def test_a_machine_no_inventory_lists_gets_its_own_row(
     assert {r.state for r in report.results[:-1]} == {State.OK}
     # --limit narrows the extra rows too
     assert narrowed.exit_code == EXIT_OK and "stray01" not in by_name(narrowed)
+
+
+def test_a_hung_host_is_timed_out_within_the_deadline_and_the_table_comes_back(
+    bootstrapped, sandbox, settings, octopus, known_hosts
+):
+    record = octopus_machines(octopus)["sbx03"]
+    sandbox.set_faults("sbx03", hang=["version"])  # the probe's first Tentacle command
+    try:
+        with changes_nothing(sandbox, settings, known_hosts):
+            report = run_status(settings, deadline=6)
+    finally:
+        sandbox.set_faults("sbx03", hang=[])
+    assert report.exit_code == EXIT_UNREACHABLE, report.table()
+    row = by_name(report)["sbx03"]
+    assert row.state == State.TIMED_OUT and row.failed_step == "probe", row
+    assert row.seconds < 6
+    # what the store and Octopus say about it is still there
+    assert row.facts["octopus_id"] == record["Id"]
+    assert row.facts["store_thumbprint"] == record["Endpoint"]["Thumbprint"]
+    assert row.facts["health"] == "Healthy"
+    assert {by_name(report)[n].state for n in HOSTS if n != "sbx03"} == {State.OK}
 
 
 def test_a_stopped_host_is_unreachable_with_its_octopus_columns(

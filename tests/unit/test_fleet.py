@@ -78,3 +78,16 @@ def test_deadline_counts_from_when_a_member_starts_not_from_the_run():
 
     results = group(3, workers=1, deadline=0.5).call(job)
     assert all(v == "done" for v in results.values())
+
+
+def test_the_pool_is_sized_to_the_open_files_limit():
+    import resource
+
+    from octoboot.fleet import FDS_PER_MACHINE, FDS_SPARE, workers_for_open_files
+
+    assert workers_for_open_files(32, soft_limit=1024, open_now=10) == 32
+    room = 200 - 12 - FDS_SPARE
+    assert workers_for_open_files(100, soft_limit=200, open_now=12) == room // FDS_PER_MACHINE
+    assert workers_for_open_files(8, soft_limit=12 + FDS_SPARE + FDS_PER_MACHINE, open_now=12) == 1
+    assert workers_for_open_files(8, soft_limit=20, open_now=18) == 0
+    assert workers_for_open_files(8, soft_limit=resource.RLIM_INFINITY, open_now=18) == 8

@@ -104,7 +104,9 @@ def test_retries_stop_at_the_retry_budget(clock):
     client, sent = client_for(lambda request: httpx.Response(503, text="restarting"))
     with pytest.raises(OctopusUnavailable) as err:
         client.request("GET", "/api/tasks/ServerTasks-1")
-    assert str(err.value) == f"Octopus at {URL} failed (503): restarting"
+    assert str(err.value) == (
+        f"Octopus at {URL} failed: GET /api/tasks/ServerTasks-1 answered 503 (text/plain)"
+    )
     # 0.5 + 1 + 2 + 4 s, and the next 5 s would pass the 10 s budget
     assert clock.slept == [0.5, 1.0, 2.0, 4.0] and len(sent.requests) == 5
 
@@ -176,16 +178,23 @@ def test_not_found_and_server_errors():
     missing = error_of(httpx.Response(404, json={"ErrorMessage": "Machines-9 not found"}))
     assert type(missing) is OctopusError and missing.exit_code == 3
     assert str(missing) == "GET /api/Spaces-1/machines: not found (404): Machines-9 not found"
-    broken = error_of(httpx.Response(500, text="Internal Server Error"))
+    broken = error_of(httpx.Response(500, json={"ErrorMessage": "Internal Server Error"}))
     assert type(broken) is OctopusUnavailable
     assert str(broken) == f"Octopus at {URL} failed (500): Internal Server Error"
+    page = error_of(httpx.Response(500, text="<html>down</html>"))
+    assert type(page) is OctopusUnavailable  # a proxy saying Octopus behind it is down
+    assert str(page) == (
+        f"Octopus at {URL} failed: GET /api/Spaces-1/machines answered 500 (text/plain)"
+    )
 
 
 def test_an_answer_that_is_not_json_says_the_url_may_be_wrong():
     client, _ = client_for(
         lambda request: httpx.Response(200, text="<html>", headers={"content-type": "text/html"})
     )
-    with pytest.raises(OctopusError, match="is not JSON \\(text/html\\): is the URL right"):
+    with pytest.raises(
+        OctopusError, match=r"is not Octopus' API: GET /api answered 200 \(text/html\); the URL"
+    ):
         client.request("GET", "/api")
     empty, _ = client_for(lambda request: httpx.Response(200))
     assert empty.request("DELETE", "/api/Spaces-1/machines/Machines-1") is None
@@ -221,7 +230,8 @@ def route(request: httpx.Request) -> httpx.Response:
     path, params = request.url.path, request.url.params
     skip = int(params.get("skip", 0))
     if path == "/api":
-        return httpx.Response(200, json={"Links": {"Spaces": "/api/spaces"}})
+        root = {"Application": "Octopus Deploy", "Links": {"Spaces": "/api/spaces"}}
+        return httpx.Response(200, json=root)
     if path == "/api/spaces/all":
         spaces = [{"Id": "Spaces-1", "Name": "Default", "IsDefault": True},
                   {"Id": "Spaces-2", "Name": "Ops", "IsDefault": False}]  # fmt: skip
@@ -277,7 +287,9 @@ def test_machines_named_reads_every_page_and_keeps_exact_names_only():
 def test_paging_stops_at_an_empty_page_even_if_it_links_another():
     def endless(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api":
-            return httpx.Response(200, json={"Links": {}})  # before spaces: no space prefix
+            return httpx.Response(
+                200, json={"Application": "Octopus Deploy", "Links": {}}
+            )  # before spaces: no space prefix
         if request.url.path.startswith("/api/configuration/"):
             return httpx.Response(200, json={"Thumbprint": "AB" * 20})
         return httpx.Response(200, json={"Items": [], "Links": {"Page.Next": "/api/machines"}})

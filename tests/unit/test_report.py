@@ -71,3 +71,18 @@ def test_the_summary_says_how_many_host_keys_were_trusted_for_the_first_time():
     assert "1 SSH host key(s) seen for the first time and trusted (for this run only)" in (
         looked.table()
     )
+
+
+def test_control_characters_from_hosts_are_escaped_in_every_cell_and_line():
+    from octoboot.report import one_line, printable
+
+    hostile = "ok\x1b]0;owned\x07\x1b[2J\u202eevil\x9b"
+    assert one_line(hostile) == "ok\\x1b]0;owned\\x07\\x1b[2J\\u202eevil\\x9b"
+    assert printable("a\tb\nc\r", keep="\n\t") == "a\tb\nc\\x0d"
+    assert one_line("x" * 300, 100) == "x" * 99 + "…"
+    report = RunReport(
+        "exec", [result(1, State.OK, octopus_id=hostile, reason=hostile, failed_step="\x07")], 1
+    )
+    table = report.table()
+    assert not any(c in table for c in "\x1b\x07\u202e\x9b"), table
+    assert "\\x1b[2J" in table

@@ -52,3 +52,27 @@ def test_status_table_and_exit_code():
     assert lines[-1] == "logs: /x/runs/1"
     data = json.loads(report.to_json())
     assert data["machines"][2]["facts"]["octopus_id"] == "Machines-9"
+
+
+def test_status_has_its_own_short_deadline_and_deadline_changes_it(tmp_path):
+    from octoboot.jobs import RunOptions, Selection
+    from octoboot.settings import load_settings
+    from octoboot.status import Status, StatusRun
+
+    machines = tmp_path / "machines"
+    machines.mkdir()
+    (machines / "qa.toml").write_text(
+        'environment = "QA"\nroles = ["web"]\n\n[ssh]\ndeadline = 900\n\n'
+        '[[machines]]\nname = "web01"\n\n[[machines]]\nname = "web02"\ndeadline = 5\n'
+    )
+    settings = load_settings({"OCTOBOOT_MACHINES_DIR": str(machines)}, None)
+
+    def deadlines(**options):
+        run = StatusRun(Selection(env="qa"), RunOptions(**options), settings)
+        return [m.ssh.deadline for m in run.machines]
+
+    assert Status.DEADLINE is not None and Status.DEADLINE <= 60
+    # status only reads: a hung host gets its own short bound, not the inventory's 900 s,
+    # and an inventory that gives a machine less still wins
+    assert deadlines() == [Status.DEADLINE, 5]
+    assert deadlines(deadline=120.0) == [120.0, 120.0]
