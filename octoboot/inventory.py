@@ -158,17 +158,22 @@ class Inventory:
             files = " and ".join(str(machine.source_file) for machine in found)
             keys = " or ".join(machine.env_key for machine in found)
             raise ConfigError(f"machine {name!r} is in {files}: add --env {keys} to choose one")
-        names = [m.name for environment in scope for m in environment.machines]
+        machines = [m for environment in scope for m in environment.machines]
         if env is None:
             raise ConfigError(
-                f"no machine {name!r} in {self.directory / '*.toml'}{_did_you_mean(name, names)}"
+                f"no machine {name!r} in {self.directory / '*.toml'}"
+                f"{_did_you_mean_machine(name, machines)}"
             )
         elsewhere = [
             str(environment.file)
             for environment in self.environments.values()
             if any(m.name == name for m in environment.machines)
         ]
-        hint = f" (it is in {', '.join(elsewhere)})" if elsewhere else _did_you_mean(name, names)
+        hint = (
+            f" (it is in {', '.join(elsewhere)})"
+            if elsewhere
+            else _did_you_mean_machine(name, machines)
+        )
         raise ConfigError(f"no machine {name!r} in {scope[0].file}{hint}")
 
 
@@ -570,6 +575,17 @@ def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
     by_folded = {candidate.casefold(): candidate for candidate in candidates}
     close = difflib.get_close_matches(word.casefold(), by_folded, n=3)
     return f"; did you mean {' or '.join(repr(by_folded[c]) for c in close)}?" if close else ""
+
+
+def _did_you_mean_machine(name: str, machines: Sequence[Machine]) -> str:
+    """Suggestions for a machine name not found. A machine reached at that name comes first:
+    a renamed machine keeps its address, so its old name is often the address of the new."""
+    renamed = [
+        m.name for m in machines if m.address != m.name and m.address.casefold() == name.casefold()
+    ]
+    if renamed:
+        return f"; did you mean {' or '.join(map(repr, renamed))} (address {name!r})?"
+    return _did_you_mean(name, [m.name for m in machines])
 
 
 def _some(names: Iterable[str], limit: int = 10) -> str:

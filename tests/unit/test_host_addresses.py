@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from octoboot.errors import ConfigError
-from octoboot.inventory import host_problem, load_environment
+from octoboot.inventory import host_problem, load_environment, load_inventory
 
 ACCEPTED = [
     "web01",
@@ -149,3 +149,29 @@ def test_public_hostname_follows_the_same_rule(tmp_path):
     message = inventory_error(tmp_path, 'name = "web01"\npublic_hostname = "web01:10933"')
     assert "public_hostname: 'web01:10933' holds a port" in message
     assert "(tentacle_port = 10933)" in message
+
+
+# --- did you mean: a renamed machine keeps its address ------------------------------------
+
+
+def renamed_fleet(folder: Path):
+    (folder / "qa.toml").write_text(
+        'roles = ["web"]\n'
+        '[[machines]]\nname = "sbx01-new"\naddress = "sbx01"\n'
+        '[[machines]]\nname = "sbx02"\n[[machines]]\nname = "sbx03"\n[[machines]]\nname = "sbx04"\n'
+        '[[machines]]\nname = "db01"\naddress = "10.0.0.9"\n'
+    )
+    return load_inventory(folder)
+
+
+@pytest.mark.parametrize("env", [None, "qa"])
+def test_an_old_name_suggests_the_machine_reached_at_it(tmp_path, env):
+    with pytest.raises(ConfigError) as caught:
+        renamed_fleet(tmp_path).select(env=env, hosts=["sbx01"])
+    # By spelling alone, sbx02, sbx03 and sbx04 are closer than sbx01-new.
+    assert str(caught.value).endswith("; did you mean 'sbx01-new' (address 'sbx01')?")
+
+
+def test_an_address_asked_for_as_a_name_suggests_its_machine(tmp_path):
+    with pytest.raises(ConfigError, match=r"did you mean 'db01' \(address '10.0.0.9'\)\?$"):
+        renamed_fleet(tmp_path).select(hosts=["10.0.0.9"])
