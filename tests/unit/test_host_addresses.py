@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from octoboot import jobs
 from octoboot.errors import ConfigError
 from octoboot.inventory import host_problem, load_environment, load_inventory
+from octoboot.lifecycle import Exec
+from octoboot.settings import load_settings
 
 ACCEPTED = [
     "web01",
@@ -175,3 +178,46 @@ def test_an_old_name_suggests_the_machine_reached_at_it(tmp_path, env):
 def test_an_address_asked_for_as_a_name_suggests_its_machine(tmp_path):
     with pytest.raises(ConfigError, match=r"did you mean 'db01' \(address '10.0.0.9'\)\?$"):
         renamed_fleet(tmp_path).select(hosts=["10.0.0.9"])
+
+
+# --- --accept-new-host-key is for named machines only -------------------------------------
+
+
+def project_settings(folder: Path):
+    machines = folder / "machines"
+    machines.mkdir()
+    (machines / "qa.toml").write_text(
+        'roles = ["web"]\n'
+        + "".join(f'[[machines]]\nname = "{name}"\n' for name in ("web01", "web02", "db01"))
+    )
+    return load_settings(
+        {"OCTOBOOT_MACHINES_DIR": str(machines), "OCTOBOOT_STATE_DIR": str(folder / "state")},
+        None,
+    )
+
+
+def accepting_run(settings, **selection) -> jobs.Run:
+    options = jobs.RunOptions(accept_new_host_key=True)
+    return jobs.Run("exec", Exec, jobs.Selection(env="qa", **selection), options, settings)
+
+
+@pytest.mark.parametrize("limits", [(), ("*",), ("*", "web01"), ("web*", "db*"), ("[wd]*",)])
+def test_accepting_new_keys_for_a_whole_environment_is_refused(tmp_path, limits):
+    with pytest.raises(ConfigError) as caught:
+        accepting_run(project_settings(tmp_path), limits=limits)
+    message = str(caught.value)
+    assert message.startswith("--accept-new-host-key accepts a changed key only for machines")
+    assert "not for a whole environment" in message
+
+
+@pytest.mark.parametrize(
+    ("selection", "chosen"),
+    [
+        ({"limits": ("web*",)}, ["web01", "web02"]),
+        ({"hosts": ("web01", "web02", "db01")}, ["web01", "web02", "db01"]),
+        ({"hosts": ("db01",), "limits": ("*",)}, ["db01"]),
+    ],
+)
+def test_accepting_new_keys_for_named_machines_is_fine(tmp_path, selection, chosen):
+    run = accepting_run(project_settings(tmp_path), **selection)
+    assert [m.name for m in run.machines] == chosen
