@@ -112,7 +112,7 @@ class Sandbox:
                 h.name,
                 h.address,
                 "running" if self.host_is_running(h.name) else "stopped",
-                ", ".join(f"{k}={v}" for k, v in sorted(h.faults().items())) or "-",
+                ", ".join(f"{k}={v}" for k, v in sorted(self._faults(h).items()) if v) or "-",
             )
             for h in self.hosts()
         ]
@@ -282,6 +282,7 @@ class Sandbox:
         hang: Iterable[str] | None = None,
         untrusting: bool | None = None,
         refuse_login: bool | None = None,
+        blackhole: bool | None = None,
     ) -> dict[str, object]:
         """Change the host's faults (None leaves one as it is); returns them all."""
         host = self.host(name)
@@ -298,12 +299,22 @@ class Sandbox:
             faults["refuse_login"] = refuse_login
             host.refuse_login(refuse_login, self.root / "client_key.pub")
         host.set_faults(faults)
-        return faults
+        if blackhole is not None:
+            self.set_blackhole(name, blackhole)
+        return self._faults(host)
 
     def set_blackhole(self, name: str, on: bool = True) -> None:
         """The host stops answering the controller at all (packets dropped, not refused)."""
         host = self.host(name)
-        net.set_blackhole(host.namespace, net.Slot(self.state()["slot"]).controller_address, on)
+        net.set_blackhole(host.namespace, self._controller_address(), on)
+
+    def _faults(self, host: Host) -> dict[str, object]:
+        """The host's faults: those its stand-ins read, and the blackhole in its network."""
+        blackhole = net.is_blackholed(host.namespace, self._controller_address())
+        return {**host.faults(), "blackhole": blackhole}
+
+    def _controller_address(self) -> str:
+        return net.Slot(self.state()["slot"]).controller_address
 
     # --- internals ----------------------------------------------------------------------
 

@@ -149,5 +149,9 @@ def remove_slot(slot: Slot) -> None:
 def set_blackhole(ns: str, controller_address: str, on: bool) -> None:
     """Make a host drop the controller's packets silently (no answer, no refusal)."""
     action = "replace" if on else "delete"
-    if on or f"blackhole {controller_address}" in ip("-netns", ns, "route", "show"):
+    if on or is_blackholed(ns, controller_address):
         ip("-netns", ns, "route", action, "blackhole", f"{controller_address}/32")
+
+
+def is_blackholed(ns: str, controller_address: str) -> bool:
+    return f"blackhole {controller_address}" in ip("-netns", ns, "route", "show")
