@@ -43,6 +43,7 @@ ENVIRONMENT = "Sandbox"
 OCTOPUS_PORT = 80
 PACKAGE_PORT = 8081
 DEFAULT_INSTALL_SECONDS = 3.0
+HOST_EXIT_SECONDS = 30.0  # how long a powered-off host's processes may take to end
 # Created on the controller as empty mount points when missing; removed by the last `down`.
 MOUNT_POINTS = ("/opt/octopus", "/etc/octopus", "/home/Octopus")
 INVENTORY_MARKER = "# Written by `inv sandbox.up`"
@@ -181,9 +182,11 @@ class Sandbox:
             processes.Recorded.from_json(h["process"]) for h in state["hosts"] if h.get("process")
         ]
         servers = [processes.Recorded.from_json(p) for p in state["servers"].values()]
+        slot = net.Slot(state["slot"])
         processes.terminate(hosts, first=signal.SIGKILL)
         processes.terminate(servers)
-        net.remove_slot(net.Slot(state["slot"]))
+        _wait_until_gone(net.namespaces(slot.prefix))
+        net.remove_slot(slot)
         _remove_mount_points_if_last()
         inventory = state.get("inventory")
         if inventory and _is_ours(Path(inventory)):
@@ -250,11 +253,13 @@ class Sandbox:
 
     def stop_host(self, name: str) -> None:
         """Power the host off: sshd and everything it started end; its disk stays."""
-        rec = self._record(self.host(name).name)
+        host = self.host(name)
+        rec = self._record(host.name)
         if rec is not None:
             # A power cut: `unshare` ignores SIGTERM while it waits for the host's PID 1, and
             # SIGKILLing it takes the whole PID namespace down (--kill-child).
             processes.terminate([rec], first=signal.SIGKILL)
+            _wait_until_gone([host.namespace])
         self._set_record(name, None)
 
     def start_host(self, name: str) -> None:
@@ -447,6 +452,20 @@ def _wait_for_ports(
             raise SandboxError(f"{what} did not start listening within {timeout:.0f} s{where}")
         if pending:
             time.sleep(0.05)
+
+
+def _wait_until_gone(namespaces: list[str], timeout: float = HOST_EXIT_SECONDS) -> None:
+    """Wait until no process is left in the namespaces. Killing a host's `unshare` only starts
+    the end of its PID namespace: its processes go on exiting for a while (a big one takes
+    seconds), and a following `up`, `start` or test must not meet them."""
+    deadline = time.monotonic() + timeout
+    while left := net.processes_in(namespaces):
+        if time.monotonic() > deadline:
+            raise SandboxError(
+                f"processes {', '.join(map(str, left))} still run in the sandbox's network "
+                f"namespaces {timeout:.0f} s after their hosts ended: end them and try again"
+            )
+        time.sleep(0.02)
 
 
 def _is_ours(inventory: Path) -> bool:

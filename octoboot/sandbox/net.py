@@ -10,10 +10,12 @@ leads out of the namespaces.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
+import os
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ SUBNET_BASE = "10.77"
 FIRST_HOST_OCTET = 11
 MAX_HOSTS = 240
 _SLOT_LOCK = Path("/run/octoboot-sandbox-slots.lock")
+_NAMED_NAMESPACES = Path("/run/netns")  # where `ip netns add` keeps them
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,24 @@ def namespaces(prefix: str = "") -> list[str]:
         for line in ip("netns", "list").splitlines()
         if line.strip() and line.split()[0].startswith(prefix)
     ]
+
+
+def processes_in(names: Iterable[str]) -> list[int]:
+    """The processes living in these network namespaces (`ip netns pids`, for many at once;
+    a zombie has left its namespaces)."""
+    wanted = set()
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            found = (_NAMED_NAMESPACES / name).stat()
+            wanted.add((found.st_dev, found.st_ino))
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):  # it ended meanwhile
+                found = os.stat(f"/proc/{entry.name}/ns/net")
+                if (found.st_dev, found.st_ino) in wanted:
+                    pids.append(int(entry.name))
+    return pids
 
 
 def remove_slot(slot: Slot) -> None:
