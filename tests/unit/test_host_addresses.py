@@ -32,6 +32,7 @@ ACCEPTED = [
 
 HOSTILE = [
     "web1$(touch /tmp/pwned)",
+    "web1$(touch${IFS}/tmp/pwned)",
     "web1;reboot",
     "web1`id`",
     "web1|nc",
