@@ -173,17 +173,18 @@ class Run:
         if selection.retry_failed and not selection.env:
             raise ConfigError("--retry-failed needs --env: it re-runs that environment's")
         machines = self.inventory.select(selection.env, selection.hosts, selection.limits)
-        if self.options.accept_new_host_key and not selection.hosts:
-            # Without --host, select() had an --env; a limit such as '*' that keeps all of it
-            # names no machine in particular.
-            everyone = self.inventory.environments[selection.env or ""].machines
-            if len(machines) == len(everyone):
-                limits = " ".join(f"--limit {pattern!r}" for pattern in selection.limits)
-                raise ConfigError(
-                    "--accept-new-host-key accepts a changed key only for machines named with "
-                    "--host or --limit (the rebuilt ones), not for a whole environment"
-                    + (f": {limits} selects every machine of {selection.env}" if limits else "")
-                )
+        # A limit such as '*' that keeps the whole environment names no machine in particular.
+        if (
+            self.options.accept_new_host_key
+            and not selection.hosts
+            and len(machines) == len(self.inventory.select(selection.env))
+        ):
+            limits = " ".join(f"--limit {pattern!r}" for pattern in selection.limits)
+            raise ConfigError(
+                "--accept-new-host-key accepts a changed key only for machines named with "
+                "--host or --limit (the rebuilt ones), not for a whole environment"
+                + (f": {limits} selects every machine of {selection.env}" if limits else "")
+            )
         if not selection.retry_failed:
             return machines
         failed = set(last_failures(self.settings.state_dir, selection.env))
