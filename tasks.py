@@ -29,7 +29,8 @@ from octoboot.settings import load_settings  # noqa: E402
 from octoboot.status import Status  # noqa: E402
 from octoboot.status import status as machine_status  # noqa: E402
 
-SANDBOX = Sandbox(PROJECT / ".sandbox")
+# OCTOBOOT_SANDBOX_DIR lets the sandbox tests drive the sandbox tasks on a sandbox of their own.
+SANDBOX = Sandbox(Path(os.environ.get("OCTOBOOT_SANDBOX_DIR") or PROJECT / ".sandbox"))
 
 
 @contextmanager
@@ -263,33 +264,46 @@ def sandbox_rebuild(c, host):
 @task(
     help={
         "host": "the host to change",
-        "install_fails": "the Tentacle install fails (--no-install-fails to clear)",
+        "install_fails": "the Tentacle install fails",
+        "no_install_fails": "the Tentacle install succeeds again",
         "install_seconds": "how long the install takes, in seconds",
         "hang": "a Tentacle command that hangs (repeatable; '*' for all)",
         "no_hang": "no command hangs any more",
-        "blackhole": "drop every packet from the controller (--no-blackhole to clear)",
-        "untrusting": "the Tentacle service trusts no Octopus Server (--no-untrusting to clear)",
-        "refuse_login": "sshd refuses the client's key (--no-refuse-login to clear)",
+        "blackhole": "drop every packet from the controller",
+        "no_blackhole": "answer the controller again",
+        "untrusting": "the Tentacle service trusts no Octopus Server",
+        "no_untrusting": "the Tentacle service trusts its configured servers again",
+        "refuse_login": "sshd refuses the client's key",
+        "no_refuse_login": "sshd accepts the client's key again",
     },
     iterable=["hang"],
+    auto_shortflags=False,  # with a --no- flag per fault, Invoke would hand out "-" as one
 )
 def sandbox_fault(
-    c, host, install_fails=None, install_seconds=None, hang=None, no_hang=False, blackhole=None,
-    untrusting=None, refuse_login=None,
+    c, host, install_fails=False, no_install_fails=False, install_seconds=None, hang=None,
+    no_hang=False, blackhole=False, no_blackhole=False, untrusting=False, no_untrusting=False,
+    refuse_login=False, no_refuse_login=False,
 ):  # fmt: skip
     """Give a host faults: failing or slow install, hanging commands, no answer at all."""
     with user_errors():
         faults = SANDBOX.set_faults(
             host,
-            install_fails=install_fails,
+            install_fails=switch(install_fails, no_install_fails, "install-fails"),
             install_seconds=None if install_seconds is None else float(install_seconds),
             hang=[] if no_hang else (hang or None),
-            untrusting=untrusting,
-            refuse_login=refuse_login,
+            untrusting=switch(untrusting, no_untrusting, "untrusting"),
+            refuse_login=switch(refuse_login, no_refuse_login, "refuse-login"),
+            blackhole=switch(blackhole, no_blackhole, "blackhole"),
         )
-        if blackhole is not None:
-            SANDBOX.set_blackhole(host, blackhole)
-    print(f"{host}: {faults}" + ("" if blackhole is None else f", blackhole={blackhole}"))
+    print(f"{host}: {faults}")
+
+
+def switch(on, off, flag):
+    """A fault turned on (--FLAG), off (--no-FLAG) or left as it is (neither): True, False,
+    None. Invoke makes `--no-FLAG` only for flags that default to True, so each is a flag."""
+    if on and off:
+        raise Exit(f"octoboot: give --{flag} or --no-{flag}, not both", 2)
+    return True if on else False if off else None
 
 
 sandbox = Collection("sandbox")

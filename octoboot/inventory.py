@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import re
 import tomllib
@@ -29,6 +30,12 @@ _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The version is pasted into URLs, paths and remote commands: keep it to what versions look like.
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+)*([-+][0-9A-Za-z.+-]+)?")
 _REMOTE_SCHEMES = ("http://", "https://")
+# A host name label (RFC 1123): letters, digits and '-', not at either end, at most 63.
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# "user@host:port" and its parts, to say where the user and the port go instead.
+_USER_HOST_PORT = re.compile(
+    r"(?:(?P<user>[^@]*)@)?(?P<host>\[[^\]]*\]|[^:]*)(?::(?P<port>[0-9]+))?"
+)
 
 
 @dataclass(frozen=True)
@@ -151,17 +158,22 @@ class Inventory:
             files = " and ".join(str(machine.source_file) for machine in found)
             keys = " or ".join(machine.env_key for machine in found)
             raise ConfigError(f"machine {name!r} is in {files}: add --env {keys} to choose one")
-        names = [m.name for environment in scope for m in environment.machines]
+        machines = [m for environment in scope for m in environment.machines]
         if env is None:
             raise ConfigError(
-                f"no machine {name!r} in {self.directory / '*.toml'}{_did_you_mean(name, names)}"
+                f"no machine {name!r} in {self.directory / '*.toml'}"
+                f"{_did_you_mean_machine(name, machines)}"
             )
         elsewhere = [
             str(environment.file)
             for environment in self.environments.values()
             if any(m.name == name for m in environment.machines)
         ]
-        hint = f" (it is in {', '.join(elsewhere)})" if elsewhere else _did_you_mean(name, names)
+        hint = (
+            f" (it is in {', '.join(elsewhere)})"
+            if elsewhere
+            else _did_you_mean_machine(name, machines)
+        )
         raise ConfigError(f"no machine {name!r} in {scope[0].file}{hint}")
 
 
@@ -258,6 +270,11 @@ def _machine(
     tentacle = template.tentacle
     if "tentacle_port" in values:
         tentacle = dataclasses.replace(tentacle, port=values["tentacle_port"])
+    if "address" not in values and (problem := host_problem(values["name"])):
+        raise ConfigError(
+            f"{path}: {where}: name: with no address, the name is the host to connect to, "
+            f'and {problem}: set address = "..." to the host'
+        )
     return dataclasses.replace(
         template,
         name=values["name"],
@@ -314,10 +331,57 @@ def _text(value: Any) -> str:
     return value
 
 
-def _host(value: Any) -> str:
-    if any(char.isspace() for char in _text(value)):
-        raise _Invalid(f"must be a host name or IP address, got {value!r}")
-    return value
+def host_problem(text: str, port_key: str = "port") -> str | None:
+    """Why `text` cannot be a host octoboot connects to or names, or None if it can.
+
+    A host is a name of RFC 1123 labels (which is also what an ssh_config alias may be), an
+    IPv4 address, or an IPv6 address without brackets. Nothing else passes: paramiko pastes the
+    host into ssh_config `Match exec` commands, which a shell runs on the controller, so a
+    `$(...)`, `;` or backtick in it would run there (as CVE-2023-51385 did in OpenSSH), and a
+    '%' would be expanded as an ssh_config token. port_key: the key that holds the port."""
+    parts = _USER_HOST_PORT.fullmatch(text)
+    if parts and (parts["user"] or parts["port"]):
+        extra = {"user": f'user = "{parts["user"]}"', "port": f"{port_key} = {parts['port']}"}
+        given = [what for what in extra if parts[what]]
+        return (
+            f"{text!r} holds a {' and a '.join(given)}: give only the host, "
+            f"{parts['host'].strip('[]')!r}, and the {' and the '.join(given)} with "
+            f"{'their own keys' if len(given) > 1 else 'its own key'} "
+            f"({', '.join(extra[what] for what in given)})"
+        )
+    if text.startswith("[") and text.endswith("]"):
+        return f"{text!r}: write an IPv6 address without brackets, e.g. {text[1:-1]!r}"
+    if ":" in text:
+        try:
+            ipaddress.IPv6Address(text)
+        except ValueError:
+            return f"{text!r} is not an IPv6 address"
+        if "%" in text:
+            return f"{text!r}: an IPv6 zone ('%...') is not supported; use a global address"
+        return None
+    labels = text.split(".")
+    if len(text) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return (
+            f"{text!r} is not a host name, an IPv4 or an IPv6 address: a host name (or ssh_config "
+            "alias) is labels of letters, digits and '-' (not first or last, at most 63) "
+            "separated by '.'"
+        )
+    if all(label.isdigit() for label in labels):
+        try:
+            ipaddress.IPv4Address(text)
+        except ValueError:
+            return f"{text!r} is not an IPv4 address (four numbers 0 to 255, no leading zeros)"
+    return None
+
+
+def _host(port_key: str) -> Check:
+    def check(value: Any) -> str:
+        problem = host_problem(_text(value), port_key)
+        if problem:
+            raise _Invalid(problem)
+        return value
+
+    return check
 
 
 def _machine_name(value: Any) -> str:
@@ -457,9 +521,9 @@ def _octopus_spec(base: Path) -> dict[str, Check]:
 def _machine_spec(base: Path) -> dict[str, Check]:
     return {
         "name": _machine_name,  # first, so that later errors can name the machine
-        "address": _host,
+        "address": _host("port"),
         "roles": _roles,
-        "public_hostname": _host,
+        "public_hostname": _host("tentacle_port"),
         "tentacle_port": _port,
         **_ssh_spec(base),
     }
@@ -511,6 +575,17 @@ def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
     by_folded = {candidate.casefold(): candidate for candidate in candidates}
     close = difflib.get_close_matches(word.casefold(), by_folded, n=3)
     return f"; did you mean {' or '.join(repr(by_folded[c]) for c in close)}?" if close else ""
+
+
+def _did_you_mean_machine(name: str, machines: Sequence[Machine]) -> str:
+    """Suggestions for a machine name not found. A machine reached at that name comes first:
+    a renamed machine keeps its address, so its old name is often the address of the new."""
+    renamed = [
+        m.name for m in machines if m.address != m.name and m.address.casefold() == name.casefold()
+    ]
+    if renamed:
+        return f"; did you mean {' or '.join(map(repr, renamed))} (address {name!r})?"
+    return _did_you_mean(name, [m.name for m in machines])
 
 
 def _some(names: Iterable[str], limit: int = 10) -> str:

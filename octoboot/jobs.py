@@ -181,14 +181,21 @@ class Run:
     # --- checks before any host is touched ------------------------------------------------
 
     def _select(self, selection: Selection) -> list[Machine]:
-        if self.options.accept_new_host_key and not (selection.hosts or selection.limits):
-            raise ConfigError(
-                "--accept-new-host-key accepts a changed key only for machines named with "
-                "--host or --limit (the rebuilt ones), not for a whole environment"
-            )
         if selection.retry_failed and not selection.env:
             raise ConfigError("--retry-failed needs --env: it re-runs that environment's")
         machines = self.inventory.select(selection.env, selection.hosts, selection.limits)
+        # A limit such as '*' that keeps the whole environment names no machine in particular.
+        if (
+            self.options.accept_new_host_key
+            and not selection.hosts
+            and len(machines) == len(self.inventory.select(selection.env))
+        ):
+            limits = " ".join(f"--limit {pattern!r}" for pattern in selection.limits)
+            raise ConfigError(
+                "--accept-new-host-key accepts a changed key only for machines named with "
+                "--host or --limit (the rebuilt ones), not for a whole environment"
+                + (f": {limits} selects every machine of {selection.env}" if limits else "")
+            )
         if not selection.retry_failed:
             return machines
         failed = set(last_failures(self.settings.state_dir, selection.env))

@@ -44,6 +44,7 @@ ENVIRONMENT = "Sandbox"
 OCTOPUS_PORT = 80
 PACKAGE_PORT = 8081
 DEFAULT_INSTALL_SECONDS = 3.0
+HOST_EXIT_SECONDS = 30.0  # how long a powered-off host's processes may take to end
 # Created on the controller as empty mount points when missing; removed by the last `down`.
 MOUNT_POINTS = ("/opt/octopus", "/etc/octopus", "/home/Octopus")
 INVENTORY_MARKER = "# Written by `inv sandbox.up`"
@@ -113,7 +114,7 @@ class Sandbox:
                 h.name,
                 h.address,
                 "running" if self.host_is_running(h.name) else "stopped",
-                ", ".join(f"{k}={v}" for k, v in sorted(h.faults().items())) or "-",
+                ", ".join(f"{k}={v}" for k, v in sorted(self._faults(h).items()) if v) or "-",
             )
             for h in self.hosts()
         ]
@@ -182,9 +183,11 @@ class Sandbox:
             processes.Recorded.from_json(h["process"]) for h in state["hosts"] if h.get("process")
         ]
         servers = [processes.Recorded.from_json(p) for p in state["servers"].values()]
+        slot = net.Slot(state["slot"])
         processes.terminate(hosts, first=signal.SIGKILL)
         processes.terminate(servers)
-        net.remove_slot(net.Slot(state["slot"]))
+        _wait_until_gone(net.namespaces(slot.prefix))
+        net.remove_slot(slot)
         _remove_mount_points_if_last()
         inventory = state.get("inventory")
         if inventory and _is_ours(Path(inventory)):
@@ -252,11 +255,13 @@ class Sandbox:
 
     def stop_host(self, name: str) -> None:
         """Power the host off: sshd and everything it started end; its disk stays."""
-        rec = self._record(self.host(name).name)
+        host = self.host(name)
+        rec = self._record(host.name)
         if rec is not None:
             # A power cut: `unshare` ignores SIGTERM while it waits for the host's PID 1, and
             # SIGKILLing it takes the whole PID namespace down (--kill-child).
             processes.terminate([rec], first=signal.SIGKILL)
+            _wait_until_gone([host.namespace])
         self._set_record(name, None)
 
     def start_host(self, name: str) -> None:
@@ -284,6 +289,7 @@ class Sandbox:
         hang: Iterable[str] | None = None,
         untrusting: bool | None = None,
         refuse_login: bool | None = None,
+        blackhole: bool | None = None,
     ) -> dict[str, object]:
         """Change the host's faults (None leaves one as it is); returns them all."""
         host = self.host(name)
@@ -300,12 +306,22 @@ class Sandbox:
             faults["refuse_login"] = refuse_login
             host.refuse_login(refuse_login, self.root / "client_key.pub")
         host.set_faults(faults)
-        return faults
+        if blackhole is not None:
+            self.set_blackhole(name, blackhole)
+        return self._faults(host)
 
     def set_blackhole(self, name: str, on: bool = True) -> None:
         """The host stops answering the controller at all (packets dropped, not refused)."""
         host = self.host(name)
-        net.set_blackhole(host.namespace, net.Slot(self.state()["slot"]).controller_address, on)
+        net.set_blackhole(host.namespace, self._controller_address(), on)
+
+    def _faults(self, host: Host) -> dict[str, object]:
+        """The host's faults: those its stand-ins read, and the blackhole in its network."""
+        blackhole = net.is_blackholed(host.namespace, self._controller_address())
+        return {**host.faults(), "blackhole": blackhole}
+
+    def _controller_address(self) -> str:
+        return net.Slot(self.state()["slot"]).controller_address
 
     # --- internals ----------------------------------------------------------------------
 
@@ -436,6 +452,20 @@ def _wait_for_ports(
             raise SandboxError(f"{what} did not start listening within {timeout:.0f} s{where}")
         if pending:
             time.sleep(0.05)
+
+
+def _wait_until_gone(namespaces: list[str], timeout: float = HOST_EXIT_SECONDS) -> None:
+    """Wait until no process is left in the namespaces. Killing a host's `unshare` only starts
+    the end of its PID namespace: its processes go on exiting for a while (a big one takes
+    seconds), and a following `up`, `start` or test must not meet them."""
+    deadline = time.monotonic() + timeout
+    while left := net.processes_in(namespaces):
+        if time.monotonic() > deadline:
+            raise SandboxError(
+                f"processes {', '.join(map(str, left))} still run in the sandbox's network "
+                f"namespaces {timeout:.0f} s after their hosts ended: end them and try again"
+            )
+        time.sleep(0.02)
 
 
 def _is_ours(inventory: Path) -> bool:

@@ -10,10 +10,12 @@ leads out of the namespaces.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
+import os
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ SUBNET_BASE = "10.77"
 FIRST_HOST_OCTET = 11
 MAX_HOSTS = 240
 _SLOT_LOCK = Path("/run/octoboot-sandbox-slots.lock")
+_NAMED_NAMESPACES = Path("/run/netns")  # where `ip netns add` keeps them
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,24 @@ def namespaces(prefix: str = "") -> list[str]:
     ]
 
 
+def processes_in(names: Iterable[str]) -> list[int]:
+    """The processes living in these network namespaces (`ip netns pids`, for many at once;
+    a zombie has left its namespaces)."""
+    wanted = set()
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            found = (_NAMED_NAMESPACES / name).stat()
+            wanted.add((found.st_dev, found.st_ino))
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):  # it ended meanwhile
+                found = os.stat(f"/proc/{entry.name}/ns/net")
+                if (found.st_dev, found.st_ino) in wanted:
+                    pids.append(int(entry.name))
+    return pids
+
+
 def remove_slot(slot: Slot) -> None:
     """Every namespace and the bridge of the slot; safe to call when some are gone. Under the
     slot lock, and the bridge last: until it is gone no other sandbox can take the slot."""
@@ -149,5 +170,9 @@ def remove_slot(slot: Slot) -> None:
 def set_blackhole(ns: str, controller_address: str, on: bool) -> None:
     """Make a host drop the controller's packets silently (no answer, no refusal)."""
     action = "replace" if on else "delete"
-    if on or f"blackhole {controller_address}" in ip("-netns", ns, "route", "show"):
+    if on or is_blackholed(ns, controller_address):
         ip("-netns", ns, "route", action, "blackhole", f"{controller_address}/32")
+
+
+def is_blackholed(ns: str, controller_address: str) -> bool:
+    return f"blackhole {controller_address}" in ip("-netns", ns, "route", "show")

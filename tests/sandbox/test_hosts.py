@@ -3,11 +3,13 @@ folders and processes; they can be stopped, started and rebuilt; down removes al
 
 import socket
 import subprocess
+import sys
 
 import pytest
 
 from octoboot.sandbox import net, processes
 from tests.sandbox.conftest import connect, run
+from tests.sandbox.project import REPO
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +122,65 @@ def test_down_leaves_nothing_behind(sandbox_factory):
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert slot.bridge not in links and f"ob{slot.number}h" not in links
     assert not any(processes.is_alive(r) for r in recorded)
+
+
+def processes_in_namespace(ns: str) -> list[processes.Recorded]:
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+    found = [processes.Recorded(int(pid), processes.start_ticks(int(pid))) for pid in pids.split()]
+    return [rec for rec in found if rec.start_ticks is not None]
+
+
+# A process of a host that takes a second to end once the host is gone, as a big one does.
+SLOW_TO_END = """
+import sys, time
+from octoboot.sandbox import processes
+host = processes.Recorded(int(sys.argv[1]), int(sys.argv[2]))
+while processes.is_alive(host):
+    time.sleep(0.02)
+time.sleep(1)
+"""
+
+
+def slow_to_end(sandbox, name: str) -> subprocess.Popen:
+    """A process in the host's network namespace that ends a second after the host."""
+    entry = next(h for h in sandbox.state()["hosts"] if h["name"] == name)
+    host = processes.Recorded.from_json(entry["process"])
+    return subprocess.Popen(
+        ["ip", "netns", "exec", entry["namespace"], sys.executable, "-c", SLOW_TO_END,
+         str(host.pid), str(host.start_ticks)],
+        cwd=REPO, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_stop_returns_only_when_the_hosts_processes_are_gone(sandbox):
+    slow = slow_to_end(sandbox, "sbx03")
+    try:
+        inside = processes_in_namespace(sandbox.host("sbx03").namespace)
+        assert slow.pid in {rec.pid for rec in inside}
+        sandbox.stop_host("sbx03")
+        assert [rec.pid for rec in inside if processes.is_alive(rec)] == []
+    finally:
+        slow.kill()
+        slow.wait()
+        sandbox.start_host("sbx03")
+
+
+def test_down_returns_only_when_every_host_process_is_gone(sandbox_factory):
+    sandbox = sandbox_factory(3, install_seconds=0)
+    for host in sandbox.hosts():
+        conn = connect(sandbox, host.name)
+        run(conn, "setsid sleep 600 </dev/null >/dev/null 2>&1 &")
+        conn.close()
+    state = sandbox.state()
+    slow = slow_to_end(sandbox, "sbx01")
+    try:
+        slot = net.Slot(state["slot"])
+        inside = [rec for ns in net.namespaces(slot.prefix) for rec in processes_in_namespace(ns)]
+        # each host's sshd and sleep, the slow one, and the two stand-in servers
+        assert len(inside) >= 2 * 3 + 1 + 2
+        assert slow.pid in {rec.pid for rec in inside}
+        sandbox.down()
+        assert [rec.pid for rec in inside if processes.is_alive(rec)] == []
+    finally:
+        slow.kill()
+        slow.wait()
