@@ -36,6 +36,7 @@ class Bootstrap(Pipeline):
         self.record: Resource | None = None
         self.conflict: str | None = None
         self.created_instance = False
+        self.service_started = False  # (re)started by this run
 
     # --- install ------------------------------------------------------------------------
 
@@ -238,10 +239,11 @@ class Bootstrap(Pipeline):
             action, done = "start", "started"
         else:
             return "unchanged", f"{unit} active"
-        command = tentacle.service_command(options.instance, action, port=options.port)
+        command = self._service_command(action)
         if self.job.dry_run:
             return self.plan(f"would have {unit} {done}", command)
         self.remote(command)
+        self.service_started = True
         return "changed", f"{unit} {done}"
 
     def step_health(self) -> tuple[str, str]:
@@ -252,13 +254,29 @@ class Bootstrap(Pipeline):
             status = octopus.machine(machine_id).get("HealthStatus", "Unknown")
             return "skipped", f"last known: {status}"
         assert machine_id is not None and self.job.environment_id is not None
-        check = self._check_health(octopus, machine_id)
+        check, restarted = self._check_health(octopus, machine_id), ""
+        if check.health_status == "Unavailable" and not self.service_started:
+            # systemd said active, yet Octopus gets no answer: a hung service (stopped,
+            # deadlocked) stays "active" for ever. Restart it once, then ask again.
+            unit = tentacle.unit_name(self.machine.tentacle.instance)
+            self.remote(self._service_command("restart"))
+            restarted = f" after restarting {unit}, active but Unavailable in {check.task_id}"
+            check = self._check_health(octopus, machine_id)
+        if check.task_failed_itself:
+            raise StepFailed(
+                f"health task {check.task_id} {check.state}: "
+                f"{check.error or 'Octopus gave no reason'}"
+            )
         if check.state != "Success" or check.health_status != "Healthy":
             raise StepFailed(
-                f"Octopus says {check.health_status} ({check.task_id} {check.state}): "
-                f"{check.summary}"
+                f"Octopus says {check.health_status} ({check.task_id} {check.state}"
+                f"{restarted}): {check.summary}"
             )
-        return "ok", f"Healthy ({check.task_id})"
+        return ("changed" if restarted else "ok"), f"Healthy ({check.task_id}){restarted}"
+
+    def _service_command(self, action: str) -> str:
+        options = self.machine.tentacle
+        return tentacle.service_command(options.instance, action, port=options.port)
 
     def _check_health(self, octopus: OctopusClient, machine_id: str) -> HealthCheck:
         assert self.job.environment_id is not None
@@ -267,6 +285,8 @@ class Bootstrap(Pipeline):
                 machine_id,
                 self.job.environment_id,
                 deadline_in=self.remaining() - 1,
+                # A third of the time left, so that a restart and a second check still fit.
+                machine_timeout=int(max(5, min(60, self.remaining() / 3))),
                 cancelled=self.job.cancelled,
             )
         except TimeoutError as exc:

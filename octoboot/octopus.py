@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,14 @@ class HealthCheck:
     state: str
     health_status: str
     summary: str
+    error: str = ""  # the task's ErrorMessage
+
+    @property
+    def task_failed_itself(self) -> bool:
+        """The task did not succeed, yet the machine's status gives no reason (Healthy, or
+        never checked): the task failed on its own (e.g. Octopus restarted under it, which
+        fails the tasks it was running), and the machine's status predates this check."""
+        return self.state != "Success" and self.health_status in ("Healthy", "Unknown")
 
 
 class OctopusClient:
@@ -87,27 +95,56 @@ class OctopusClient:
 
     # --- requests ----------------------------------------------------------------------
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One API call, retried with back-off on network errors and 502/503/504 (for a
-        POST only when it cannot have arrived), for at most retry_seconds."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        recover: Callable[[], Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """One API call, retried with back-off on network errors and 502/503/504, for at
+        most retry_seconds. A POST that may have arrived is retried only with `recover`:
+        before each new attempt, and when a retry is refused (400/409, e.g. the name is
+        taken by the record the earlier attempt made), recover() looks for what an earlier
+        attempt created; whatever it finds (not None) is the answer."""
         deadline = time.monotonic() + self._retry_seconds
-        delay = 0.5
+        delay, retrying = 0.5, False
         while True:
+            if retrying and recover is not None and (found := recover()) is not None:
+                return found
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if (method == "POST" and sent) or time.monotonic() + delay > deadline:
+                unsafe = method == "POST" and sent and recover is None
+                if unsafe or time.monotonic() + delay > deadline:
                     raise OctopusUnavailable(
                         f"Octopus at {self.url} did not answer: {exc or type(exc).__name__}"
                     ) from None
             else:
-                if response.status_code not in (502, 503, 504) or method == "POST":
-                    return self._result(method, path, response)
+                transient = response.status_code in (502, 503, 504)
+                if not transient or (method == "POST" and recover is None):
+                    return self._answer(method, path, response, recover if retrying else None)
                 if time.monotonic() + delay > deadline:
                     self._result(method, path, response)
+            retrying = True
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    def _answer(
+        self,
+        method: str,
+        path: str,
+        response: httpx.Response,
+        recover: Callable[[], Any] | None,
+    ) -> Any:
+        try:
+            return self._result(method, path, response)
+        except OctopusValidationError:
+            if recover is not None and (found := recover()) is not None:
+                return found
+            raise
 
     def _result(self, method: str, path: str, response: httpx.Response) -> Any:
         code = response.status_code
@@ -216,7 +253,22 @@ class OctopusClient:
         return self.request("GET", f"{self._space}/machines/{machine_id}")
 
     def create_machine(self, body: Resource) -> Resource:
-        return self.request("POST", f"{self._space}/machines", json=body)
+        """Create a machine, safe to retry: a POST that timed out or met a restarting
+        Octopus may still have made the record, so before another attempt the record with
+        this name and thumbprint is looked up, and returned if it exists."""
+        name, thumbprint = body["Name"].strip().lower(), body["Endpoint"]["Thumbprint"]
+
+        def created() -> Resource | None:
+            return next(
+                (
+                    m
+                    for m in self.machines_with_thumbprint(thumbprint)
+                    if m["Name"].strip().lower() == name
+                ),
+                None,
+            )
+
+        return self.request("POST", f"{self._space}/machines", json=body, recover=created)
 
     def update_machine(self, resource: Resource) -> Resource:
         return self.request("PUT", f"{self._space}/machines/{resource['Id']}", json=resource)
@@ -258,6 +310,8 @@ class OctopusClient:
                     "MachineIds": [machine_id],
                 },
             },
+            # A Health task only reads: one that an unanswered attempt made costs a check.
+            recover=lambda: None,
         )
         delay, stop = 0.1, cancelled or threading.Event()
         while task["State"] not in TASK_DONE:
@@ -273,6 +327,7 @@ class OctopusClient:
             state=task["State"],
             health_status=machine.get("HealthStatus", "Unknown"),
             summary=machine.get("StatusSummary") or task.get("ErrorMessage") or "",
+            error=task.get("ErrorMessage") or "",
         )
 
 

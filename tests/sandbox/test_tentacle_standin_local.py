@@ -326,6 +326,22 @@ def test_second_start_is_harmless_and_stop_ends_the_process(listening: Listening
     assert (active.returncode, active.stdout.strip()) == (3, "inactive")
 
 
+def test_stop_ends_a_suspended_service_cleanly_as_systemd_does(listening: Listening) -> None:
+    # systemd sends SIGCONT right after SIGTERM, so a stopped (hung) process acts on it at
+    # once instead of being SIGKILLed after the stop timeout.
+    host = listening.host
+    pid = host.service_pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        host.ok("service", "--stop")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: not alive(pid), "the service process to end")
+    log = (host.default_config.parent / "Logs" / "OctopusTentacle.txt").read_text()
+    assert "Tentacle has stopped" in log
+
+
 def test_uninstall_removes_the_unit_and_its_enablement(listening: Listening) -> None:
     host = listening.host
     pid = host.service_pid()
