@@ -102,27 +102,24 @@ class Bootstrap(Pipeline):
             return "skipped", "not imported: Octopus has a conflicting record (see register)"
         if probe.instance_exists and self.thumbprint and probe.thumbprint == self.thumbprint:
             return "unchanged", self.thumbprint
-        create = not probe.instance_exists
+        # A damaged configuration is recreated: the identity and the settings it held are
+        # all in the store and the inventory, and the configure step follows.
+        damaged = probe.configuration_error is not None
+        create = not probe.instance_exists or damaged
+        command = tentacle.import_identity_command(
+            self.machine.tentacle.instance, create_instance=create, replace_configuration=damaged
+        )
+        repaired = " into a new configuration (the old one was damaged)" if damaged else ""
         if self.job.dry_run:
             what = self.thumbprint or "a new identity (minted on the controller)"
-            return self.plan(
-                f"would import {what}",
-                tentacle.import_identity_command(
-                    self.machine.tentacle.instance, create_instance=create
-                ),
-            )
+            return self.plan(f"would import {what}{repaired}", command)
         assert self.identity is not None
         pfx = self.identity.unprotected_pfx()
-        self.remote(
-            tentacle.import_identity_command(
-                self.machine.tentacle.instance, create_instance=create
-            ),
-            stdin=base64.b64encode(pfx).decode() + "\n",
-        )
+        self.remote(command, stdin=base64.b64encode(pfx).decode() + "\n")
         self.created_instance = create
         self.probe = tentacle.with_version(probe, probe.version, restart_pending=True)
         minted = " (new identity)" if self.identity.created else ""
-        return "changed", f"imported {self.thumbprint}{minted}"
+        return "changed", f"imported {self.thumbprint}{minted}{repaired}"
 
     def _registration_conflict(self) -> str | None:
         """Why registering this machine's certificate would be refused, if it would."""

@@ -174,3 +174,39 @@ def test_a_hung_service_is_restarted_once_when_octopus_says_unavailable(
     stat = run(conn, f"cat /proc/{pid}/stat 2>/dev/null").stdout
     assert not stat or stat.rpartition(")")[2].split()[0] == "Z"  # the hung process is gone
     assert octopus_machines(octopus)["sbx02"]["HealthStatus"] == "Healthy"
+
+
+# --- a damaged Tentacle configuration -----------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["empty", "half-written"])
+def test_a_damaged_configuration_is_reported_and_repaired(
+    bootstrapped, sandbox, settings, octopus, damage
+):
+    config = sandbox.host("sbx03").disk_path(CONFIG)
+    before = octopus_machines(octopus)["sbx03"]
+    text = config.read_text()
+    config.write_text("" if damage == "empty" else text[: len(text) // 2])
+
+    seen = status(settings, "sbx03")
+    assert seen.failed_step == "drift" and "configuration damaged" in seen.facts["drift"]
+    assert "There is an error in XML document" in seen.reason
+    assert "no host certificate" not in seen.reason
+
+    repaired = jobs.bootstrap(one("sbx03"), quiet(), settings)
+    row = repaired.results[0]
+    assert repaired.exit_code == EXIT_OK and row.state == State.CHANGED, repaired.table()
+    assert "the old one was damaged" in steps(row)["identity"]
+    assert steps(row)["configure"].startswith("changed")
+    after = octopus_machines(octopus)["sbx03"]
+    assert after["Id"] == before["Id"] and after["HealthStatus"] == "Healthy"
+    assert after["Endpoint"]["Thumbprint"] == before["Endpoint"]["Thumbprint"] == row.thumbprint
+    again = jobs.bootstrap(one("sbx03"), quiet(), settings)
+    assert again.results[0].state == State.UNCHANGED, again.table()
+    assert status(settings, "sbx03").state == State.OK
+
+
+def status(settings, name):
+    from octoboot.status import status as machine_status
+
+    return machine_status(one(name), quiet(), settings).results[0]

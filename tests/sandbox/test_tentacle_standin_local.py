@@ -444,6 +444,36 @@ def test_exit_codes_follow_the_real_program(host: Host) -> None:
     assert bad_value.stderr.splitlines()[0] == "=" * 79
 
 
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [
+        (lambda text: "", "There is an error in XML document (0, 0). ---> System.Xml.XmlException: "
+         "Root element is missing."),
+        (lambda text: text[: len(text) // 2], "---> System.Xml.XmlException: Unexpected end of "
+         "file has occurred."),
+    ],
+    ids=["empty", "half-written"],
+)  # fmt: skip
+def test_a_damaged_configuration_fails_every_command_until_it_is_replaced(
+    host: Host, damage: Callable[[str], str], error: str
+) -> None:
+    # As the real XmlKeyValueStore: the deserializer's exception escapes (exit 100), and
+    # create-instance keeps the file that exists ("already exists") and fails on it too.
+    create_default_instance(host)
+    host.ok("configure", "--port", "10999")
+    host.default_config.write_text(damage(host.default_config.read_text()))
+    for command in (["show-configuration"], ["show-thumbprint"], ["configure", "--port", "1"]):
+        failed = host.run(*command)
+        assert failed.returncode == 100, command
+        assert failed.stderr.splitlines()[0] == "=" * 79
+        assert error in failed.stderr, failed.stderr
+    again = host.run("create-instance", "--config", str(host.default_config))
+    assert again.returncode == 100 and "already exists" in again.stdout
+    host.default_config.unlink()  # what octoboot's repair does before create-instance
+    create_default_instance(host)
+    assert json.loads(host.ok("show-configuration"))["Tentacle"]["Services"]["PortNumber"] == 10933
+
+
 def test_options_are_case_insensitive_and_global_switches_are_accepted(host: Host) -> None:
     create_default_instance(host)
     result = host.run("CONFIGURE", "/PORT:10999", "-noListen=true", "--console", "--nologo")
