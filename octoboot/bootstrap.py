@@ -87,14 +87,21 @@ class Bootstrap(Pipeline):
     # --- identity -------------------------------------------------------------------------
 
     def step_identity(self) -> tuple[str, str]:
-        probe, store = self._probe(), self.job.identities
+        probe, store, name = self._probe(), self.job.identities, self.machine.name
         if not probe.installed:
             raise StepFailed("Tentacle is not installed: run `inv install` (or bootstrap) first")
         assert store is not None
-        if self.job.dry_run:
-            self.identity = store.get(self.machine.name)
+        renamed_from = self.job.options.get("renamed_from")
+        if renamed_from and not self.job.dry_run:
+            store.rename(renamed_from, name)
+        # In a dry run the identity has not moved yet.
+        known = store.get(name) or (store.get(renamed_from) if renamed_from else None)
+        if probe.thumbprint and probe.thumbprint != (known.thumbprint if known else None):
+            self._refuse_another_machines_certificate(probe.thumbprint)
+        if known or self.job.dry_run:
+            self.identity = known
         else:
-            self.identity = store.get_or_create(self.machine.name)
+            self.identity = store.get_or_create(name)
         self.thumbprint = self.identity.thumbprint if self.identity else None
         self.job.result.thumbprint = self.thumbprint
         self.conflict = self._registration_conflict()
@@ -121,15 +128,39 @@ class Bootstrap(Pipeline):
         minted = " (new identity)" if self.identity.created else ""
         return "changed", f"imported {self.thumbprint}{minted}{repaired}"
 
+    def _refuse_another_machines_certificate(self, host_thumbprint: str) -> None:
+        """The host carries a certificate this machine's identity is not. If Octopus has it
+        under another name, the host is a registered machine under a new name (renamed in
+        the inventory, or the address is wrong): replacing its certificate would strand that
+        record and make a second one, so stop."""
+        name = self.machine.name
+        holders = [
+            m
+            for m in self._octopus().machines_with_thumbprint(host_thumbprint)
+            if m["Name"].strip().lower() != name.lower()
+        ]
+        if holders:
+            listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in holders)
+            old = holders[0]["Name"]
+            raise StepFailed(
+                f"the host already carries certificate {host_thumbprint}, which Octopus has "
+                f"registered as {listed}: if {old} was renamed {name}, run again with "
+                f"--renamed-from {old} (it keeps its identity and Octopus Id); otherwise check "
+                f"{name}'s address. Nothing was changed"
+            )
+
     def _registration_conflict(self) -> str | None:
         """Why registering this machine's certificate would be refused, if it would."""
         octopus, name = self._octopus(), self.machine.name
+        renamed_from = (self.job.options.get("renamed_from") or "").lower()
+        previous: Resource | None = None  # the record to rename (--renamed-from)
         if self.thumbprint:
-            others = [
-                m
-                for m in octopus.machines_with_thumbprint(self.thumbprint)
-                if m["Name"].strip().lower() != name.lower()
-            ]
+            others = []
+            for m in octopus.machines_with_thumbprint(self.thumbprint):
+                if m["Name"].strip().lower() == renamed_from:
+                    previous = m
+                elif m["Name"].strip().lower() != name.lower():
+                    others.append(m)
             if others:
                 listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in others)
                 return (
@@ -137,7 +168,13 @@ class Bootstrap(Pipeline):
                     "record for one certificate would be a duplicate; deregister that one first"
                 )
         named = octopus.machines_named(name)
-        self.record = named[0] if named else None
+        if named and previous:
+            return (
+                f"both {named[0]['Name']} ({named[0]['Id']}) and {previous['Name']} "
+                f"({previous['Id']}) are registered: deregister the one that is not this "
+                "machine, then run again"
+            )
+        self.record = named[0] if named else previous
         if self.record:
             registered = registered_thumbprint(self.record)
             if registered != (self.thumbprint or ""):
@@ -197,6 +234,9 @@ class Bootstrap(Pipeline):
         current = self.record
         self.job.result.octopus_id = current["Id"]
         differences = _differences(current, wanted)
+        renamed = current["Name"].strip().lower() != self.machine.name.lower()
+        if renamed:  # --renamed-from: the same record under its new name
+            differences.insert(0, f"name {current['Name']} → {self.machine.name}")
         if not differences:
             return "unchanged", current["Id"]
         if self.job.dry_run:
@@ -205,7 +245,8 @@ class Bootstrap(Pipeline):
                 f"PUT machines/{current['Id']}",
             )
         endpoint = {**(current.get("Endpoint") or {}), **wanted["Endpoint"]}
-        updated = octopus.update_machine({**current, **wanted, "Endpoint": endpoint})
+        name = self.machine.name if renamed else current["Name"]
+        updated = octopus.update_machine({**current, **wanted, "Name": name, "Endpoint": endpoint})
         return "changed", f"updated {updated['Id']}: {', '.join(differences)}"
 
     def _wanted_record(self) -> Resource:

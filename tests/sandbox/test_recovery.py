@@ -11,10 +11,11 @@ import time
 import pytest
 
 from octoboot import jobs
+from octoboot.errors import ConfigError
 from octoboot.octopus import OctopusClient
 from octoboot.report import EXIT_OK, State
 from tests.sandbox.conftest import run
-from tests.sandbox.project import octopus_machines, quiet
+from tests.sandbox.project import inv, octopus_machines, quiet
 
 ALL = jobs.Selection(env="sandbox")
 CONFIG = "/etc/octopus/Tentacle/tentacle-Tentacle.config"
@@ -210,3 +211,78 @@ def status(settings, name):
     from octoboot.status import status as machine_status
 
     return machine_status(one(name), quiet(), settings).results[0]
+
+
+# --- a renamed machine ---------------------------------------------------------------------
+
+
+def test_a_renamed_machine_is_stopped_and_renamed_in_place_when_asked(
+    bootstrapped, sandbox, settings, octopus
+):
+    inventory = settings.machines_dir / "sandbox.toml"
+    original = inventory.read_text()
+    before = octopus_machines(octopus)["sbx04"]
+    store = settings.state_dir / "identities"
+    host_config = sandbox.host("sbx04").disk_path(CONFIG)
+    host_before = host_config.read_bytes()
+    inventory.write_text(
+        original.replace('name = "sbx04"', 'name = "sbx04-new"\naddress = "sbx04"')
+    )
+    try:
+        refused = jobs.bootstrap(one("sbx04-new"), quiet(), settings)
+        row = refused.results[0]
+        assert (row.state, row.failed_step) == (State.FAILED, "identity"), refused.table()
+        assert "\n" not in row.reason
+        assert f"registered as sbx04 ({before['Id']})" in row.reason
+        assert "--renamed-from sbx04" in row.reason
+        assert host_config.read_bytes() == host_before  # the certificate was not replaced
+        assert not (store / "sbx04-new.pfx").exists()
+        assert "sbx04-new" not in octopus_machines(octopus)
+
+        renamed = jobs.bootstrap(one("sbx04-new"), quiet(), settings, renamed_from="sbx04")
+        row = renamed.results[0]
+        assert renamed.exit_code == EXIT_OK and row.state == State.CHANGED, renamed.table()
+        assert "name sbx04 → sbx04-new" in steps(row)["register"]
+        assert steps(row)["identity"].startswith("unchanged")
+        machines = octopus_machines(octopus)
+        assert "sbx04" not in machines
+        after = machines["sbx04-new"]
+        assert after["Id"] == before["Id"] == row.octopus_id
+        assert after["Endpoint"]["Thumbprint"] == before["Endpoint"]["Thumbprint"]
+        assert after["HealthStatus"] == "Healthy"
+        assert (store / "sbx04-new.pfx").exists() and not (store / "sbx04.pfx").exists()
+
+        again = jobs.bootstrap(one("sbx04-new"), quiet(), settings, renamed_from="sbx04")
+        assert again.results[0].state == State.UNCHANGED, again.table()
+    finally:
+        inventory.write_text(original)
+
+
+def test_renamed_from_is_checked_before_any_host(bootstrapped, settings):
+    with pytest.raises(ConfigError, match="renames one machine"):
+        jobs.bootstrap(ALL, quiet(), settings, renamed_from="old01")
+    with pytest.raises(ConfigError, match="sbx02 is still listed"):
+        jobs.bootstrap(one("sbx01"), quiet(), settings, renamed_from="sbx02")
+
+
+def test_deregister_removes_a_record_no_inventory_lists(bootstrapped, sandbox, settings, octopus):
+    listed = octopus_machines(octopus)["sbx05"]
+    ghost = dict(listed, Name="sbx05-old", Endpoint=dict(listed["Endpoint"], Thumbprint="AB" * 20))
+    for key in ("Id", "Links", "Slug"):
+        ghost.pop(key)
+    octopus.post("/api/Spaces-1/machines", json=ghost).raise_for_status()
+
+    unknown = inv(settings, "deregister", "--host", "sbx05-old")
+    assert unknown.returncode == ConfigError.exit_code
+    assert "no machine 'sbx05-old'" in unknown.stderr
+    refused = inv(settings, "deregister", "--env", "sandbox", "--record", "sbx05")
+    assert refused.returncode == ConfigError.exit_code
+    assert refused.stderr.strip().endswith("deregister it with --host sbx05")
+
+    removed = inv(settings, "deregister", "--env", "sandbox", "--record", "sbx05-old")
+    assert removed.returncode == EXIT_OK, removed.stdout + removed.stderr
+    assert "Traceback" not in removed.stderr
+    machines = octopus_machines(octopus)
+    assert "sbx05-old" not in machines and machines["sbx05"]["Id"] == listed["Id"]
+    again = inv(settings, "deregister", "--env", "sandbox", "--record", "sbx05-old")
+    assert again.returncode == EXIT_OK and "not registered in Octopus" in again.stderr
