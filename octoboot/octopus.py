@@ -1,4 +1,4 @@
-"""A small client for the parts of the Octopus REST API octoboot needs (reference §4).
+"""A small client for the parts of the Octopus REST API octoboot needs (octopus-facts §3).
 
 One OctopusClient per Octopus (URL + space) is shared by every machine's thread; httpx's
 Client is thread-safe and pools connections. The API key only ever goes into the

@@ -26,7 +26,7 @@ _THUMBPRINT = re.compile(r"^[0-9A-F]{40}$")
 
 
 def unit_name(instance: str) -> str:
-    """The systemd unit `service --install` writes for an instance (reference §1.1)."""
+    """The systemd unit `service --install` writes for an instance (octopus-facts §1.1)."""
     return re.sub(r"\s", "-", instance.replace("/", "")) + ".service"
 
 
@@ -269,7 +269,7 @@ def import_identity_command(
 
 
 def configure_command(instance: str, *, port: int, app_dir: str, server_thumbprint: str) -> str:
-    """Listening mode on port, app dir, and trust in exactly one server (reference §1.4:
+    """Listening mode on port, app dir, and trust in exactly one server (octopus-facts §1.3:
     --reset-trust is applied before --trust within one call)."""
     configure = _tentacle(
         "configure",
@@ -285,8 +285,9 @@ def configure_command(instance: str, *, port: int, app_dir: str, server_thumbpri
 
 def service_command(instance: str, action: str, *, port: int, wait_seconds: float = 30) -> str:
     """install+start, restart or start the service, then wait until systemd says active and
-    the port is listening (`service --start` exits 0 even when the start failed: reference
-    §1.4; and a health check that comes before the listener would fail for nothing)."""
+    the port is listening (`service --start` exits 0 even when the start failed:
+    octopus-facts §1.3; and a health check that comes before the listener would fail for
+    nothing)."""
     flags = {"install": ["--install", "--start"], "restart": ["--restart"], "start": ["--start"]}
     unit = shlex.quote(unit_name(instance))
     tries = max(1, int(wait_seconds / 0.2))
@@ -304,7 +305,7 @@ def service_command(instance: str, action: str, *, port: int, wait_seconds: floa
 
 def uninstall_command(instance: str, *, service_installed: bool) -> str:
     """Stop and remove the service, delete the instance, and remove its configuration folder,
-    which holds the certificate's private key (reference §1.7)."""
+    which holds the certificate's private key (octopus-facts §1.5)."""
     steps = []
     if service_installed:
         steps.append(_tentacle("service", "--instance", instance, "--stop", "--uninstall"))

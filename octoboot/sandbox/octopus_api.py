@@ -1,4 +1,4 @@
-"""A local stand-in for the Octopus Deploy REST API (reference §4), over plain HTTP.
+"""A local stand-in for the Octopus Deploy REST API (octopus-facts §3), over plain HTTP.
 
 It serves the routes octoboot and the Tentacle CLI use (root, spaces, current user, server
 certificate, environments, machines, health tasks) with Octopus's JSON shapes, paging and error

@@ -227,7 +227,7 @@ class Listening:
 
 @pytest.fixture
 def listening(host: Host, tmp_path: Path) -> Listening:
-    """reference §1.5 with an imported identity, up to `service --install --start`."""
+    """octopus-facts §1.4 with an imported identity, up to `service --install --start`."""
     tentacle = Identity.mint(tmp_path / "pki", "Octopus Tentacle")
     octopus = Identity.mint(tmp_path / "pki", "Octopus Portal")
     port = free_port()
