@@ -75,10 +75,11 @@ FLEET_FLAGS = {
 }  # fmt: skip
 
 
-def fleet_task(name, doc, call, *, extra=None, dry_run=True, parallel=False):
+def fleet_task(name, doc, call, *, extra=None, dry_run=True, parallel=False, iterable=()):
     """A task that runs `call(selection, options, settings, **extra flags)` over the selected
     machines and prints its report. Every fleet task shares FLEET_FLAGS; `extra` adds its own
-    (name: (default, help)); parallel=True makes --parallel the default (--no-parallel)."""
+    (name: (default, help)), `iterable` names those that repeat; parallel=True makes
+    --parallel the default (--no-parallel)."""
     common = dict(FLEET_FLAGS)
     if not dry_run:
         common.pop("dry_run")
@@ -124,7 +125,7 @@ def fleet_task(name, doc, call, *, extra=None, dry_run=True, parallel=False):
     run.__doc__ = doc
     run.__signature__ = inspect.Signature(parameters)
     helps = {k: h for k, (_, h) in {**common, **own}.items()}
-    return task(run, help=helps, iterable=["host", "limit"])
+    return task(run, help=helps, iterable=["host", "limit", *iterable])
 
 
 def number(value, flag, kind=float):
@@ -142,16 +143,18 @@ def number(value, flag, kind=float):
     return parsed
 
 
-TAKE_OVER = {
+REGISTRATION = {
     "take_over": (False, "a record with this machine's name but another certificate is given "
                   "this machine's certificate (instead of failing)"),
+    "renamed_from": (None, "OLD: the machine (one, with --host NEW) was called OLD; its "
+                     "identity and Octopus record (same Id) take the new name"),
 }  # fmt: skip
 
 bootstrap = fleet_task(
     "bootstrap",
     "Make machines ready Octopus targets: install, identity, register, start, health.",
     jobs.bootstrap,
-    extra=TAKE_OVER,
+    extra=REGISTRATION,
 )
 install = fleet_task(
     "install", "Install or upgrade the Tentacle on machines, and nothing else.", jobs.install
@@ -160,7 +163,7 @@ register = fleet_task(
     "register",
     "Identity, configure, register with Octopus, start and health-check installed machines.",
     jobs.register,
-    extra=TAKE_OVER,
+    extra=REGISTRATION,
 )
 status = fleet_task(
     "status",
@@ -171,15 +174,27 @@ status = fleet_task(
     dry_run=False,
     parallel=True,
 )  # fmt: skip
+
+
+def deregister_machines(selection, options, settings, *, uninstall, forget_identity, record):
+    return jobs.deregister(
+        selection, options, settings, uninstall=uninstall, forget_identity=forget_identity,
+        records=tuple(record or ()),
+    )  # fmt: skip
+
+
 deregister = fleet_task(
     "deregister",
     "Remove machines from Octopus (and with --uninstall, their Tentacle service and instance).",
-    jobs.deregister,
+    deregister_machines,
     extra={
         "uninstall": (False, "also stop and remove the Tentacle service and instance on the host"),
         "forget_identity": (False, "also delete the machine's certificate from the identity "
                             "store (it would come back with a new thumbprint)"),
+        "record": (None, "NAME: the Octopus record of this name, which no inventory lists any "
+                   "more (repeatable; with --env, whose Octopus has it)"),
     },
+    iterable=["record"],
 )  # fmt: skip
 
 

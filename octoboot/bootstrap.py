@@ -36,6 +36,7 @@ class Bootstrap(Pipeline):
         self.record: Resource | None = None
         self.conflict: str | None = None
         self.created_instance = False
+        self.service_started = False  # (re)started by this run
 
     # --- install ------------------------------------------------------------------------
 
@@ -86,14 +87,21 @@ class Bootstrap(Pipeline):
     # --- identity -------------------------------------------------------------------------
 
     def step_identity(self) -> tuple[str, str]:
-        probe, store = self._probe(), self.job.identities
+        probe, store, name = self._probe(), self.job.identities, self.machine.name
         if not probe.installed:
             raise StepFailed("Tentacle is not installed: run `inv install` (or bootstrap) first")
         assert store is not None
-        if self.job.dry_run:
-            self.identity = store.get(self.machine.name)
+        renamed_from = self.job.options.get("renamed_from")
+        if renamed_from and not self.job.dry_run:
+            store.rename(renamed_from, name)
+        # In a dry run the identity has not moved yet.
+        known = store.get(name) or (store.get(renamed_from) if renamed_from else None)
+        if probe.thumbprint and probe.thumbprint != (known.thumbprint if known else None):
+            self._refuse_another_machines_certificate(probe.thumbprint)
+        if known or self.job.dry_run:
+            self.identity = known
         else:
-            self.identity = store.get_or_create(self.machine.name)
+            self.identity = store.get_or_create(name)
         self.thumbprint = self.identity.thumbprint if self.identity else None
         self.job.result.thumbprint = self.thumbprint
         self.conflict = self._registration_conflict()
@@ -101,37 +109,58 @@ class Bootstrap(Pipeline):
             return "skipped", "not imported: Octopus has a conflicting record (see register)"
         if probe.instance_exists and self.thumbprint and probe.thumbprint == self.thumbprint:
             return "unchanged", self.thumbprint
-        create = not probe.instance_exists
+        # A damaged configuration is recreated: the identity and the settings it held are
+        # all in the store and the inventory, and the configure step follows.
+        damaged = probe.configuration_error is not None
+        create = not probe.instance_exists or damaged
+        command = tentacle.import_identity_command(
+            self.machine.tentacle.instance, create_instance=create, replace_configuration=damaged
+        )
+        repaired = " into a new configuration (the old one was damaged)" if damaged else ""
         if self.job.dry_run:
             what = self.thumbprint or "a new identity (minted on the controller)"
-            return self.plan(
-                f"would import {what}",
-                tentacle.import_identity_command(
-                    self.machine.tentacle.instance, create_instance=create
-                ),
-            )
+            return self.plan(f"would import {what}{repaired}", command)
         assert self.identity is not None
         pfx = self.identity.unprotected_pfx()
-        self.remote(
-            tentacle.import_identity_command(
-                self.machine.tentacle.instance, create_instance=create
-            ),
-            stdin=base64.b64encode(pfx).decode() + "\n",
-        )
+        self.remote(command, stdin=base64.b64encode(pfx).decode() + "\n")
         self.created_instance = create
         self.probe = tentacle.with_version(probe, probe.version, restart_pending=True)
         minted = " (new identity)" if self.identity.created else ""
-        return "changed", f"imported {self.thumbprint}{minted}"
+        return "changed", f"imported {self.thumbprint}{minted}{repaired}"
+
+    def _refuse_another_machines_certificate(self, host_thumbprint: str) -> None:
+        """The host carries a certificate this machine's identity is not. If Octopus has it
+        under another name, the host is a registered machine under a new name (renamed in
+        the inventory, or the address is wrong): replacing its certificate would strand that
+        record and make a second one, so stop."""
+        name = self.machine.name
+        holders = [
+            m
+            for m in self._octopus().machines_with_thumbprint(host_thumbprint)
+            if m["Name"].strip().lower() != name.lower()
+        ]
+        if holders:
+            listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in holders)
+            old = holders[0]["Name"]
+            raise StepFailed(
+                f"the host already carries certificate {host_thumbprint}, which Octopus has "
+                f"registered as {listed}: if {old} was renamed {name}, run again with "
+                f"--renamed-from {old} (it keeps its identity and Octopus Id); otherwise check "
+                f"{name}'s address. Nothing was changed"
+            )
 
     def _registration_conflict(self) -> str | None:
         """Why registering this machine's certificate would be refused, if it would."""
         octopus, name = self._octopus(), self.machine.name
+        renamed_from = (self.job.options.get("renamed_from") or "").lower()
+        previous: Resource | None = None  # the record to rename (--renamed-from)
         if self.thumbprint:
-            others = [
-                m
-                for m in octopus.machines_with_thumbprint(self.thumbprint)
-                if m["Name"].strip().lower() != name.lower()
-            ]
+            others = []
+            for m in octopus.machines_with_thumbprint(self.thumbprint):
+                if m["Name"].strip().lower() == renamed_from:
+                    previous = m
+                elif m["Name"].strip().lower() != name.lower():
+                    others.append(m)
             if others:
                 listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in others)
                 return (
@@ -139,7 +168,13 @@ class Bootstrap(Pipeline):
                     "record for one certificate would be a duplicate; deregister that one first"
                 )
         named = octopus.machines_named(name)
-        self.record = named[0] if named else None
+        if named and previous:
+            return (
+                f"both {named[0]['Name']} ({named[0]['Id']}) and {previous['Name']} "
+                f"({previous['Id']}) are registered: deregister the one that is not this "
+                "machine, then run again"
+            )
+        self.record = named[0] if named else previous
         if self.record:
             registered = registered_thumbprint(self.record)
             if registered != (self.thumbprint or ""):
@@ -202,15 +237,20 @@ class Bootstrap(Pipeline):
             return "changed", f"created {created['Id']}"
         current = self.record
         self.job.result.octopus_id = current["Id"]
-        differences = ", ".join(d.what for d in drift.differences(wanted, current))
+        differences = [d.what for d in drift.differences(wanted, current)]
+        renamed = current["Name"].strip().lower() != self.machine.name.lower()
+        if renamed:  # --renamed-from: the same record under its new name
+            differences.insert(0, f"name {current['Name']} → {self.machine.name}")
         if not differences:
             return "unchanged", current["Id"]
         if self.job.dry_run:
             return self.plan(
-                f"would update {current['Id']}: {differences}", f"PUT machines/{current['Id']}"
+                f"would update {current['Id']}: {', '.join(differences)}",
+                f"PUT machines/{current['Id']}",
             )
-        updated = octopus.update_machine(wanted.applied_to(current))
-        return "changed", f"updated {updated['Id']}: {differences}"
+        name = self.machine.name if renamed else current["Name"]
+        updated = octopus.update_machine({**wanted.applied_to(current), "Name": name})
+        return "changed", f"updated {updated['Id']}: {', '.join(differences)}"
 
     # --- service and health -------------------------------------------------------------
 
@@ -225,10 +265,11 @@ class Bootstrap(Pipeline):
             action, done = "start", "started"
         else:
             return "unchanged", f"{unit} active"
-        command = tentacle.service_command(options.instance, action, port=options.port)
+        command = self._service_command(action)
         if self.job.dry_run:
             return self.plan(f"would have {unit} {done}", command)
         self.remote(command)
+        self.service_started = True
         return "changed", f"{unit} {done}"
 
     def step_health(self) -> tuple[str, str]:
@@ -239,13 +280,29 @@ class Bootstrap(Pipeline):
             status = octopus.machine(machine_id).get("HealthStatus", "Unknown")
             return "skipped", f"last known: {status}"
         assert machine_id is not None and self.job.environment_id is not None
-        check = self._check_health(octopus, machine_id)
+        check, restarted = self._check_health(octopus, machine_id), ""
+        if check.health_status == "Unavailable" and not self.service_started:
+            # systemd said active, yet Octopus gets no answer: a hung service (stopped,
+            # deadlocked) stays "active" for ever. Restart it once, then ask again.
+            unit = tentacle.unit_name(self.machine.tentacle.instance)
+            self.remote(self._service_command("restart"))
+            restarted = f" after restarting {unit}, active but Unavailable in {check.task_id}"
+            check = self._check_health(octopus, machine_id)
+        if check.task_failed_itself:
+            raise StepFailed(
+                f"health task {check.task_id} {check.state}: "
+                f"{check.error or 'Octopus gave no reason'}"
+            )
         if check.state != "Success" or check.health_status != "Healthy":
             raise StepFailed(
-                f"Octopus says {check.health_status} ({check.task_id} {check.state}): "
-                f"{check.summary}"
+                f"Octopus says {check.health_status} ({check.task_id} {check.state}"
+                f"{restarted}): {check.summary}"
             )
-        return "ok", f"Healthy ({check.task_id})"
+        return ("changed" if restarted else "ok"), f"Healthy ({check.task_id}){restarted}"
+
+    def _service_command(self, action: str) -> str:
+        options = self.machine.tentacle
+        return tentacle.service_command(options.instance, action, port=options.port)
 
     def _check_health(self, octopus: OctopusClient, machine_id: str) -> HealthCheck:
         assert self.job.environment_id is not None
@@ -254,6 +311,8 @@ class Bootstrap(Pipeline):
                 machine_id,
                 self.job.environment_id,
                 deadline_in=self.remaining() - 1,
+                # A third of the time left, so that a restart and a second check still fit.
+                machine_timeout=int(max(5, min(60, self.remaining() / 3))),
                 cancelled=self.job.cancelled,
             )
         except TimeoutError as exc:

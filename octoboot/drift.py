@@ -156,7 +156,9 @@ def find_drift(
         if not probe.installed:
             drift.append(Drift("not installed"))
         else:
-            if not host_thumbprint:
+            if probe.configuration_error:
+                drift.append(Drift("configuration damaged", probe.configuration_error))
+            elif not host_thumbprint:
                 drift.append(Drift("no host certificate"))
             if not probe.service_active:
                 drift.append(Drift("service not active"))

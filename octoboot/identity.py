@@ -141,6 +141,28 @@ class IdentityStore:
             self._opened[machine] = replace(identity, created=False)
             return identity
 
+    def rename(self, old: str, new: str) -> bool:
+        """Move old's identity to new (a machine renamed in the inventory keeps its
+        certificate); False when old has none (e.g. moved by an earlier run)."""
+        with self._lock:
+            source, target = self.path(old), self.path(new)
+            if not source.exists():
+                return False
+            self._check_private(source)
+            try:
+                # A link, unlike a rename, never replaces a file that exists.
+                os.link(source, target)
+            except FileExistsError:
+                raise IdentityStoreError(
+                    f"cannot give {new} the identity of {old}: {target} exists already (minted "
+                    "for the new name); delete it if no host uses it, and run again"
+                ) from None
+            source.unlink()
+            moved = self._opened.pop(old, None)
+            if moved is not None:
+                self._opened[new] = replace(moved, machine=new, path=target)
+            return True
+
     def forget(self, machine: str) -> bool:
         self._opened.pop(machine, None)
         path = self.path(machine)

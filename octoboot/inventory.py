@@ -107,6 +107,22 @@ class Environment:
     machines: tuple[Machine, ...]
     octopus: OctopusOverride | None = None
 
+    def unlisted_machine(self, name: str) -> Machine:
+        """A machine this file does not list (an Octopus record left behind): its name and
+        this file's environment and Octopus, nothing to reach a host by."""
+        return Machine(
+            name=name,
+            env_key=self.key,
+            environment=self.name,
+            roles=(),
+            address=name,
+            public_hostname=None,
+            ssh=SshOptions(),
+            tentacle=TentacleOptions(),
+            octopus=self.octopus,
+            source_file=self.file,
+        )
+
 
 @dataclass(frozen=True)
 class Inventory:
@@ -139,6 +155,19 @@ class Inventory:
         if limits:
             machines = [m for m in machines if any(fnmatchcase(m.name, p) for p in limits)]
         return machines
+
+    def files_listing(self, name: str) -> list[Path]:
+        """The inventory files that list a machine of this name (compared as Octopus does,
+        without case)."""
+        return [
+            environment.file
+            for environment in self.environments.values()
+            if any(m.name.casefold() == name.casefold() for m in environment.machines)
+        ]
+
+    def environment(self, key: str) -> Environment:
+        """The environment of machines/<key>.toml (ConfigError, with hints, if none)."""
+        return self._environment(key)
 
     def _environment(self, key: str) -> Environment:
         try:

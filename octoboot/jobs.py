@@ -38,8 +38,8 @@ from octoboot.fleet import (
     workers_for_open_files,
 )
 from octoboot.identity import IdentityStore
-from octoboot.inventory import Inventory, Machine, load_inventory
-from octoboot.lifecycle import Deregister, Exec
+from octoboot.inventory import SAFE_NAME, Inventory, Machine, load_inventory
+from octoboot.lifecycle import Deregister, DeregisterRecord, Exec
 from octoboot.locks import Locks
 from octoboot.octopus import OctopusClient
 from octoboot.pipeline import Job, Pipeline
@@ -78,12 +78,15 @@ def bootstrap(
     settings: Settings | None = None,
     *,
     take_over: bool = False,
+    renamed_from: str | None = None,
 ) -> RunReport:
     """Install, identify, configure, register, start and health-check each machine.
-    take_over: a record with the machine's name but another certificate gets this one."""
-    return Run(
-        "bootstrap", Bootstrap, selection, options, settings, job_options={"take_over": take_over}
-    ).execute()
+    take_over: a record with the machine's name but another certificate gets this one.
+    renamed_from: the one selected machine was called so: its identity and its Octopus
+    record (same Id) take the new name."""
+    job_options = {"take_over": take_over, "renamed_from": renamed_from}
+    run = Run("bootstrap", Bootstrap, selection, options, settings, job_options=job_options)
+    return run.execute()
 
 
 def install(
@@ -99,11 +102,12 @@ def register(
     settings: Settings | None = None,
     *,
     take_over: bool = False,
+    renamed_from: str | None = None,
 ) -> RunReport:
     """Identity, configuration, registration, service and health on installed machines."""
-    return Run(
-        "register", Register, selection, options, settings, job_options={"take_over": take_over}
-    ).execute()
+    job_options = {"take_over": take_over, "renamed_from": renamed_from}
+    run = Run("register", Register, selection, options, settings, job_options=job_options)
+    return run.execute()
 
 
 def deregister(
@@ -113,17 +117,17 @@ def deregister(
     *,
     uninstall: bool = False,
     forget_identity: bool = False,
+    records: Sequence[str] = (),
 ) -> RunReport:
     """Remove each machine's record from Octopus; with uninstall, also its service and
-    instance on the host; with forget_identity, also its certificate from the store."""
-    return Run(
-        "deregister",
-        Deregister,
-        selection,
-        options,
-        settings,
-        job_options={"uninstall": uninstall, "forget_identity": forget_identity},
-    ).execute()
+    instance on the host; with forget_identity, also its certificate from the store.
+    records: instead of machines, these names' records in the Octopus of selection.env,
+    which no inventory lists any more (renamed or gone machines)."""
+    job_options = {"uninstall": uninstall, "forget_identity": forget_identity}
+    if records:
+        return UnlistedRecords(selection, records, options, settings, job_options).execute()
+    run = Run("deregister", Deregister, selection, options, settings, job_options=job_options)
+    return run.execute()
 
 
 def exec_command(
@@ -203,6 +207,9 @@ class Run:
 
     def check(self) -> None:
         check_writable(self.settings.state_dir)
+        renamed_from = self.job_options.get("renamed_from")
+        if renamed_from:
+            self._check_rename(renamed_from)
         if self.pipeline.NEEDS_IDENTITIES:
             password = self.settings.pfx_password().reveal()
             self.identities = IdentityStore(self.settings.state_dir, password)
@@ -221,6 +228,21 @@ class Run:
                 self.clients[env_key] = client
                 ids = client.connect([environment.name])
                 self.environment_ids[env_key] = ids[environment.name]
+
+    def _check_rename(self, old: str) -> None:
+        if len(self.machines) != 1:
+            raise ConfigError(
+                f"--renamed-from {old} renames one machine: select it alone with --host NEW"
+            )
+        new = self.machines[0].name
+        if not SAFE_NAME.fullmatch(old) or old.lower() == new.lower():
+            raise ConfigError(f"--renamed-from takes the machine's old name, not {old!r}")
+        listed = self.inventory.files_listing(old)
+        if listed:
+            raise ConfigError(
+                f"{old} is still listed in {', '.join(map(str, listed))}: remove it there "
+                f"(it is {new} now), then run again"
+            )
 
     # --- the run --------------------------------------------------------------------------
 
@@ -376,6 +398,45 @@ class Run:
                 f"{wanted} machines at once: running {fitting} at a time (raise it to run more)"
             )
         return fitting
+
+
+class UnlistedRecords(Run):
+    """`deregister --record NAME`: records that no inventory lists any more (a machine
+    renamed or gone), looked for in the Octopus of one environment file. There is no host
+    to go to: each name is a machine with that name, the file's Octopus and nothing else."""
+
+    def __init__(
+        self,
+        selection: Selection,
+        names: Sequence[str],
+        options: RunOptions,
+        settings: Settings | None,
+        job_options: dict[str, Any],
+    ) -> None:
+        self.names = list(dict.fromkeys(names))
+        super().__init__(
+            "deregister", DeregisterRecord, selection, options, settings, job_options=job_options
+        )
+
+    def _select(self, selection: Selection) -> list[Machine]:
+        if not selection.env or selection.hosts or selection.limits or selection.retry_failed:
+            raise ConfigError(
+                "--record needs --env (the environment whose Octopus has the record) and "
+                "takes no --host, --limit or --retry-failed"
+            )
+        if self.job_options.get("uninstall"):
+            raise ConfigError("--record removes Octopus records only: no host to --uninstall")
+        environment = self.inventory.environment(selection.env)
+        for name in self.names:
+            if not SAFE_NAME.fullmatch(name):
+                raise ConfigError(f"--record {name!r} is not a machine name")
+            listed = self.inventory.files_listing(name)
+            if listed:
+                raise ConfigError(
+                    f"{name} is listed in {', '.join(map(str, listed))}: deregister it with "
+                    f"--host {name}"
+                )
+        return [environment.unlisted_machine(name) for name in self.names]
 
 
 def _result_of(job: Job, value: object, masker: Masker) -> MachineResult:

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from octoboot import tentacle
 from octoboot.identity import DamagedIdentity
-from octoboot.octopus import registered_thumbprint
+from octoboot.octopus import Resource, registered_thumbprint
 from octoboot.pipeline import Pipeline, StepFailed, last_lines
 from octoboot.report import State, one_line
 
@@ -70,9 +70,12 @@ class Deregister(Pipeline):
                 f"{record['Id']} is named {name} but has thumbprint {registered}, not this "
                 f"machine's {thumbprint}: it is another machine's record; not removed"
             )
+        return self._delete(record)
+
+    def _delete(self, record: Resource) -> tuple[str, str]:
         if self.job.dry_run:
             return self.plan(f"would delete {record['Id']}", f"DELETE machines/{record['Id']}")
-        octopus.delete_machine(record["Id"])
+        self._octopus().delete_machine(record["Id"])
         self.removed = record["Id"]
         return "changed", f"deleted {record['Id']}"
 
@@ -107,6 +110,36 @@ class Deregister(Pipeline):
             return self.plan("would delete the identity from the store")
         store.forget(self.machine.name)
         return "changed", "identity deleted: a machine of this name gets a new certificate"
+
+
+class DeregisterRecord(Deregister):
+    """A record no inventory lists any more, removed by name from the Octopus of the
+    environment file it was asked for in. Nothing on a host: no machine to reach."""
+
+    def steps(self) -> Sequence[str]:
+        return ("deregister", "forget")
+
+    def step_deregister(self) -> tuple[str, str]:
+        octopus, name = self._octopus(), self.machine.name
+        records = octopus.machines_named(name)
+        if not records:
+            return "unchanged", "not registered in Octopus"
+        record, registered = records[0], registered_thumbprint(records[0])
+        self.job.result.octopus_id = record["Id"]
+        self.job.result.thumbprint = registered or None
+        if self.job.environment_id not in (record.get("EnvironmentIds") or []):
+            raise StepFailed(
+                f"{record['Id']} ({name}) is not in {self.machine.environment}: not removed "
+                "(run with the --env of its environment)"
+            )
+        assert self.job.identities is not None
+        identity = self.job.identities.get(name)
+        if identity and identity.thumbprint != registered:
+            raise StepFailed(
+                f"{record['Id']} ({name}) has thumbprint {registered or '(none)'}, not the "
+                f"stored identity of {name} ({identity.thumbprint}): not removed"
+            )
+        return self._delete(record)
 
 
 class Exec(Pipeline):

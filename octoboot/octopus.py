@@ -1,4 +1,4 @@
-"""A small client for the parts of the Octopus REST API octoboot needs (reference §4).
+"""A small client for the parts of the Octopus REST API octoboot needs (octopus-facts §3).
 
 One OctopusClient per Octopus (URL + space) is shared by every machine's thread; httpx's
 Client is thread-safe and pools connections. The API key only ever goes into the
@@ -56,6 +56,14 @@ class HealthCheck:
     state: str
     health_status: str
     summary: str
+    error: str = ""  # the task's ErrorMessage
+
+    @property
+    def task_failed_itself(self) -> bool:
+        """The task did not succeed, yet the machine's status gives no reason (Healthy, or
+        never checked): the task failed on its own (e.g. Octopus restarted under it, which
+        fails the tasks it was running), and the machine's status predates this check."""
+        return self.state != "Success" and self.health_status in ("Healthy", "Unknown")
 
 
 class OctopusClient:
@@ -100,29 +108,60 @@ class OctopusClient:
     # --- requests ----------------------------------------------------------------------
 
     def request(
-        self, method: str, path: str, *, shape: Callable[[Any], bool] | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        shape: Callable[[Any], bool] | None = None,
+        recover: Callable[[], Any] | None = None,
+        **kwargs: Any,
     ) -> Any:
-        """One API call, retried with back-off on network errors and 502/503/504 (for a
-        POST only when it cannot have arrived), for at most retry_seconds. shape: a test
-        that the JSON answered is what Octopus answers there (else NotOctopus)."""
+        """One API call, retried with back-off on network errors and 502/503/504, for at
+        most retry_seconds. A POST that may have arrived is retried only with `recover`:
+        before each new attempt, and when a retry is refused (400/409, e.g. the name is
+        taken by the record the earlier attempt made), recover() looks for what an earlier
+        attempt created; whatever it finds (not None) is the answer. shape: a test that the
+        JSON answered is what Octopus answers there (else NotOctopus)."""
         deadline = time.monotonic() + self._retry_seconds
-        delay = 0.5
+        delay, retrying = 0.5, False
         while True:
+            if retrying and recover is not None and (found := recover()) is not None:
+                return found
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if (method == "POST" and sent) or time.monotonic() + delay > deadline:
+                unsafe = method == "POST" and sent and recover is None
+                if unsafe or time.monotonic() + delay > deadline:
                     raise OctopusUnavailable(
                         f"Octopus at {self.url} did not answer: {exc or type(exc).__name__}"
                     ) from None
             else:
-                if response.status_code not in (502, 503, 504) or method == "POST":
-                    return self._result(method, path, response, shape)
+                transient = response.status_code in (502, 503, 504)
+                if not transient or (method == "POST" and recover is None):
+                    return self._answer(
+                        method, path, response, shape, recover if retrying else None
+                    )
                 if time.monotonic() + delay > deadline:
                     self._result(method, path, response, shape)
+            retrying = True
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    def _answer(
+        self,
+        method: str,
+        path: str,
+        response: httpx.Response,
+        shape: Callable[[Any], bool] | None,
+        recover: Callable[[], Any] | None,
+    ) -> Any:
+        try:
+            return self._result(method, path, response, shape)
+        except OctopusValidationError:
+            if recover is not None and (found := recover()) is not None:
+                return found
+            raise
 
     def _result(
         self,
@@ -240,7 +279,22 @@ class OctopusClient:
         return self.request("GET", f"{self._space}/machines/{machine_id}")
 
     def create_machine(self, body: Resource) -> Resource:
-        return self.request("POST", f"{self._space}/machines", json=body)
+        """Create a machine, safe to retry: a POST that timed out or met a restarting
+        Octopus may still have made the record, so before another attempt the record with
+        this name and thumbprint is looked up, and returned if it exists."""
+        name, thumbprint = body["Name"].strip().lower(), body["Endpoint"]["Thumbprint"]
+
+        def created() -> Resource | None:
+            return next(
+                (
+                    m
+                    for m in self.machines_with_thumbprint(thumbprint)
+                    if m["Name"].strip().lower() == name
+                ),
+                None,
+            )
+
+        return self.request("POST", f"{self._space}/machines", json=body, recover=created)
 
     def update_machine(self, resource: Resource) -> Resource:
         return self.request("PUT", f"{self._space}/machines/{resource['Id']}", json=resource)
@@ -282,6 +336,8 @@ class OctopusClient:
                     "MachineIds": [machine_id],
                 },
             },
+            # A Health task only reads: one that an unanswered attempt made costs a check.
+            recover=lambda: None,
         )
         delay, stop = 0.1, cancelled or threading.Event()
         while task["State"] not in TASK_DONE:
@@ -297,6 +353,7 @@ class OctopusClient:
             state=task["State"],
             health_status=machine.get("HealthStatus", "Unknown"),
             summary=machine.get("StatusSummary") or task.get("ErrorMessage") or "",
+            error=task.get("ErrorMessage") or "",
         )
 
 

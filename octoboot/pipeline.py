@@ -266,7 +266,10 @@ class Pipeline:
         if not probe.installed:
             return "ok", "Tentacle not installed"
         parts = [f"Tentacle {probe.version or '?'}"]
-        parts.append(f"thumbprint {probe.thumbprint}" if probe.thumbprint else "no certificate")
+        if probe.configuration_error:
+            parts.append(f"configuration damaged: {probe.configuration_error}")
+        else:
+            parts.append(f"thumbprint {probe.thumbprint}" if probe.thumbprint else "no certificate")
         parts.append("service active" if probe.service_active else "service not active")
         return "ok", ", ".join(parts)
 

@@ -151,6 +151,9 @@ class Status(Pipeline):
         except TimeoutError as exc:
             self.health = "Unknown (the health check did not finish)"
             return f" ({exc})"
+        if check.task_failed_itself:
+            self.health = f"Unknown (health task {check.task_id} {check.state}: {check.error})"
+            return f" (not checked: {check.task_id} {check.state})"
         self.health = check.health_status
         return f" (checked: {check.task_id} {check.state})"
 

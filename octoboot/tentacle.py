@@ -26,8 +26,13 @@ _THUMBPRINT = re.compile(r"^[0-9A-F]{40}$")
 
 
 def unit_name(instance: str) -> str:
-    """The systemd unit `service --install` writes for an instance (reference §1.1)."""
+    """The systemd unit `service --install` writes for an instance (octopus-facts §1.1)."""
     return re.sub(r"\s", "-", instance.replace("/", "")) + ".service"
+
+
+def configuration_file(instance: str) -> str:
+    """Where octoboot creates an instance's configuration (the packaged wizard's place)."""
+    return f"/etc/octopus/{instance}/tentacle-{instance}.config"
 
 
 def restart_marker(instance: str) -> str:
@@ -79,6 +84,9 @@ class Probe:
     service_enabled: bool = False
     service_active: bool = False
     restart_pending: bool = False
+    # show-configuration failed unexpectedly: the configuration file cannot be read (empty,
+    # half-written); what the Tentacle said.
+    configuration_error: str | None = None
     problems: tuple[str, ...] = field(default=())
 
 
@@ -88,6 +96,7 @@ def probe_command(instance: str, *, clean: bool = True) -> str:
     (not in a dry run, which changes nothing)."""
     unit = shlex.quote(unit_name(instance))
     t = shlex.quote(EXECUTABLE)
+    show = _tentacle("show-configuration", "--instance", instance)
     cleanup = "find /tmp -maxdepth 1 -name 'octoboot-*' -mmin +5 -exec rm -rf {} + 2>/dev/null"
     return "; ".join(
         [
@@ -97,7 +106,10 @@ def probe_command(instance: str, *, clean: bool = True) -> str:
             f"echo '{_MARK}version'",
             f"[ -x {t} ] && {t} version 2>/dev/null",
             f"echo; echo '{_MARK}configuration'",
-            f"[ -x {t} ] && {_tentacle('show-configuration', '--instance', instance)} 2>/dev/null",
+            # Its output stays in this section; its stderr and exit code go to the next one.
+            f'[ -x {t} ] && {{ e=$({{ {show} 2>&1 1>&3 3>&-; echo "exit $?"; }}); }} 3>&1',
+            f"echo; echo '{_MARK}configuration-status'",
+            "printf '%s\\n' \"$e\" | tail -n 4",
             f"echo; echo '{_MARK}service'",
             f"systemctl is-enabled {unit} 2>/dev/null; systemctl is-active {unit} 2>/dev/null",
             f"echo '{_MARK}restart'",
@@ -150,8 +162,21 @@ def parse_probe(stdout: str) -> Probe:
         service_enabled=bool(service) and service[0] == "enabled",
         service_active="active" in service[1:],
         restart_pending=sections.get("restart") == "pending",
+        configuration_error=_configuration_error(sections.get("configuration-status", "")),
         problems=problems,
     )
+
+
+def _configuration_error(status: str) -> str | None:
+    """What show-configuration said when it failed unexpectedly. Exit 1 is a controlled
+    failure (no such instance, or its file is gone), which create-instance mends; anything
+    else (100) means the configuration file could not be read (octopus-facts §1.6)."""
+    *lines, last = status.splitlines() or ["exit 0"]
+    code = last.removeprefix("exit ").strip()
+    if code in ("0", "1"):
+        return None
+    said = [line.strip() for line in lines if line.strip() and set(line.strip()) != {"="}]
+    return said[-1] if said else f"show-configuration failed ({last.strip()})"
 
 
 def _parse_configuration(text: str) -> tuple[dict, tuple[str, ...]]:
@@ -220,10 +245,14 @@ def _unpack(archive: str, restart_instance: str | None) -> list[str]:
 # --- identity, configuration, service -----------------------------------------------------
 
 
-def import_identity_command(instance: str, *, create_instance: bool) -> str:
+def import_identity_command(
+    instance: str, *, create_instance: bool, replace_configuration: bool = False
+) -> str:
     """Create the instance if needed and import the PFX that arrives base64-encoded on
     standard input. The PFX exists only as a file in a 0700 folder that this command makes
-    and removes on every way out (success, failure, or being killed at the deadline)."""
+    and removes on every way out (success, failure, or being killed at the deadline).
+    replace_configuration: the instance's configuration file is damaged (unreadable); it is
+    removed first, as create-instance keeps a file that exists and fails on it."""
     steps = [
         "set -e",
         "umask 077",
@@ -232,8 +261,10 @@ def import_identity_command(instance: str, *, create_instance: bool) -> str:
         "trap 'exit 1' HUP INT TERM",
         'base64 -d > "$d/identity.pfx"',
     ]
-    if create_instance:
-        config = f"/etc/octopus/{instance}/tentacle-{instance}.config"
+    config = configuration_file(instance)
+    if replace_configuration:
+        steps.append(f"rm -f {shlex.quote(config)}")
+    if create_instance or replace_configuration:
         steps.append(_tentacle("create-instance", "--instance", instance, "--config", config))
     steps += [
         _tentacle("import-certificate", "--instance", instance, "--from-file")
@@ -244,7 +275,7 @@ def import_identity_command(instance: str, *, create_instance: bool) -> str:
 
 
 def configure_command(instance: str, *, port: int, app_dir: str, server_thumbprint: str) -> str:
-    """Listening mode on port, app dir, and trust in exactly one server (reference §1.4:
+    """Listening mode on port, app dir, and trust in exactly one server (octopus-facts §1.3:
     --reset-trust is applied before --trust within one call)."""
     configure = _tentacle(
         "configure",
@@ -260,8 +291,9 @@ def configure_command(instance: str, *, port: int, app_dir: str, server_thumbpri
 
 def service_command(instance: str, action: str, *, port: int, wait_seconds: float = 30) -> str:
     """install+start, restart or start the service, then wait until systemd says active and
-    the port is listening (`service --start` exits 0 even when the start failed: reference
-    §1.4; and a health check that comes before the listener would fail for nothing)."""
+    the port is listening (`service --start` exits 0 even when the start failed:
+    octopus-facts §1.3; and a health check that comes before the listener would fail for
+    nothing)."""
     flags = {"install": ["--install", "--start"], "restart": ["--restart"], "start": ["--start"]}
     unit = shlex.quote(unit_name(instance))
     tries = max(1, int(wait_seconds / 0.2))
@@ -279,7 +311,7 @@ def service_command(instance: str, action: str, *, port: int, wait_seconds: floa
 
 def uninstall_command(instance: str, *, service_installed: bool) -> str:
     """Stop and remove the service, delete the instance, and remove its configuration folder,
-    which holds the certificate's private key (reference §1.7)."""
+    which holds the certificate's private key (octopus-facts §1.5)."""
     steps = []
     if service_installed:
         steps.append(_tentacle("service", "--instance", instance, "--stop", "--uninstall"))

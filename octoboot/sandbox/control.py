@@ -399,13 +399,22 @@ class Sandbox:
             self._start_server("octopus", net.Slot(self.state()["slot"]))
 
     def set_octopus_fault(
-        self, status: int, times: int, *, match: str = "", methods: Iterable[str] = ()
+        self,
+        status: int | None,
+        times: int,
+        *,
+        match: str = "",
+        methods: Iterable[str] = (),
+        delay: float = 0,
     ) -> None:
         """The next `times` requests whose path contains `match` (and whose method is one of
-        `methods`, if given) get HTTP `status`."""
+        `methods`, if given) get HTTP `status`; with no status, each is held `delay`
+        seconds before Octopus handles it (the work is done even if the client gave up)."""
         fault: dict[str, object] = {"status": status, "times": times, "match": match}
         if methods:
             fault["methods"] = list(methods)
+        if delay:
+            fault["delay"] = delay
         path = self.root / "octopus" / "faults.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(fault))

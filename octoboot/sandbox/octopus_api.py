@@ -1,4 +1,4 @@
-"""A local stand-in for the Octopus Deploy REST API (reference §4), over plain HTTP.
+"""A local stand-in for the Octopus Deploy REST API (octopus-facts §3), over plain HTTP.
 
 It serves the routes octoboot and the Tentacle CLI use (root, spaces, current user, server
 certificate, environments, machines, health tasks) with Octopus's JSON shapes, paging and error
@@ -381,9 +381,10 @@ class OctopusStandIn:
         """(status, JSON payload) for one request."""
         parts = urlsplit(raw_path)
         query = parse_qsl(parts.query, keep_blank_values=True)
-        injected = self._injected_fault(method, parts.path)
+        injected, delay = self._injected_fault(method, parts.path)
         if injected:
             return injected, error_body(f"Injected fault: the server answered {injected}.")
+        time.sleep(delay)  # a slow Octopus: it still does the work, after the client gave up
         try:
             self._authenticate(headers, query)
             call = _Call(
@@ -403,21 +404,23 @@ class OctopusStandIn:
             log.exception("the Octopus stand-in failed on %s %s", method, parts.path)
             return 500, error_body(f"{type(exc).__name__}: {exc}", full=traceback.format_exc())
 
-    def _injected_fault(self, method: str, path: str) -> int | None:
+    def _injected_fault(self, method: str, path: str) -> tuple[int | None, float]:
         """The sandbox's way to make Octopus fail: faults.json in the state dir holds
-        {"status": 503, "times": N, "match": "/machines", "methods": ["POST"]} (match and
-        methods optional); the next N matching requests get that status."""
+        {"status": 503, "times": N, "match": "/machines", "methods": ["POST"], "delay": S}
+        (all but times optional); each of the next N matching requests gets that status,
+        or, without a status, is held S seconds and then handled: (status, delay)."""
         with self._log_lock:
             if not self._faults_path.exists():
-                return None
+                return None, 0.0
             fault = json.loads(self._faults_path.read_text() or "{}")
             if fault.get("times", 0) <= 0 or fault.get("match", "") not in path:
-                return None
+                return None, 0.0
             if method not in fault.get("methods", [method]):
-                return None
+                return None, 0.0
             fault["times"] -= 1
             self._faults_path.write_text(json.dumps(fault))
-            return int(fault["status"])
+            status = fault.get("status")
+            return (int(status) if status else None), float(fault.get("delay", 0))
 
     def log_request(self, method: str, raw_path: str, status: int) -> None:
         line = json.dumps(

@@ -2,7 +2,7 @@
 
 Everything lives in one JSON document that is rewritten atomically on every change, so a
 restarted stand-in carries on where it stopped. Records hold API fields only; the HTTP layer
-adds `Links`, because it knows the routes. Validation texts follow the reference (§3.1, §4).
+adds `Links`, because it knows the routes. Validation texts follow octopus-facts §2.1 and §3.
 """
 
 from __future__ import annotations

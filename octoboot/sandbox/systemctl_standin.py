@@ -7,8 +7,8 @@ Unit files are read from $OCTOBOOT_SANDBOX_SYSTEMD_DIR, else /etc/systemd/system
 links them into `<target>.wants/` there, as systemd does. `start` runs ExecStart detached (new
 session, stdin /dev/null, output to the unit's log) and keeps its PID in
 `<control dir>/units/<unit>.pid`, with `<unit>.log` beside it; the control dir is
-$OCTOBOOT_SANDBOX_HOST_DIR, else /run/octoboot-sandbox. `stop` sends SIGTERM to the unit's
-process group (systemd's KillMode=control-group), waits, then SIGKILLs.
+$OCTOBOOT_SANDBOX_HOST_DIR, else /run/octoboot-sandbox. `stop` sends SIGTERM and then
+SIGCONT to the unit's process group (systemd's KillMode=control-group), waits, then SIGKILLs.
 
 Not systemd: nothing restarts a unit that dies (Restart= is ignored), User= is ignored (hosts
 run as root), and the service gets the caller's PATH and sandbox variables instead of a clean
@@ -133,6 +133,9 @@ def stop(unit: str) -> int:
         pid_file(unit).unlink(missing_ok=True)
         return 0
     _signal_group(pid, signal.SIGTERM)
+    # systemd follows the kill signal with SIGCONT, so a stopped (SIGSTOP) process can act
+    # on it at once (systemd.kill(5), KillSignal=).
+    _signal_group(pid, signal.SIGCONT)
     deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(_POLL_SECONDS)

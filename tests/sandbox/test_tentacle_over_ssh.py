@@ -27,7 +27,7 @@ def install(conn, sandbox):
 
 
 def listening_sequence(conn, server_thumbprint, trust=True):
-    """Reference §1.5, the documented automation for a listening Tentacle."""
+    """octopus-facts §1.4, the documented automation for a listening Tentacle."""
     steps = [
         f"{T} create-instance --config {CONFIG}",
         f"{T} new-certificate --if-blank",

@@ -227,7 +227,7 @@ class Listening:
 
 @pytest.fixture
 def listening(host: Host, tmp_path: Path) -> Listening:
-    """reference §1.5 with an imported identity, up to `service --install --start`."""
+    """octopus-facts §1.4 with an imported identity, up to `service --install --start`."""
     tentacle = Identity.mint(tmp_path / "pki", "Octopus Tentacle")
     octopus = Identity.mint(tmp_path / "pki", "Octopus Portal")
     port = free_port()
@@ -324,6 +324,22 @@ def test_second_start_is_harmless_and_stop_ends_the_process(listening: Listening
         ["systemctl", "is-active", "Tentacle"], env=host.env, capture_output=True, text=True
     )
     assert (active.returncode, active.stdout.strip()) == (3, "inactive")
+
+
+def test_stop_ends_a_suspended_service_cleanly_as_systemd_does(listening: Listening) -> None:
+    # systemd sends SIGCONT right after SIGTERM, so a stopped (hung) process acts on it at
+    # once instead of being SIGKILLed after the stop timeout.
+    host = listening.host
+    pid = host.service_pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        host.ok("service", "--stop")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: not alive(pid), "the service process to end")
+    log = (host.default_config.parent / "Logs" / "OctopusTentacle.txt").read_text()
+    assert "Tentacle has stopped" in log
 
 
 def test_uninstall_removes_the_unit_and_its_enablement(listening: Listening) -> None:
@@ -426,6 +442,36 @@ def test_exit_codes_follow_the_real_program(host: Host) -> None:
     bad_value = host.run("configure", "--port", "ten")
     assert bad_value.returncode == 100
     assert bad_value.stderr.splitlines()[0] == "=" * 79
+
+
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [
+        (lambda text: "", "There is an error in XML document (0, 0). ---> System.Xml.XmlException: "
+         "Root element is missing."),
+        (lambda text: text[: len(text) // 2], "---> System.Xml.XmlException: Unexpected end of "
+         "file has occurred."),
+    ],
+    ids=["empty", "half-written"],
+)  # fmt: skip
+def test_a_damaged_configuration_fails_every_command_until_it_is_replaced(
+    host: Host, damage: Callable[[str], str], error: str
+) -> None:
+    # As the real XmlKeyValueStore: the deserializer's exception escapes (exit 100), and
+    # create-instance keeps the file that exists ("already exists") and fails on it too.
+    create_default_instance(host)
+    host.ok("configure", "--port", "10999")
+    host.default_config.write_text(damage(host.default_config.read_text()))
+    for command in (["show-configuration"], ["show-thumbprint"], ["configure", "--port", "1"]):
+        failed = host.run(*command)
+        assert failed.returncode == 100, command
+        assert failed.stderr.splitlines()[0] == "=" * 79
+        assert error in failed.stderr, failed.stderr
+    again = host.run("create-instance", "--config", str(host.default_config))
+    assert again.returncode == 100 and "already exists" in again.stdout
+    host.default_config.unlink()  # what octoboot's repair does before create-instance
+    create_default_instance(host)
+    assert json.loads(host.ok("show-configuration"))["Tentacle"]["Services"]["PortNumber"] == 10933
 
 
 def test_options_are_case_insensitive_and_global_switches_are_accepted(host: Host) -> None:

@@ -173,6 +173,9 @@ def test_host_side_drift():
     assert drift(probe=Probe(installed=False)) == ["not installed"]
     assert drift(probe=probe(service_active=False)) == ["service not active"]
     assert drift(probe=probe(thumbprint=None, instance_exists=False)) == ["no host certificate"]
+    unreadable = "There is an error in XML document (0, 0)."
+    damaged = probe(thumbprint=None, instance_exists=False, configuration_error=unreadable)
+    assert drift(probe=damaged) == [f"configuration damaged ({unreadable})"]
     assert drift(probe=probe(thumbprint=OTHER)) == [f"host thumbprint (host {OTHER}, store {HOST})"]
     assert drift(probe=probe(problems=("unreadable show-configuration output",))) == [
         "probe (unreadable show-configuration output)"

@@ -181,3 +181,21 @@ def test_a_full_disk_while_minting_leaves_no_pfx(tmp_path, two_minted, monkeypat
     assert sorted(os.listdir(store.dir)) == [VERIFIER, "web01.pfx", "web02.pfx"]
     monkeypatch.setattr(files.os, "write", real_write)
     assert store.get("web03") is None and store.get_or_create("web03").created
+
+
+def test_rename_moves_the_identity_and_never_replaces_one(tmp_path):
+    store = IdentityStore(tmp_path, "pw")
+    old = store.get_or_create("web01")
+    assert store.rename("web01", "web01-new")
+    assert store.get("web01") is None and not store.path("web01").exists()
+    moved = IdentityStore(tmp_path, "pw").get("web01-new")
+    assert moved is not None and moved.thumbprint == old.thumbprint
+    assert store.get("web01-new").thumbprint == old.thumbprint
+    assert not store.rename("web01", "web01-new")  # already moved: nothing to do
+
+    store.get_or_create("web02")
+    minted = store.get_or_create("web02-new")
+    with pytest.raises(IdentityStoreError, match="exists already"):
+        store.rename("web02", "web02-new")
+    assert store.get("web02-new").thumbprint == minted.thumbprint
+    assert store.get("web02") is not None

@@ -109,13 +109,24 @@ def test_import_identity_has_no_password_on_the_command_line():
     assert "import-certificate" in command and "create-instance" not in command
 
 
-def probe_output(installed=True, version="8.3.2977", config=None, service="enabled\nactive"):
+def test_import_into_a_damaged_configuration_removes_it_before_create_instance():
+    command = tentacle.import_identity_command(
+        "Tentacle", create_instance=True, replace_configuration=True
+    )
+    removal = command.index("rm -f /etc/octopus/Tentacle/tentacle-Tentacle.config")
+    assert removal < command.index("create-instance") < command.index("import-certificate")
+
+
+def probe_output(
+    installed=True, version="8.3.2977", config=None, service="enabled\nactive", status="exit 0"
+):
     parts = ["@@octoboot:installed", "yes" if installed else "no", "@@octoboot:version"]
     if installed:
         parts.append(version)
     parts += ["", "@@octoboot:configuration"]
     if config is not None:
         parts.append(json.dumps(config))
+    parts += ["", "@@octoboot:configuration-status", status]
     parts += ["", "@@octoboot:service", service]
     return "\n".join(parts) + "\n"
 
@@ -165,3 +176,32 @@ def test_parse_probe_reports_unreadable_configuration(garbage):
 def test_probe_command_is_one_valid_shell_command():
     proc = subprocess.run(["sh", "-n", "-c", tentacle.probe_command("Tentacle")])
     assert proc.returncode == 0
+
+
+DAMAGED = "There is an error in XML document (0, 0). ---> System.Xml.XmlException: Root element"
+
+
+def test_parse_probe_tells_a_damaged_configuration_from_a_missing_instance():
+    damaged = tentacle.parse_probe(probe_output(status=f"{'=' * 79}\n{DAMAGED}\nexit 100"))
+    assert damaged.configuration_error == DAMAGED and not damaged.instance_exists
+    missing = tentacle.parse_probe(
+        probe_output(status="Instance Tentacle of Tentacle has not been configured.\nexit 1")
+    )
+    assert missing.configuration_error is None and not missing.instance_exists
+    assert tentacle.parse_probe(probe_output(config=CONFIG)).configuration_error is None
+
+
+@pytest.mark.parametrize(("code", "expected"), [(100, DAMAGED), (1, None)])
+def test_the_probe_keeps_what_a_failing_show_configuration_says(tmp_path, code, expected):
+    fake = tmp_path / "Tentacle"
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = version ] && { printf 8.3.1; exit 0; }\n'
+        f'echo "{"=" * 79}" >&2; echo "{DAMAGED}" >&2; exit {code}\n'
+    )
+    fake.chmod(0o755)
+    command = tentacle.probe_command("Tentacle", clean=False)
+    command = command.replace(tentacle.EXECUTABLE, str(fake))
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True).stdout
+    probe = tentacle.parse_probe(out)
+    assert probe.installed and probe.version == "8.3.1" and not probe.instance_exists
+    assert probe.configuration_error == expected

@@ -2,7 +2,7 @@
 
 After RegisterMachineCommandBase, RegisterMachineCommand, DeregisterMachineCommand,
 SpaceRepositoryFactory and Octopus.Client's RegisterMachineOperation; the requests are those of
-the reference's §4.7. Only listening Tentacles (TentaclePassive) are supported: the stand-in has
+octopus-facts §2.2. Only listening Tentacles (TentaclePassive) are supported: the stand-in has
 no polling connection to offer, so TentacleActive is refused as a controlled failure.
 """
 

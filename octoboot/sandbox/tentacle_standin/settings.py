@@ -35,10 +35,40 @@ EMPTY_FILE = "<?xml version='1.0' encoding='UTF-8' ?><octopus-settings></octopus
 LISTENING = 1
 
 
+# expat's "no element found" and "unclosed token": the document stops too early.
+_CUT_SHORT = (3, 5)
+
+
+class InvalidOperationException(Exception):
+    """A configuration file that is not XML, as .NET's XmlSerializer reports it: "There is an
+    error in XML document (line, position)." around the XmlException (the class has the .NET
+    name because the error line shows it). The real store lets it escape
+    (XmlKeyValueStore.LoadSettings), so every command on the instance is an unexpected
+    failure, exit 100, until the file is replaced."""
+
+    def __init__(self, data: bytes, error: ET.ParseError) -> None:
+        if not data.strip():
+            line, position, inner = 0, 0, "Root element is missing."
+        else:
+            line, position = error.position[0], error.position[1] + 1
+            reason = "Unexpected end of file has occurred"
+            if error.code not in _CUT_SHORT:
+                reason = str(error).split(":")[0].capitalize()
+            inner = f"{reason}. Line {line}, position {position}."
+        super().__init__(
+            f"There is an error in XML document ({line}, {position}). "
+            f"---> System.Xml.XmlException: {inner}"
+        )
+
+
 class Settings:
     def __init__(self, path: Path) -> None:
         self.path = path
-        root = ET.parse(path).getroot()
+        data = path.read_bytes()
+        try:
+            root = ET.fromstring(data)
+        except ET.ParseError as error:
+            raise InvalidOperationException(data, error) from None
         self._values = {e.get("key", ""): e.text or "" for e in root.iter("set")}
 
     def get(self, key: str) -> str | None:
