@@ -22,6 +22,7 @@ import pytest
 
 from octoboot import certificates
 from octoboot.sandbox.octopus_api import OctopusStandIn
+from tests.sandbox.project import FAST
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "API-TESTKEY0123456789ABCDEF"
@@ -35,7 +36,7 @@ def state_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def standin(state_dir: Path) -> Iterator[OctopusStandIn]:
-    with OctopusStandIn(state_dir, API_KEY, ["Dev", "Prod"]) as server:
+    with OctopusStandIn(state_dir, API_KEY, ["Dev", "Prod"], settings=FAST) as server:
         yield server
 
 
