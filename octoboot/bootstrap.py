@@ -17,8 +17,9 @@ from typing import ClassVar
 import paramiko
 
 from octoboot import tentacle
+from octoboot.health import HealthResult
 from octoboot.identity import Identity
-from octoboot.octopus import HealthCheck, OctopusClient, Resource, registered_thumbprint
+from octoboot.octopus import Resource, registered_thumbprint
 from octoboot.pipeline import Pipeline, StepFailed
 from octoboot.report import State
 
@@ -125,11 +126,12 @@ class Bootstrap(Pipeline):
 
     def _registration_conflict(self) -> str | None:
         """Why registering this machine's certificate would be refused, if it would."""
-        octopus, name = self._octopus(), self.machine.name
+        # The space's machines are read once per run, not twice per machine.
+        known, name = self._octopus().machine_index(), self.machine.name
         if self.thumbprint:
             others = [
                 m
-                for m in octopus.machines_with_thumbprint(self.thumbprint)
+                for m in known.with_thumbprint(self.thumbprint)
                 if m["Name"].strip().lower() != name.lower()
             ]
             if others:
@@ -138,7 +140,7 @@ class Bootstrap(Pipeline):
                     f"thumbprint {self.thumbprint} is already registered as {listed}: a second "
                     "record for one certificate would be a duplicate; deregister that one first"
                 )
-        named = octopus.machines_named(name)
+        named = known.named(name)
         self.record = named[0] if named else None
         if self.record:
             registered = registered_thumbprint(self.record)
@@ -251,23 +253,26 @@ class Bootstrap(Pipeline):
                 return "skipped", "not registered yet"
             status = octopus.machine(machine_id).get("HealthStatus", "Unknown")
             return "skipped", f"last known: {status}"
-        assert machine_id is not None and self.job.environment_id is not None
-        check = self._check_health(octopus, machine_id)
-        if check.state != "Success" or check.health_status != "Healthy":
+        assert machine_id is not None
+        check = self._check_health(machine_id)
+        if not check.healthy:
             raise StepFailed(
-                f"Octopus says {check.health_status} ({check.task_id} {check.state}): "
-                f"{check.summary}"
+                f"Octopus says {check.health_status} ({check.task_id} {check.task_state}): "
+                f"{check.reason}"
             )
         return "ok", f"Healthy ({check.task_id})"
 
-    def _check_health(self, octopus: OctopusClient, machine_id: str) -> HealthCheck:
-        assert self.job.environment_id is not None
+    def _check_health(self, machine_id: str) -> HealthResult:
+        """This machine's health, from a Health task it may share with others (health.py)."""
+        assert self.job.health is not None and self.job.environment_id is not None
         try:
-            return octopus.check_health(
+            return self.job.health.check(
                 machine_id,
+                self.machine.name,
                 self.job.environment_id,
-                deadline_in=self.remaining() - 1,
+                deadline=self.deadline - 1,
                 cancelled=self.job.cancelled,
+                note=self.job.note,
             )
         except TimeoutError as exc:
             raise StepFailed(f"health check did not finish: {exc}", State.TIMED_OUT) from None

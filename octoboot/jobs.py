@@ -26,12 +26,14 @@ from typing import Any
 from octoboot.bootstrap import Bootstrap, Install, Register
 from octoboot.errors import ConfigError
 from octoboot.fleet import DeadlineExceeded, FleetGroup, FleetInterrupted, Interrupted
+from octoboot.health import GATHER_SECONDS, HealthCoordinator
 from octoboot.identity import IdentityStore
 from octoboot.inventory import Inventory, Machine, load_inventory
 from octoboot.lifecycle import Deregister, Exec
 from octoboot.octopus import OctopusClient
 from octoboot.pipeline import Job, Pipeline
 from octoboot.report import MachineResult, RunReport, State, StepResult
+from octoboot.rolling import Rollout, Share, batch_sizes
 from octoboot.runlog import MachineLog, Masker, new_run_dir
 from octoboot.settings import Settings, load_settings
 from octoboot.ssh import Connector, close
@@ -50,8 +52,10 @@ class Selection:
 @dataclass(frozen=True)
 class RunOptions:
     parallel: bool = False
-    workers: int | None = None  # default: the settings' (OCTOBOOT_WORKERS, 32)
+    workers: int | None = None  # default: the settings' (OCTOBOOT_WORKERS, or what fits)
     verbose: bool = False
+    batch: str | int | None = None  # N or "P%" machines at a time (octoboot.rolling)
+    max_fail: str | int | None = None  # stop starting machines beyond N or "P%" failures
     deadline: float | None = None  # seconds per machine; default: the inventory's
     connect_timeout: float | None = None
     accept_new_host_key: bool = False
@@ -154,6 +158,10 @@ class Run:
         self.settings = settings or load_settings()
         self.records_outcome = pipeline.RECORDS_OUTCOME and not options.dry_run
         self.persist_host_keys = not (pipeline.READ_ONLY or options.dry_run)
+        self.batch = None if options.batch is None else Share.parse(options.batch, "--batch")
+        self.max_fail = (
+            None if options.max_fail is None else Share.parse(options.max_fail, "--max-fail")
+        )
         self.inventory: Inventory = load_inventory(self.settings.machines_dir)
         self.machines = [_with_overrides(m, options) for m in self._select(selection)]
         self.clients: dict[str, OctopusClient] = {}
@@ -190,18 +198,23 @@ class Run:
             self.identities = IdentityStore(self.settings.state_dir, password)
             self.identities.check([m.name for m in self.machines])
         if self.pipeline.NEEDS_OCTOPUS:
+            servers: dict[tuple[str, str, str | None], OctopusClient] = {}
             for env_key in dict.fromkeys(m.env_key for m in self.machines):
                 environment = self.inventory.environments[env_key]
                 target = self.settings.octopus_for(environment)
                 self.secrets.append(target.api_key.reveal())
-                client = OctopusClient(
-                    target.url,
-                    target.api_key.reveal(),
-                    space=target.space,
-                    key_hint=target.key_source,
-                    retry_seconds=self.options.octopus_retry_seconds,
-                )
-                self.clients[env_key] = client
+                # One client per Octopus (and key and space), whatever number of files
+                # name it: what it reads once, and its rate limit, are the server's.
+                server = (target.url, target.api_key.reveal(), target.space)
+                if server not in servers:
+                    servers[server] = OctopusClient(
+                        target.url,
+                        target.api_key.reveal(),
+                        space=target.space,
+                        key_hint=target.key_source,
+                        retry_seconds=self.options.octopus_retry_seconds,
+                    )
+                client = self.clients[env_key] = servers[server]
                 ids = client.connect([environment.name])
                 self.environment_ids[env_key] = ids[environment.name]
 
@@ -212,7 +225,7 @@ class Run:
             self.check()
             return self._run_machines()
         finally:
-            for client in self.clients.values():
+            for client in {id(c): c for c in self.clients.values()}.values():
                 client.close()
 
     def _run_machines(self) -> RunReport:
@@ -230,42 +243,81 @@ class Run:
         _refuse_shared_connections(self.machines, connections)
         run_dir = new_run_dir(self.settings.state_dir, self.command.replace(" --", "-"))
         sequential = not self.options.parallel
+        quiet = not (sequential or self.options.verbose)
+        coordinators = {
+            id(client): HealthCoordinator(
+                client,
+                # One machine at a time has nobody to share a task with.
+                gather_seconds=0 if sequential else GATHER_SECONDS,
+                announce=console if quiet else None,
+            )
+            for client in self.clients.values()
+        }
         jobs: dict[Any, Job] = {}
         for job_id, (machine, conn) in enumerate(zip(self.machines, connections, strict=True), 1):
             echo = (lambda line: console(f"  {line}")) if sequential else None
+            client = self.clients.get(machine.env_key)
             jobs[conn] = Job(
                 job_id=job_id,
                 machine=machine,
                 conn=conn,
                 log=MachineLog(run_dir / f"{machine.name}.log", masker, echo=echo),
                 deadline_seconds=machine.ssh.deadline,
-                octopus=self.clients.get(machine.env_key),
+                octopus=client,
                 environment_id=self.environment_ids.get(machine.env_key),
+                health=coordinators.get(id(client)),
                 identities=self.identities,
                 dry_run=self.options.dry_run,
                 options=self.job_options,
                 on_step=_step_printer(console, sequential, self.options.verbose),
+                on_note=None if sequential or quiet else _note_printer(console),
             )
         workers = (self.options.workers or self.settings.workers) if self.options.parallel else 1
-        group = FleetGroup.from_connections(
-            list(jobs), workers=workers, deadline=lambda cxn: jobs[cxn].deadline_seconds
-        )
         finished: dict[Any, MachineResult] = {}
+        sizes = batch_sizes(len(jobs), self.batch)
+        rollout = Rollout(self.max_fail, batched=len(sizes) > 1)
+        counted: set[int] = set()
+        count_lock = threading.Lock()
+
+        def count(job: Job, state: State) -> None:
+            """Tell the rollout how a machine ended, once: from its own thread, so that the
+            next one does not start before, or from the runner (deadline), if first."""
+            with count_lock:
+                if job.job_id not in counted:
+                    counted.add(job.job_id)
+                    rollout.ended(state)
 
         def run_one(cxn: Any) -> MachineResult:
             job = jobs[cxn]
+            if rollout.stop_reason:  # too many failed while this one waited for a worker
+                return _skipped(job, rollout.stop_reason)
             if sequential:
                 console(f"[{job.job_id}] {job.machine.name} ({job.machine.environment})")
-            return self.pipeline(job).run()
+            result = self.pipeline(job).run()
+            count(job, result.state)
+            return result
 
         def on_result(cxn: Any, value: object) -> None:
             result = finished[cxn] = _result_of(jobs[cxn], value, masker)
+            count(jobs[cxn], result.state)
             jobs[cxn].log.write(f"result: {result.summary_line()}", echo=False)
             console(result.summary_line())
 
         interrupted = False
+        members = list(jobs)
         try:
-            group.call(run_one, on_result=on_result, on_abandon=lambda c: jobs[c].cancelled.set())
+            for number, size in enumerate(sizes, 1):
+                batch, members = members[:size], members[size:]
+                if rollout.stop_reason:
+                    for cxn in batch:
+                        on_result(cxn, _skipped(jobs[cxn], rollout.stop_reason))
+                    continue
+                if len(sizes) > 1:
+                    console(f"batch {number} of {len(sizes)}: {size} machine(s)")
+                rollout.start_batch(number, size)
+                FleetGroup.from_connections(
+                    batch, workers=workers, deadline=lambda cxn: jobs[cxn].deadline_seconds
+                ).call(run_one, on_result=on_result, on_abandon=lambda c: jobs[c].cancelled.set())
         except (FleetInterrupted, KeyboardInterrupt):
             interrupted = True
         finally:
@@ -275,6 +327,8 @@ class Run:
                 job.cancelled.set()
                 job.log.close()
                 close(cxn)
+            for coordinator in coordinators.values():
+                coordinator.close()
         results = [finished.get(cxn) or _result_of(job, None, masker) for cxn, job in jobs.items()]
         report = RunReport(
             self.command,
@@ -312,6 +366,12 @@ def _result_of(job: Job, value: object, masker: Masker) -> MachineResult:
     return result
 
 
+def _skipped(job: Job, reason: str) -> MachineResult:
+    result = job.snapshot()
+    result.state, result.reason = State.SKIPPED, reason
+    return result
+
+
 def _refuse_shared_connections(machines: list[Machine], connections: list[Any]) -> None:
     seen: dict[tuple, str] = {}
     for machine, conn in zip(machines, connections, strict=True):
@@ -343,6 +403,10 @@ def _masked(console: Console, masker: Masker) -> Console:
             console(masker(line))
 
     return write
+
+
+def _note_printer(console: Console) -> Callable[[Job, str], None]:
+    return lambda job, text: console(f"{job.machine.name}: {text}")
 
 
 def _step_printer(

@@ -24,10 +24,12 @@ class State(StrEnum):
     UNKNOWN = "unknown"  # status: Octopus has the machine, no inventory file lists it
 
 
-# Exit codes (README, "Exit codes"): failed and unreachable are bits, so 5 means both.
+# Exit codes (README, "Exit codes"): failed, unreachable and stopped are bits, so 5 means
+# failed and unreachable, 9 failed and the rest skipped (--max-fail).
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 4
+EXIT_STOPPED = 8
 EXIT_INTERRUPTED = 130
 
 
@@ -49,6 +51,7 @@ class MachineResult:
     octopus_id: str | None = None
     thumbprint: str | None = None
     seconds: float = 0.0
+    api_wait_seconds: float = 0.0  # of `seconds`, waiting for the Octopus API (rate limit)
     reason: str = ""
     log: str | None = None
     steps: list[StepResult] = field(default_factory=list)
@@ -58,7 +61,12 @@ class MachineResult:
         """One line for the terminal when the machine finishes."""
         where = f" at {self.failed_step}" if self.failed_step else ""
         why = f": {self.reason}" if self.reason else ""
-        return f"[{self.job_id}] {self.machine}: {self.state}{where} ({self.seconds:.1f}s){why}"
+        return f"[{self.job_id}] {self.machine}: {self.state}{where} ({self.duration()}){why}"
+
+    def duration(self) -> str:
+        """How long it took, and how much of it went waiting for the Octopus API, if any."""
+        waited = f", {self.api_wait_seconds:.1f}s API wait" if self.api_wait_seconds else ""
+        return f"{self.seconds:.1f}s{waited}"
 
 
 @dataclass
@@ -79,6 +87,8 @@ class RunReport:
             code |= EXIT_FAILED
         if states & {State.UNREACHABLE, State.TIMED_OUT, State.INTERRUPTED}:
             code |= EXIT_UNREACHABLE
+        if State.SKIPPED in states:  # not run: the run stopped early (--max-fail)
+            code |= EXIT_STOPPED
         return code
 
     def counts(self) -> dict[str, int]:
@@ -105,7 +115,7 @@ class RunReport:
                 r.failed_step or "",
                 r.octopus_id or "",
                 short_thumbprint(r.thumbprint),
-                f"{r.seconds:.1f}s",
+                r.duration(),
                 one_line(r.reason),
             )
             for r in self.results
