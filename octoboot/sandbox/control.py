@@ -125,12 +125,13 @@ class Sandbox:
         ]
         ends = self.endpoints()
         table = tabulate(rows, headers=["host", "address", "state", "faults"])
+        limits = "\n                   ".join(self.settings().describe())
         return (
             f"{table}\n\n"
             f"Octopus stand-in:  {ends.octopus_url} (API key in {ends.api_key_file})\n"
             f"Tentacle archive:  {ends.package_url}/\n"
             f"SSH:               ssh -F {ends.ssh_config} sbx01\n"
-            f"Stand-ins:         {self.settings().describe()}"
+            f"Stand-ins:         {limits}"
         )
 
     # --- up and down ------------------------------------------------------------------

@@ -46,17 +46,21 @@ class StandInSettings:
         """How long a Health task covering this many machines takes at least."""
         return self.health_seconds + self.health_seconds_per_machine * max(0, machines - 1)
 
-    def describe(self) -> str:
+    def describe(self) -> list[str]:
+        """One line per limit, for `inv sandbox.show`."""
         rate = (
-            f"{self.rate_limit} requests/min per API key, burst {self.rate_burst}"
+            f"{self.rate_limit} requests/min per API key, burst {self.rate_burst} "
+            "(429 + Retry-After beyond)"
             if self.rate_limit
             else "off"
         )
-        return (
-            f"task cap {self.task_cap}; Health task {self.health_seconds:g} s "
-            f"+ {self.health_seconds_per_machine:g} s per further machine; "
-            f"API rate limit {rate}; Tentacle command start-up {self.tentacle_startup_seconds:g} s"
-        )
+        return [
+            f"task cap {self.task_cap} (more tasks wait Queued)",
+            f"Health task {self.health_seconds:g} s "
+            f"+ {self.health_seconds_per_machine:g} s per machine beyond the first",
+            f"API rate limit {rate}",
+            f"Tentacle command start-up {self.tentacle_startup_seconds:g} s",
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
