@@ -111,16 +111,16 @@ def test_machines_asking_together_share_one_task_and_get_their_own_results():
 
 
 def test_at_most_max_tasks_in_flight_and_latecomers_wait_together():
-    octopus = FakeOctopus(seconds=0.6)
-    coordinator = HealthCoordinator(octopus, gather_seconds=0.05, max_tasks=2)
+    octopus = FakeOctopus(seconds=0.3)
+    coordinator = HealthCoordinator(octopus, gather_seconds=0.02, max_tasks=2)
     try:
-        # 12 machines arriving one every 0.1 s: two tasks start, the rest wait for a slot
-        results = check_all(coordinator, ids(12), stagger=0.1)
+        # 12 machines arriving one every 0.05 s: two tasks start, the rest wait for a slot
+        results = check_all(coordinator, ids(12), stagger=0.05)
     finally:
         coordinator.close()
     assert all(r.healthy for r in results.values()), results
     assert octopus.peak_in_flight <= 2
-    assert 3 <= len(octopus.tasks) <= 5  # not one per machine
+    assert 3 <= len(octopus.tasks) <= 6  # not one per machine
     assert sorted(m for t in octopus.tasks.values() for m in t["ids"]) == sorted(ids(12))
 
 
@@ -139,7 +139,7 @@ def test_each_machine_keeps_its_own_deadline():
 
 
 def test_a_queued_task_says_how_many_tasks_are_ahead():
-    octopus = FakeOctopus(queued_for=0.8, others=3)
+    octopus = FakeOctopus(queued_for=0.4, seconds=0.1, others=3)
     coordinator, notes = HealthCoordinator(octopus, gather_seconds=0.05), {}
     try:
         results = check_all(coordinator, ids(2), notes=notes)
