@@ -25,6 +25,7 @@ from octoboot import jobs  # noqa: E402
 from octoboot.errors import OctobootError  # noqa: E402
 from octoboot.report import RunReport  # noqa: E402
 from octoboot.sandbox.control import Sandbox  # noqa: E402
+from octoboot.sandbox.standin_settings import StandInSettings  # noqa: E402
 from octoboot.settings import load_settings  # noqa: E402
 from octoboot.status import Status  # noqa: E402
 from octoboot.status import status as machine_status  # noqa: E402
@@ -63,7 +64,11 @@ FLEET_FLAGS = {
     "limit": (None, "only machines whose name matches this glob (repeatable), e.g. 'web*'"),
     "retry_failed": (False, "only the machines that failed or were unreachable last time (--env)"),
     "parallel": (False, "run the machines concurrently (default: one after another)"),
-    "workers": (None, "with --parallel: at most this many machines at once (default 32)"),
+    "workers": (None, "with --parallel: at most this many machines at once (default: as many "
+                "as the controller can hold, OCTOBOOT_WORKERS)"),
+    "batch": (None, "run the machines N (or P%) at a time, a batch after the previous one ended"),
+    "max_fail": (None, "stop starting machines once more than N (or P% of the batch) failed or "
+                 "were unreachable; the rest are skipped"),
     "format": ("table", "table (default) or json (only JSON on stdout, for CI)"),
     "verbose": (False, "with --parallel: also print each machine's steps as they end"),
     "deadline": (None, "seconds each machine may take in all (default: the inventory's, 900; "
@@ -115,6 +120,8 @@ def fleet_task(name, doc, call, *, extra=None, dry_run=True, parallel=False, ite
                     connect_timeout=number(values["connect_timeout"], "--connect-timeout"),
                     accept_new_host_key=values["accept_new_host_key"],
                     dry_run=values.get("dry_run", False),
+                    batch=values["batch"],
+                    max_fail=values["max_fail"],
                 ),
                 settings(),
                 **{k: given.get(k, default) for k, (default, _) in own.items()},
@@ -219,22 +226,63 @@ exec_ = fleet_task(
 # --- sandbox ---------------------------------------------------------------------------
 
 
+_REAL = StandInSettings()
+STANDIN_FLAGS = {
+    "task_cap": f"tasks Octopus runs at once, the rest wait Queued (default {_REAL.task_cap})",
+    "health_seconds": f"seconds one Health task takes (default {_REAL.health_seconds:g})",
+    "health_seconds_per_machine": "and more per machine it covers beyond the first (default "
+    f"{_REAL.health_seconds_per_machine:g})",
+    "rate_limit": "API requests per minute per API key, answered 429 + Retry-After beyond it; "
+    f"0: no limit (default {_REAL.rate_limit})",
+    "rate_burst": f"requests an API key may make at once (default {_REAL.rate_burst})",
+    "tentacle_startup_seconds": "seconds every Tentacle command takes to start (default "
+    f"{_REAL.tentacle_startup_seconds:g})",
+}
+
+
 @task(
     help={
         "hosts": "how many hosts (sbx01..sbxNN) to start (default 5)",
         "install_seconds": "how long a Tentacle install takes on each host (default 3)",
+        **STANDIN_FLAGS,
     }
 )
-def sandbox_up(c, hosts=5, install_seconds=3.0):
-    """Start a local fleet of sshd hosts plus Octopus and package stand-ins."""
+def sandbox_up(
+    c, hosts=5, install_seconds=3.0, task_cap=None, health_seconds=None,
+    health_seconds_per_machine=None, rate_limit=None, rate_burst=None,
+    tentacle_startup_seconds=None,
+):  # fmt: skip
+    """Start a local fleet of sshd hosts plus Octopus and package stand-ins (or change how
+    real the stand-ins are, if it is up)."""
+    flags = dict(locals())
+    given = {
+        name: setting(flags[name], name, type(getattr(_REAL, name)))
+        for name in STANDIN_FLAGS
+        if flags[name] is not None
+    }
     with user_errors():
         if SANDBOX.is_up():
             print(f"sandbox already up in {SANDBOX.root}")
+            if given:
+                SANDBOX.change_settings(**given)
         else:
-            SANDBOX.up(int(hosts), install_seconds=float(install_seconds))
+            settings = StandInSettings(**given)
+            SANDBOX.up(int(hosts), install_seconds=float(install_seconds), settings=settings)
         written = SANDBOX.write_target_files(PROJECT / "machines", PROJECT / ".env")
         print(SANDBOX.describe())
         print("wrote " + ", ".join(str(p.relative_to(PROJECT)) for p in written))
+
+
+def setting(value, name, kind):
+    """A stand-in setting from its flag (StandInSettings refuses what is out of range)."""
+    try:
+        parsed = kind(value)
+    except ValueError:
+        flag = "--" + name.replace("_", "-")
+        raise Exit(f"octoboot: {flag} takes a number, not {value!r}", 2) from None
+    if not math.isfinite(parsed):
+        raise Exit(f"octoboot: --{name.replace('_', '-')} takes a finite number", 2)
+    return parsed
 
 
 @task

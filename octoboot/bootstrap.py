@@ -17,8 +17,9 @@ from typing import ClassVar
 import paramiko
 
 from octoboot import drift, tentacle
+from octoboot.health import HealthResult
 from octoboot.identity import Identity
-from octoboot.octopus import HealthCheck, OctopusClient, Resource, registered_thumbprint
+from octoboot.octopus import Resource, registered_thumbprint
 from octoboot.pipeline import Pipeline, StepFailed
 from octoboot.report import State
 
@@ -151,12 +152,13 @@ class Bootstrap(Pipeline):
 
     def _registration_conflict(self) -> str | None:
         """Why registering this machine's certificate would be refused, if it would."""
-        octopus, name = self._octopus(), self.machine.name
+        # The space's machines are read once per run, not twice per machine.
+        known, name = self._octopus().machine_index(), self.machine.name
         renamed_from = (self.job.options.get("renamed_from") or "").lower()
         previous: Resource | None = None  # the record to rename (--renamed-from)
         if self.thumbprint:
             others = []
-            for m in octopus.machines_with_thumbprint(self.thumbprint):
+            for m in known.with_thumbprint(self.thumbprint):
                 if m["Name"].strip().lower() == renamed_from:
                     previous = m
                 elif m["Name"].strip().lower() != name.lower():
@@ -167,7 +169,7 @@ class Bootstrap(Pipeline):
                     f"thumbprint {self.thumbprint} is already registered as {listed}: a second "
                     "record for one certificate would be a duplicate; deregister that one first"
                 )
-        named = octopus.machines_named(name)
+        named = known.named(name)
         if named and previous:
             return (
                 f"both {named[0]['Name']} ({named[0]['Id']}) and {previous['Name']} "
@@ -279,24 +281,24 @@ class Bootstrap(Pipeline):
                 return "skipped", "not registered yet"
             status = octopus.machine(machine_id).get("HealthStatus", "Unknown")
             return "skipped", f"last known: {status}"
-        assert machine_id is not None and self.job.environment_id is not None
-        check, restarted = self._check_health(octopus, machine_id), ""
+        assert machine_id is not None
+        check, restarted = self._check_health(machine_id), ""
         if check.health_status == "Unavailable" and not self.service_started:
             # systemd said active, yet Octopus gets no answer: a hung service (stopped,
             # deadlocked) stays "active" for ever. Restart it once, then ask again.
             unit = tentacle.unit_name(self.machine.tentacle.instance)
             self.remote(self._service_command("restart"))
             restarted = f" after restarting {unit}, active but Unavailable in {check.task_id}"
-            check = self._check_health(octopus, machine_id)
+            check = self._check_health(machine_id)
         if check.task_failed_itself:
             raise StepFailed(
-                f"health task {check.task_id} {check.state}: "
+                f"health task {check.task_id} {check.task_state}: "
                 f"{check.error or 'Octopus gave no reason'}"
             )
-        if check.state != "Success" or check.health_status != "Healthy":
+        if not check.healthy:
             raise StepFailed(
-                f"Octopus says {check.health_status} ({check.task_id} {check.state}"
-                f"{restarted}): {check.summary}"
+                f"Octopus says {check.health_status} ({check.task_id} {check.task_state}"
+                f"{restarted}): {check.reason}"
             )
         return ("changed" if restarted else "ok"), f"Healthy ({check.task_id}){restarted}"
 
@@ -304,16 +306,17 @@ class Bootstrap(Pipeline):
         options = self.machine.tentacle
         return tentacle.service_command(options.instance, action, port=options.port)
 
-    def _check_health(self, octopus: OctopusClient, machine_id: str) -> HealthCheck:
-        assert self.job.environment_id is not None
+    def _check_health(self, machine_id: str) -> HealthResult:
+        """This machine's health, from a Health task it may share with others (health.py)."""
+        assert self.job.health is not None and self.job.environment_id is not None
         try:
-            return octopus.check_health(
+            return self.job.health.check(
                 machine_id,
+                self.machine.name,
                 self.job.environment_id,
-                deadline_in=self.remaining() - 1,
-                # A third of the time left, so that a restart and a second check still fit.
-                machine_timeout=int(max(5, min(60, self.remaining() / 3))),
+                deadline=self.deadline - 1,
                 cancelled=self.job.cancelled,
+                note=self.job.note,
             )
         except TimeoutError as exc:
             raise StepFailed(f"health check did not finish: {exc}", State.TIMED_OUT) from None

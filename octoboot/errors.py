@@ -13,6 +13,7 @@ Anything else that escapes is a bug and keeps its traceback.
     │   ├── NotOctopus              2     (above: a ConfigError and an OctopusError)
     │   ├── OctopusAuthError        2     (above: a ConfigError and an OctopusError)
     │   ├── OctopusUnavailable      3     no answer, or 5xx, past the retry budget
+    │   │   └── OctopusRateLimited  3     429 for longer than the machine's deadline allows
     │   └── OctopusValidationError  3     400/409: Octopus refused the request
     ├── CertificateError            1     a PFX that cannot be opened (certificates)
     ├── DamagedIdentity             1     one machine's PFX is damaged: it fails (identity)

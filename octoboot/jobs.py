@@ -37,6 +37,7 @@ from octoboot.fleet import (
     open_files,
     workers_for_open_files,
 )
+from octoboot.health import GATHER_SECONDS, HealthCoordinator
 from octoboot.identity import IdentityStore
 from octoboot.inventory import SAFE_NAME, Inventory, Machine, load_inventory
 from octoboot.lifecycle import Deregister, DeregisterRecord, Exec
@@ -44,6 +45,7 @@ from octoboot.locks import Locks
 from octoboot.octopus import OctopusClient
 from octoboot.pipeline import Job, Pipeline
 from octoboot.report import MachineResult, RunReport, State, StepResult, printable
+from octoboot.rolling import Rollout, Share, batch_sizes
 from octoboot.runlog import MachineLog, Masker, new_run_dir
 from octoboot.settings import Settings, load_settings
 from octoboot.ssh import Connector, close
@@ -62,8 +64,10 @@ class Selection:
 @dataclass(frozen=True)
 class RunOptions:
     parallel: bool = False
-    workers: int | None = None  # default: the settings' (OCTOBOOT_WORKERS, 32)
+    workers: int | None = None  # default: the settings' (OCTOBOOT_WORKERS, or what fits)
     verbose: bool = False
+    batch: str | int | None = None  # N or "P%" machines at a time (octoboot.rolling)
+    max_fail: str | int | None = None  # stop starting machines beyond N or "P%" failures
     deadline: float | None = None  # seconds per machine; default: the inventory's
     connect_timeout: float | None = None
     accept_new_host_key: bool = False
@@ -171,6 +175,10 @@ class Run:
         self.records_outcome = pipeline.RECORDS_OUTCOME and not options.dry_run
         self.persist_host_keys = not (pipeline.READ_ONLY or options.dry_run)
         self.takes_locks = pipeline.TAKES_LOCKS and self.persist_host_keys
+        self.batch = None if options.batch is None else Share.parse(options.batch, "--batch")
+        self.max_fail = (
+            None if options.max_fail is None else Share.parse(options.max_fail, "--max-fail")
+        )
         self.inventory: Inventory = load_inventory(self.settings.machines_dir)
         self.machines = [
             _with_overrides(m, options, pipeline.DEADLINE) for m in self._select(selection)
@@ -215,17 +223,22 @@ class Run:
             self.identities = IdentityStore(self.settings.state_dir, password)
             self.identities.check()
         if self.pipeline.NEEDS_OCTOPUS:
+            servers: dict[tuple[str, str, str | None], OctopusClient] = {}
             for env_key in dict.fromkeys(m.env_key for m in self.machines):
                 environment = self.inventory.environments[env_key]
                 target = self.settings.octopus_for(environment)
-                client = OctopusClient(
-                    target.url,
-                    target.api_key.reveal(),
-                    space=target.space,
-                    key_hint=target.key_source,
-                    retry_seconds=self.options.octopus_retry_seconds,
-                )
-                self.clients[env_key] = client
+                # One client per Octopus (and key and space), whatever number of files
+                # name it: what it reads once, and its rate limit, are the server's.
+                server = (target.url, target.api_key.reveal(), target.space)
+                if server not in servers:
+                    servers[server] = OctopusClient(
+                        target.url,
+                        target.api_key.reveal(),
+                        space=target.space,
+                        key_hint=target.key_source,
+                        retry_seconds=self.options.octopus_retry_seconds,
+                    )
+                client = self.clients[env_key] = servers[server]
                 ids = client.connect([environment.name])
                 self.environment_ids[env_key] = ids[environment.name]
 
@@ -251,7 +264,7 @@ class Run:
             self.check()
             return self._run_machines()
         finally:
-            for client in self.clients.values():
+            for client in {id(c): c for c in self.clients.values()}.values():
                 client.close()
 
     def _run_machines(self) -> RunReport:
@@ -287,6 +300,16 @@ class Run:
                 f"{describe(exc)}"
             ) from None
         sequential = not self.options.parallel
+        quiet = not (sequential or self.options.verbose)
+        coordinators = {
+            id(client): HealthCoordinator(
+                client,
+                # One machine at a time has nobody to share a task with.
+                gather_seconds=0 if sequential else GATHER_SECONDS,
+                announce=console if quiet else None,
+            )
+            for client in self.clients.values()
+        }
         jobs: dict[Any, Job] = {}
         skipped: list[MachineResult] = []
         for job_id, (machine, conn) in enumerate(zip(self.machines, connections, strict=True), 1):
@@ -302,33 +325,50 @@ class Run:
                 console(row.summary_line())
                 continue
             echo = (lambda line: console(f"  {line}")) if sequential else None
+            client = self.clients.get(machine.env_key)
             jobs[conn] = Job(
                 job_id=job_id,
                 machine=machine,
                 conn=conn,
                 log=MachineLog(run_dir / f"{machine.name}.log", masker, echo=echo),
                 deadline_seconds=machine.ssh.deadline,
-                octopus=self.clients.get(machine.env_key),
+                octopus=client,
                 environment_id=self.environment_ids.get(machine.env_key),
+                health=coordinators.get(id(client)),
                 identities=self.identities,
                 dry_run=self.options.dry_run,
                 options=self.job_options,
                 on_step=_step_printer(console, sequential, self.options.verbose),
+                on_note=None if sequential or quiet else _note_printer(console),
             )
-        group = FleetGroup.from_connections(
-            list(jobs), workers=workers, deadline=lambda cxn: jobs[cxn].deadline_seconds
-        )
         finished: dict[Any, MachineResult] = {}
+        sizes = batch_sizes(len(jobs), self.batch)
+        rollout = Rollout(self.max_fail, batched=len(sizes) > 1)
+        counted: set[int] = set()
+        count_lock = threading.Lock()
+
+        def count(job: Job, state: State) -> None:
+            """Tell the rollout how a machine ended, once: from its own thread, so that the
+            next one does not start before, or from the runner (deadline), if first."""
+            with count_lock:
+                if job.job_id not in counted:
+                    counted.add(job.job_id)
+                    rollout.ended(state)
 
         def run_one(cxn: Any) -> MachineResult:
             job = jobs[cxn]
+            if rollout.stop_reason:  # too many failed while this one waited for a worker
+                return _skipped(job, rollout.stop_reason)
             if sequential:
                 console(f"[{job.job_id}] {job.machine.name} ({job.machine.environment})")
-            return self.pipeline(job).run()
+            result = self.pipeline(job).run()
+            count(job, result.state)
+            return result
 
         def on_result(cxn: Any, value: object) -> None:
             job = jobs[cxn]
             result = finished[cxn] = _result_of(job, value, masker)
+            count(job, result.state)
             job.log.write(f"result: {result.summary_line()}", echo=False)
             # A machine that has ended holds no descriptor: only those at work do.
             job.log.close()
@@ -336,8 +376,20 @@ class Run:
             console(result.summary_line())
 
         interrupted = False
+        members = list(jobs)
         try:
-            group.call(run_one, on_result=on_result, on_abandon=lambda c: jobs[c].cancelled.set())
+            for number, size in enumerate(sizes, 1):
+                batch, members = members[:size], members[size:]
+                if rollout.stop_reason:
+                    for cxn in batch:
+                        on_result(cxn, _skipped(jobs[cxn], rollout.stop_reason))
+                    continue
+                if len(sizes) > 1:
+                    console(f"batch {number} of {len(sizes)}: {size} machine(s)")
+                rollout.start_batch(number, size)
+                FleetGroup.from_connections(
+                    batch, workers=workers, deadline=lambda cxn: jobs[cxn].deadline_seconds
+                ).call(run_one, on_result=on_result, on_abandon=lambda c: jobs[c].cancelled.set())
         except (FleetInterrupted, KeyboardInterrupt):
             interrupted = True
         finally:
@@ -347,6 +399,8 @@ class Run:
                 job.cancelled.set()
                 job.log.close()
                 close(cxn)
+            for coordinator in coordinators.values():
+                coordinator.close()
         results = []
         for cxn, job in jobs.items():
             result = finished.get(cxn)
@@ -363,6 +417,7 @@ class Run:
             interrupted=interrupted,
             host_keys_learned=connector.host_keys_learned(),
             host_keys_kept=self.persist_host_keys,
+            stopped=rollout.stopped,
         )
         self.write_report(report)
         if self.records_outcome:
@@ -462,6 +517,12 @@ def _result_of(job: Job, value: object, masker: Masker) -> MachineResult:
     return result
 
 
+def _skipped(job: Job, reason: str) -> MachineResult:
+    result = job.snapshot()
+    result.state, result.reason = State.SKIPPED, reason
+    return result
+
+
 def _refuse_shared_connections(machines: list[Machine], connections: list[Any]) -> None:
     seen: dict[tuple, str] = {}
     for machine, conn in zip(machines, connections, strict=True):
@@ -495,6 +556,10 @@ def _masked(console: Console, masker: Masker) -> Console:
             console(printable(masker(line), keep="\n\t"))
 
     return write
+
+
+def _note_printer(console: Console) -> Callable[[Job, str], None]:
+    return lambda job, text: console(f"{job.machine.name}: {text}")
 
 
 def _step_printer(

@@ -2,7 +2,9 @@
 
 One OctopusClient per Octopus (URL + space) is shared by every machine's thread; httpx's
 Client is thread-safe and pools connections. The API key only ever goes into the
-X-Octopus-ApiKey header of requests to that Octopus.
+X-Octopus-ApiKey header of requests to that Octopus. What every machine needs to know
+(the space, the server thumbprint, the environments, the machines already registered) is
+read once per client, that is once per run; a 429 is waited out (octoboot.ratelimit).
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from typing import Any
 import httpx
 
 from octoboot.errors import ConfigError, OctobootError
+from octoboot.ratelimit import (
+    DEFAULT_RETRY_AFTER,
+    ApiBudget,
+    ApiGate,
+    current_budget,
+    retry_after_seconds,
+    waited,
+)
 from octoboot.report import one_line
 
 Resource = dict[str, Any]
@@ -46,24 +56,26 @@ class OctopusUnavailable(OctopusError):
     """No answer, or 5xx, for longer than the retry budget."""
 
 
+class OctopusRateLimited(OctopusUnavailable):
+    """429 for longer than the machine's deadline (or the retry budget) allows to wait."""
+
+
 class OctopusValidationError(OctopusError):
     """400/409: Octopus refused the request (e.g. a name that is taken)."""
 
 
 @dataclass(frozen=True)
-class HealthCheck:
-    task_id: str
-    state: str
-    health_status: str
-    summary: str
-    error: str = ""  # the task's ErrorMessage
+class MachineIndex:
+    """The machines of a space, looked up by name and by thumbprint without a request."""
 
-    @property
-    def task_failed_itself(self) -> bool:
-        """The task did not succeed, yet the machine's status gives no reason (Healthy, or
-        never checked): the task failed on its own (e.g. Octopus restarted under it, which
-        fails the tasks it was running), and the machine's status predates this check."""
-        return self.state != "Success" and self.health_status in ("Healthy", "Unknown")
+    records: tuple[Resource, ...]
+
+    def named(self, name: str) -> list[Resource]:
+        wanted = name.strip().lower()
+        return [m for m in self.records if m["Name"].strip().lower() == wanted]
+
+    def with_thumbprint(self, thumbprint: str) -> list[Resource]:
+        return [m for m in self.records if registered_thumbprint(m) == thumbprint.upper()]
 
 
 class OctopusClient:
@@ -95,6 +107,9 @@ class OctopusClient:
         self._space_prefix: str | None = None
         self._server_thumbprint: str | None = None
         self._environment_ids: dict[str, str] = {}
+        self._gate = ApiGate()
+        self._index_lock = threading.Lock()
+        self._index: MachineIndex | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -128,7 +143,7 @@ class OctopusClient:
             if retrying and recover is not None and (found := recover()) is not None:
                 return found
             try:
-                response = self._http.request(method, path, **kwargs)
+                response = self._send(method, path, **kwargs)
             except httpx.TransportError as exc:
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 unsafe = method == "POST" and sent and recover is None
@@ -162,6 +177,30 @@ class OctopusClient:
             if recover is not None and (found := recover()) is not None:
                 return found
             raise
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request, in turn with the other threads' (ApiGate). A 429 was not processed
+        (any method may be sent again): wait as Retry-After says and send it again, as long
+        as the budget of the machine it is for (else retry_seconds) allows."""
+        budget = current_budget()
+        while True:
+            with self._gate.turn():
+                response = self._http.request(method, path, **kwargs)
+            if response.status_code != 429:
+                return response
+            if budget is None:
+                budget = ApiBudget(time.monotonic() + self._retry_seconds)
+            asked = retry_after_seconds(response.headers.get("Retry-After"))
+            wait = max(0.1, DEFAULT_RETRY_AFTER if asked is None else asked)
+            if wait > budget.remaining() - 1:
+                raise OctopusRateLimited(
+                    f"{method} {path}: Octopus at {self.url} is rate-limiting this API key "
+                    f"(429) and asks to wait {wait:.0f} s, more than the machine's deadline "
+                    "leaves: run fewer machines at once (--workers, --batch), or ask for a "
+                    "higher rate limit for the key"
+                )
+            time.sleep(wait)
+            waited(wait)
 
     def _result(
         self,
@@ -267,6 +306,16 @@ class OctopusClient:
             if m["Name"].strip().lower() == wanted
         ]
 
+    def machine_index(self) -> MachineIndex:
+        """Every machine of the space, read once per client (so once per run, however many
+        machines ask) and looked up locally. Records a run changes are not updated here:
+        each machine looks up only its own name and thumbprint, before it changes them."""
+        with self._index_lock:
+            if self._index is None:
+                records = self.request("GET", f"{self._space}/machines/all")
+                self._index = MachineIndex(tuple(records))
+            return self._index
+
     def machines_with_thumbprint(self, thumbprint: str) -> list[Resource]:
         return self.request("GET", f"{self._space}/machines/all", params={"thumbprint": thumbprint})
 
@@ -308,53 +357,48 @@ class OctopusClient:
             if "(404)" not in str(exc):
                 raise
 
-    # --- health --------------------------------------------------------------------------
+    # --- health tasks (octoboot.health runs them) -------------------------------------------
 
-    def check_health(
-        self,
-        machine_id: str,
-        environment_id: str,
-        *,
-        deadline_in: float,
-        machine_timeout: int = 60,
-        cancelled: threading.Event | None = None,
-    ) -> HealthCheck:
-        """Start a Health task for one machine and wait up to deadline_in seconds for it
-        (less if `cancelled` is set: the caller gave up)."""
-        deadline = time.monotonic() + deadline_in
+    def start_health_task(
+        self, machine_ids: list[str], environment_id: str, *, machine_timeout: int = 60
+    ) -> Resource:
+        """Queue one Health task for these machines (of one environment)."""
         timeout = f"00:{machine_timeout // 60:02d}:{machine_timeout % 60:02d}"
-        task = self.request(
+        return self.request(
             "POST",
             f"{self._space}/tasks",
             json={
                 "Name": "Health",
-                "Description": f"octoboot: check {machine_id}",
+                "Description": f"octoboot: check {len(machine_ids)} machine(s)",
                 "Arguments": {
                     "Timeout": "00:05:00",
                     "MachineTimeout": timeout,
                     "EnvironmentId": environment_id,
-                    "MachineIds": [machine_id],
+                    "MachineIds": machine_ids,
                 },
             },
             # A Health task only reads: one that an unanswered attempt made costs a check.
             recover=lambda: None,
         )
-        delay, stop = 0.1, cancelled or threading.Event()
-        while task["State"] not in TASK_DONE:
-            if time.monotonic() + delay > deadline:
-                raise TimeoutError(f"health task {task['Id']} still {task['State']}")
-            if stop.wait(delay):
-                raise TimeoutError(f"gave up waiting for health task {task['Id']}")
-            delay = min(delay * 1.5, 2.0)
-            task = self.request("GET", f"/api/tasks/{task['Id']}")
-        machine = self.machine(machine_id)
-        return HealthCheck(
-            task_id=task["Id"],
-            state=task["State"],
-            health_status=machine.get("HealthStatus", "Unknown"),
-            summary=machine.get("StatusSummary") or task.get("ErrorMessage") or "",
-            error=task.get("ErrorMessage") or "",
-        )
+
+    def task(self, task_id: str) -> Resource:
+        return self.request("GET", f"/api/tasks/{task_id}")
+
+    def task_details(self, task_id: str) -> Resource:
+        """The task with its activity log (`ActivityLogs`): where each machine's outcome is."""
+        return self.request("GET", f"/api/tasks/{task_id}/details")
+
+    def unfinished_tasks(self) -> list[Resource]:
+        """Every task queued or running on the server, octoboot's or not."""
+        return list(self._paged("/api/tasks", {"states": "Queued,Executing", "take": "100"}))
+
+    def machines_by_id(self, machine_ids: list[str]) -> dict[str, Resource]:
+        found: dict[str, Resource] = {}
+        for first in range(0, len(machine_ids), 50):  # a query string has its limits
+            ids = ",".join(machine_ids[first : first + 50])
+            for record in self._paged(f"{self._space}/machines", {"ids": ids, "take": "50"}):
+                found[record["Id"]] = record
+        return found
 
 
 def registered_thumbprint(record: Resource) -> str:

@@ -24,9 +24,11 @@ from invoke.exceptions import CommandTimedOut
 
 from octoboot import tentacle
 from octoboot.errors import OctobootError
+from octoboot.health import HealthCoordinator
 from octoboot.identity import IdentityStore
 from octoboot.inventory import Machine
 from octoboot.octopus import OctopusClient, OctopusError
+from octoboot.ratelimit import api_budget
 from octoboot.report import MachineResult, State, StepResult
 from octoboot.runlog import MachineLog
 from octoboot.ssh import (
@@ -62,10 +64,13 @@ class Job:
     deadline_seconds: float
     octopus: OctopusClient | None = None
     environment_id: str | None = None
+    health: HealthCoordinator | None = None  # this Octopus' health checks, shared
     identities: IdentityStore | None = None
     dry_run: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     on_step: Callable[[Job, StepResult], None] | None = None
+    # Progress within a step (e.g. a health task queued), for the live output.
+    on_note: Callable[[Job, str], None] | None = None
     # Set by the runner when it stops waiting for this machine.
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Written as the job goes; read by the runner if the job runs out of time.
@@ -76,6 +81,13 @@ class Job:
         self.result = MachineResult(
             self.job_id, self.machine.name, self.machine.environment, log=str(self.log.path)
         )
+
+    def note(self, text: str) -> None:
+        """Progress worth showing while a step still runs: logged (and echoed when the
+        machine's output streams), and passed to on_note."""
+        self.log.write(text)
+        if self.on_note and not self.cancelled.is_set():
+            self.on_note(self, text)
 
     def snapshot(self) -> MachineResult:
         """A copy of the result as it is now, safe from the job's thread going on."""
@@ -104,6 +116,15 @@ class Pipeline:
         self.deadline = time.monotonic() + job.deadline_seconds
 
     def run(self) -> MachineResult:
+        """The steps, in order, until one fails; the machine's API calls wait (for a rate
+        limit) at most until its deadline, and the result says how long they did."""
+        with api_budget(time.monotonic() + self.job.deadline_seconds) as api:
+            try:
+                return self._run_steps()
+            finally:
+                self.job.result.api_wait_seconds = round(api.waited, 1)
+
+    def _run_steps(self) -> MachineResult:
         job, result = self.job, self.job.result
         start = time.monotonic()
         self.deadline = start + job.deadline_seconds

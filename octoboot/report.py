@@ -27,10 +27,12 @@ class State(StrEnum):
     UNKNOWN = "unknown"  # status: Octopus has the machine, no inventory file lists it
 
 
-# Exit codes (README, "Exit codes"): failed and unreachable are bits, so 5 means both.
+# Exit codes (README, "Exit codes"): failed, unreachable and stopped are bits, so 5 means
+# failed and unreachable, 9 failed and the rest skipped (--max-fail).
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 4
+EXIT_STOPPED = 8
 EXIT_INTERRUPTED = 130
 
 
@@ -52,6 +54,7 @@ class MachineResult:
     octopus_id: str | None = None
     thumbprint: str | None = None
     seconds: float = 0.0
+    api_wait_seconds: float = 0.0  # of `seconds`, waiting for the Octopus API (rate limit)
     reason: str = ""
     log: str | None = None
     steps: list[StepResult] = field(default_factory=list)
@@ -61,7 +64,12 @@ class MachineResult:
         """One line for the terminal when the machine finishes."""
         where = f" at {self.failed_step}" if self.failed_step else ""
         why = f": {self.reason}" if self.reason else ""
-        return f"[{self.job_id}] {self.machine}: {self.state}{where} ({self.seconds:.1f}s){why}"
+        return f"[{self.job_id}] {self.machine}: {self.state}{where} ({self.duration()}){why}"
+
+    def duration(self) -> str:
+        """How long it took, and how much of it went waiting for the Octopus API, if any."""
+        waited = f", {self.api_wait_seconds:.1f}s API wait" if self.api_wait_seconds else ""
+        return f"{self.seconds:.1f}s{waited}"
 
 
 @dataclass
@@ -75,6 +83,8 @@ class RunReport:
     # Many at once where machines are not new means known_hosts was lost.
     host_keys_learned: int = 0
     host_keys_kept: bool = True
+    # The run stopped starting machines (--max-fail): the ones not started are skipped.
+    stopped: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -82,10 +92,15 @@ class RunReport:
             return EXIT_INTERRUPTED
         states = {r.state for r in self.results}
         code = EXIT_OK
-        if states & {State.FAILED, State.UNKNOWN, State.SKIPPED}:
+        # A machine skipped because another run held it was not done: a failure. One
+        # skipped because the run stopped early is told by EXIT_STOPPED instead.
+        not_done = {State.FAILED, State.UNKNOWN} | (set() if self.stopped else {State.SKIPPED})
+        if states & not_done:
             code |= EXIT_FAILED
         if states & {State.UNREACHABLE, State.TIMED_OUT, State.INTERRUPTED}:
             code |= EXIT_UNREACHABLE
+        if self.stopped:
+            code |= EXIT_STOPPED
         return code
 
     def counts(self) -> dict[str, int]:
@@ -113,7 +128,7 @@ class RunReport:
                 r.failed_step or "",
                 r.octopus_id or "",
                 short_thumbprint(r.thumbprint),
-                f"{r.seconds:.1f}s",
+                r.duration(),
                 one_line(r.reason),
             )
             for r in self.results

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import threading
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -22,10 +23,17 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from octoboot.errors import ConfigError
+from octoboot.fleet import FDS_PER_MACHINE
 from octoboot.inventory import Environment, OctopusOverride
 
 DOTENV = Path(".env")
-DEFAULT_WORKERS = 32
+# What one machine in flight holds on the controller, measured at its peak (a parallel
+# bootstrap: 2.2 file descriptors and 6 threads), with room to spare; docs/performance.md.
+THREADS_PER_MACHINE = 8  # its worker, paramiko's transport, Invoke's stream and stdin threads
+# Kept for the process itself (Python, httpx's pool, the health coordinator, ...).
+RESERVED_FDS, RESERVED_THREADS = 100, 100
+# Above this many SSH handshakes at once the controller's CPU, not its limits, is the bound.
+MAX_DEFAULT_WORKERS = 256
 
 # Every secret value this process has loaded; it only grows.
 _LOADED: set[str] = set()
@@ -76,7 +84,7 @@ class Settings:
     octopus_space: str | None = None
     state_dir: Path = field(default_factory=lambda: Path(".octoboot").absolute())
     machines_dir: Path = Path("machines")
-    workers: int = DEFAULT_WORKERS
+    workers: int = field(default_factory=lambda: default_workers())
     pfx_secret: Secret | None = None
     # The merged environment and .env, where an inventory's api_key_env is looked up.
     variables: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -198,9 +206,43 @@ def _absolute(value: str) -> Path:
     return Path(value).expanduser().absolute()
 
 
+def workers_for(open_files: int | None, threads: int | None) -> int:
+    """How many machines at once fit in these limits (None: unlimited)."""
+    fits = [MAX_DEFAULT_WORKERS]
+    if open_files is not None:
+        fits.append((open_files - RESERVED_FDS) // FDS_PER_MACHINE)
+    if threads is not None:
+        fits.append((threads - RESERVED_THREADS) // THREADS_PER_MACHINE)
+    return max(1, min(fits))
+
+
+def default_workers() -> int:
+    """The default --workers: as many machines as this controller can hold at once."""
+    return workers_for(_soft_limit(resource.RLIMIT_NOFILE), _thread_limit())
+
+
+def _soft_limit(which: int) -> int | None:
+    soft = resource.getrlimit(which)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _thread_limit() -> int | None:
+    """The least of the limits on this process's threads: RLIMIT_NPROC (root is exempt),
+    the kernel's threads-max and the cgroup's pids.max."""
+    limits = [] if os.geteuid() == 0 else [_soft_limit(resource.RLIMIT_NPROC)]
+    for path in ("/proc/sys/kernel/threads-max", "/sys/fs/cgroup/pids.max"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        limits.append(int(text) if text.isdigit() else None)  # "max": no limit
+    known = [limit for limit in limits if limit is not None]
+    return min(known) if known else None
+
+
 def _workers(value: str | None) -> int:
     if value is None:
-        return DEFAULT_WORKERS
+        return default_workers()
     try:
         workers = int(value)
     except ValueError:

@@ -141,21 +141,25 @@ class Status(Pipeline):
     def _check_health(self, record: Resource) -> str:
         """Ask Octopus for a fresh health check; returns what to add to the step's detail."""
         environments = record.get("EnvironmentIds") or [self.job.environment_id]
+        assert self.job.health is not None
         try:
-            check = self._octopus().check_health(
+            check = self.job.health.check(
                 record["Id"],
+                record["Name"],
                 environments[0],
-                deadline_in=self.remaining() - 1,
+                deadline=self.deadline - 1,
                 cancelled=self.job.cancelled,
+                note=self.job.note,
             )
         except TimeoutError as exc:
             self.health = "Unknown (the health check did not finish)"
             return f" ({exc})"
         if check.task_failed_itself:
-            self.health = f"Unknown (health task {check.task_id} {check.state}: {check.error})"
-            return f" (not checked: {check.task_id} {check.state})"
+            state = check.task_state
+            self.health = f"Unknown (health task {check.task_id} {state}: {check.error})"
+            return f" (not checked: {check.task_id} {state})"
         self.health = check.health_status
-        return f" (checked: {check.task_id} {check.state})"
+        return f" (checked: {check.task_id} {check.task_state})"
 
     def step_drift(self) -> tuple[str, str]:
         assert self.job.environment_id is not None

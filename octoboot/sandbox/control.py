@@ -11,6 +11,9 @@ The root folder holds all of it (see host.py for a host's part):
     sbin/systemctl              the systemd stand-in, first on every host's PATH
     packages/                   the Tentacle stand-in archive, also served over HTTP
     octopus/                    the Octopus stand-in's state and its API key (0600)
+
+How real the stand-ins are (task cap, Health task time, API rate limit, Tentacle start-up)
+is the sandbox's StandInSettings, kept in state.json and shown by `describe()`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tabulate import tabulate
@@ -39,6 +42,7 @@ from octoboot.sandbox.archive import (
     write_systemctl_launcher,
 )
 from octoboot.sandbox.host import Host, paths_to_keep_visible, write_ssh_key
+from octoboot.sandbox.standin_settings import StandInSettings
 
 ENVIRONMENT = "Sandbox"
 OCTOPUS_PORT = 80
@@ -103,6 +107,9 @@ class Sandbox:
     def api_key(self) -> str:
         return self.endpoints().api_key_file.read_text().strip()
 
+    def settings(self) -> StandInSettings:
+        return StandInSettings.from_json(self.state().get("settings"))
+
     def host_is_running(self, name: str) -> bool:
         rec = self._record(name)
         return rec is not None and processes.is_alive(rec)
@@ -120,16 +127,24 @@ class Sandbox:
         ]
         ends = self.endpoints()
         table = tabulate(rows, headers=["host", "address", "state", "faults"])
+        limits = "\n                   ".join(self.settings().describe())
         return (
             f"{table}\n\n"
             f"Octopus stand-in:  {ends.octopus_url} (API key in {ends.api_key_file})\n"
             f"Tentacle archive:  {ends.package_url}/\n"
-            f"SSH:               ssh -F {ends.ssh_config} sbx01"
+            f"SSH:               ssh -F {ends.ssh_config} sbx01\n"
+            f"Stand-ins:         {limits}"
         )
 
     # --- up and down ------------------------------------------------------------------
 
-    def up(self, hosts: int = 5, *, install_seconds: float = DEFAULT_INSTALL_SECONDS) -> None:
+    def up(
+        self,
+        hosts: int = 5,
+        *,
+        install_seconds: float = DEFAULT_INSTALL_SECONDS,
+        settings: StandInSettings = StandInSettings(),  # noqa: B008 (frozen)
+    ) -> None:
         if self.is_up():
             raise SandboxError(f"a sandbox is already up in {self.root}: `inv sandbox.down` first")
         if not 1 <= hosts <= net.MAX_HOSTS:
@@ -140,7 +155,9 @@ class Sandbox:
         with net.slot_lock():
             slot = net.free_slot()
             # Record the slot before making anything, so `down` can clean up a half start.
-            self._save({"slot": slot.number, "hosts": [], "servers": {}})
+            self._save(
+                {"slot": slot.number, "hosts": [], "servers": {}, "settings": settings.to_json()}
+            )
             net.create_bridge(slot)
         try:
             self._populate(slot, hosts, install_seconds)
@@ -170,6 +187,7 @@ class Sandbox:
         for host in self.hosts():
             host.create(self.root / "client_key.pub")
             host.set_faults({"install_seconds": install_seconds})
+            host.set_startup_seconds(self.settings().tentacle_startup_seconds)
             self._set_record(host.name, host.boot(self.root, keep))
         self._write_ssh_config()
         self._wait_for_ssh(self.hosts())
@@ -375,6 +393,9 @@ class Sandbox:
                 "-m", "octoboot.sandbox.octopus_api", "--state", str(self.root / "octopus"),
                 "--listen", f"{address}:{OCTOPUS_PORT}", "--environment", ENVIRONMENT,
             ]  # fmt: skip
+            settings = self.settings()
+            for name in settings.OCTOPUS_FIELDS:
+                argv += [f"--{name.replace('_', '-')}", str(getattr(settings, name))]
             port, log = OCTOPUS_PORT, self.root / "octopus" / "server.log"
         else:
             argv = ["-m", "http.server", str(PACKAGE_PORT), "--bind", address,
@@ -397,6 +418,23 @@ class Sandbox:
     def start_octopus(self) -> None:
         if "octopus" not in self.state()["servers"]:
             self._start_server("octopus", net.Slot(self.state()["slot"]))
+
+    def change_settings(self, **changes: object) -> StandInSettings:
+        """Make the stand-ins more or less real (StandInSettings' fields); the Octopus
+        stand-in restarts if its part changed (tasks in flight then fail, as on a real
+        restart). Returns the settings now in force."""
+        before = self.settings()
+        after = replace(before, **changes)
+        state = self.state()
+        state["settings"] = after.to_json()
+        self._save(state)
+        if any(getattr(before, f) != getattr(after, f) for f in after.OCTOPUS_FIELDS):
+            self.stop_octopus()
+            self.start_octopus()
+        if before.tentacle_startup_seconds != after.tentacle_startup_seconds:
+            for host in self.hosts():
+                host.set_startup_seconds(after.tentacle_startup_seconds)
+        return after
 
     def set_octopus_fault(
         self,

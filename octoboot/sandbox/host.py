@@ -7,7 +7,8 @@ On the controller a host is a folder:
     hosts/<name>/disk/...                    what the host sees at /opt/octopus, /etc/octopus,
                                              /home/Octopus, /etc/systemd/system and /tmp
     hosts/<name>/control/                    /run/octoboot-sandbox on the host: faults.json,
-                                             argv.jsonl (every Tentacle call), systemctl state
+                                             latency.json, argv.jsonl (every Tentacle call),
+                                             systemctl state
     hosts/<name>/sshd.log
 
 The process tree is `ip netns exec` → `unshare --pid --fork --kill-child` → host_init.sh,
@@ -97,6 +98,13 @@ class Host:
         path = self.control / "faults.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(faults))
+        tmp.replace(path)
+
+    def set_startup_seconds(self, seconds: float) -> None:
+        """How long every Tentacle command on this host takes to start."""
+        path = self.control / "latency.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"startup_seconds": seconds}))
         tmp.replace(path)
 
     def refuse_login(self, refuse: bool, authorized_keys: Path) -> None:

@@ -1,11 +1,18 @@
 """A local stand-in for the Octopus Deploy REST API (octopus-facts §3), over plain HTTP.
 
 It serves the routes octoboot and the Tentacle CLI use (root, spaces, current user, server
-certificate, environments, machines, health tasks) with Octopus's JSON shapes, paging and error
-bodies. A health task really connects to each listening Tentacle over mutual TLS, presenting
-the server certificate, and checks the thumbprint it presents.
+certificate, environments, machines, health tasks and their logs) with Octopus's JSON shapes,
+paging and error bodies. A health task really connects to each listening Tentacle over mutual
+TLS, presenting the server certificate, and checks the thumbprint it presents.
+
+It keeps the real server's limits (StandInSettings): at most `task_cap` tasks run at once and
+the rest wait `Queued`; a Health task takes `health_seconds` (and a little more per machine);
+each API key gets a token bucket of `rate_burst` requests refilled at `rate_limit` per minute,
+and a request finding it empty gets 429 with `Retry-After` (seconds), unprocessed.
 
     python -m octoboot.sandbox.octopus_api --state DIR --listen HOST:PORT [--environment NAME ...]
+        [--task-cap N] [--health-seconds S] [--health-seconds-per-machine S]
+        [--rate-limit PER_MINUTE] [--rate-burst N]
 
 The API key comes from OCTOPUS_STANDIN_API_KEY or --api-key-file, never from the command line.
 """
@@ -29,6 +36,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,6 +65,7 @@ from octoboot.sandbox.octopus_state import (
     parse_timespan,
     same_name,
 )
+from octoboot.sandbox.standin_settings import StandInSettings
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +89,11 @@ _TEMPLATES = {
     "Space": "/api/spaces{/id}{?name,skip,ids,take,partialName}",
     "Task": "/api/tasks{/id}{?skip,take,ids,name,states,spaces}",
 }
+# A task's State as the Status of its activity (ActivityStatus in Octopus.Client).
+_ACTIVITY_STATUS = {
+    "Queued": "Pending", "Executing": "Running", "Cancelling": "Running", "Success": "Success",
+    "Canceled": "Canceled",
+}  # fmt: skip
 _ENV_MACHINES_TEMPLATE = (
     "{?skip,take,partialName,roles,isDisabled,healthStatuses,commStyles,tenantIds,tenantTags}"
 )
@@ -273,11 +287,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
             length = -1
+        headers: dict[str, str] = {}
         if length < 0:
             status, payload = 400, error_body("The Content-Length header is not valid.")
         else:
             body = self.rfile.read(length) if length else b""
-            status, payload = self.server.standin.respond(
+            status, payload, headers = self.server.standin.respond(
                 self.command, self.path, self.headers, body
             )
         # Logged before answering, so a client that got its answer finds the call counted.
@@ -286,6 +301,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 
@@ -305,11 +322,20 @@ class OctopusStandIn:
         environments: Sequence[str] = (),
         host: str = "127.0.0.1",
         port: int = 0,
+        *,
+        settings: StandInSettings = StandInSettings(),  # noqa: B008 (frozen)
     ) -> None:
         if not api_key:
             raise SandboxError("the Octopus stand-in needs an API key")
         state_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings
         self._api_key = api_key.encode()
+        self._buckets: dict[bytes, _TokenBucket] = {}
+        # Tasks waiting for a free slot under the task cap, oldest first.
+        self._queue: deque[tuple[Resource, list[Resource]]] = deque()
+        self._running_tasks = 0
+        self._stopping = False
+        self._tasks_lock = threading.Lock()
         self._address = (host, port)
         self._key_path, self._cert_path, self._thumbprint = _ensure_server_certificate(state_dir)
         self._state = OctopusState(state_dir / "octopus.json", environments)
@@ -356,6 +382,8 @@ class OctopusStandIn:
     def stop(self) -> None:
         if self._server is None or self._thread is None:
             return
+        with self._tasks_lock:
+            self._stopping = True  # queued tasks never start; a restart fails them
         self._server.shutdown()
         self._server.close_connections()
         self._server.server_close()
@@ -377,32 +405,60 @@ class OctopusStandIn:
 
     # -- request handling --
 
-    def respond(self, method: str, raw_path: str, headers: Any, body: bytes) -> tuple[int, Any]:
-        """(status, JSON payload) for one request."""
+    def respond(
+        self, method: str, raw_path: str, headers: Any, body: bytes
+    ) -> tuple[int, Any, dict[str, str]]:
+        """(status, JSON payload, extra headers) for one request."""
         parts = urlsplit(raw_path)
         query = parse_qsl(parts.query, keep_blank_values=True)
         injected, delay = self._injected_fault(method, parts.path)
         if injected:
-            return injected, error_body(f"Injected fault: the server answered {injected}.")
+            return injected, error_body(f"Injected fault: the server answered {injected}."), {}
         time.sleep(delay)  # a slow Octopus: it still does the work, after the client gave up
+        advice: dict[str, str] = {}
         try:
-            self._authenticate(headers, query)
+            key = self._authenticate(headers, query)
+            advice = self._rate_limit(key)
             call = _Call(
                 method=method,
                 path=parts.path.rstrip("/") or "/",
                 query=[(k, v) for k, v in query if k.lower() != "apikey"],
                 body=body,
             )
-            return self._route(call)
+            status, payload = self._route(call)
+            return status, payload, advice
+        except RateLimited as exc:
+            return 429, error_body(str(exc)), exc.headers
         except ApiError as exc:
-            return exc.status, error_body(str(exc), exc.errors)
+            return exc.status, error_body(str(exc), exc.errors), advice
         except ValidationError as exc:
-            return 400, error_body(str(exc), exc.errors)
+            return 400, error_body(str(exc), exc.errors), advice
         except NotFoundError as exc:
-            return 404, error_body(str(exc))
+            return 404, error_body(str(exc)), advice
         except Exception as exc:
             log.exception("the Octopus stand-in failed on %s %s", method, parts.path)
-            return 500, error_body(f"{type(exc).__name__}: {exc}", full=traceback.format_exc())
+            full = traceback.format_exc()
+            return 500, error_body(f"{type(exc).__name__}: {exc}", full=full), advice
+
+    def _rate_limit(self, key: bytes) -> dict[str, str]:
+        """Take a token from the key's bucket: the advisory headers, or RateLimited."""
+        rate, burst = self.settings.rate_limit, self.settings.rate_burst
+        if not rate:
+            return {}
+        with self._log_lock:
+            bucket = self._buckets.setdefault(key, _TokenBucket(rate, burst))
+            allowed, remaining, full_in, retry_in = bucket.take(time.monotonic())
+        headers = {
+            "Octopus-RateLimit-Policy": f"l={burst};rpm={rate}",
+            "Octopus-RateLimit": f"r={remaining};t={math.ceil(full_in)}",
+        }
+        if allowed:
+            return headers
+        raise RateLimited(
+            "Rate limit policy Authenticated requests exceeded: too many requests; "
+            f"retry after {math.ceil(retry_in)} seconds.",
+            {**headers, "Retry-After": str(max(1, math.ceil(retry_in)))},
+        )
 
     def _injected_fault(self, method: str, path: str) -> tuple[int | None, float]:
         """The sandbox's way to make Octopus fail: faults.json in the state dir holds
@@ -429,7 +485,8 @@ class OctopusStandIn:
         with self._log_lock, self._requests_log.open("a", encoding="utf-8") as out:
             out.write(line + "\n")
 
-    def _authenticate(self, headers: Any, query: list[tuple[str, str]]) -> None:
+    def _authenticate(self, headers: Any, query: list[tuple[str, str]]) -> bytes:
+        """The API key of a request, if it is the right one; else 401."""
         given = headers.get("X-Octopus-ApiKey") or next(
             (v for k, v in query if k.lower() == "apikey"), ""
         )
@@ -445,6 +502,7 @@ class OctopusStandIn:
                 "The API key you provided was not valid. Please double-check your API key and "
                 "try again.",
             )
+        return self._api_key
 
     def _route(self, call: _Call) -> tuple[int, Any]:
         allowed: list[str] = []
@@ -494,6 +552,7 @@ class OctopusStandIn:
             ("GET", rf"/api{space}/tasks", self._tasks_page),
             ("POST", rf"/api{space}/tasks", self._task_create),
             ("GET", rf"/api{space}/tasks{item}", self._task),
+            ("GET", rf"/api{space}/tasks{item}/details", self._task_details),
         ]
         return [(m, re.compile(p, re.IGNORECASE), h) for m, p, h in table]
 
@@ -730,15 +789,64 @@ class OctopusStandIn:
     def _task(self, call: _Call) -> tuple[int, Any]:
         return 200, self._task_out(self._state.task(call.params["id"]))
 
+    def _task_details(self, call: _Call) -> tuple[int, Any]:
+        """The task and its activity log (TaskDetailsResource): under the task, one element
+        per machine it checks, named after the machine, with its outcome and messages."""
+        task = self._task_out(self._state.task(call.params["id"]))
+        children = [
+            {
+                "Id": f"{task['Id']}_{n}",
+                "ShowAtSummaryLevel": True,
+                "Children": [],
+                "ProgressPercentage": 0 if entry["Ended"] is None else 100,
+                "ProgressMessage": "",
+                **entry,
+            }
+            for n, entry in enumerate(self._state.task_log(task["Id"]), 1)
+        ]
+        done = sum(1 for child in children if child["Ended"] is not None)
+        percent = 100 * done // len(children) if children else 0
+        root = {
+            "Id": task["Id"],
+            "Name": task["Description"],
+            "Started": task["StartTime"],
+            "Ended": task["CompletedTime"],
+            "Status": _ACTIVITY_STATUS.get(task["State"], "Failed"),
+            "ShowAtSummaryLevel": True,
+            "LogElements": [],
+            "ProgressPercentage": percent,
+            "ProgressMessage": "",
+            "Children": children,
+        }
+        progress = {"ProgressPercentage": percent, "EstimatedTimeRemaining": ""}
+        return 200, {"Task": task, "ActivityLogs": [root], "Progress": progress}
+
     def _task_create(self, call: _Call) -> tuple[int, Any]:
         task, machines = self._state.add_health_task(call.json())
-        threading.Thread(
-            target=self._run_health_task,
-            args=(task, machines),
-            name=f"health-{task['Id']}",
-            daemon=True,
-        ).start()
+        with self._tasks_lock:
+            self._queue.append((task, machines))
+            self._start_queued_tasks()
         return 201, self._task_out(task)
+
+    def _start_queued_tasks(self) -> None:
+        """Start the oldest queued tasks while fewer than the task cap run (lock held)."""
+        while self._queue and self._running_tasks < self.settings.task_cap and not self._stopping:
+            task, machines = self._queue.popleft()
+            self._running_tasks += 1
+            threading.Thread(
+                target=self._run_task,
+                args=(task, machines),
+                name=f"health-{task['Id']}",
+                daemon=True,
+            ).start()
+
+    def _run_task(self, task: Resource, machines: list[Resource]) -> None:
+        try:
+            self._run_health_task(task, machines)
+        finally:
+            with self._tasks_lock:
+                self._running_tasks -= 1
+                self._start_queued_tasks()
 
     def _run_health_task(self, task: Resource, machines: list[Resource]) -> None:
         task_id = task["Id"]
@@ -746,14 +854,17 @@ class OctopusStandIn:
             args = task["Arguments"]
             timeout = parse_timespan(args.get("Timeout"), DEFAULT_TASK_TIMEOUT)
             machine_timeout = parse_timespan(args.get("MachineTimeout"), DEFAULT_MACHINE_TIMEOUT)
-            self._state.start_task(task_id)
+            self._state.start_task(task_id, [m["Name"] for m in machines])
+            # A real check runs a script through the Tentacle: it takes seconds, not the
+            # milliseconds of a TLS handshake, and a little longer the more machines it covers.
+            done_at = time.monotonic() + self.settings.health_task_seconds(len(machines))
             outcomes: dict[str, tuple[bool, str]] = {}
             # One thread per machine: a task may cover a whole environment, and a dead host
             # costs a full MachineTimeout; daemon threads never hold up the process exit.
             checks = [
                 threading.Thread(
                     target=self._check_machine,
-                    args=(machine, machine_timeout, outcomes),
+                    args=(task_id, machine, machine_timeout, done_at, outcomes),
                     daemon=True,
                 )
                 for machine in machines
@@ -763,6 +874,7 @@ class OctopusStandIn:
             deadline = time.monotonic() + timeout
             for check in checks:
                 check.join(max(0.0, deadline - time.monotonic()))
+            time.sleep(max(0.0, min(done_at, deadline) - time.monotonic()))  # no machines
             if any(check.is_alive() for check in checks):
                 self._state.finish_task(
                     task_id, "TimedOut", f"The health check did not finish within {timeout:g}s."
@@ -785,7 +897,12 @@ class OctopusStandIn:
             self._state.finish_task(task_id, "Failed", f"{type(exc).__name__}: {exc}")
 
     def _check_machine(
-        self, machine: Resource, timeout: float, outcomes: dict[str, tuple[bool, str]]
+        self,
+        task_id: str,
+        machine: Resource,
+        timeout: float,
+        done_at: float,
+        outcomes: dict[str, tuple[bool, str]],
     ) -> None:
         endpoint = machine["Endpoint"]
         if endpoint.get("CommunicationStyle") != "TentaclePassive":
@@ -798,14 +915,47 @@ class OctopusStandIn:
             except Exception as exc:  # e.g. a host name the resolver cannot even encode
                 log.exception("health check of %s failed", machine["Id"])
                 outcome = (False, f"The health check failed: {type(exc).__name__}: {exc}")
+        time.sleep(max(0.0, done_at - time.monotonic()))
         healthy, summary = outcome
+        # Recorded as each machine's check ends, not at the end of the task (Issues#3382).
         self._state.record_health(
             machine["Id"],
             "Healthy" if healthy else "Unavailable",
             "Online" if healthy else "Offline",
             summary,
+            task_id=task_id,
         )
         outcomes[machine["Id"]] = outcome
+
+
+class RateLimited(Exception):
+    """429: the API key's bucket is empty; headers say when to come back."""
+
+    def __init__(self, message: str, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.headers = headers
+
+
+class _TokenBucket:
+    """Octopus' rate limiter (a token bucket): `burst` tokens to start with and at most,
+    refilled continuously at `per_minute`; every request takes one."""
+
+    def __init__(self, per_minute: int, burst: int) -> None:
+        self._per_second = per_minute / 60
+        self._burst = burst
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+
+    def take(self, now: float) -> tuple[bool, int, float, float]:
+        """(allowed, tokens left, seconds until full, seconds until the next token)."""
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._per_second)
+        self._at = now
+        allowed = self._tokens >= 1
+        if allowed:
+            self._tokens -= 1
+        full_in = (self._burst - self._tokens) / self._per_second
+        next_in = max(0.0, 1 - self._tokens) / self._per_second
+        return allowed, int(self._tokens), full_in, next_in
 
 
 def _check_user(user_id: str) -> None:
@@ -867,6 +1017,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--api-key-file", type=Path, help=f"file holding the API key (else ${API_KEY_ENV})"
     )
+    defaults = StandInSettings()
+    for name in StandInSettings.OCTOPUS_FIELDS:
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=type(getattr(defaults, name)),
+            default=getattr(defaults, name),
+        )
     args = parser.parse_args(argv)
     try:
         if args.api_key_file:
@@ -879,7 +1036,10 @@ def main(argv: list[str] | None = None) -> int:
         # Block the stop signals before any thread starts, so only sigwait below receives them.
         stop_signals = {signal.SIGTERM, signal.SIGINT}
         signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-        standin = OctopusStandIn(args.state, api_key, args.environment, host, port)
+        settings = StandInSettings.from_json(vars(args))
+        standin = OctopusStandIn(
+            args.state, api_key, args.environment, host, port, settings=settings
+        )
         with standin:
             print(f"listening on {standin.url}", flush=True)
             signal.sigwait(stop_signals)

@@ -257,14 +257,27 @@ class OctopusState:
             self._save()
             return machine
 
-    def record_health(self, machine_id: str, health: str, status: str, summary: str) -> None:
-        """The outcome of a health check; a machine deleted meanwhile is left alone."""
+    def record_health(
+        self, machine_id: str, health: str, status: str, summary: str, *, task_id: str = ""
+    ) -> None:
+        """The outcome of a health check, in the machine's record and in the log of the task
+        that checked it; a machine deleted meanwhile is left alone."""
         with self._lock:
             try:
                 machine = _find(self._doc["machines"], machine_id)
             except NotFoundError:
                 return
             machine.update(HealthStatus=health, Status=status, StatusSummary=summary)
+            for entry in self._doc["task_logs"].get(task_id, []):
+                if entry["Name"] == machine["Name"] and entry["Ended"] is None:
+                    ended = iso(now())
+                    healthy = health == "Healthy"
+                    entry.update(Ended=ended, Status="Success" if healthy else "Failed")
+                    entry["LogElements"].append(
+                        {"Category": "Info" if healthy else "Error", "OccurredAt": ended,
+                         "MessageText": summary}
+                    )  # fmt: skip
+                    break
             self._save()
 
     def _machine_from(self, body: Resource, existing: Resource | None) -> Resource:
@@ -429,7 +442,8 @@ class OctopusState:
             return [m for m in self._doc["machines"] if env["Id"] in m["EnvironmentIds"]]
         return list(self._doc["machines"])
 
-    def start_task(self, task_id: str) -> None:
+    def start_task(self, task_id: str, machine_names: Sequence[str] = ()) -> None:
+        """The task leaves the queue; its log gets an entry per machine it checks."""
         with self._lock:
             task = _find(self._doc["tasks"], task_id)
             started = iso(now())
@@ -439,7 +453,18 @@ class OctopusState:
                 LastUpdatedTime=started,
                 HasBeenPickedUpByProcessor=True,
             )
+            self._doc["task_logs"][task["Id"]] = [
+                {"Name": name, "Started": started, "Ended": None, "Status": "Running",
+                 "LogElements": []}
+                for name in machine_names
+            ]  # fmt: skip
             self._save()
+
+    def task_log(self, task_id: str) -> list[Resource]:
+        """Per machine of the task: Name, Started, Ended, Status, LogElements."""
+        with self._lock:
+            task = _find(self._doc["tasks"], task_id)
+            return copy.deepcopy(self._doc["task_logs"].get(task["Id"], []))
 
     def finish_task(self, task_id: str, state: str, error_message: str = "") -> None:
         with self._lock:
@@ -487,9 +512,12 @@ class OctopusState:
                 "environments": [],
                 "machines": [],
                 "tasks": [],
+                "task_logs": {},
             }
         try:
-            return json.loads(self._path.read_text(encoding="utf-8"))
+            doc = json.loads(self._path.read_text(encoding="utf-8"))
+            doc.setdefault("task_logs", {})  # a state written before tasks had logs
+            return doc
         except (OSError, ValueError) as exc:
             raise SandboxError(
                 f"cannot read the Octopus stand-in state {self._path}: {exc}; "

@@ -12,7 +12,7 @@ import pytest
 from fabric import Config, Connection
 
 from octoboot.sandbox.control import Sandbox
-from tests.sandbox.project import octopus_client, project_settings
+from tests.sandbox.project import FAST, octopus_client, project_settings
 
 SANDBOX_TESTS = Path(__file__).resolve().parent
 
@@ -38,9 +38,10 @@ def sandbox_factory(tmp_path_factory) -> Iterator[Callable[..., Sandbox]]:
     made: list[Sandbox] = []
 
     def make(hosts: int, **options) -> Sandbox:
+        """A sandbox of `hosts` hosts; the stand-ins are FAST unless `settings` says."""
         sandbox = Sandbox(tmp_path_factory.mktemp("sandbox") / "sb")
         made.append(sandbox)
-        sandbox.up(hosts, **options)
+        sandbox.up(hosts, **{"settings": FAST, **options})
         return sandbox
 
     yield make

@@ -13,9 +13,16 @@ import httpx
 
 from octoboot import jobs
 from octoboot.sandbox.control import Sandbox
+from octoboot.sandbox.standin_settings import StandInSettings
 from octoboot.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
+# Stand-ins for tests that measure something else than the real products' limits: quick
+# Health tasks, no API rate limit, Tentacle commands that start at once. The task cap stays
+# the real one. Tests of those limits ask for them (sandbox_factory(..., settings=...)).
+FAST = StandInSettings(
+    health_seconds=0.2, health_seconds_per_machine=0, rate_limit=0, tentacle_startup_seconds=0
+)
 
 
 def project_settings(root: Path) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import select
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ import pytest
 
 from octoboot import certificates
 from octoboot.sandbox.octopus_api import OctopusStandIn
+from tests.sandbox.project import FAST
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "API-TESTKEY0123456789ABCDEF"
@@ -35,7 +38,7 @@ def state_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def standin(state_dir: Path) -> Iterator[OctopusStandIn]:
-    with OctopusStandIn(state_dir, API_KEY, ["Dev", "Prod"]) as server:
+    with OctopusStandIn(state_dir, API_KEY, ["Dev", "Prod"], settings=FAST) as server:
         yield server
 
 
@@ -541,3 +544,87 @@ def test_only_health_tasks_are_accepted(client: httpx.Client) -> None:
     assert_error_body(client.post("/api/tasks", json={"Name": "Backup"}), 400)
     bad_machine = {"Name": "Health", "Arguments": {"MachineIds": ["Machines-404"]}}
     assert_error_body(client.post("/api/tasks", json=bad_machine), 400)
+
+
+# -- the real server's limits: task cap, Health task time, rate limit, task logs --
+
+
+@pytest.fixture
+def limited(state_dir: Path, request: pytest.FixtureRequest) -> Iterator[httpx.Client]:
+    """A stand-in with the settings the test is parametrized with (over FAST)."""
+    settings = replace(FAST, **request.param)
+    with (
+        OctopusStandIn(state_dir, API_KEY, ["Dev"], settings=settings) as server,
+        httpx.Client(base_url=server.url, headers={"X-Octopus-ApiKey": API_KEY}) as http,
+    ):
+        yield http
+
+
+def times(task: dict[str, Any], *fields: str) -> list[dt.datetime]:
+    return [dt.datetime.fromisoformat(task[f]) for f in fields]
+
+
+@pytest.mark.parametrize("limited", [{"task_cap": 1, "health_seconds": 0.5}], indirect=True)
+def test_tasks_beyond_the_task_cap_wait_queued(limited: httpx.Client) -> None:
+    first, second = start_health(limited), start_health(limited)
+    assert limited.get(f"/api/tasks/{second['Id']}").json()["State"] == "Queued"
+    first, second = wait_for_task(limited, first["Id"]), wait_for_task(limited, second["Id"])
+    queued, started = times(second, "QueueTime", "StartTime")
+    (first_done,) = times(first, "CompletedTime")
+    assert started >= first_done and (started - queued).total_seconds() >= 0.4
+    assert second["State"] == "Success"
+
+
+@pytest.mark.parametrize(
+    "limited", [{"health_seconds": 0.6, "health_seconds_per_machine": 0.2}], indirect=True
+)
+def test_a_health_task_takes_longer_the_more_machines_it_covers(limited: httpx.Client) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens: each check fails at once
+    ids = [listening_machine(limited, f"m{n}", port, OTHER_THUMBPRINT) for n in range(3)]
+    task = wait_for_task(limited, start_health(limited, MachineIds=ids)["Id"])
+    started, completed = times(task, "StartTime", "CompletedTime")
+    assert (completed - started).total_seconds() >= 0.6 + 2 * 0.2
+
+
+@pytest.mark.parametrize("limited", [{"rate_limit": 60, "rate_burst": 2}], indirect=True)
+def test_beyond_the_rate_limit_429_with_retry_after_and_nothing_done(
+    limited: httpx.Client,
+) -> None:
+    answers = [limited.get("/api/environments/all") for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].headers["Octopus-RateLimit-Policy"] == "l=2;rpm=60"
+    assert answers[1].headers["Octopus-RateLimit"].startswith("r=0;t=")
+    refused = limited.post("/api/machines", json=machine_body("web01"))
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "1"  # one request a second
+    assert_error_body(refused, 429)
+    time.sleep(1.1)  # the wait Retry-After asked for, not a readiness wait
+    assert limited.get("/api/machines/all").json() == []  # the refused POST did nothing
+    assert limited.post("/api/machines", json=machine_body("web01")).status_code == 429
+    time.sleep(1.1)
+    assert limited.post("/api/machines", json=machine_body("web01")).status_code == 201
+
+
+def test_a_task_log_has_each_machines_outcome(
+    client: httpx.Client,
+    standin: OctopusStandIn,
+    start_tentacle: Callable[[str], int],
+    tentacle_identity: tuple[Path, Path, str],
+) -> None:
+    thumbprint = tentacle_identity[2]
+    good = listening_machine(client, "good", start_tentacle(standin.server_thumbprint), thumbprint)
+    bad = listening_machine(client, "bad", start_tentacle(OTHER_THUMBPRINT), thumbprint)
+    task = wait_for_task(client, start_health(client, MachineIds=[good, bad])["Id"])
+    details = client.get(f"/api/tasks/{task['Id']}/details").json()
+    assert details["Task"]["Id"] == task["Id"] and details["Progress"]["ProgressPercentage"] == 100
+    (root,) = details["ActivityLogs"]
+    assert root["Status"] == "Failed"
+    children = {c["Name"]: c for c in root["Children"]}
+    assert children["good"]["Status"] == "Success"
+    assert [e["Category"] for e in children["good"]["LogElements"]] == ["Info"]
+    assert children["bad"]["Status"] == "Failed"
+    (error,) = children["bad"]["LogElements"]
+    assert error["Category"] == "Error"
+    assert error["MessageText"].startswith("The Tentacle rejected the connection")

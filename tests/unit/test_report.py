@@ -4,6 +4,7 @@ from octoboot.report import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_STOPPED,
     EXIT_UNREACHABLE,
     MachineResult,
     RunReport,
@@ -86,3 +87,11 @@ def test_control_characters_from_hosts_are_escaped_in_every_cell_and_line():
     table = report.table()
     assert not any(c in table for c in "\x1b\x07\u202e\x9b"), table
     assert "\\x1b[2J" in table
+
+
+def test_a_run_stopped_early_says_so_and_its_skipped_rows_are_not_failures():
+    stopped_rows = [result(1, State.UNREACHABLE), result(2, State.SKIPPED, reason="--max-fail")]
+    assert RunReport("b", stopped_rows, 1, stopped=True).exit_code == (
+        EXIT_UNREACHABLE | EXIT_STOPPED
+    )
+    assert RunReport("b", stopped_rows, 1).exit_code == EXIT_UNREACHABLE | EXIT_FAILED

@@ -3,13 +3,16 @@ from pathlib import Path
 import pytest
 
 from octoboot.errors import ConfigError
+from octoboot.fleet import FDS_PER_MACHINE
 from octoboot.inventory import Environment, OctopusOverride
 from octoboot.settings import (
-    DEFAULT_WORKERS,
+    MAX_DEFAULT_WORKERS,
     OctopusTarget,
     Secret,
     Settings,
+    default_workers,
     load_settings,
+    workers_for,
 )
 
 KEY = "API-SECRETKEY0123456789"
@@ -78,11 +81,19 @@ def test_defaults(tmp_path, monkeypatch):
         octopus_space=None,
         state_dir=tmp_path / ".octoboot",
         machines_dir=Path("machines"),
-        workers=32,
+        workers=default_workers(),
         pfx_secret=None,
     )
     assert loaded.state_dir.is_absolute()
-    assert DEFAULT_WORKERS == 32
+
+
+def test_default_workers_fit_the_controllers_limits():
+    # A common soft limit of 1024 open files still runs 100 machines in one wave.
+    assert 100 <= workers_for(1024, None) == (1024 - 100) // FDS_PER_MACHINE
+    assert workers_for(None, 900) == (900 - 100) // 8
+    assert workers_for(100_000, 100_000) == workers_for(None, None) == MAX_DEFAULT_WORKERS
+    assert workers_for(50, 50) == 1  # never none
+    assert 1 <= default_workers() <= MAX_DEFAULT_WORKERS
 
 
 def test_default_environ_is_the_process_environment(tmp_path, monkeypatch):
@@ -127,7 +138,7 @@ def test_process_environment_wins_over_dotenv(tmp_path):
 
 def test_empty_values_count_as_unset(tmp_path):
     loaded = settings(tmp_path, "OCTOPUS_SPACE=FromFile\nOCTOBOOT_WORKERS=\n", OCTOPUS_SPACE="")
-    assert (loaded.octopus_space, loaded.workers) == ("FromFile", 32)
+    assert (loaded.octopus_space, loaded.workers) == ("FromFile", default_workers())
 
 
 def test_missing_dotenv_is_fine(tmp_path):

@@ -108,6 +108,7 @@ def command_help(command: Command) -> str:
 def main(args: list[str]) -> int:
     log = Log()
     try:
+        control.sleep_like_a_startup()
         control.record_invocation([str(EXECUTABLE), *args])
         faults = control.load_faults()
         if not control.finish_first_run(INSTALL_DIR, faults):

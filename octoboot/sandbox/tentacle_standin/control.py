@@ -6,6 +6,8 @@ The control dir is $OCTOBOOT_SANDBOX_HOST_DIR, else /run/octoboot-sandbox (one p
 - `faults.json` (optional): {"install_fails": bool, "install_seconds": float,
   "hang": ["<command>", ...] or ["*"], "untrusting": bool}; an untrusting Tentacle's
   service trusts no server whatever its configuration says.
+- `latency.json` (optional): {"startup_seconds": float}, the time every command takes to
+  start, as a real Tentacle (a .NET program) does; slept, so it costs no CPU.
 The first invocation after extraction (no `.first-run-complete` in the install dir) stands for the
 time a real install takes, and is where an install failure shows.
 """
@@ -58,6 +60,12 @@ def load_faults() -> Faults:
         hang=tuple(raw.get("hang", ())),
         untrusting=bool(raw.get("untrusting", False)),
     )
+
+
+def sleep_like_a_startup() -> None:
+    path = control_dir() / "latency.json"
+    if path.exists():
+        time.sleep(float(json.loads(path.read_text(encoding="utf-8")).get("startup_seconds", 0)))
 
 
 def finish_first_run(install_dir: Path, faults: Faults) -> bool:

@@ -1,6 +1,6 @@
 import pytest
 
-from octoboot.octopus import HealthCheck
+from octoboot.health import HealthResult
 
 
 @pytest.mark.parametrize(
@@ -18,5 +18,5 @@ from octoboot.octopus import HealthCheck
 def test_a_task_that_failed_on_its_own_is_told_from_an_unhealthy_machine(
     state, health, failed_itself
 ):
-    check = HealthCheck("ServerTasks-1", state, health, "summary", "the task's error")
+    check = HealthResult("ServerTasks-1", state, health, health == "Healthy", "", "the error")
     assert check.task_failed_itself is failed_itself

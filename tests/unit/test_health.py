@@ -1,0 +1,189 @@
+"""The health coordinator's grouping, limits and per-machine results (octoboot.health),
+against a fake Octopus that answers like the task API: pure logic, no HTTP."""
+
+import threading
+import time
+
+import pytest
+
+from octoboot.health import HealthCoordinator, machine_outcome, tasks_ahead
+
+ENV = "Environments-1"
+
+
+class FakeOctopus:
+    """Tasks that run `seconds` after they start; `unhealthy` machines fail in them."""
+
+    def __init__(self, *, seconds=0.3, unhealthy=(), queued_for=0.0, others=0):
+        self.seconds, self.unhealthy, self.queued_for = seconds, set(unhealthy), queued_for
+        self.others = [  # the server's other unfinished tasks, queued before ours
+            {"Id": f"ServerTasks-9{n}", "State": "Executing", "QueueTime": "2026-01-01T00:00"}
+            for n in range(others)
+        ]
+        self.tasks, self.lock, self.peak_in_flight = {}, threading.Lock(), 0
+
+    def start_health_task(self, machine_ids, environment_id, *, machine_timeout=60):
+        with self.lock:
+            task_id = f"ServerTasks-{len(self.tasks) + 1}"
+            self.tasks[task_id] = {"ids": list(machine_ids), "at": time.monotonic()}
+            in_flight = sum(1 for t in self.tasks if self._state(t) not in ("Success", "Failed"))
+            self.peak_in_flight = max(self.peak_in_flight, in_flight)
+            return self.task(task_id)
+
+    def _state(self, task_id):
+        if self.seconds is None:
+            return "Executing"
+        age = time.monotonic() - self.tasks[task_id]["at"]
+        if age < self.queued_for:
+            return "Queued"
+        if age < self.queued_for + self.seconds:
+            return "Executing"
+        return "Failed" if self.unhealthy & set(self.tasks[task_id]["ids"]) else "Success"
+
+    def task(self, task_id):
+        return {"Id": task_id, "State": self._state(task_id), "QueueTime": "2026-01-02T00:00",
+                "ErrorMessage": ""}  # fmt: skip
+
+    def unfinished_tasks(self):
+        return [*self.others, *(self.task(t) for t in self.tasks)]
+
+    def machines_by_id(self, machine_ids):
+        return {m: {"Id": m, "HealthStatus": "Unavailable" if m in self.unhealthy else "Healthy",
+                    "StatusSummary": "stale summary"} for m in machine_ids}  # fmt: skip
+
+    def task_details(self, task_id):
+        children = [
+            {"Name": name(m), "Status": "Failed" if m in self.unhealthy else "Success",
+             "Children": [],
+             "LogElements": [{"Category": "Error" if m in self.unhealthy else "Info",
+                              "MessageText": f"{name(m)}: does not trust the server"}]}
+            for m in self.tasks[task_id]["ids"]
+        ]  # fmt: skip
+        return {"ActivityLogs": [{"Name": "octoboot: check", "Children": children}]}
+
+
+def name(machine_id):
+    return "web" + machine_id.split("-")[1]
+
+
+def check_all(coordinator, machine_ids, *, deadline_in=10, notes=None, stagger=0.0):
+    """Each machine asks from its own thread, as pipelines do; returns id -> result/error."""
+    results, threads = {}, []
+
+    def one(machine_id):
+        try:
+            results[machine_id] = coordinator.check(
+                machine_id, name(machine_id), ENV,
+                deadline=time.monotonic() + deadline_in, cancelled=threading.Event(),
+                note=(notes or {}).setdefault(machine_id, []).append if notes is not None
+                else lambda text: None,
+            )  # fmt: skip
+        except Exception as exc:
+            results[machine_id] = exc
+
+    for machine_id in machine_ids:
+        threads.append(threading.Thread(target=one, args=(machine_id,)))
+        threads[-1].start()
+        time.sleep(stagger)
+    for thread in threads:
+        thread.join(20)
+    return results
+
+
+def ids(n, first=1):
+    return [f"Machines-{i}" for i in range(first, first + n)]
+
+
+def test_machines_asking_together_share_one_task_and_get_their_own_results():
+    octopus = FakeOctopus(unhealthy={"Machines-4"})
+    coordinator = HealthCoordinator(octopus, gather_seconds=0.3)
+    try:
+        results = check_all(coordinator, ids(6))
+    finally:
+        coordinator.close()
+    assert [t["ids"] for t in octopus.tasks.values()] == [ids(6)]
+    assert {r.task_id for r in results.values()} == {"ServerTasks-1"}
+    bad = results.pop("Machines-4")
+    assert (bad.healthy, bad.health_status, bad.task_state) == (False, "Unavailable", "Failed")
+    assert bad.reason == "web4: does not trust the server"  # its own line of the log
+    for result in results.values():
+        assert (result.healthy, result.health_status, result.reason) == (True, "Healthy", "")
+
+
+def test_at_most_max_tasks_in_flight_and_latecomers_wait_together():
+    octopus = FakeOctopus(seconds=0.3)
+    coordinator = HealthCoordinator(octopus, gather_seconds=0.02, max_tasks=2)
+    try:
+        # 12 machines arriving one every 0.05 s: two tasks start, the rest wait for a slot
+        results = check_all(coordinator, ids(12), stagger=0.05)
+    finally:
+        coordinator.close()
+    assert all(r.healthy for r in results.values()), results
+    assert octopus.peak_in_flight <= 2
+    assert 3 <= len(octopus.tasks) <= 6  # not one per machine
+    assert sorted(m for t in octopus.tasks.values() for m in t["ids"]) == sorted(ids(12))
+
+
+def test_each_machine_keeps_its_own_deadline():
+    octopus = FakeOctopus(seconds=None)  # the task never ends
+    coordinator = HealthCoordinator(octopus, gather_seconds=0.05)
+    try:
+        started = time.monotonic()
+        results = check_all(coordinator, ids(2), deadline_in=0.6)
+    finally:
+        coordinator.close()
+    assert time.monotonic() - started < 3
+    for result in results.values():
+        assert isinstance(result, TimeoutError)
+        assert str(result) == "ServerTasks-1 still Executing"
+
+
+def test_a_queued_task_says_how_many_tasks_are_ahead():
+    octopus = FakeOctopus(queued_for=0.4, seconds=0.1, others=3)
+    coordinator, notes = HealthCoordinator(octopus, gather_seconds=0.05), {}
+    try:
+        results = check_all(coordinator, ids(2), notes=notes)
+    finally:
+        coordinator.close()
+    assert all(r.healthy for r in results.values())
+    for machine_notes in notes.values():
+        assert "health: queued behind 3 tasks (ServerTasks-1)" in machine_notes
+
+
+def test_a_refused_task_fails_its_machines_with_octopus_message():
+    from octoboot.octopus import OctopusValidationError
+
+    class Refusing(FakeOctopus):
+        def start_health_task(self, machine_ids, environment_id, *, machine_timeout=60):
+            raise OctopusValidationError("The resource 'Machines-1' was not found.")
+
+    coordinator = HealthCoordinator(Refusing(), gather_seconds=0.05)
+    try:
+        results = check_all(coordinator, ids(2))
+    finally:
+        coordinator.close()
+    assert all(isinstance(r, OctopusValidationError) for r in results.values())
+
+
+def test_tasks_ahead_counts_running_tasks_and_older_queued_ones():
+    mine = {"Id": "ServerTasks-5", "State": "Queued", "QueueTime": "2026-01-01T10:00:05"}
+    others = [
+        {"Id": "ServerTasks-1", "State": "Executing", "QueueTime": "2026-01-01T10:00:09"},
+        {"Id": "ServerTasks-2", "State": "Queued", "QueueTime": "2026-01-01T10:00:01"},
+        {"Id": "ServerTasks-7", "State": "Queued", "QueueTime": "2026-01-01T10:00:07"},
+        mine,
+    ]
+    assert tasks_ahead(mine, others) == 2
+
+
+@pytest.mark.parametrize(
+    ("element_name", "found"),
+    [("web1", True), ("Check web1 health", True), ("web10", False), ("web1.example", False)],
+)
+def test_machine_outcome_finds_the_machines_own_activity(element_name, found):
+    details = {"ActivityLogs": [{"Name": "task", "Children": [
+        {"Name": element_name, "Status": "Failed", "LogElements": [
+            {"Category": "Info", "MessageText": "connecting"},
+            {"Category": "Error", "MessageText": "refused"}]}]}]}  # fmt: skip
+    expected = ("Failed", "refused") if found else ("Pending", "")
+    assert machine_outcome(details, "web1") == expected
