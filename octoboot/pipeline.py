@@ -65,6 +65,7 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Written as the job goes; read by the runner if the job runs out of time.
     current_step: str | None = None
+    started: float | None = None  # time.monotonic() when its pipeline began
     result: MachineResult = field(init=False)
 
     def __post_init__(self) -> None:
@@ -73,8 +74,17 @@ class Job:
         )
 
     def snapshot(self) -> MachineResult:
-        """A copy of the result as it is now, safe from the job's thread going on."""
-        return replace(self.result, steps=list(self.result.steps), facts=dict(self.result.facts))
+        """A copy of the result as it is now, safe from the job's thread going on; a job
+        still at work has run for as long as it has been going."""
+        seconds = self.result.seconds
+        if not seconds and self.started is not None:
+            seconds = time.monotonic() - self.started
+        return replace(
+            self.result,
+            steps=list(self.result.steps),
+            facts=dict(self.result.facts),
+            seconds=seconds,
+        )
 
 
 class Pipeline:
@@ -95,7 +105,7 @@ class Pipeline:
 
     def run(self) -> MachineResult:
         job, result = self.job, self.job.result
-        start = time.monotonic()
+        start = job.started = time.monotonic()
         self.deadline = start + job.deadline_seconds
         statuses = []
         try:
