@@ -17,7 +17,8 @@ from invoke import Collection, Exit, task
 
 from octoboot import jobs
 from octoboot.errors import OctobootError
-from octoboot.report import RunReport
+from octoboot.interrupts import Terminated
+from octoboot.report import EXIT_INTERRUPTED, EXIT_TERMINATED, RunReport
 from octoboot.sandbox.control import Sandbox
 from octoboot.settings import load_settings
 from octoboot.status import status as machine_status
@@ -33,8 +34,10 @@ def user_errors() -> Iterator[None]:
         yield
     except OctobootError as exc:
         raise Exit(f"octoboot: {exc}", code=exc.exit_code) from None
+    except Terminated:
+        raise Exit("octoboot: terminated (SIGTERM)", code=EXIT_TERMINATED) from None
     except KeyboardInterrupt:
-        raise Exit("octoboot: interrupted", code=130) from None
+        raise Exit("octoboot: interrupted", code=EXIT_INTERRUPTED) from None
 
 
 def settings():

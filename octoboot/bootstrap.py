@@ -116,7 +116,7 @@ class Bootstrap(Pipeline):
             tentacle.import_identity_command(
                 self.machine.tentacle.instance, create_instance=create
             ),
-            stdin=base64.b64encode(pfx).decode() + "\n",
+            stdin=base64.b64encode(pfx).decode(),
         )
         self.created_instance = create
         self.probe = tentacle.with_version(probe, probe.version, restart_pending=True)

@@ -27,6 +27,7 @@ from octoboot.bootstrap import Bootstrap, Install, Register
 from octoboot.errors import ConfigError
 from octoboot.fleet import DeadlineExceeded, FleetGroup, FleetInterrupted, Interrupted
 from octoboot.identity import IdentityStore
+from octoboot.interrupts import signal_of, sigterm_interrupts
 from octoboot.inventory import Inventory, Machine, load_inventory
 from octoboot.lifecycle import Deregister, Exec
 from octoboot.octopus import OctopusClient
@@ -208,12 +209,14 @@ class Run:
     # --- the run --------------------------------------------------------------------------
 
     def execute(self) -> RunReport:
-        try:
-            self.check()
-            return self._run_machines()
-        finally:
-            for client in self.clients.values():
-                client.close()
+        # SIGTERM (a cancelled CI job) stops the run as Ctrl-C does.
+        with sigterm_interrupts():
+            try:
+                self.check()
+                return self._run_machines()
+            finally:
+                for client in self.clients.values():
+                    client.close()
 
     def _run_machines(self) -> RunReport:
         started = time.monotonic()
@@ -263,11 +266,13 @@ class Run:
             jobs[cxn].log.write(f"result: {result.summary_line()}", echo=False)
             console(result.summary_line())
 
-        interrupted = False
+        interrupted = None
         try:
             group.call(run_one, on_result=on_result, on_abandon=lambda c: jobs[c].cancelled.set())
-        except (FleetInterrupted, KeyboardInterrupt):
-            interrupted = True
+        except FleetInterrupted as stop:
+            interrupted = signal_of(stop.__cause__)
+        except KeyboardInterrupt as stop:
+            interrupted = signal_of(stop)
         finally:
             # Whatever happened, every machine gets its row, its log is closed, and the
             # report is written (a second Ctrl-C lands here at worst).

@@ -169,14 +169,18 @@ class Pipeline:
     # --- remote commands ------------------------------------------------------------------
 
     def remote(self, command: str, *, stdin: str | None = None, check: bool = True) -> Any:
-        """Run command as root on the host, bounded by the machine's deadline on both ends.
-        stdin, if given, is sent to the command (and never logged)."""
+        """Run command as root on the host, bounded by the machine's deadline on both ends,
+        in a process group that ends with the SSH session (tentacle.supervised). stdin, if
+        given, is one line sent to the command as its whole input (and never logged)."""
         self._check_cancelled()
         remaining = self.remaining()
         if remaining <= 1:
             raise StepFailed("the machine's deadline was reached", State.TIMED_OUT)
+        if stdin is not None and "\n" in stdin:
+            raise ValueError("a remote command's input is one line")
         wrapped = tentacle.as_root(
-            tentacle.with_deadline(command, remaining), sudo=self.machine.ssh.sudo
+            tentacle.supervised(command, remaining, stdin_line=stdin is not None),
+            sudo=self.machine.ssh.sudo,
         )
         self.job.log.write(f"$ {command}")
         started = time.monotonic()
@@ -185,7 +189,7 @@ class Pipeline:
                 wrapped,
                 hide=True,
                 warn=True,
-                in_stream=io.StringIO(stdin) if stdin is not None else False,
+                in_stream=io.StringIO(stdin + "\n") if stdin is not None else False,
                 timeout=remaining + 10,
             )
         except CommandTimedOut:
@@ -194,6 +198,7 @@ class Pipeline:
             self._check_cancelled()
             reason = f"connection lost: {exc or type(exc).__name__}"
             raise StepFailed(reason, State.UNREACHABLE) from None
+        self._check_cancelled()  # the runner ended the command: its outcome is not the step's
         for stream, text in (("stdout", result.stdout), ("stderr", result.stderr)):
             if text.strip():
                 self.job.log.write(f"[{stream}]\n{text}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -28,7 +29,9 @@ class State(StrEnum):
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 4
-EXIT_INTERRUPTED = 130
+# Stopped by a signal: 128 + its number, as a shell reports it.
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # Ctrl-C: 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # SIGTERM (a cancelled CI job): 143
 
 
 @dataclass
@@ -67,12 +70,12 @@ class RunReport:
     results: list[MachineResult]
     wall_seconds: float
     run_dir: str | None = None
-    interrupted: bool = False
+    interrupted: signal.Signals | None = None  # the signal that stopped the run (Ctrl-C: SIGINT)
 
     @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return EXIT_INTERRUPTED
+            return 128 + self.interrupted
         states = {r.state for r in self.results}
         code = EXIT_OK
         if states & {State.FAILED, State.UNKNOWN}:

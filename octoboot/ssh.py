@@ -9,12 +9,14 @@ machine was named for accepting a new key (a rebuilt machine).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import paramiko
 from fabric import Config, Connection
@@ -32,7 +34,20 @@ class BufferedStdinRemote(Remote):
     - a non-terminal in_stream is read in 64 KiB chunks: Invoke reads anything that is not
       a TTY one byte per 10 ms, so a 3 KB input took 30 s;
     - waiting for the command wakes when its exit status arrives, instead of every 10 ms:
-      a hundred machines each polling a hundred times a second cost a whole core."""
+      a hundred machines each polling a hundred times a second cost a whole core;
+    - the command's stdin is never closed from here after its input: on the host, the end of
+      stdin means the session is over and ends the command (tentacle.supervised), so it is
+      sent only to stop a command (end_commands) or comes with the connection's end."""
+
+    def start(self, command: str, shell: str, env: dict[str, Any], timeout: Any = None) -> None:
+        super().start(command, shell, env, timeout)
+        with _running_lock:
+            _running.add(self.channel)
+
+    def stop(self) -> None:
+        with _running_lock:
+            _running.discard(getattr(self, "channel", None))
+        super().stop()
 
     def wait(self) -> None:
         # paramiko sets status_event when the exit status arrives or the channel closes.
@@ -43,7 +58,31 @@ class BufferedStdinRemote(Remote):
         if isatty(input_):
             return super().read_our_stdin(input_)
         data = input_.read(65536)
+        if not data:
+            # Nothing (None: "not ready") until the command is done, instead of EOF.
+            self.program_finished.wait(1)
+            return None
         return data.decode() if isinstance(data, bytes) else data
+
+
+# The channels of the commands running now, for end_commands.
+_running: set[paramiko.Channel] = set()
+_running_lock = threading.Lock()
+
+
+def end_commands(connections: Iterable[Connection], within: float) -> None:
+    """End the commands running over connections: each gets end-of-input, which ends its
+    process group on the host (tentacle.supervised); then wait, at most `within` seconds in
+    all, for the host to say each one has ended."""
+    transports = {t for c in connections if (t := c.client.get_transport()) is not None}
+    with _running_lock:
+        channels = [ch for ch in _running if ch.get_transport() in transports]
+    for channel in channels:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            channel.shutdown_write()
+    deadline = time.monotonic() + within
+    for channel in channels:
+        channel.status_event.wait(max(0.0, deadline - time.monotonic()))
 
 
 class HostKeyChanged(OctobootError):

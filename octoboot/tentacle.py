@@ -48,11 +48,50 @@ def as_root(command: str, *, sudo: bool) -> str:
     return shlex.join(["sudo", "-n", "sh", "-c", command]) if sudo else command
 
 
-def with_deadline(command: str, seconds: float) -> str:
-    """Bound command on the host itself, so a hung command dies there too, not only our
-    wait for it: `timeout` signals the whole process group, then SIGKILLs it 5 s later."""
-    limit = max(1, int(seconds))
-    return f"timeout -k 5 {limit} sh -c {shlex.quote(command)}"
+# The host side of every remote command (see docs/design.md, "Remote commands end with their
+# session"). $1: seconds, $2: the command, $3: "1" when one line of input comes first on stdin.
+# The command runs in a session (and process group) of its own under `timeout`; the SSH
+# channel's stdin stays with this script, and its end (the controller said stop, or the
+# connection is gone) ends that whole group: SIGTERM, then SIGKILL after 2 s. The group is
+# ended the same way when the command returns, so nothing it started outlives it; at the
+# deadline `timeout` signals the group itself.
+_SUPERVISOR = """\
+exec 3<&0 </dev/null
+end() {
+  kill -TERM -"$g" 2>/dev/null || return 0
+  i=0
+  while kill -0 -"$g" 2>/dev/null && [ "$i" -lt 20 ]; do i=$((i + 1)); sleep 0.1; done
+  kill -KILL -"$g" 2>/dev/null
+  return 0
+}
+if [ "$3" = 1 ]; then
+  IFS= read -r line <&3 || exit 130
+  printf '%s\\n' "$line" | setsid timeout -k 5 "$1" sh -c "$2" &
+  unset line
+else
+  setsid timeout -k 5 "$1" sh -c "$2" &
+fi
+g=$!
+{ while read -r _; do :; done; end; } <&3 &
+w=$!
+exec 3<&-
+wait "$g"
+rc=$?
+end
+kill "$w" 2>/dev/null
+exit "$rc"
+"""
+
+
+def supervised(command: str, seconds: float, *, stdin_line: bool = False) -> str:
+    """Run command on the host bounded by seconds (exit 124 when they ran out), in a process
+    group of its own that ends with the SSH session, whatever ends it: the command's return,
+    the deadline, the controller's EOF on stdin, or the connection dropping. stdin_line: the
+    first line sent on stdin is the command's whole input (it gets end-of-input after it);
+    otherwise the command's stdin is empty."""
+    limit = str(max(1, int(seconds)))
+    line = "1" if stdin_line else ""
+    return shlex.join(["sh", "-c", _SUPERVISOR, "octoboot", limit, command, line])
 
 
 # --- probe -------------------------------------------------------------------------------
@@ -183,7 +222,7 @@ def install_from_url_command(url: str, *, restart_instance: str | None = None) -
             "set -e",
             "tmp=$(mktemp -d)",
             "trap 'rm -rf \"$tmp\"' EXIT",
-            "trap 'exit 1' HUP INT TERM",
+            "trap 'exit 1' HUP INT TERM PIPE",
             f'if command -v curl >/dev/null; then curl -fsSL --retry 2 -o "$tmp/t.tgz" {q}; '
             f'else wget -q -O "$tmp/t.tgz" {q}; fi',
             *_unpack('"$tmp/t.tgz"', restart_instance),
@@ -198,7 +237,7 @@ def install_from_file_command(remote_archive: str, *, restart_instance: str | No
             "set -e",
             f"archive={shlex.quote(remote_archive)}",
             "trap 'rm -f \"$archive\"' EXIT",
-            "trap 'exit 1' HUP INT TERM",
+            "trap 'exit 1' HUP INT TERM PIPE",
             *_unpack('"$archive"', restart_instance),
         ]
     )

@@ -4,6 +4,7 @@ import base64
 import json
 import shlex
 import subprocess
+import time
 
 import pytest
 
@@ -49,15 +50,73 @@ def test_as_root_wraps_in_sudo_only_when_asked():
     ]  # fmt: skip
 
 
-def test_with_deadline_bounds_the_command_on_the_host():
-    argv = sh_argv(tentacle.with_deadline("sleep 30", 12.7))
-    assert argv[:4] == ["timeout", "-k", "5", "12"]
-    assert argv[4:] == ["sh", "-c", "sleep 30"]
+def supervise(command: str, seconds: float = 30, line: str | None = None) -> subprocess.Popen:
+    """tentacle.supervised(command) in a local shell, its stdin held open as an SSH channel's
+    is while the session lasts."""
+    proc = subprocess.Popen(
+        ["sh", "-c", tentacle.supervised(command, seconds, stdin_line=line is not None)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    if line is not None:
+        proc.stdin.write(line.encode() + b"\n")
+        proc.stdin.flush()
+    return proc
 
 
-def test_with_deadline_really_stops_a_hanging_command():
-    proc = subprocess.run(["sh", "-c", tentacle.with_deadline("sleep 30", 1)])
-    assert proc.returncode == 124
+def outlived(pattern: str) -> list[str]:
+    """Processes of this machine whose command line matches pattern (not matching itself)."""
+    found = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True)
+    return found.stdout.splitlines()
+
+
+def wait_gone(pattern: str, within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while left := outlived(pattern):
+        assert time.monotonic() < deadline, f"still running: {left}"
+        time.sleep(0.05)
+
+
+def test_supervised_runs_the_command_with_its_exit_code_and_output():
+    proc = supervise("echo out; exit 3")
+    assert proc.stdout.read() == b"out\n"
+    assert proc.wait(10) == 3
+
+
+def test_supervised_gives_the_command_one_line_of_input_and_then_end_of_input():
+    proc = supervise("cat; echo done", line="the input")
+    assert proc.stdout.read() == b"the input\ndone\n"
+    assert proc.wait(10) == 0
+
+
+def test_supervised_gives_a_command_without_input_end_of_input_at_once():
+    proc = supervise("cat; echo done")
+    assert proc.stdout.read() == b"done\n"
+    assert proc.wait(10) == 0
+
+
+def test_supervised_stops_a_hanging_command_at_its_deadline_with_124():
+    proc = supervise("sleep 931", seconds=1)
+    assert proc.wait(20) == 124
+    wait_gone("sleep 93[1]")
+
+
+def test_supervised_ends_what_the_command_left_running_when_it_returns():
+    # the second ignores SIGTERM: SIGKILL follows
+    proc = supervise("sleep 932 & sh -c 'trap \"\" TERM; exec sleep 933' & echo started")
+    assert proc.stdout.read() == b"started\n"
+    assert proc.wait(20) == 0
+    wait_gone("sleep 93[23]")
+
+
+def test_supervised_ends_the_command_and_its_children_when_stdin_ends():
+    proc = supervise("sleep 934 & sleep 935")
+    deadline = time.monotonic() + 10
+    while len(outlived("sleep 93[45]")) < 2:
+        assert time.monotonic() < deadline, "the command did not start"
+        time.sleep(0.05)
+    proc.stdin.close()  # what the host sees when the SSH session ends
+    assert proc.wait(20) != 0
+    wait_gone("sleep 93[45]")
 
 
 def test_unit_name_follows_the_tentacle_rule():
