@@ -1,6 +1,7 @@
 """Remote work ends with its session, on real sshd hosts: a command and everything it started
 end when it returns, at its deadline, when the connection drops (the controller killed with
-SIGKILL, the transport closed), and when the run is stopped (Ctrl-C, SIGTERM)."""
+SIGKILL, the transport closed), and when the run is stopped (Ctrl-C, SIGTERM); the private
+key that crosses a host for the import never outlives it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from octoboot import jobs, tentacle
 from octoboot.report import State
+from octoboot.status import status
 from tests.sandbox.conftest import connect, run
 from tests.sandbox.project import REPO, quiet
 
@@ -203,3 +205,102 @@ def test_a_stopped_run_ends_the_remote_work_and_writes_its_report(
     assert "interrupted" in (run_dir / "report.txt").read_text()
     last_run = json.loads((settings.state_dir / "last-run" / "sandbox.json").read_text())
     assert last_run["run_dir"] == str(run_dir) and "sbx03" in last_run["failed"]
+
+
+# --- the private key's transient copy on the host ---------------------------------------------
+
+IMPORTING = "tentacle_standin import-certificat[e]"
+
+
+def hung_import(sandbox, settings, host_shell, name: str) -> tuple[subprocess.Popen, str]:
+    """A bootstrap of a new machine whose Tentacle hangs in import-certificate: the controller
+    and the PID of the hung import on the host."""
+    sandbox.set_faults(name, hang=["import-certificate"])
+    proc = start_inv(settings, "bootstrap", "--host", name, "--deadline", str(LONG_DEADLINE))
+    try:
+        lines = wait_until("the import hangs", lambda: running(host_shell, name, IMPORTING), 60)
+    except BaseException:
+        kill(proc)
+        raise
+    return proc, lines[0].split()[0]
+
+
+def key_files(host_shell, name: str) -> list[str]:
+    """Every transient identity file the host's own processes can see at the usual places."""
+    found = host_shell(name, "ls -d /dev/shm/* /dev/shm/*/* /tmp/octoboot-* /tmp/octoboot-*/*")
+    return [line for line in found.stdout.splitlines() if "octoboot" in line]
+
+
+def no_secret_in_any_argv(sandbox, settings) -> None:
+    password = settings.pfx_password().reveal()
+    for host in sandbox.hosts():
+        for argv in host.tentacle_calls():
+            words = " ".join(argv)
+            assert password not in words and "pfx-password" not in words, argv
+            assert "--pw" not in argv and not any(a.startswith("--pw=") for a in argv), argv
+
+
+def test_the_key_crosses_the_host_on_a_tmpfs_private_to_the_import(sandbox, settings, host_shell):
+    proc, pid = hung_import(sandbox, settings, host_shell, "sbx04")
+    try:
+        # the copy exists only where the import's own processes look: a tmpfs of their own
+        mounts = host_shell("sbx04", f"cat /proc/{pid}/mountinfo").stdout.splitlines()
+        assert any(" /dev/shm " in m and " tmpfs octoboot " in m for m in mounts), mounts
+        inside = host_shell("sbx04", f"ls /proc/{pid}/root/dev/shm/*/").stdout.split()
+        assert inside == ["identity.pfx"]
+        assert key_files(host_shell, "sbx04") == []
+    finally:
+        kill(proc)  # the connection drops mid-import
+        sandbox.set_faults("sbx04", hang=[])
+    wait_gone(host_shell, "sbx04", IMPORTING)
+    anywhere = host_shell("sbx04", "ls -d /proc/[0-9]*/root/dev/shm/octoboot-*").stdout
+    assert anywhere.strip() == "" and key_files(host_shell, "sbx04") == []
+    no_secret_in_any_argv(sandbox, settings)
+
+
+def test_without_namespaces_the_copy_on_dev_shm_goes_when_the_connection_drops(
+    sandbox, settings, host_shell
+):
+    sandbox.set_faults("sbx04", no_namespaces=True)
+    try:
+        proc, _ = hung_import(sandbox, settings, host_shell, "sbx04")
+        try:
+            files = key_files(host_shell, "sbx04")
+            assert any(f.startswith("/dev/shm/octoboot-") for f in files), files
+            fs = host_shell("sbx04", "stat -f -c %T /dev/shm").stdout.strip()
+            assert fs == "tmpfs"  # never on a disk, even here
+        finally:
+            kill(proc)
+            sandbox.set_faults("sbx04", hang=[])
+        wait_gone(host_shell, "sbx04", IMPORTING)
+        wait_until("the copy is removed", lambda: key_files(host_shell, "sbx04") == [])
+    finally:
+        sandbox.set_faults("sbx04", no_namespaces=False)
+    no_secret_in_any_argv(sandbox, settings)
+
+
+def test_a_key_an_earlier_run_left_is_removed_at_the_next_contact(sandbox, settings, host_shell):
+    dead = host_shell("sbx04", "sh -c 'echo $$'").stdout.strip()
+    plant = (
+        f"mkdir -m 700 /dev/shm/octoboot-{dead}-AbCdEfGh /tmp/octoboot-IjKlMnOp && "
+        f"echo key > /dev/shm/octoboot-{dead}-AbCdEfGh/identity.pfx && "
+        "echo key > /tmp/octoboot-IjKlMnOp/identity.pfx"
+    )
+    assert host_shell("sbx04", plant).ok
+    assert len(key_files(host_shell, "sbx04")) == 4
+    # status only looks, and still does not leave a private key lying there
+    status(jobs.Selection(hosts=("sbx04",)), quiet(), settings)
+    assert key_files(host_shell, "sbx04") == []
+
+
+def test_after_the_faults_the_machine_bootstraps_through_the_private_tmpfs(
+    sandbox, settings, host_shell
+):
+    report = jobs.bootstrap(jobs.Selection(hosts=("sbx04",)), quiet(), settings)
+    assert report.results[0].state == State.CHANGED, report.table()
+    identity = next(s for s in report.results[0].steps if s.name == "identity")
+    assert identity.status == "changed"
+    log = Path(report.results[0].log).read_text()
+    assert "transient copy: on a private tmpfs" in log
+    assert key_files(host_shell, "sbx04") == []
+    no_secret_in_any_argv(sandbox, settings)

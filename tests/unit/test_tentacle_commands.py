@@ -2,9 +2,12 @@
 
 import base64
 import json
+import os
 import shlex
+import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -124,42 +127,122 @@ def test_unit_name_follows_the_tentacle_rule():
     assert tentacle.unit_name("web a/b") == "web-ab.service"
 
 
-def run_import(tmp_path, fake_tentacle: str, pfx: bytes) -> subprocess.CompletedProcess:
-    """The import command on this machine, with a stand-in Tentacle script and its temporary
-    folder under tmp_path."""
+def local_import(tmp_path, fake_tentacle: str, *, namespaces: bool) -> tuple[str, Path]:
+    """The import command for this machine: a stand-in Tentacle script, and tmp_path in place
+    of /dev/shm and /etc/octopus. namespaces=False: `unshare` fails, as in a container."""
     script = tmp_path / "Tentacle"
     script.write_text("#!/bin/sh\n" + fake_tentacle)
     script.chmod(0o755)
+    shm = tmp_path / "shm"
+    shm.mkdir(exist_ok=True)
     command = tentacle.import_identity_command("Tentacle", create_instance=False)
     command = command.replace(tentacle.EXECUTABLE, str(script))
-    command = command.replace("/tmp/octoboot-", f"{tmp_path}/octoboot-")
-    command = command.replace("mkdir -p /etc/octopus/", f"mkdir -p {tmp_path}/etc/")
-    command = command.replace("touch /etc/octopus/", f"touch {tmp_path}/etc/")
-    return subprocess.run(
+    command = command.replace("/dev/shm", str(shm))
+    command = command.replace("/etc/octopus/", f"{tmp_path}/etc/")
+    if not namespaces:
+        refuses = tmp_path / "bin" / "unshare"
+        refuses.parent.mkdir(exist_ok=True)
+        refuses.write_text(  # as in a container without CAP_SYS_ADMIN
+            "#!/bin/sh\necho 'unshare failed: Operation not permitted' >&2\nexit 1\n"
+        )
+        refuses.chmod(0o755)
+        command = f"PATH={refuses.parent}:$PATH; {command}"
+    return command, shm
+
+
+def run_import(tmp_path, fake_tentacle: str, pfx: bytes, *, namespaces: bool = True):
+    command, shm = local_import(tmp_path, fake_tentacle, namespaces=namespaces)
+    proc = subprocess.run(
         ["sh", "-c", command], input=base64.b64encode(pfx).decode(), capture_output=True,
         text=True,
     )  # fmt: skip
+    return proc, shm
 
 
-def test_import_identity_gets_the_pfx_from_stdin_in_a_private_folder_and_removes_it(tmp_path):
+CAPTURE = (
+    "for last; do :; done\n"
+    'stat -c "%a" "$(dirname "$last")" "$last" > {capture}.modes\n'
+    'stat -f -c "%T" "$last" > {capture}.fs\n'
+    'cp "$last" {capture}\n'
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace needs root")
+def test_import_identity_puts_the_pfx_on_a_private_tmpfs_only(tmp_path):
     capture = tmp_path / "seen"
-    fake = (
-        "for last; do :; done\n"
-        f'stat -c "%a" "$(dirname "$last")" "$last" > {capture}.modes\n'
-        f'cp "$last" {capture}\n'
-    )
-    proc = run_import(tmp_path, fake, b"\x00pfx bytes\xff")
+    proc, shm = run_import(tmp_path, CAPTURE.format(capture=capture), b"\x00pfx bytes\xff")
     assert proc.returncode == 0, proc.stderr
+    assert "transient copy: on a private tmpfs" in proc.stdout
     assert capture.read_bytes() == b"\x00pfx bytes\xff"
     assert capture.with_suffix(".modes").read_text().split() == ["700", "600"]
-    assert list(tmp_path.glob("octoboot-*")) == []
+    assert capture.with_suffix(".fs").read_text().strip() == "tmpfs"
+    # the tmpfs was the command's alone: nothing ever appeared where the host looks
+    assert list(shm.iterdir()) == []
     assert (tmp_path / "etc" / "Tentacle" / ".octoboot-restart-pending").exists()
 
 
-def test_import_identity_removes_the_pfx_even_when_the_import_fails(tmp_path):
-    proc = run_import(tmp_path, "exit 1\n", b"secret")
+def test_import_identity_without_namespaces_uses_a_private_folder_and_removes_it(tmp_path):
+    capture = tmp_path / "seen"
+    fake = CAPTURE.format(capture=capture) + f'dirname "$last" > {capture}.dir\n'
+    proc, shm = run_import(tmp_path, fake, b"\x00pfx bytes\xff", namespaces=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "this host makes no private mounts" in proc.stdout
+    assert capture.read_bytes() == b"\x00pfx bytes\xff"
+    assert capture.with_suffix(".modes").read_text().split() == ["700", "600"]
+    assert Path(capture.with_suffix(".dir").read_text().strip()).parent == shm
+    assert list(shm.iterdir()) == []
+
+
+@pytest.mark.parametrize("namespaces", [True, False])
+def test_import_identity_removes_the_pfx_even_when_the_import_fails(tmp_path, namespaces):
+    if namespaces and os.geteuid() != 0:
+        pytest.skip("a private mount namespace needs root")
+    proc, shm = run_import(tmp_path, "exit 1\n", b"secret", namespaces=namespaces)
     assert proc.returncode != 0
-    assert list(tmp_path.glob("octoboot-*")) == []
+    assert list(shm.iterdir()) == []
+
+
+def test_import_identity_removes_the_pfx_when_it_is_terminated(tmp_path):
+    started = tmp_path / "started"
+    command, shm = local_import(tmp_path, f"touch {started}\nexec sleep 941\n", namespaces=False)
+    proc = subprocess.Popen(
+        ["setsid", "sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    proc.stdin.write(base64.b64encode(b"secret") + b"\n")
+    proc.stdin.close()
+    deadline = time.monotonic() + 10
+    while not started.exists():
+        assert time.monotonic() < deadline, "the import did not start"
+        time.sleep(0.05)
+    assert len(list(shm.iterdir())) == 1
+    os.killpg(proc.pid, signal.SIGTERM)  # as the supervisor ends a command's group
+    proc.wait(10)
+    assert list(shm.iterdir()) == []
+
+
+def test_the_probe_removes_a_killed_imports_leftovers_and_keeps_a_running_ones(tmp_path):
+    shm, old_tmp = tmp_path / "shm", tmp_path / "tmp"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        left = shm / f"octoboot-{gone.pid}-AbCdEfGh"
+        running = shm / f"octoboot-{alive.pid}-IjKlMnOp"
+        old = old_tmp / "octoboot-QrStUvWx"  # where octoboot kept it before
+        for folder in (left, running, old):
+            folder.mkdir(parents=True)
+            (folder / "identity.pfx").write_bytes(b"private key")
+        upload = old_tmp / "octoboot-0123abcd.tar.gz"  # an install archive: not a key
+        upload.write_bytes(b"archive")
+        probe = tentacle.probe_command("Tentacle", clean=False)
+        probe = probe.replace("/dev/shm", str(shm))
+        probe = probe.replace("/tmp/octoboot-", f"{old_tmp}/octoboot-")
+        subprocess.run(["sh", "-c", probe], capture_output=True, check=True)
+        assert sorted(p.name for p in shm.iterdir()) == [running.name]
+        assert sorted(p.name for p in old_tmp.iterdir()) == [upload.name]
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_import_identity_has_no_password_on_the_command_line():
