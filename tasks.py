@@ -23,7 +23,8 @@ sys.path[:] = [str(PROJECT), *(p for p in sys.path if Path(p or os.curdir).resol
 
 from octoboot import jobs  # noqa: E402
 from octoboot.errors import OctobootError  # noqa: E402
-from octoboot.report import RunReport  # noqa: E402
+from octoboot.interrupts import Terminated  # noqa: E402
+from octoboot.report import EXIT_INTERRUPTED, EXIT_TERMINATED, RunReport  # noqa: E402
 from octoboot.sandbox.control import Sandbox  # noqa: E402
 from octoboot.sandbox.standin_settings import StandInSettings  # noqa: E402
 from octoboot.settings import load_settings  # noqa: E402
@@ -41,8 +42,10 @@ def user_errors() -> Iterator[None]:
         yield
     except OctobootError as exc:
         raise Exit(f"octoboot: {exc}", code=exc.exit_code) from None
+    except Terminated:
+        raise Exit("octoboot: terminated (SIGTERM)", code=EXIT_TERMINATED) from None
     except KeyboardInterrupt:
-        raise Exit("octoboot: interrupted", code=130) from None
+        raise Exit("octoboot: interrupted", code=EXIT_INTERRUPTED) from None
 
 
 def settings():

@@ -123,7 +123,7 @@ class Bootstrap(Pipeline):
             return self.plan(f"would import {what}{repaired}", command)
         assert self.identity is not None
         pfx = self.identity.unprotected_pfx()
-        self.remote(command, stdin=base64.b64encode(pfx).decode() + "\n")
+        self.remote(command, stdin=base64.b64encode(pfx).decode())
         self.created_instance = create
         self.probe = tentacle.with_version(probe, probe.version, restart_pending=True)
         minted = " (new identity)" if self.identity.created else ""

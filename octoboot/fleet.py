@@ -6,7 +6,8 @@ independent of the others (no barrier between steps), and each bounded by a dead
 counted from when that member started. The outcome is Fabric's GroupResult: connection →
 the job's return value, or the exception that ended it (DeadlineExceeded for a member that
 ran out of time: its connection is closed so its thread stops waiting on the network).
-Ctrl-C ends the wait too: members still running become Interrupted, members not started
+Ctrl-C (or SIGTERM, see octoboot.interrupts) ends the wait too: members still running
+become Interrupted and their remote commands are ended on the hosts, members not started
 never start, and FleetInterrupted carries the GroupResult of everything so far.
 `run`, `sudo`, `put` and `get` work as on any Fabric group, through the same pool.
 """
@@ -24,6 +25,8 @@ from typing import Any
 
 from fabric import Connection, Group, GroupResult
 from fabric.exceptions import GroupException
+
+from octoboot.ssh import end_commands
 
 DEFAULT_WORKERS = 32
 # File descriptors one machine at work may hold: its SSH socket and a jump host's, its log,
@@ -46,6 +49,10 @@ def open_files() -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0], len(os.listdir("/dev/fd"))
 
 
+# On Ctrl-C, how long to wait for the hosts to confirm that the members' commands ended.
+STOP_SECONDS = 5.0
+
+
 class DeadlineExceeded(Exception):
     """A member's job ran past its deadline."""
 
@@ -55,7 +62,7 @@ class DeadlineExceeded(Exception):
 
 
 class Interrupted(Exception):
-    """The run was interrupted (Ctrl-C) while this member was running or waiting."""
+    """The run was interrupted (Ctrl-C, SIGTERM) while this member was running or waiting."""
 
     def __init__(self, started: bool) -> None:
         super().__init__("interrupted" if started else "not started: the run was interrupted")
@@ -63,7 +70,8 @@ class Interrupted(Exception):
 
 
 class FleetInterrupted(Exception):
-    """Ctrl-C: `results` holds every member's outcome, Interrupted for the unfinished."""
+    """Ctrl-C or SIGTERM (the __cause__): `results` holds every member's outcome,
+    Interrupted for the unfinished."""
 
     def __init__(self, results: GroupResult) -> None:
         super().__init__("interrupted")
@@ -146,19 +154,24 @@ class FleetGroup(Group):
                     pending.discard(future)
                     cxn = futures[future]
                     abandon(cxn, DeadlineExceeded(self._deadline_of(cxn) or 0))
-        except KeyboardInterrupt:
-            # First stop everything, with no I/O that a second Ctrl-C could cut short; then
+        except KeyboardInterrupt as interrupt:
+            # First stop everything: members are told to stop, and their remote commands
+            # ended on the hosts, waiting a short while for the hosts to confirm (a second
+            # Ctrl-C cuts that wait short; closing the connections ends them too). Then
             # record the outcomes, ignoring further Ctrl-Cs until that is done.
             stopped = [futures[f] for f in pending if not f.cancel()]
             for cxn in stopped:
                 if on_abandon:
                     on_abandon(cxn)
+            with contextlib.suppress(KeyboardInterrupt):
+                end_commands(stopped, within=STOP_SECONDS)
+            for cxn in stopped:
                 cxn.close()
             for future in pending:
                 cxn = futures[future]
                 with contextlib.suppress(KeyboardInterrupt):
                     finish(cxn, Interrupted(cxn in stopped and cxn in started))
-            raise FleetInterrupted(results) from None
+            raise FleetInterrupted(results) from interrupt
         finally:
             # Members cut loose may still be unwinding; do not wait for them.
             pool.shutdown(wait=False, cancel_futures=True)

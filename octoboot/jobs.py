@@ -39,6 +39,7 @@ from octoboot.fleet import (
 )
 from octoboot.health import GATHER_SECONDS, HealthCoordinator
 from octoboot.identity import IdentityStore
+from octoboot.interrupts import signal_of, sigterm_interrupts
 from octoboot.inventory import SAFE_NAME, Inventory, Machine, load_inventory
 from octoboot.lifecycle import Deregister, DeregisterRecord, Exec
 from octoboot.locks import Locks
@@ -260,12 +261,14 @@ class Run:
     # --- the run --------------------------------------------------------------------------
 
     def execute(self) -> RunReport:
-        try:
-            self.check()
-            return self._run_machines()
-        finally:
-            for client in {id(c): c for c in self.clients.values()}.values():
-                client.close()
+        # SIGTERM (a cancelled CI job) stops the run as Ctrl-C does.
+        with sigterm_interrupts():
+            try:
+                self.check()
+                return self._run_machines()
+            finally:
+                for client in {id(c): c for c in self.clients.values()}.values():
+                    client.close()
 
     def _run_machines(self) -> RunReport:
         locks = Locks(self.settings.state_dir, self.command)
@@ -375,7 +378,7 @@ class Run:
             close(cxn)
             console(result.summary_line())
 
-        interrupted = False
+        interrupted = None
         members = list(jobs)
         try:
             for number, size in enumerate(sizes, 1):
@@ -390,8 +393,10 @@ class Run:
                 FleetGroup.from_connections(
                     batch, workers=workers, deadline=lambda cxn: jobs[cxn].deadline_seconds
                 ).call(run_one, on_result=on_result, on_abandon=lambda c: jobs[c].cancelled.set())
-        except (FleetInterrupted, KeyboardInterrupt):
-            interrupted = True
+        except FleetInterrupted as stop:
+            interrupted = signal_of(stop.__cause__)
+        except KeyboardInterrupt as stop:
+            interrupted = signal_of(stop)
         finally:
             # Whatever happened, every machine gets its row, its log is closed, and the
             # report is written (a second Ctrl-C lands here at worst).

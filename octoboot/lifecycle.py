@@ -154,7 +154,7 @@ class Exec(Pipeline):
     TAKES_LOCKS = False
 
     def step_exec(self) -> tuple[str, str]:
-        command = tentacle.without_input(self.job.options["command"])
+        command = self.job.options["command"]  # its stdin is empty (tentacle.supervised)
         out, err = self.job.log.output("stdout"), self.job.log.output("stderr")
         result = self.remote(command, check=False, output=(out, err))
         stdout, stderr = out.excerpt(), err.excerpt()

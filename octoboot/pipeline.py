@@ -75,6 +75,7 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Written as the job goes; read by the runner if the job runs out of time.
     current_step: str | None = None
+    started: float | None = None  # time.monotonic() when its pipeline began
     result: MachineResult = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,8 +91,17 @@ class Job:
             self.on_note(self, text)
 
     def snapshot(self) -> MachineResult:
-        """A copy of the result as it is now, safe from the job's thread going on."""
-        return replace(self.result, steps=list(self.result.steps), facts=dict(self.result.facts))
+        """A copy of the result as it is now, safe from the job's thread going on; a job
+        still at work has run for as long as it has been going."""
+        seconds = self.result.seconds
+        if not seconds and self.started is not None:
+            seconds = time.monotonic() - self.started
+        return replace(
+            self.result,
+            steps=list(self.result.steps),
+            facts=dict(self.result.facts),
+            seconds=seconds,
+        )
 
 
 class Pipeline:
@@ -126,7 +136,7 @@ class Pipeline:
 
     def _run_steps(self) -> MachineResult:
         job, result = self.job, self.job.result
-        start = time.monotonic()
+        start = job.started = time.monotonic()
         self.deadline = start + job.deadline_seconds
         statuses = []
         try:
@@ -204,16 +214,20 @@ class Pipeline:
         check: bool = True,
         output: tuple[OutputSink, OutputSink] | None = None,
     ) -> Any:
-        """Run command as root on the host, bounded by the machine's deadline on both ends.
-        stdin, if given, is sent to the command (and never logged). output: sinks that get
-        its stdout and stderr as they come, instead of the result (and the log) holding
-        them."""
+        """Run command as root on the host, bounded by the machine's deadline on both ends,
+        in a process group that ends with the SSH session (tentacle.supervised). stdin, if
+        given, is one line sent to the command as its whole input (and never logged).
+        output: sinks that get its stdout and stderr as they come, instead of the result
+        (and the log) holding them."""
         self._check_cancelled()
         remaining = self.remaining()
         if remaining <= 1:
             raise StepFailed("the machine's deadline was reached", State.TIMED_OUT)
+        if stdin is not None and "\n" in stdin:
+            raise ValueError("a remote command's input is one line")
         wrapped = tentacle.as_root(
-            tentacle.with_deadline(command, remaining), sudo=self.machine.ssh.sudo
+            tentacle.supervised(command, remaining, stdin_line=stdin is not None),
+            sudo=self.machine.ssh.sudo,
         )
         self.job.log.write(f"$ {command}")
         started = time.monotonic()
@@ -222,7 +236,7 @@ class Pipeline:
                 wrapped,
                 hide=True,
                 warn=True,
-                in_stream=io.StringIO(stdin) if stdin is not None else False,
+                in_stream=io.StringIO(stdin + "\n") if stdin is not None else False,
                 out_stream=output[0] if output else None,
                 err_stream=output[1] if output else None,
                 timeout=remaining + 10,
@@ -233,6 +247,7 @@ class Pipeline:
             self._check_cancelled()
             reason = f"connection lost: {exc or type(exc).__name__}"
             raise StepFailed(reason, State.UNREACHABLE) from None
+        self._check_cancelled()  # the runner ended the command: its outcome is not the step's
         for stream, text in (("stdout", result.stdout), ("stderr", result.stderr)):
             if text.strip():
                 self.job.log.write(f"[{stream}]\n{text}")

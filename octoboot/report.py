@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -33,7 +34,9 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 4
 EXIT_STOPPED = 8
-EXIT_INTERRUPTED = 130
+# Stopped by a signal: 128 + its number, as a shell reports it.
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # Ctrl-C: 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # SIGTERM (a cancelled CI job): 143
 
 
 @dataclass
@@ -78,7 +81,7 @@ class RunReport:
     results: list[MachineResult]
     wall_seconds: float
     run_dir: str | None = None
-    interrupted: bool = False
+    interrupted: signal.Signals | None = None  # the signal that stopped the run (Ctrl-C: SIGINT)
     # SSH host keys seen for the first time and trusted; kept: written to known_hosts.
     # Many at once where machines are not new means known_hosts was lost.
     host_keys_learned: int = 0
@@ -89,7 +92,7 @@ class RunReport:
     @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return EXIT_INTERRUPTED
+            return 128 + self.interrupted
         states = {r.state for r in self.results}
         code = EXIT_OK
         # A machine skipped because another run held it was not done: a failure. One

@@ -12,11 +12,13 @@ skipped (paramiko skips it, which would silently trust whatever key that host sh
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, runtime_checkable
 
 import paramiko
 from fabric import Config, Connection
@@ -53,9 +55,22 @@ class BufferedStdinRemote(Remote):
       never uses, so output cost time in the square of its size (pyinvoke/invoke#1079:
       20 MB took 60 s);
     - an OutputSink given as out_stream/err_stream gets the output instead of the buffer,
-      so a command's output of any size costs bounded memory."""
+      so a command's output of any size costs bounded memory;
+    - the command's stdin is never closed from here after its input: on the host, the end of
+      stdin means the session is over and ends the command (tentacle.supervised), so it is
+      sent only to stop a command (end_commands) or comes with the connection's end."""
 
     read_chunk_size = 65536
+
+    def start(self, command: str, shell: str, env: dict[str, Any], timeout: Any = None) -> None:
+        super().start(command, shell, env, timeout)
+        with _running_lock:
+            _running.add(self.channel)
+
+    def stop(self) -> None:
+        with _running_lock:
+            _running.discard(getattr(self, "channel", None))
+        super().stop()
 
     def handle_stdout(self, buffer_: list[str], hide: bool, output: IO) -> None:
         if isinstance(output, OutputSink):
@@ -89,7 +104,31 @@ class BufferedStdinRemote(Remote):
         if isatty(input_):
             return super().read_our_stdin(input_)
         data = input_.read(65536)
+        if not data:
+            # Nothing (None: "not ready") until the command is done, instead of EOF.
+            self.program_finished.wait(1)
+            return None
         return data.decode() if isinstance(data, bytes) else data
+
+
+# The channels of the commands running now, for end_commands.
+_running: set[paramiko.Channel] = set()
+_running_lock = threading.Lock()
+
+
+def end_commands(connections: Iterable[Connection], within: float) -> None:
+    """End the commands running over connections: each gets end-of-input, which ends its
+    process group on the host (tentacle.supervised); then wait, at most `within` seconds in
+    all, for the host to say each one has ended."""
+    transports = {t for c in connections if (t := c.client.get_transport()) is not None}
+    with _running_lock:
+        channels = [ch for ch in _running if ch.get_transport() in transports]
+    for channel in channels:
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            channel.shutdown_write()
+    deadline = time.monotonic() + within
+    for channel in channels:
+        channel.status_event.wait(max(0.0, deadline - time.monotonic()))
 
 
 class KnownHosts:

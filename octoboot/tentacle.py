@@ -4,8 +4,8 @@ Every builder returns one POSIX shell command line with every value quoted by sh
 machine name, role or path can never break out of it. No builder takes a secret: the API
 key stays on the controller (registration is done over the REST API, not with
 `register-with`), and the identity reaches the host as a password-less PFX on the
-command's standard input, written into a root-only temporary folder that the same command
-removes (see docs/design.md, "Identity").
+command's standard input, and is a file only on a tmpfs private to the import (see
+docs/design.md, "Identity: the transient copy").
 
 A change that the running service has not seen yet (new certificate, settings, version) is
 marked on the host by a file that only a successful (re)start removes, so a run that fails
@@ -21,6 +21,9 @@ from dataclasses import dataclass, field, replace
 
 INSTALL_ROOT = "/opt/octopus"
 EXECUTABLE = f"{INSTALL_ROOT}/tentacle/Tentacle"
+# Where the PFX is a file for the import: a tmpfs (see import_identity_command).
+_SHM = "/dev/shm"
+_TRANSIENT_PREFIX = "octoboot-"
 _MARK = "@@octoboot:"
 _THUMBPRINT = re.compile(r"^[0-9A-F]{40}$")
 
@@ -53,17 +56,50 @@ def as_root(command: str, *, sudo: bool) -> str:
     return shlex.join(["sudo", "-n", "sh", "-c", command]) if sudo else command
 
 
-def with_deadline(command: str, seconds: float) -> str:
-    """Bound command on the host itself, so a hung command dies there too, not only our
-    wait for it: `timeout` signals the whole process group, then SIGKILLs it 5 s later."""
-    limit = max(1, int(seconds))
-    return f"timeout -k 5 {limit} sh -c {shlex.quote(command)}"
+# The host side of every remote command (see docs/design.md, "Remote commands end with their
+# session"). $1: seconds, $2: the command, $3: "1" when one line of input comes first on stdin.
+# The command runs in a session (and process group) of its own under `timeout`; the SSH
+# channel's stdin stays with this script, and its end (the controller said stop, or the
+# connection is gone) ends that whole group: SIGTERM, then SIGKILL after 2 s. The group is
+# ended the same way when the command returns, so nothing it started outlives it; at the
+# deadline `timeout` signals the group itself.
+_SUPERVISOR = """\
+exec 3<&0 </dev/null
+end() {
+  kill -TERM -"$g" 2>/dev/null || return 0
+  i=0
+  while kill -0 -"$g" 2>/dev/null && [ "$i" -lt 20 ]; do i=$((i + 1)); sleep 0.1; done
+  kill -KILL -"$g" 2>/dev/null
+  return 0
+}
+if [ "$3" = 1 ]; then
+  IFS= read -r line <&3 || exit 130
+  printf '%s\\n' "$line" | setsid timeout -k 5 "$1" sh -c "$2" &
+  unset line
+else
+  setsid timeout -k 5 "$1" sh -c "$2" &
+fi
+g=$!
+{ while read -r _; do :; done; end; } <&3 &
+w=$!
+exec 3<&-
+wait "$g"
+rc=$?
+end
+kill "$w" 2>/dev/null
+exit "$rc"
+"""
 
 
-def without_input(command: str) -> str:
-    """command with an empty stdin: one that reads it gets end-of-input at once, instead of
-    waiting on the SSH channel until the deadline."""
-    return f"exec </dev/null\n{command}"
+def supervised(command: str, seconds: float, *, stdin_line: bool = False) -> str:
+    """Run command on the host bounded by seconds (exit 124 when they ran out), in a process
+    group of its own that ends with the SSH session, whatever ends it: the command's return,
+    the deadline, the controller's EOF on stdin, or the connection dropping. stdin_line: the
+    first line sent on stdin is the command's whole input (it gets end-of-input after it);
+    otherwise the command's stdin is empty."""
+    limit = str(max(1, int(seconds)))
+    line = "1" if stdin_line else ""
+    return shlex.join(["sh", "-c", _SUPERVISOR, "octoboot", limit, command, line])
 
 
 # --- probe -------------------------------------------------------------------------------
@@ -93,13 +129,23 @@ class Probe:
 def probe_command(instance: str, *, clean: bool = True) -> str:
     """One round trip: install state, version, the instance's settings, the service.
     clean: also remove octoboot uploads older than 5 minutes that a lost connection left
-    (not in a dry run, which changes nothing)."""
+    (not in a dry run, which changes nothing). Whatever `clean` says, a transient copy of a
+    private key that an import killed outright left behind is removed at once (its command's
+    PID is gone), and so is one that earlier versions of octoboot left in /tmp: no run leaves
+    a private key lying on a host because it only meant to look."""
     unit = shlex.quote(unit_name(instance))
     t = shlex.quote(EXECUTABLE)
     show = _tentacle("show-configuration", "--instance", instance)
     cleanup = "find /tmp -maxdepth 1 -name 'octoboot-*' -mmin +5 -exec rm -rf {} + 2>/dev/null"
+    leftover_keys = (
+        f'for d in {_SHM}/{_TRANSIENT_PREFIX}*; do [ -d "$d" ] || continue; '
+        f'p=${{d#{_SHM}/{_TRANSIENT_PREFIX}}}; kill -0 "${{p%%-*}}" 2>/dev/null || rm -rf "$d"; '
+        "done; "
+        'for f in /tmp/octoboot-*/identity.pfx; do [ -e "$f" ] && rm -rf "${f%/*}"; done'
+    )
     return "; ".join(
         [
+            leftover_keys,
             *([cleanup] if clean else []),
             f"echo '{_MARK}installed'",
             f"if [ -x {t} ]; then echo yes; else echo no; fi",
@@ -214,7 +260,7 @@ def install_from_url_command(url: str, *, restart_instance: str | None = None) -
             "set -e",
             "tmp=$(mktemp -d)",
             "trap 'rm -rf \"$tmp\"' EXIT",
-            "trap 'exit 1' HUP INT TERM",
+            "trap 'exit 1' HUP INT TERM PIPE",
             f'if command -v curl >/dev/null; then curl -fsSL --retry 2 -o "$tmp/t.tgz" {q}; '
             f'else wget -q -O "$tmp/t.tgz" {q}; fi',
             *_unpack('"$tmp/t.tgz"', restart_instance),
@@ -229,7 +275,7 @@ def install_from_file_command(remote_archive: str, *, restart_instance: str | No
             "set -e",
             f"archive={shlex.quote(remote_archive)}",
             "trap 'rm -f \"$archive\"' EXIT",
-            "trap 'exit 1' HUP INT TERM",
+            "trap 'exit 1' HUP INT TERM PIPE",
             *_unpack('"$archive"', restart_instance),
         ]
     )
@@ -249,16 +295,28 @@ def import_identity_command(
     instance: str, *, create_instance: bool, replace_configuration: bool = False
 ) -> str:
     """Create the instance if needed and import the PFX that arrives base64-encoded on
-    standard input. The PFX exists only as a file in a 0700 folder that this command makes
-    and removes on every way out (success, failure, or being killed at the deadline).
-    replace_configuration: the instance's configuration file is damaged (unreadable); it is
-    removed first, as create-instance keeps a file that exists and fails on it."""
+    standard input (docs/design.md, "Identity: the transient copy"). The PFX is a file only
+    for the import, never on a disk: on a tmpfs mounted in a mount namespace of the command's
+    own, which no other process sees and the kernel frees when the command's last process
+    ends, whatever ends it. A host that cannot make one (a container without CAP_SYS_ADMIN)
+    gets it in a 0700 folder on its shared /dev/shm instead, removed on every way out the
+    command sees; one killed outright leaves the folder for the next probe to remove
+    (`probe_command`: the folder is named after the command's PID). replace_configuration:
+    the instance's configuration file is damaged (unreadable); it is removed first, as
+    create-instance keeps a file that exists and fails on it."""
     steps = [
         "set -e",
         "umask 077",
-        "d=$(mktemp -d /tmp/octoboot-XXXXXXXX)",
-        "trap 'rm -rf \"$d\"' EXIT",
-        "trap 'exit 1' HUP INT TERM",
+        # $0: private when this runs in a mount namespace of its own.
+        f'if [ "$0" = private ] && mount -t tmpfs -o size=4m,mode=0700 octoboot {_SHM} '
+        "2>/dev/null; then echo 'transient copy: on a private tmpfs'; "
+        f"else echo 'transient copy: on {_SHM} (this host makes no private mounts)'; fi",
+        f"d=$(mktemp -d {_SHM}/{_TRANSIENT_PREFIX}$$-XXXXXXXX)",
+        # The removal itself is not to be cut short by the signals that end the command.
+        'trap \'trap "" HUP INT TERM; rm -rf "$d"\' EXIT',
+        # PIPE too: once the session is gone, the shell's own "Terminated" on stderr would
+        # kill it before its EXIT trap ran.
+        "trap 'exit 1' HUP INT TERM PIPE",
         'base64 -d > "$d/identity.pfx"',
     ]
     config = configuration_file(instance)
@@ -271,7 +329,12 @@ def import_identity_command(
         + ' "$d/identity.pfx"',
         _mark_restart(instance),
     ]
-    return "; ".join(steps)
+    private = "unshare --mount --propagation private"
+    return (
+        f"s={shlex.quote('; '.join(steps))}; "
+        f'if {private} true 2>/dev/null; then exec {private} sh -c "$s" private; fi; '
+        'exec sh -c "$s" shared'
+    )
 
 
 def configure_command(instance: str, *, port: int, app_dir: str, server_thumbprint: str) -> str:

@@ -112,3 +112,19 @@ def write_systemctl_launcher(path: Path, *, python: str = sys.executable) -> Non
         encoding="utf-8",
     )
     path.chmod(0o755)
+
+
+def write_unshare_launcher(path: Path, *, unshare: str) -> None:
+    """An executable `unshare` that runs the real one, unless the host plays a container that
+    may not make namespaces (the fault `no_namespaces`): then it fails as unshare does there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "#!/bin/sh\n# unshare as the sandbox host allows it (octoboot sandbox)\n"
+        "if grep -qs '\"no_namespaces\": *true' /run/octoboot-sandbox/faults.json; then\n"
+        '    echo "unshare: unshare failed: Operation not permitted" >&2\n'
+        "    exit 1\n"
+        "fi\n"
+        f'exec {shlex.quote(unshare)} "$@"\n',
+        encoding="utf-8",
+    )
+    path.chmod(0o755)

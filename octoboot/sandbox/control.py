@@ -9,6 +9,7 @@ The root folder holds all of it (see host.py for a host's part):
     client_key(.pub)            the key root logs in to every host with
     ssh_config, known_hosts     for the tool and for plain `ssh -F ssh_config sbx01`
     sbin/systemctl              the systemd stand-in, first on every host's PATH
+    sbin/unshare                the real unshare, or a refusal (fault no_namespaces)
     packages/                   the Tentacle stand-in archive, also served over HTTP
     octopus/                    the Octopus stand-in's state and its API key (0600)
 
@@ -40,6 +41,7 @@ from octoboot.sandbox.archive import (
     DEFAULT_TENTACLE_VERSION,
     build_tentacle_archive,
     write_systemctl_launcher,
+    write_unshare_launcher,
 )
 from octoboot.sandbox.host import Host, paths_to_keep_visible, write_ssh_key
 from octoboot.sandbox.standin_settings import StandInSettings
@@ -308,8 +310,11 @@ class Sandbox:
         untrusting: bool | None = None,
         refuse_login: bool | None = None,
         blackhole: bool | None = None,
+        no_namespaces: bool | None = None,
     ) -> dict[str, object]:
-        """Change the host's faults (None leaves one as it is); returns them all."""
+        """Change the host's faults (None leaves one as it is); returns them all.
+        no_namespaces: the host may not make namespaces, as a container without
+        CAP_SYS_ADMIN (its `unshare` fails)."""
         host = self.host(name)
         faults = host.faults()
         if install_fails is not None:
@@ -323,6 +328,8 @@ class Sandbox:
         if refuse_login is not None:
             faults["refuse_login"] = refuse_login
             host.refuse_login(refuse_login, self.root / "client_key.pub")
+        if no_namespaces is not None:
+            faults["no_namespaces"] = no_namespaces
         host.set_faults(faults)
         if blackhole is not None:
             self.set_blackhole(name, blackhole)
@@ -375,6 +382,7 @@ class Sandbox:
         (self.root / "empty").write_text("")
         (self.root / "sbin").mkdir(exist_ok=True)
         write_systemctl_launcher(self.root / "sbin" / "systemctl")
+        write_unshare_launcher(self.root / "sbin" / "unshare", unshare=_real_unshare())
         build_tentacle_archive(self.root / "packages")
         octopus = self.root / "octopus"
         octopus.mkdir(mode=0o700, exist_ok=True)
@@ -517,6 +525,13 @@ def _wait_until_gone(namespaces: list[str], timeout: float = HOST_EXIT_SECONDS) 
 
 def _is_ours(inventory: Path) -> bool:
     return inventory.read_text().startswith(INVENTORY_MARKER)
+
+
+def _real_unshare() -> str:
+    found = shutil.which("unshare")
+    if found is None:
+        raise SandboxError("the sandbox needs unshare (Debian package util-linux)")
+    return found
 
 
 def _new_api_key() -> str:

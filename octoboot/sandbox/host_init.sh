@@ -9,6 +9,8 @@ shift 3
 
 hostname "$name"
 mount -t tmpfs -o mode=0755 tmpfs /run
+# Its own /dev/shm, as a real host has (the controller's would be shared by every host).
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mkdir -p /run/sshd /run/octoboot-sandbox /run/keep
 
 # Paths the host must still see (the controller's python, the sandbox) that live under /tmp.

@@ -1,10 +1,12 @@
 import json
+import signal
 
 from octoboot.report import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_STOPPED,
+    EXIT_TERMINATED,
     EXIT_UNREACHABLE,
     MachineResult,
     RunReport,
@@ -24,7 +26,14 @@ def test_exit_codes_are_bits_for_failed_and_unreachable():
     assert RunReport("b", [result(3, State.TIMED_OUT)], 1).exit_code == EXIT_UNREACHABLE
     both = [result(1, State.FAILED), result(2, State.TIMED_OUT)]
     assert RunReport("b", both, 1).exit_code == EXIT_FAILED | EXIT_UNREACHABLE
-    assert RunReport("b", ok, 1, interrupted=True).exit_code == EXIT_INTERRUPTED
+    assert RunReport("b", ok, 1, interrupted=signal.SIGINT).exit_code == EXIT_INTERRUPTED == 130
+
+
+def test_a_run_stopped_by_sigterm_exits_143_whatever_the_machines_did():
+    rows = [result(1, State.CHANGED), result(2, State.INTERRUPTED)]
+    report = RunReport("b", rows, 1, interrupted=signal.SIGTERM)
+    assert report.exit_code == EXIT_TERMINATED == 143
+    assert json.loads(report.to_json())["exit_code"] == 143
 
 
 def test_table_has_a_row_per_machine_and_a_summary():

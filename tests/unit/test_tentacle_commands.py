@@ -2,8 +2,12 @@
 
 import base64
 import json
+import os
 import shlex
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
@@ -49,15 +53,73 @@ def test_as_root_wraps_in_sudo_only_when_asked():
     ]  # fmt: skip
 
 
-def test_with_deadline_bounds_the_command_on_the_host():
-    argv = sh_argv(tentacle.with_deadline("sleep 30", 12.7))
-    assert argv[:4] == ["timeout", "-k", "5", "12"]
-    assert argv[4:] == ["sh", "-c", "sleep 30"]
+def supervise(command: str, seconds: float = 30, line: str | None = None) -> subprocess.Popen:
+    """tentacle.supervised(command) in a local shell, its stdin held open as an SSH channel's
+    is while the session lasts."""
+    proc = subprocess.Popen(
+        ["sh", "-c", tentacle.supervised(command, seconds, stdin_line=line is not None)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    if line is not None:
+        proc.stdin.write(line.encode() + b"\n")
+        proc.stdin.flush()
+    return proc
 
 
-def test_with_deadline_really_stops_a_hanging_command():
-    proc = subprocess.run(["sh", "-c", tentacle.with_deadline("sleep 30", 1)])
-    assert proc.returncode == 124
+def outlived(pattern: str) -> list[str]:
+    """Processes of this machine whose command line matches pattern (not matching itself)."""
+    found = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True)
+    return found.stdout.splitlines()
+
+
+def wait_gone(pattern: str, within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while left := outlived(pattern):
+        assert time.monotonic() < deadline, f"still running: {left}"
+        time.sleep(0.05)
+
+
+def test_supervised_runs_the_command_with_its_exit_code_and_output():
+    proc = supervise("echo out; exit 3")
+    assert proc.stdout.read() == b"out\n"
+    assert proc.wait(10) == 3
+
+
+def test_supervised_gives_the_command_one_line_of_input_and_then_end_of_input():
+    proc = supervise("cat; echo done", line="the input")
+    assert proc.stdout.read() == b"the input\ndone\n"
+    assert proc.wait(10) == 0
+
+
+def test_supervised_gives_a_command_without_input_end_of_input_at_once():
+    proc = supervise("cat; echo done")
+    assert proc.stdout.read() == b"done\n"
+    assert proc.wait(10) == 0
+
+
+def test_supervised_stops_a_hanging_command_at_its_deadline_with_124():
+    proc = supervise("sleep 931", seconds=1)
+    assert proc.wait(20) == 124
+    wait_gone("sleep 93[1]")
+
+
+def test_supervised_ends_what_the_command_left_running_when_it_returns():
+    # the second ignores SIGTERM: SIGKILL follows
+    proc = supervise("sleep 932 & sh -c 'trap \"\" TERM; exec sleep 933' & echo started")
+    assert proc.stdout.read() == b"started\n"
+    assert proc.wait(20) == 0
+    wait_gone("sleep 93[23]")
+
+
+def test_supervised_ends_the_command_and_its_children_when_stdin_ends():
+    proc = supervise("sleep 934 & sleep 935")
+    deadline = time.monotonic() + 10
+    while len(outlived("sleep 93[45]")) < 2:
+        assert time.monotonic() < deadline, "the command did not start"
+        time.sleep(0.05)
+    proc.stdin.close()  # what the host sees when the SSH session ends
+    assert proc.wait(20) != 0
+    wait_gone("sleep 93[45]")
 
 
 def test_unit_name_follows_the_tentacle_rule():
@@ -65,42 +127,122 @@ def test_unit_name_follows_the_tentacle_rule():
     assert tentacle.unit_name("web a/b") == "web-ab.service"
 
 
-def run_import(tmp_path, fake_tentacle: str, pfx: bytes) -> subprocess.CompletedProcess:
-    """The import command on this machine, with a stand-in Tentacle script and its temporary
-    folder under tmp_path."""
+def local_import(tmp_path, fake_tentacle: str, *, namespaces: bool) -> tuple[str, Path]:
+    """The import command for this machine: a stand-in Tentacle script, and tmp_path in place
+    of /dev/shm and /etc/octopus. namespaces=False: `unshare` fails, as in a container."""
     script = tmp_path / "Tentacle"
     script.write_text("#!/bin/sh\n" + fake_tentacle)
     script.chmod(0o755)
+    shm = tmp_path / "shm"
+    shm.mkdir(exist_ok=True)
     command = tentacle.import_identity_command("Tentacle", create_instance=False)
     command = command.replace(tentacle.EXECUTABLE, str(script))
-    command = command.replace("/tmp/octoboot-", f"{tmp_path}/octoboot-")
-    command = command.replace("mkdir -p /etc/octopus/", f"mkdir -p {tmp_path}/etc/")
-    command = command.replace("touch /etc/octopus/", f"touch {tmp_path}/etc/")
-    return subprocess.run(
+    command = command.replace("/dev/shm", str(shm))
+    command = command.replace("/etc/octopus/", f"{tmp_path}/etc/")
+    if not namespaces:
+        refuses = tmp_path / "bin" / "unshare"
+        refuses.parent.mkdir(exist_ok=True)
+        refuses.write_text(  # as in a container without CAP_SYS_ADMIN
+            "#!/bin/sh\necho 'unshare failed: Operation not permitted' >&2\nexit 1\n"
+        )
+        refuses.chmod(0o755)
+        command = f"PATH={refuses.parent}:$PATH; {command}"
+    return command, shm
+
+
+def run_import(tmp_path, fake_tentacle: str, pfx: bytes, *, namespaces: bool = True):
+    command, shm = local_import(tmp_path, fake_tentacle, namespaces=namespaces)
+    proc = subprocess.run(
         ["sh", "-c", command], input=base64.b64encode(pfx).decode(), capture_output=True,
         text=True,
     )  # fmt: skip
+    return proc, shm
 
 
-def test_import_identity_gets_the_pfx_from_stdin_in_a_private_folder_and_removes_it(tmp_path):
+CAPTURE = (
+    "for last; do :; done\n"
+    'stat -c "%a" "$(dirname "$last")" "$last" > {capture}.modes\n'
+    'stat -f -c "%T" "$last" > {capture}.fs\n'
+    'cp "$last" {capture}\n'
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace needs root")
+def test_import_identity_puts_the_pfx_on_a_private_tmpfs_only(tmp_path):
     capture = tmp_path / "seen"
-    fake = (
-        "for last; do :; done\n"
-        f'stat -c "%a" "$(dirname "$last")" "$last" > {capture}.modes\n'
-        f'cp "$last" {capture}\n'
-    )
-    proc = run_import(tmp_path, fake, b"\x00pfx bytes\xff")
+    proc, shm = run_import(tmp_path, CAPTURE.format(capture=capture), b"\x00pfx bytes\xff")
     assert proc.returncode == 0, proc.stderr
+    assert "transient copy: on a private tmpfs" in proc.stdout
     assert capture.read_bytes() == b"\x00pfx bytes\xff"
     assert capture.with_suffix(".modes").read_text().split() == ["700", "600"]
-    assert list(tmp_path.glob("octoboot-*")) == []
+    assert capture.with_suffix(".fs").read_text().strip() == "tmpfs"
+    # the tmpfs was the command's alone: nothing ever appeared where the host looks
+    assert list(shm.iterdir()) == []
     assert (tmp_path / "etc" / "Tentacle" / ".octoboot-restart-pending").exists()
 
 
-def test_import_identity_removes_the_pfx_even_when_the_import_fails(tmp_path):
-    proc = run_import(tmp_path, "exit 1\n", b"secret")
+def test_import_identity_without_namespaces_uses_a_private_folder_and_removes_it(tmp_path):
+    capture = tmp_path / "seen"
+    fake = CAPTURE.format(capture=capture) + f'dirname "$last" > {capture}.dir\n'
+    proc, shm = run_import(tmp_path, fake, b"\x00pfx bytes\xff", namespaces=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "this host makes no private mounts" in proc.stdout
+    assert capture.read_bytes() == b"\x00pfx bytes\xff"
+    assert capture.with_suffix(".modes").read_text().split() == ["700", "600"]
+    assert Path(capture.with_suffix(".dir").read_text().strip()).parent == shm
+    assert list(shm.iterdir()) == []
+
+
+@pytest.mark.parametrize("namespaces", [True, False])
+def test_import_identity_removes_the_pfx_even_when_the_import_fails(tmp_path, namespaces):
+    if namespaces and os.geteuid() != 0:
+        pytest.skip("a private mount namespace needs root")
+    proc, shm = run_import(tmp_path, "exit 1\n", b"secret", namespaces=namespaces)
     assert proc.returncode != 0
-    assert list(tmp_path.glob("octoboot-*")) == []
+    assert list(shm.iterdir()) == []
+
+
+def test_import_identity_removes_the_pfx_when_it_is_terminated(tmp_path):
+    started = tmp_path / "started"
+    command, shm = local_import(tmp_path, f"touch {started}\nexec sleep 941\n", namespaces=False)
+    proc = subprocess.Popen(
+        ["setsid", "sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    proc.stdin.write(base64.b64encode(b"secret") + b"\n")
+    proc.stdin.close()
+    deadline = time.monotonic() + 10
+    while not started.exists():
+        assert time.monotonic() < deadline, "the import did not start"
+        time.sleep(0.05)
+    assert len(list(shm.iterdir())) == 1
+    os.killpg(proc.pid, signal.SIGTERM)  # as the supervisor ends a command's group
+    proc.wait(10)
+    assert list(shm.iterdir()) == []
+
+
+def test_the_probe_removes_a_killed_imports_leftovers_and_keeps_a_running_ones(tmp_path):
+    shm, old_tmp = tmp_path / "shm", tmp_path / "tmp"
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        left = shm / f"octoboot-{gone.pid}-AbCdEfGh"
+        running = shm / f"octoboot-{alive.pid}-IjKlMnOp"
+        old = old_tmp / "octoboot-QrStUvWx"  # where octoboot kept it before
+        for folder in (left, running, old):
+            folder.mkdir(parents=True)
+            (folder / "identity.pfx").write_bytes(b"private key")
+        upload = old_tmp / "octoboot-0123abcd.tar.gz"  # an install archive: not a key
+        upload.write_bytes(b"archive")
+        probe = tentacle.probe_command("Tentacle", clean=False)
+        probe = probe.replace("/dev/shm", str(shm))
+        probe = probe.replace("/tmp/octoboot-", f"{old_tmp}/octoboot-")
+        subprocess.run(["sh", "-c", probe], capture_output=True, check=True)
+        assert sorted(p.name for p in shm.iterdir()) == [running.name]
+        assert sorted(p.name for p in old_tmp.iterdir()) == [upload.name]
+    finally:
+        alive.kill()
+        alive.wait()
 
 
 def test_import_identity_has_no_password_on_the_command_line():
