@@ -19,6 +19,7 @@ from octoboot.errors import ConfigError, OctobootError
 
 Resource = dict[str, Any]
 TASK_DONE = frozenset({"Success", "Failed", "Canceled", "TimedOut"})
+STATIC_POOL = "StaticWorkerPool"
 
 
 class OctopusError(OctobootError):
@@ -79,6 +80,7 @@ class OctopusClient:
         self._space_prefix: str | None = None
         self._server_thumbprint: str | None = None
         self._environment_ids: dict[str, str] = {}
+        self._worker_pools: list[Resource] | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -197,39 +199,86 @@ class OctopusClient:
             self._environment_ids[name] = found[0]["Id"]
         return self._environment_ids[name]
 
-    # --- machines ----------------------------------------------------------------------
+    def worker_pool_ids(self, wanted: list[str]) -> dict[str, str]:
+        """Worker pools by name, then slug, then Id, each without case, as `register-worker`
+        finds them (name → Id); read once per client. Raises before any machine is touched
+        if one is missing, or is dynamic: only static pools take workers (a dynamic one is
+        refused by the server: OctopusTentacle#331)."""
+        if self._worker_pools is None:
+            self._worker_pools = self.request("GET", f"{self._space}/workerpools/all")
+        found, missing = {}, []
+        for item in wanted:
+            key = item.strip().lower()
+            pool = next(
+                (
+                    p
+                    for field in ("Name", "Slug", "Id")
+                    for p in self._worker_pools
+                    if str(p.get(field) or "").strip().lower() == key
+                ),
+                None,
+            )
+            if pool is None:
+                missing.append(item)
+            elif pool.get("WorkerPoolType", STATIC_POOL) != STATIC_POOL:
+                raise ConfigError(
+                    f'worker pool "{pool["Name"]}" ({pool["Id"]}) is a {pool["WorkerPoolType"]}: '
+                    "Octopus adds workers only to static pools; name a static pool in "
+                    "worker_pools"
+                )
+            else:
+                found[item] = pool["Id"]
+        if missing:
+            known = ", ".join(p["Name"] for p in self._worker_pools) or "none"
+            raise ConfigError(
+                f"Octopus at {self.url} has no worker pool named, with slug or Id "
+                f"{', '.join(map(repr, missing))} (pools: {known}): create it in Octopus, or "
+                "fix worker_pools in the inventory"
+            )
+        return found
 
-    def machines_named(self, name: str) -> list[Resource]:
+    # --- machines (deployment targets) and workers ---------------------------------------
+    # collection: "machines" (deployment targets) or "workers": Octopus keeps both kinds
+    # alike, each under its own route.
+
+    def machines_named(self, name: str, collection: str = "machines") -> list[Resource]:
         """Exact, case-insensitive name matches (the server's filter may be looser)."""
         wanted = name.strip().lower()
         return [
             m
-            for m in self._paged(f"{self._space}/machines", {"name": name})
+            for m in self._paged(f"{self._space}/{collection}", {"name": name})
             if m["Name"].strip().lower() == wanted
         ]
 
-    def machines_with_thumbprint(self, thumbprint: str) -> list[Resource]:
-        return self.request("GET", f"{self._space}/machines/all", params={"thumbprint": thumbprint})
+    def machines_with_thumbprint(
+        self, thumbprint: str, collection: str = "machines"
+    ) -> list[Resource]:
+        return self.request(
+            "GET", f"{self._space}/{collection}/all", params={"thumbprint": thumbprint}
+        )
 
     def machines_in_environment(self, environment_id: str) -> list[Resource]:
         return self.request(
             "GET", f"{self._space}/machines/all", params={"environmentIds": environment_id}
         )
 
-    def machine(self, machine_id: str) -> Resource:
-        return self.request("GET", f"{self._space}/machines/{machine_id}")
+    def workers_in_pool(self, pool_id: str) -> list[Resource]:
+        return self.request("GET", f"{self._space}/workers/all", params={"workerpoolIds": pool_id})
 
-    def create_machine(self, body: Resource) -> Resource:
-        return self.request("POST", f"{self._space}/machines", json=body)
+    def machine(self, machine_id: str, collection: str = "machines") -> Resource:
+        return self.request("GET", f"{self._space}/{collection}/{machine_id}")
 
-    def update_machine(self, resource: Resource) -> Resource:
-        return self.request("PUT", f"{self._space}/machines/{resource['Id']}", json=resource)
+    def create_machine(self, body: Resource, collection: str = "machines") -> Resource:
+        return self.request("POST", f"{self._space}/{collection}", json=body)
 
-    def delete_machine(self, machine_id: str) -> None:
+    def update_machine(self, resource: Resource, collection: str = "machines") -> Resource:
+        return self.request("PUT", f"{self._space}/{collection}/{resource['Id']}", json=resource)
+
+    def delete_machine(self, machine_id: str, collection: str = "machines") -> None:
         """Delete a machine; one already gone (e.g. a retried DELETE whose first attempt
         arrived) counts as deleted."""
         try:
-            self.request("DELETE", f"{self._space}/machines/{machine_id}")
+            self.request("DELETE", f"{self._space}/{collection}/{machine_id}")
         except OctopusError as exc:
             if "(404)" not in str(exc):
                 raise
@@ -239,28 +288,28 @@ class OctopusClient:
     def check_health(
         self,
         machine_id: str,
-        environment_id: str,
+        environment_id: str | None,
         *,
         deadline_in: float,
         machine_timeout: int = 60,
         cancelled: threading.Event | None = None,
+        collection: str = "machines",
     ) -> HealthCheck:
-        """Start a Health task for one machine and wait up to deadline_in seconds for it
-        (less if `cancelled` is set: the caller gave up)."""
+        """Start a Health task for one machine (a worker: environment_id None; MachineIds
+        takes workers' Ids too, as Octopus.Client's ExecuteHealthCheck sends them) and wait up
+        to deadline_in seconds for it (less if `cancelled` is set: the caller gave up)."""
         deadline = time.monotonic() + deadline_in
         timeout = f"00:{machine_timeout // 60:02d}:{machine_timeout % 60:02d}"
+        arguments: Resource = {"Timeout": "00:05:00", "MachineTimeout": timeout}
+        if environment_id is not None:
+            arguments["EnvironmentId"] = environment_id
         task = self.request(
             "POST",
             f"{self._space}/tasks",
             json={
                 "Name": "Health",
                 "Description": f"octoboot: check {machine_id}",
-                "Arguments": {
-                    "Timeout": "00:05:00",
-                    "MachineTimeout": timeout,
-                    "EnvironmentId": environment_id,
-                    "MachineIds": [machine_id],
-                },
+                "Arguments": {**arguments, "MachineIds": [machine_id]},
             },
         )
         delay, stop = 0.1, cancelled or threading.Event()
@@ -271,7 +320,7 @@ class OctopusClient:
                 raise TimeoutError(f"gave up waiting for health task {task['Id']}")
             delay = min(delay * 1.5, 2.0)
             task = self.request("GET", f"/api/tasks/{task['Id']}")
-        machine = self.machine(machine_id)
+        machine = self.machine(machine_id, collection)
         return HealthCheck(
             task_id=task["Id"],
             state=task["State"],
