@@ -109,6 +109,11 @@ class Machine:
     def is_polling(self) -> bool:
         return self.communication == POLLING
 
+    @property
+    def placement(self) -> str:
+        """Where Octopus puts it, for reports: its environment, or its worker pools."""
+        return f"pools {', '.join(self.worker_pools)}" if self.is_worker else self.environment
+
 
 @dataclass(frozen=True)
 class Environment:

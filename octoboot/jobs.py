@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from octoboot.bootstrap import Bootstrap, Install, Register
+from octoboot.drift import PollingServer, polling_server
 from octoboot.errors import ConfigError
 from octoboot.fleet import DeadlineExceeded, FleetGroup, FleetInterrupted, Interrupted
 from octoboot.identity import IdentityStore
@@ -158,6 +159,10 @@ class Run:
         self.machines = [_with_overrides(m, options) for m in self._select(selection)]
         self.clients: dict[str, OctopusClient] = {}
         self.environment_ids: dict[str, str] = {}
+        # Per environment file: its workers' pools (name → Id) and where its polling
+        # Tentacles connect to; resolved once per run.
+        self.worker_pool_ids: dict[str, dict[str, str]] = {}
+        self.polling: dict[str, PollingServer] = {}
         # Masked in every output, whether or not this run uses them (exec output may hold
         # them, and the settings' PFX password or API key must never be printed).
         self.secrets: list[str] = [
@@ -202,8 +207,16 @@ class Run:
                     retry_seconds=self.options.octopus_retry_seconds,
                 )
                 self.clients[env_key] = client
-                ids = client.connect([environment.name])
-                self.environment_ids[env_key] = ids[environment.name]
+                machines = [m for m in self.machines if m.env_key == env_key]
+                # Workers have no environment: a file of workers only needs none in Octopus.
+                names = [environment.name] if not all(m.is_worker for m in machines) else []
+                ids = client.connect(names)
+                if names:
+                    self.environment_ids[env_key] = ids[environment.name]
+                pools = sorted({pool for m in machines for pool in m.worker_pools})
+                if pools:
+                    self.worker_pool_ids[env_key] = client.worker_pool_ids(pools)
+                self.polling[env_key] = polling_server(target.url, environment.octopus)
 
     # --- the run --------------------------------------------------------------------------
 
@@ -241,6 +254,8 @@ class Run:
                 deadline_seconds=machine.ssh.deadline,
                 octopus=self.clients.get(machine.env_key),
                 environment_id=self.environment_ids.get(machine.env_key),
+                worker_pool_ids=self.worker_pool_ids.get(machine.env_key, {}),
+                polling=self.polling.get(machine.env_key),
                 identities=self.identities,
                 dry_run=self.options.dry_run,
                 options=self.job_options,
@@ -255,7 +270,7 @@ class Run:
         def run_one(cxn: Any) -> MachineResult:
             job = jobs[cxn]
             if sequential:
-                console(f"[{job.job_id}] {job.machine.name} ({job.machine.environment})")
+                console(f"[{job.job_id}] {job.machine.name} ({job.machine.placement})")
             return self.pipeline(job).run()
 
         def on_result(cxn: Any, value: object) -> None:
