@@ -2,10 +2,10 @@
 
 Deregister removes the machine's record (a target's, or a worker's) from Octopus first
 (found by name and checked by thumbprint), so that a machine being destroyed leaves no
-record behind even when the host is already unreachable; with `uninstall` it then stops and removes the Tentacle service and
-instance on the host. The identity stays in the store, so a machine of the same name comes
-back with the same thumbprint (as a new Octopus record, since the old one is gone), unless
-`forget_identity` is given.
+record behind even when the host is already unreachable; with `uninstall` it then stops and
+removes the Tentacle service and instance on the host. The identity stays in the store, so
+a machine of the same name comes back with the same thumbprint (as a new Octopus record,
+since the old one is gone), unless `forget_identity` is given.
 """
 
 from __future__ import annotations
