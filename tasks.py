@@ -205,15 +205,17 @@ exec_ = fleet_task(
     help={
         "hosts": "how many hosts (sbx01..sbxNN) to start (default 5)",
         "install_seconds": "how long a Tentacle install takes on each host (default 3)",
+        "ssh_only": "how many of the hosts (the last ones) Octopus cannot reach, only SSH can "
+        "(as behind NAT): their inventory entries poll (default 0)",
     }
 )
-def sandbox_up(c, hosts=5, install_seconds=3.0):
+def sandbox_up(c, hosts=5, install_seconds=3.0, ssh_only=0):
     """Start a local fleet of sshd hosts plus Octopus and package stand-ins."""
     with user_errors():
         if SANDBOX.is_up():
             print(f"sandbox already up in {SANDBOX.root}")
         else:
-            SANDBOX.up(int(hosts), install_seconds=float(install_seconds))
+            SANDBOX.up(int(hosts), install_seconds=float(install_seconds), ssh_only=int(ssh_only))
         written = SANDBOX.write_target_files(PROJECT / "machines", PROJECT / ".env")
         print(SANDBOX.describe())
         print("wrote " + ", ".join(str(p.relative_to(PROJECT)) for p in written))
