@@ -934,8 +934,9 @@ def main(argv: list[str] | None = None) -> int:
         "--api-key-file", type=Path, help=f"file holding the API key (else ${API_KEY_ENV})"
     )
     parser.add_argument(
-        "--polling-port", type=int, default=octopus_polling.DEFAULT_PORT,
-        help="port of the polling endpoint, on the --listen host (0 picks a free one)",
+        "--polling-port", type=int,
+        help=f"port of the polling endpoint, on the --listen host (default "
+        f"{octopus_polling.DEFAULT_PORT}, or a free one when --listen picks a free one)",
     )  # fmt: skip
     parser.add_argument(
         "--polling-queue-timeout", type=float, default=octopus_polling.DEFAULT_QUEUE_TIMEOUT,
@@ -961,6 +962,8 @@ def main(argv: list[str] | None = None) -> int:
         if not api_key:
             raise SandboxError(f"no API key: set {API_KEY_ENV} or pass --api-key-file")
         host, port = _parse_listen(args.listen)
+        if args.polling_port is None:
+            args.polling_port = octopus_polling.DEFAULT_PORT if port else 0
         # Block the stop signals before any thread starts, so only sigwait below receives them.
         stop_signals = {signal.SIGTERM, signal.SIGINT}
         signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
@@ -978,7 +981,8 @@ def main(argv: list[str] | None = None) -> int:
             connect_timeout=args.connect_timeout,
         )
         with standin:
-            print(f"listening on {standin.url}, polling on port {standin.polling_port}", flush=True)
+            print(f"listening on {standin.url}", flush=True)
+            print(f"polling endpoint on port {standin.polling_port}", flush=True)
             signal.sigwait(stop_signals)
     except (SandboxError, OSError) as exc:
         print(f"octopus stand-in: {exc}", file=sys.stderr)
