@@ -28,7 +28,7 @@ from .settings import Settings
 
 POLLING = 2  # CommunicationStyle.TentacleActive, as the configuration stores it
 _CONNECT_SECONDS = 10.0
-_RETRY_SECONDS = 1.0  # [derived] the real Tentacle, too, reconnects within seconds
+_RETRY_SECONDS = 1.0  # Halibut's RetryListeningSleepInterval
 _POLL_SECONDS = 0.5
 _LINE_LIMIT = 64 * 1024
 
