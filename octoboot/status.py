@@ -5,13 +5,14 @@ that differs from what the inventory wants.
 
 Per machine: connect → probe → identity → octopus → drift. A host that cannot be reached
 does not stop the rest: its Octopus columns are still filled from the API. Then one more row
-(state `unknown`) for every machine Octopus has in a selected environment that no inventory
-file lists.
+(state `unknown`) for every machine Octopus has in a selected environment, and every worker
+it has in a selected worker's pool, that no inventory file lists.
 
 A machine is `ok` only in the wanted state: Tentacle installed, service active, the host's
-thumbprint the store's, and an Octopus record as `register` would leave it (the same
-`drift.differences`: environment, roles, endpoint style, address and port, thumbprint), and
-Healthy. Otherwise it is `failed` at `drift` (the reason
+thumbprint the store's, a polling host polling this Octopus with a subscription, and an
+Octopus record as `register` would leave it (the same `drift.differences`: environment and
+roles or worker pools, endpoint style, address and port or the host's subscription,
+thumbprint), and Healthy. Otherwise it is `failed` at `drift` (the reason
 lists what differs), or `unreachable`; so the exit code works as a check in CI.
 
 Nothing changes anywhere: the probe does not clean up old uploads, the API is only read

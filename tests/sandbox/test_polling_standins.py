@@ -172,8 +172,9 @@ def test_a_polling_tentacle_is_healthy_only_with_its_thumbprint_and_subscription
         checked = health(client, other)
         assert checked["HealthStatus"] == "Unavailable"
         assert time.monotonic() - started >= QUEUE_SECONDS
-        assert "did not collect the request within the allowed time (00:00:03)" in (
-            checked["StatusSummary"]
+        assert (
+            "did not collect the request within the allowed time (00:00:03)"
+            in (checked["StatusSummary"])
         )
 
         # the right subscription with another certificate: not this Tentacle either

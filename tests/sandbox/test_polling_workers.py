@@ -92,6 +92,15 @@ def listening_attempt(inventory, settings):
     return bootstrap(settings, env="targets")
 
 
+def test_the_sandbox_inventory_lists_its_ssh_only_hosts_as_polling(project, sandbox):
+    text = (project / "machines" / "sandbox.toml").read_text()
+    entries = {e.split('"')[1]: e for e in text.split("[[machines]]")[1:]}
+    assert [n for n, e in entries.items() if 'communication = "polling"' in e] == [
+        TARGET, POLLING_WORKER
+    ]  # fmt: skip
+    assert [sandbox.ssh_only(h.name) for h in sandbox.hosts()] == [False, False, True, True]
+
+
 def test_a_listening_registration_of_an_ssh_only_host_fails_its_health_check(
     listening_attempt, octopus
 ):
