@@ -247,11 +247,13 @@ STANDIN_FLAGS = {
     help={
         "hosts": "how many hosts (sbx01..sbxNN) to start (default 5)",
         "install_seconds": "how long a Tentacle install takes on each host (default 3)",
+        "ssh_only": "how many of the hosts (the last ones) Octopus cannot reach, only SSH can "
+        "(as behind NAT): their inventory entries poll (default 0)",
         **STANDIN_FLAGS,
     }
 )
 def sandbox_up(
-    c, hosts=5, install_seconds=3.0, task_cap=None, health_seconds=None,
+    c, hosts=5, install_seconds=3.0, ssh_only=0, task_cap=None, health_seconds=None,
     health_seconds_per_machine=None, rate_limit=None, rate_burst=None,
     tentacle_startup_seconds=None,
 ):  # fmt: skip
@@ -270,7 +272,12 @@ def sandbox_up(
                 SANDBOX.change_settings(**given)
         else:
             settings = StandInSettings(**given)
-            SANDBOX.up(int(hosts), install_seconds=float(install_seconds), settings=settings)
+            SANDBOX.up(
+                int(hosts),
+                install_seconds=float(install_seconds),
+                settings=settings,
+                ssh_only=int(ssh_only),
+            )
         written = SANDBOX.write_target_files(PROJECT / "machines", PROJECT / ".env")
         print(SANDBOX.describe())
         print("wrote " + ", ".join(str(p.relative_to(PROJECT)) for p in written))

@@ -6,17 +6,25 @@
 asked whether registering it would conflict (its thumbprint under another name, or the name
 under another thumbprint): a failed run must not leave a working target with a certificate
 Octopus does not know.
+
+Targets and workers, listening and polling, go through the same steps; the record's place
+(environment and roles, or worker pools) and endpoint come from `drift.wanted_record`. A
+polling machine's configure step also runs `server-comms` and reads the subscription id back
+(one round trip), and register writes that id into the record: a rebuilt polling machine
+keeps its record (found by name, same certificate) with its new id.
 """
 
 from __future__ import annotations
 
 import base64
 import uuid
+from dataclasses import replace
 from typing import ClassVar
 
 import paramiko
 
 from octoboot import drift, tentacle
+from octoboot.drift import COLLECTIONS
 from octoboot.health import HealthResult
 from octoboot.identity import Identity
 from octoboot.octopus import Resource, registered_thumbprint
@@ -152,8 +160,9 @@ class Bootstrap(Pipeline):
 
     def _registration_conflict(self) -> str | None:
         """Why registering this machine's certificate would be refused, if it would."""
-        # The space's machines are read once per run, not twice per machine.
-        known, name = self._octopus().machine_index(), self.machine.name
+        # The space's machines (or workers) are read once per run, not twice per machine.
+        octopus, name = self._octopus(), self.machine.name
+        known = octopus.machine_index(self.collection)
         renamed_from = (self.job.options.get("renamed_from") or "").lower()
         previous: Resource | None = None  # the record to rename (--renamed-from)
         if self.thumbprint:
@@ -164,11 +173,7 @@ class Bootstrap(Pipeline):
                 elif m["Name"].strip().lower() != name.lower():
                     others.append(m)
             if others:
-                listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in others)
-                return (
-                    f"thumbprint {self.thumbprint} is already registered as {listed}: a second "
-                    "record for one certificate would be a duplicate; deregister that one first"
-                )
+                return self._duplicate(others)
         named = known.named(name)
         if named and previous:
             return (
@@ -177,6 +182,13 @@ class Bootstrap(Pipeline):
                 "machine, then run again"
             )
         self.record = named[0] if named else previous
+        if self.record is None and self.thumbprint:
+            # A new record: the certificate must not be registered as the other kind either
+            # (a target that becomes a worker, or the reverse, is deregistered first).
+            other = next(c for c in COLLECTIONS.values() if c != self.collection)
+            elsewhere = octopus.machine_index(other).with_thumbprint(self.thumbprint)
+            if elsewhere:
+                return self._duplicate(elsewhere)
         if self.record:
             registered = registered_thumbprint(self.record)
             if registered != (self.thumbprint or ""):
@@ -190,6 +202,13 @@ class Bootstrap(Pipeline):
                 )
         return None
 
+    def _duplicate(self, others: list[Resource]) -> str:
+        listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in others)
+        return (
+            f"thumbprint {self.thumbprint} is already registered as {listed}: a second "
+            "record for one certificate would be a duplicate; deregister that one first"
+        )
+
     # --- configure ----------------------------------------------------------------------
 
     def step_configure(self) -> tuple[str, str]:
@@ -197,11 +216,14 @@ class Bootstrap(Pipeline):
             return "skipped", "Octopus has a conflicting record (see register)"
         probe, options = self._probe(), self.machine.tentacle
         server = self._octopus().server_thumbprint()
+        if self.machine.is_polling:
+            return self._configure_polling(probe, server)
         if (
             not self.created_instance
             and probe.instance_exists
             and probe.port == options.port
             and probe.no_listen is False
+            and probe.polling_address is None
             and probe.app_dir == options.app_dir
             and probe.trusted == (server,)
         ):
@@ -216,25 +238,60 @@ class Bootstrap(Pipeline):
         self.probe = tentacle.with_version(probe, probe.version, restart_pending=True)
         return "changed", what
 
+    def _configure_polling(self, probe: tentacle.Probe, server: str) -> tuple[str, str]:
+        polling, app_dir = self.job.polling, self.machine.tentacle.app_dir
+        assert polling is not None
+        what = f"polls {polling.address}, trusts only {server[:8]}…"
+        if (
+            not self.created_instance
+            and probe.instance_exists
+            and probe.no_listen is True
+            and probe.app_dir == app_dir
+            and probe.trusted == (server,)
+            and probe.polling_address == polling.address
+            and probe.subscription
+        ):
+            return "unchanged", f"{what}, as {probe.subscription}"
+        command = tentacle.configure_polling_command(
+            self.machine.tentacle.instance,
+            app_dir=app_dir,
+            server_thumbprint=server,
+            server_host=polling.host,
+            server_port=polling.port,
+        )
+        if self.job.dry_run:
+            # --reset-trust drops the subscription: server-comms makes a new one.
+            self.probe = replace(probe, subscription=None)
+            return self.plan(f"would configure: {what}, with a new subscription", command)
+        result = self.remote(command)
+        try:
+            self.probe = tentacle.reconfigured(probe, result.stdout)
+        except ValueError as exc:
+            raise StepFailed(f"configured, but {exc}") from None
+        return "changed", f"{what}, as {self.probe.subscription}"
+
     # --- register -------------------------------------------------------------------------
 
     def step_register(self) -> tuple[str, str]:
         if self.conflict:
             raise StepFailed(self.conflict)
-        octopus = self._octopus()
-        assert self.job.environment_id is not None
-        wanted = drift.wanted_record(
-            self.machine,
-            environment_id=self.job.environment_id,
-            ssh_host=self.job.conn.host,
-            thumbprint=self.thumbprint or "",
-        )
+        octopus, collection = self._octopus(), self.collection
+        subscription = self._probe().subscription or ""
+        if self.machine.is_polling and not subscription and not self.job.dry_run:
+            raise StepFailed(
+                "the Tentacle has no polling subscription to register (configure did not "
+                "leave one): run bootstrap again, or check `Tentacle show-configuration`"
+            )
+        wanted = self.wanted_record(thumbprint=self.thumbprint or "", subscription=subscription)
         if self.record is None:
             if self.job.dry_run:
-                return self.plan(
-                    f"would create a machine in {self.machine.environment}", "POST machines"
+                where = (
+                    f"a worker in {', '.join(self.machine.worker_pools)}"
+                    if self.machine.is_worker
+                    else f"a machine in {self.machine.environment}"
                 )
-            created = octopus.create_machine(wanted.new(self.machine.name))
+                return self.plan(f"would create {where}", f"POST {collection}")
+            created = octopus.create_machine(wanted.new(self.machine.name), collection)
             self.job.result.octopus_id = created["Id"]
             return "changed", f"created {created['Id']}"
         current = self.record
@@ -248,10 +305,10 @@ class Bootstrap(Pipeline):
         if self.job.dry_run:
             return self.plan(
                 f"would update {current['Id']}: {', '.join(differences)}",
-                f"PUT machines/{current['Id']}",
+                f"PUT {collection}/{current['Id']}",
             )
         name = self.machine.name if renamed else current["Name"]
-        updated = octopus.update_machine({**wanted.applied_to(current), "Name": name})
+        updated = octopus.update_machine({**wanted.applied_to(current), "Name": name}, collection)
         return "changed", f"updated {updated['Id']}: {', '.join(differences)}"
 
     # --- service and health -------------------------------------------------------------
@@ -279,7 +336,7 @@ class Bootstrap(Pipeline):
         if self.job.dry_run:
             if machine_id is None:
                 return "skipped", "not registered yet"
-            status = octopus.machine(machine_id).get("HealthStatus", "Unknown")
+            status = octopus.machine(machine_id, self.collection).get("HealthStatus", "Unknown")
             return "skipped", f"last known: {status}"
         assert machine_id is not None
         check, restarted = self._check_health(machine_id), ""
@@ -304,11 +361,12 @@ class Bootstrap(Pipeline):
 
     def _service_command(self, action: str) -> str:
         options = self.machine.tentacle
-        return tentacle.service_command(options.instance, action, port=options.port)
+        port = None if self.machine.is_polling else options.port
+        return tentacle.service_command(options.instance, action, port=port)
 
     def _check_health(self, machine_id: str) -> HealthResult:
         """This machine's health, from a Health task it may share with others (health.py)."""
-        assert self.job.health is not None and self.job.environment_id is not None
+        assert self.job.health is not None
         try:
             return self.job.health.check(
                 machine_id,
@@ -317,6 +375,7 @@ class Bootstrap(Pipeline):
                 deadline=self.deadline - 1,
                 cancelled=self.job.cancelled,
                 note=self.job.note,
+                collection=self.collection,
             )
         except TimeoutError as exc:
             raise StepFailed(f"health check did not finish: {exc}", State.TIMED_OUT) from None

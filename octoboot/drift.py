@@ -4,6 +4,11 @@
                            thumbprint=identity.thumbprint)
     differences(wanted, record)          # → [Drift("address", "Octopus https://…, …")]
 
+A machine is a deployment target (`/machines`: an environment and roles) or a worker
+(`/workers`: worker pools), listening (`Uri` https://host:port/, where Octopus connects) or
+polling (`Uri` poll://<subscription id>/, the id the host's Tentacle polls with: the host
+generates it, octoboot reads it back and writes it into the record).
+
 One truth for every command that compares: `register` creates the record from
 `WantedRecord.new()` or updates it with `applied_to()` when `differences()` finds any (and
 `--dry-run` names them), and `status` calls the same differences drift (`find_drift`, which
@@ -20,13 +25,56 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from urllib.parse import urlsplit
 
-from octoboot.inventory import Inventory, Machine
+from octoboot.inventory import (
+    DEFAULT_POLLING_PORT,
+    TARGET,
+    WORKER,
+    Inventory,
+    Machine,
+    OctopusOverride,
+)
 from octoboot.octopus import Resource, registered_thumbprint
 from octoboot.tentacle import Probe
 
 LISTENING = "TentaclePassive"  # Octopus' name for a listening Tentacle's endpoint
+POLLING = "TentacleActive"  # ... and for a polling one's
 HEALTHY = "Healthy"
+# Where Octopus keeps each kind of machine: /api/{space}/machines or /api/{space}/workers.
+COLLECTIONS = {TARGET: "machines", WORKER: "workers"}
+
+
+def collection(machine: Machine) -> str:
+    return COLLECTIONS[machine.kind]
+
+
+@dataclass(frozen=True)
+class PollingServer:
+    """Where a polling Tentacle connects to (`server-comms --host --port`)."""
+
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        """As the Tentacle stores it: .NET's Uri of https://host:port (a trailing slash, no
+        port 443)."""
+        port = "" if self.port == 443 else f":{self.port}"
+        return f"https://{self.host.lower()}{port}/"
+
+
+def polling_server(octopus_url: str, override: OctopusOverride | None) -> PollingServer:
+    """The Octopus URL's host, or server_comms_address's, on polling_port if set, else the
+    address's port (443 when it names none), else 10943, as `register-with` chooses
+    (RegisterMachineCommandBase, --server-comms-address and --server-comms-port)."""
+    override = override or OctopusOverride()
+    if override.server_comms_address:
+        address = urlsplit(override.server_comms_address)
+        host, port = address.hostname or "", address.port or 443
+    else:
+        host, port = urlsplit(octopus_url).hostname or "", DEFAULT_POLLING_PORT
+    return PollingServer(host, override.polling_port or port)
 
 
 @dataclass(frozen=True)
@@ -34,22 +82,31 @@ class WantedRecord:
     """The Octopus machine record the inventory asks for (the name aside: that is the key
     the record is found by)."""
 
-    environment_id: str
-    roles: tuple[str, ...]
+    environment_id: str | None  # targets only
+    roles: tuple[str, ...]  # targets only
     communication_style: str
-    uri: str
+    # Listening: https://host:port/. Polling: the host's poll://<id>/; "" for one the host
+    # does not have yet (a dry run); None when the host was not looked at (status), and
+    # then not compared.
+    uri: str | None
     # The machine's certificate; "" for one a dry run would mint; None when neither the
     # store nor the host has one (status), and then not compared.
     thumbprint: str | None
+    kind: str = TARGET
+    worker_pool_ids: tuple[str, ...] = ()  # workers only
 
     def fields(self) -> Resource:
         """The record's fields as Octopus takes them."""
+        placed: Resource = (
+            {"WorkerPoolIds": list(self.worker_pool_ids)}
+            if self.kind == WORKER
+            else {"EnvironmentIds": [self.environment_id], "Roles": list(self.roles)}
+        )
         return {
-            "EnvironmentIds": [self.environment_id],
-            "Roles": list(self.roles),
+            **placed,
             "Endpoint": {
                 "CommunicationStyle": self.communication_style,
-                "Uri": self.uri,
+                "Uri": self.uri or "",
                 "Thumbprint": self.thumbprint or "",
             },
         }
@@ -67,17 +124,32 @@ class WantedRecord:
 
 
 def wanted_record(
-    machine: Machine, *, environment_id: str, ssh_host: str, thumbprint: str | None
+    machine: Machine,
+    *,
+    environment_id: str | None,
+    ssh_host: str,
+    thumbprint: str | None,
+    subscription: str | None = None,
+    worker_pool_ids: Sequence[str] = (),
 ) -> WantedRecord:
     """ssh_host: the address SSH reaches the machine by (ssh_config's HostName), the best
-    default for Octopus to reach it by too, unless the inventory names a public_hostname."""
-    host = (machine.public_hostname or ssh_host).lower()
+    default for Octopus to reach a listening one by too, unless the inventory names a
+    public_hostname. subscription: a polling machine's poll://<id>/ on its host ("" when it
+    has none yet, None when not known). environment_id: a target's; worker_pool_ids: a
+    worker's pools, resolved."""
+    if machine.is_polling:
+        style, uri = POLLING, subscription
+    else:
+        host = (machine.public_hostname or ssh_host).lower()
+        style, uri = LISTENING, f"https://{host}:{machine.tentacle.port}/"
     return WantedRecord(
-        environment_id=environment_id,
+        environment_id=None if machine.is_worker else environment_id,
         roles=tuple(sorted(machine.roles)),
-        communication_style=LISTENING,
-        uri=f"https://{host}:{machine.tentacle.port}/",
+        communication_style=style,
+        uri=uri,
         thumbprint=thumbprint,
+        kind=machine.kind,
+        worker_pool_ids=tuple(sorted(worker_pool_ids)) if machine.is_worker else (),
     )
 
 
@@ -107,14 +179,25 @@ def differences(wanted: WantedRecord, record: Resource) -> list[Drift]:
         if differs:
             found.append(Drift(what, f"Octopus {have or 'none'}, {source} {want}"))
 
-    environments, roles = record.get("EnvironmentIds") or [], record.get("Roles") or []
-    compare(
-        "environment",
-        set(environments) != {wanted.environment_id},
-        _words(environments),
-        wanted.environment_id,
-    )
-    compare("roles", _folded(roles) != _folded(wanted.roles), _words(roles), _words(wanted.roles))
+    if wanted.kind == WORKER:
+        pools = record.get("WorkerPoolIds") or []
+        compare(
+            "worker pools",
+            set(pools) != set(wanted.worker_pool_ids),
+            _words(pools),
+            _words(wanted.worker_pool_ids),
+        )
+    else:
+        environments, roles = record.get("EnvironmentIds") or [], record.get("Roles") or []
+        compare(
+            "environment",
+            set(environments) != {wanted.environment_id},
+            _words(environments),
+            str(wanted.environment_id),
+        )
+        compare(
+            "roles", _folded(roles) != _folded(wanted.roles), _words(roles), _words(wanted.roles)
+        )
     endpoint = record.get("Endpoint") or {}
     style, uri = endpoint.get("CommunicationStyle") or "", endpoint.get("Uri") or ""
     compare(
@@ -123,7 +206,18 @@ def differences(wanted: WantedRecord, record: Resource) -> list[Drift]:
         style,
         wanted.communication_style,
     )
-    compare("address", uri.lower() != wanted.uri.lower(), uri, wanted.uri)
+    if wanted.communication_style == POLLING:
+        if wanted.uri is not None:
+            # The id routes Octopus' requests to the Tentacle that polls with it.
+            compare(
+                "subscription",
+                uri.lower() != wanted.uri.lower(),
+                uri,
+                wanted.uri or "a new one",
+                source="host",
+            )
+    else:
+        compare("address", uri.lower() != (wanted.uri or "").lower(), uri, str(wanted.uri))
     if wanted.thumbprint is not None:
         registered, expected = registered_thumbprint(record), wanted.thumbprint.upper()
         compare(
@@ -144,11 +238,13 @@ def find_drift(
     record: Resource | None,
     health: str | None,
     thumbprint_registered_as: Sequence[str] = (),
+    polling: PollingServer | None = None,
 ) -> list[Drift]:
     """How a machine differs from the wanted state: the host, the identity store, the
     Octopus record (`differences`) and its health. probe None: the host was not reached, so
     only the store and Octopus are compared; record None: Octopus has no machine of this
-    name (thumbprint_registered_as: the records that have its thumbprint instead)."""
+    name (thumbprint_registered_as: the records that have its thumbprint instead).
+    polling: where a polling machine's Tentacle should connect to."""
     drift: list[Drift] = []
     host_thumbprint = probe.thumbprint if probe else None
     if probe is not None:
@@ -162,6 +258,8 @@ def find_drift(
                 drift.append(Drift("no host certificate"))
             if not probe.service_active:
                 drift.append(Drift("service not active"))
+            if probe.instance_exists:
+                drift += _host_communication(wanted, probe, polling)
     if store_thumbprint is None:
         drift.append(Drift("no stored identity"))
     elif host_thumbprint and host_thumbprint != store_thumbprint:
@@ -177,21 +275,41 @@ def find_drift(
     return drift
 
 
+def _host_communication(
+    wanted: WantedRecord, probe: Probe, polling: PollingServer | None
+) -> list[Drift]:
+    """The host's Tentacle against the wanted style: listening, or polling the right server
+    with a subscription."""
+    host = f"polls {probe.polling_address}" if probe.polling_address else "listening"
+    if wanted.communication_style == LISTENING:
+        if probe.polling_address or probe.no_listen:
+            return [Drift("host communication", f"host {host}, inventory listening")]
+        return []
+    want = polling.address if polling else None
+    if probe.polling_address is None or (want and probe.polling_address != want):
+        return [Drift("host communication", f"host {host}, inventory polls {want or 'Octopus'}")]
+    if not probe.subscription:
+        return [Drift("no polling subscription on the host")]
+    return []
+
+
 def unlisted(
     records: Iterable[Resource],
-    environment_id: str,
+    group_id: str,
     listed: Iterable[str],
     limits: Sequence[str] = (),
+    field: str = "EnvironmentIds",
 ) -> list[Resource]:
-    """The records in the environment whose names are not listed (case-insensitively) and
-    match one of the --limit globs, if any; by name."""
+    """The records in the group (an environment; WorkerPoolIds: a worker pool) whose names
+    are not listed (case-insensitively) and match one of the --limit globs, if any; by
+    name."""
     known = {name.strip().lower() for name in listed}
     return sorted(
         (
             record
             for record in records
-            # Filtered here too: the environment filter is the server's to honour or not.
-            if environment_id in (record.get("EnvironmentIds") or [])
+            # Filtered here too: the group filter is the server's to honour or not.
+            if group_id in (record.get(field) or [])
             and record["Name"].strip().lower() not in known
             and (not limits or any(fnmatchcase(record["Name"], p) for p in limits))
         ),
@@ -208,4 +326,12 @@ def listed_in(inventory: Inventory, environment: str) -> list[str]:
         for file in inventory.environments.values()
         if file.name.strip().lower() == wanted
         for machine in file.machines
+        if not machine.is_worker
     ]
+
+
+def listed_workers(inventory: Inventory) -> list[str]:
+    """Every worker any inventory file lists: pools are named by names, slugs or Ids, so a
+    worker listed anywhere counts as listed in every pool."""
+    files = inventory.environments.values()
+    return [machine.name for file in files for machine in file.machines if machine.is_worker]

@@ -64,7 +64,8 @@ class HealthResult:
 class _Request:
     machine_id: str
     name: str
-    environment_id: str
+    environment_id: str | None  # None: a worker
+    collection: str  # "machines" or "workers"
     deadline: float  # monotonic
     note: Note
     done: threading.Event = field(default_factory=threading.Event)
@@ -122,16 +123,17 @@ class HealthCoordinator:
         self,
         machine_id: str,
         name: str,
-        environment_id: str,
+        environment_id: str | None,
         *,
         deadline: float,
         cancelled: threading.Event,
         note: Note = lambda text: None,
+        collection: str = "machines",
     ) -> HealthResult:
         """Wait for this machine's health, checked together with whoever else asks now.
         TimeoutError when its deadline comes first or `cancelled` is set; OctopusError when
         Octopus refused or failed the task."""
-        request = _Request(machine_id, name, environment_id, deadline, note)
+        request = _Request(machine_id, name, environment_id, collection, deadline, note)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the health coordinator is closed")
@@ -203,14 +205,15 @@ class HealthCoordinator:
         self._watches.clear()
 
     def _next_batch(self) -> list[_Request] | None:
-        """The pending machines of one environment, once gathered and a task slot is free."""
+        """The pending machines of one environment (or the pending workers), once gathered
+        and a task slot is free."""
         if not self._pending or len(self._watches) >= self._max_tasks:
             return None
         if time.monotonic() < self._first_pending_at + self._gather:
             return None
-        environment = self._pending[0].environment_id
-        batch = [r for r in self._pending if r.environment_id == environment]
-        self._pending = [r for r in self._pending if r.environment_id != environment]
+        kind = self._pending[0].environment_id, self._pending[0].collection
+        batch = [r for r in self._pending if (r.environment_id, r.collection) == kind]
+        self._pending = [r for r in self._pending if (r.environment_id, r.collection) != kind]
         self._first_pending_at = time.monotonic()
         return batch
 
@@ -280,7 +283,10 @@ class HealthCoordinator:
             self._announce(f"{line} ({watch.task['Id']}, {len(live)} machine(s))")
 
     def _deliver(self, task: Resource, live: list[_Request]) -> None:
-        records = self._octopus.machines_by_id([r.machine_id for r in live])
+        records = self._octopus.machines_by_id(
+            [r.machine_id for r in live],
+            live[0].collection,  # _poll delivers to the live only
+        )
         details = None if task["State"] == "Success" else self._octopus.task_details(task["Id"])
         for request in live:
             record = records.get(request.machine_id, {})

@@ -30,6 +30,9 @@ _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The version is pasted into URLs, paths and remote commands: keep it to what versions look like.
 _VERSION = re.compile(r"[0-9]+(\.[0-9]+)*([-+][0-9A-Za-z.+-]+)?")
 _REMOTE_SCHEMES = ("http://", "https://")
+TARGET, WORKER = "target", "worker"  # what Octopus registers a machine as (`kind`)
+LISTENING, POLLING = "listening", "polling"  # who opens the connection (`communication`)
+DEFAULT_POLLING_PORT = 10943  # the Octopus Server's polling (comms) port
 # A host name label (RFC 1123): letters, digits and '-', not at either end, at most 63.
 _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 # "user@host:port" and its parts, to say where the user and the port go instead.
@@ -83,6 +86,10 @@ class OctopusOverride:
     space: str | None = None
     api_key_env: str | None = None
     api_key_file: Path | None = None
+    # Where polling Tentacles connect to: the server's host (or this address, e.g. a load
+    # balancer) and its polling port.
+    polling_port: int | None = None
+    server_comms_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,22 @@ class Machine:
     tentacle: TentacleOptions
     octopus: OctopusOverride | None
     source_file: Path
+    kind: str = TARGET
+    worker_pools: tuple[str, ...] = ()  # names, slugs or Ids; workers only
+    communication: str = LISTENING
+
+    @property
+    def is_worker(self) -> bool:
+        return self.kind == WORKER
+
+    @property
+    def is_polling(self) -> bool:
+        return self.communication == POLLING
+
+    @property
+    def placement(self) -> str:
+        """Where Octopus puts it, for reports: its environment, or its worker pools."""
+        return f"pools {', '.join(self.worker_pools)}" if self.is_worker else self.environment
 
 
 @dataclass(frozen=True)
@@ -248,6 +271,15 @@ def load_environment(path: Path) -> Environment:
     if {"api_key_env", "api_key_file"} <= octopus_values.keys():
         raise ConfigError(f"{path}: [octopus]: set api_key_env or api_key_file, not both")
     octopus = OctopusOverride(**octopus_values) if octopus_values else None
+    kind = top.get("kind", TARGET)
+    if kind == WORKER:
+        for key in ("roles", "environment"):
+            if key in top:
+                raise ConfigError(
+                    f'{path}: a worker file (kind = "worker") takes no {key}: workers join '
+                    "worker pools (worker_pools = [...]); remove it, or make the file's "
+                    'machines targets (kind = "target")'
+                )
     environment = top.get("environment", path.stem)
     template = Machine(  # the file's defaults, which each [[machines]] entry overrides
         name="",
@@ -260,6 +292,9 @@ def load_environment(path: Path) -> Environment:
         tentacle=tentacle,
         octopus=octopus,
         source_file=path,
+        kind=kind,
+        worker_pools=top.get("worker_pools", ()),
+        communication=top.get("communication", LISTENING),
     )
     spec = _machine_spec(base)
     machines: list[Machine] = []
@@ -290,11 +325,8 @@ def _machine(
     values = _check_table(path, where, entry, spec)
     if "name" not in values:
         raise ConfigError(f'{path}: {where}: missing name = "..." (required)')
-    roles = values.get("roles", template.roles)
-    if not roles:
-        raise ConfigError(
-            f"{path}: {where}: no roles: set roles = [...] at the top of the file or on the machine"
-        )
+    kind = values.get("kind", template.kind)
+    roles, pools = _roles_or_pools(path, where, kind, values, template)
     ssh = {key: values[key] for key in _SSH_KEYS if key in values}
     tentacle = template.tentacle
     if "tentacle_port" in values:
@@ -312,7 +344,41 @@ def _machine(
         public_hostname=values.get("public_hostname"),
         ssh=dataclasses.replace(template.ssh, **ssh),
         tentacle=tentacle,
+        kind=kind,
+        worker_pools=pools,
+        communication=values.get("communication", template.communication),
     )
+
+
+def _roles_or_pools(
+    path: Path, where: str, kind: str, values: dict[str, Any], template: Machine
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A target's roles, or a worker's pools: Octopus gives a worker no environment and no
+    roles, and a target no pools (the file's defaults of the other kind do not apply)."""
+    if kind == WORKER:
+        if "roles" in values:
+            raise ConfigError(
+                f'{path}: {where}: a worker (kind = "worker") takes no roles: remove roles, '
+                'or make it a target (kind = "target")'
+            )
+        pools = values.get("worker_pools", template.worker_pools)
+        if not pools:
+            raise ConfigError(
+                f"{path}: {where}: a worker needs worker pools: set worker_pools = [...] at the "
+                "top of the file or on the machine"
+            )
+        return (), pools
+    if "worker_pools" in values:
+        raise ConfigError(
+            f'{path}: {where}: worker_pools is for workers: add kind = "worker", or remove '
+            "worker_pools (a target joins an environment with roles)"
+        )
+    roles = values.get("roles", template.roles)
+    if not roles:
+        raise ConfigError(
+            f"{path}: {where}: no roles: set roles = [...] at the top of the file or on the machine"
+        )
+    return roles, ()
 
 
 def _refuse_duplicate(path: Path, machine: Machine, earlier: list[Machine]) -> None:
@@ -427,6 +493,26 @@ def _roles(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_text(role) for role in value))
 
 
+def _choice(*allowed: str) -> Check:
+    def check(value: Any) -> str:
+        if _text(value) not in allowed:
+            raise _Invalid(f"must be {' or '.join(map(repr, allowed))}, got {value!r}")
+        return value
+
+    return check
+
+
+def _https_address(value: Any) -> str:
+    try:
+        url = urlsplit(_text(value))
+        url.port  # noqa: B018 -- raises ValueError for a port out of range
+    except ValueError:
+        url = urlsplit("")
+    if url.scheme != "https" or not url.hostname or url.path not in ("", "/") or url.query:
+        raise _Invalid(f"must be the polling endpoint as https://host:port, got {value!r}")
+    return value
+
+
 def _port(value: Any) -> int:
     _expect(value, int, "an integer")
     if not 1 <= value <= 65535:
@@ -507,6 +593,9 @@ def _tables(value: Any) -> list[dict[str, Any]]:
 _TOP_SPEC: dict[str, Check] = {
     "environment": _text,
     "roles": _roles,
+    "kind": _choice(TARGET, WORKER),
+    "worker_pools": _roles,
+    "communication": _choice(LISTENING, POLLING),
     "octopus": _table,
     "ssh": _table,
     "tentacle": _table,
@@ -544,6 +633,8 @@ def _octopus_spec(base: Path) -> dict[str, Check]:
         "space": _text,
         "api_key_env": _variable_name,
         "api_key_file": _local_path(base),
+        "polling_port": _port,
+        "server_comms_address": _https_address,
     }
 
 
@@ -552,6 +643,9 @@ def _machine_spec(base: Path) -> dict[str, Check]:
         "name": _machine_name,  # first, so that later errors can name the machine
         "address": _host("port"),
         "roles": _roles,
+        "kind": _TOP_SPEC["kind"],
+        "worker_pools": _roles,
+        "communication": _TOP_SPEC["communication"],
         "public_hostname": _host("tentacle_port"),
         "tentacle_port": _port,
         **_ssh_spec(base),

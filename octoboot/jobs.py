@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from octoboot.bootstrap import Bootstrap, Install, Register
+from octoboot.drift import PollingServer, polling_server
 from octoboot.errors import ConfigError
 from octoboot.files import StateWriteError, check_writable, describe, write_atomic
 from octoboot.fleet import (
@@ -186,6 +187,10 @@ class Run:
         ]
         self.clients: dict[str, OctopusClient] = {}
         self.environment_ids: dict[str, str] = {}
+        # Per environment file: its workers' pools (name → Id) and where its polling
+        # Tentacles connect to; resolved once per run.
+        self.worker_pool_ids: dict[str, dict[str, str]] = {}
+        self.polling: dict[str, PollingServer] = {}
         # Loaded so that they are masked in every output, whether or not this run uses them:
         # exec output or a command line may hold any of them.
         self.settings.load_secrets(self.inventory.environments.values())
@@ -240,8 +245,16 @@ class Run:
                         retry_seconds=self.options.octopus_retry_seconds,
                     )
                 client = self.clients[env_key] = servers[server]
-                ids = client.connect([environment.name])
-                self.environment_ids[env_key] = ids[environment.name]
+                machines = [m for m in self.machines if m.env_key == env_key]
+                # Workers have no environment: a file of workers only needs none in Octopus.
+                names = [environment.name] if not all(m.is_worker for m in machines) else []
+                ids = client.connect(names)
+                if names:
+                    self.environment_ids[env_key] = ids[environment.name]
+                pools = sorted({pool for m in machines for pool in m.worker_pools})
+                if pools:
+                    self.worker_pool_ids[env_key] = client.worker_pool_ids(pools)
+                self.polling[env_key] = polling_server(target.url, environment.octopus)
 
     def _check_rename(self, old: str) -> None:
         if len(self.machines) != 1:
@@ -338,6 +351,8 @@ class Run:
                 octopus=client,
                 environment_id=self.environment_ids.get(machine.env_key),
                 health=coordinators.get(id(client)),
+                worker_pool_ids=self.worker_pool_ids.get(machine.env_key, {}),
+                polling=self.polling.get(machine.env_key),
                 identities=self.identities,
                 dry_run=self.options.dry_run,
                 options=self.job_options,
@@ -363,7 +378,7 @@ class Run:
             if rollout.stop_reason:  # too many failed while this one waited for a worker
                 return _skipped(job, rollout.stop_reason)
             if sequential:
-                console(f"[{job.job_id}] {job.machine.name} ({job.machine.environment})")
+                console(f"[{job.job_id}] {job.machine.name} ({job.machine.placement})")
             result = self.pipeline(job).run()
             count(job, result.state)
             return result

@@ -1,13 +1,14 @@
 """Taking machines out, and looking at them: `deregister` and `exec`.
 
-Deregister removes the machine's record from Octopus first (found by name and checked by
-thumbprint), so that a machine being destroyed leaves no target behind even when the host
-is already unreachable; with `uninstall` it then stops and removes the Tentacle service and
-instance on the host. The identity stays in the store, so a machine of the same name comes
-back with the same thumbprint (as a new Octopus record, since the old one is gone), unless
-`forget_identity` is given. A damaged identity cannot show that a record is this machine's,
-so the record is kept; with `forget_identity` the damaged file still goes, and a bootstrap
-with `--take-over` gives the record the new certificate (same Id).
+Deregister removes the machine's record (a target's, or a worker's) from Octopus first
+(found by name and checked by thumbprint), so that a machine being destroyed leaves no
+record behind even when the host is already unreachable; with `uninstall` it then stops and
+removes the Tentacle service and instance on the host. The identity stays in the store, so
+a machine of the same name comes back with the same thumbprint (as a new Octopus record,
+since the old one is gone), unless `forget_identity` is given. A damaged identity cannot
+show that a record is this machine's, so the record is kept; with `forget_identity` the
+damaged file still goes, and a bootstrap with `--take-over` gives the record the new
+certificate (same Id).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class Deregister(Pipeline):
             identity, damaged = None, exc
         thumbprint = identity.thumbprint if identity else None
         self.job.result.thumbprint = thumbprint
-        records = octopus.machines_named(name)
+        records = octopus.machines_named(name, self.collection)
         if not records:
             return "unchanged", "not registered in Octopus"
         record = records[0]
@@ -74,8 +75,10 @@ class Deregister(Pipeline):
 
     def _delete(self, record: Resource) -> tuple[str, str]:
         if self.job.dry_run:
-            return self.plan(f"would delete {record['Id']}", f"DELETE machines/{record['Id']}")
-        self._octopus().delete_machine(record["Id"])
+            return self.plan(
+                f"would delete {record['Id']}", f"DELETE {self.collection}/{record['Id']}"
+            )
+        self._octopus().delete_machine(record["Id"], self.collection)
         self.removed = record["Id"]
         return "changed", f"deleted {record['Id']}"
 

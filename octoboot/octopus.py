@@ -30,6 +30,7 @@ from octoboot.report import one_line
 
 Resource = dict[str, Any]
 TASK_DONE = frozenset({"Success", "Failed", "Canceled", "TimedOut"})
+STATIC_POOL = "StaticWorkerPool"
 
 
 class OctopusError(OctobootError):
@@ -109,7 +110,8 @@ class OctopusClient:
         self._environment_ids: dict[str, str] = {}
         self._gate = ApiGate()
         self._index_lock = threading.Lock()
-        self._index: MachineIndex | None = None
+        self._indexes: dict[str, MachineIndex] = {}
+        self._worker_pools: list[Resource] | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -295,64 +297,112 @@ class OctopusClient:
             self._environment_ids[name] = found[0]["Id"]
         return self._environment_ids[name]
 
-    # --- machines ----------------------------------------------------------------------
+    def worker_pool_ids(self, wanted: list[str]) -> dict[str, str]:
+        """Worker pools by name, then slug, then Id, each without case, as `register-worker`
+        finds them (name → Id); read once per client. Raises before any machine is touched
+        if one is missing, or is dynamic: only static pools take workers (a dynamic one is
+        refused by the server: OctopusTentacle#331)."""
+        if self._worker_pools is None:
+            self._worker_pools = self.request("GET", f"{self._space}/workerpools/all")
+        found, missing = {}, []
+        for item in wanted:
+            key = item.strip().lower()
+            pool = next(
+                (
+                    p
+                    for field in ("Name", "Slug", "Id")
+                    for p in self._worker_pools
+                    if str(p.get(field) or "").strip().lower() == key
+                ),
+                None,
+            )
+            if pool is None:
+                missing.append(item)
+            elif pool.get("WorkerPoolType", STATIC_POOL) != STATIC_POOL:
+                raise ConfigError(
+                    f'worker pool "{pool["Name"]}" ({pool["Id"]}) is a {pool["WorkerPoolType"]}: '
+                    "Octopus adds workers only to static pools; name a static pool in "
+                    "worker_pools"
+                )
+            else:
+                found[item] = pool["Id"]
+        if missing:
+            known = ", ".join(p["Name"] for p in self._worker_pools) or "none"
+            raise ConfigError(
+                f"Octopus at {self.url} has no worker pool named, with slug or Id "
+                f"{', '.join(map(repr, missing))} (pools: {known}): create it in Octopus, or "
+                "fix worker_pools in the inventory"
+            )
+        return found
 
-    def machines_named(self, name: str) -> list[Resource]:
+    # --- machines (deployment targets) and workers ---------------------------------------
+    # collection: "machines" (deployment targets) or "workers": Octopus keeps both kinds
+    # alike, each under its own route.
+
+    def machines_named(self, name: str, collection: str = "machines") -> list[Resource]:
         """Exact, case-insensitive name matches (the server's filter may be looser)."""
         wanted = name.strip().lower()
         return [
             m
-            for m in self._paged(f"{self._space}/machines", {"name": name})
+            for m in self._paged(f"{self._space}/{collection}", {"name": name})
             if m["Name"].strip().lower() == wanted
         ]
 
-    def machine_index(self) -> MachineIndex:
-        """Every machine of the space, read once per client (so once per run, however many
-        machines ask) and looked up locally. Records a run changes are not updated here:
-        each machine looks up only its own name and thumbprint, before it changes them."""
+    def machine_index(self, collection: str = "machines") -> MachineIndex:
+        """Every machine (or worker) of the space, read once per client (so once per run,
+        however many machines ask) and looked up locally. Records a run changes are not
+        updated here: each machine looks up only its own name and thumbprint, before it
+        changes them."""
         with self._index_lock:
-            if self._index is None:
-                records = self.request("GET", f"{self._space}/machines/all")
-                self._index = MachineIndex(tuple(records))
-            return self._index
+            if collection not in self._indexes:
+                records = self.request("GET", f"{self._space}/{collection}/all")
+                self._indexes[collection] = MachineIndex(tuple(records))
+            return self._indexes[collection]
 
-    def machines_with_thumbprint(self, thumbprint: str) -> list[Resource]:
-        return self.request("GET", f"{self._space}/machines/all", params={"thumbprint": thumbprint})
+    def machines_with_thumbprint(
+        self, thumbprint: str, collection: str = "machines"
+    ) -> list[Resource]:
+        return self.request(
+            "GET", f"{self._space}/{collection}/all", params={"thumbprint": thumbprint}
+        )
 
     def machines_in_environment(self, environment_id: str) -> list[Resource]:
         return self.request(
             "GET", f"{self._space}/machines/all", params={"environmentIds": environment_id}
         )
 
-    def machine(self, machine_id: str) -> Resource:
-        return self.request("GET", f"{self._space}/machines/{machine_id}")
+    def workers_in_pool(self, pool_id: str) -> list[Resource]:
+        return self.request("GET", f"{self._space}/workers/all", params={"workerpoolIds": pool_id})
 
-    def create_machine(self, body: Resource) -> Resource:
-        """Create a machine, safe to retry: a POST that timed out or met a restarting
-        Octopus may still have made the record, so before another attempt the record with
-        this name and thumbprint is looked up, and returned if it exists."""
+    def machine(self, machine_id: str, collection: str = "machines") -> Resource:
+        return self.request("GET", f"{self._space}/{collection}/{machine_id}")
+
+    def create_machine(self, body: Resource, collection: str = "machines") -> Resource:
+        """Create a machine (or worker), safe to retry: a POST that timed out or met a
+        restarting Octopus may still have made the record, so before another attempt the
+        record with this name and thumbprint is looked up, and returned if it exists."""
         name, thumbprint = body["Name"].strip().lower(), body["Endpoint"]["Thumbprint"]
 
         def created() -> Resource | None:
             return next(
                 (
                     m
-                    for m in self.machines_with_thumbprint(thumbprint)
+                    for m in self.machines_with_thumbprint(thumbprint, collection)
                     if m["Name"].strip().lower() == name
                 ),
                 None,
             )
 
-        return self.request("POST", f"{self._space}/machines", json=body, recover=created)
+        return self.request("POST", f"{self._space}/{collection}", json=body, recover=created)
 
-    def update_machine(self, resource: Resource) -> Resource:
-        return self.request("PUT", f"{self._space}/machines/{resource['Id']}", json=resource)
+    def update_machine(self, resource: Resource, collection: str = "machines") -> Resource:
+        return self.request("PUT", f"{self._space}/{collection}/{resource['Id']}", json=resource)
 
-    def delete_machine(self, machine_id: str) -> None:
+    def delete_machine(self, machine_id: str, collection: str = "machines") -> None:
         """Delete a machine; one already gone (e.g. a retried DELETE whose first attempt
         arrived) counts as deleted."""
         try:
-            self.request("DELETE", f"{self._space}/machines/{machine_id}")
+            self.request("DELETE", f"{self._space}/{collection}/{machine_id}")
         except OctopusError as exc:
             if "(404)" not in str(exc):
                 raise
@@ -360,22 +410,22 @@ class OctopusClient:
     # --- health tasks (octoboot.health runs them) -------------------------------------------
 
     def start_health_task(
-        self, machine_ids: list[str], environment_id: str, *, machine_timeout: int = 60
+        self, machine_ids: list[str], environment_id: str | None, *, machine_timeout: int = 60
     ) -> Resource:
-        """Queue one Health task for these machines (of one environment)."""
+        """Queue one Health task for these machines (of one environment), or these workers
+        (environment_id None: MachineIds takes workers' Ids too, as Octopus.Client's
+        ExecuteHealthCheck sends them)."""
         timeout = f"00:{machine_timeout // 60:02d}:{machine_timeout % 60:02d}"
+        arguments: Resource = {"Timeout": "00:05:00", "MachineTimeout": timeout}
+        if environment_id is not None:
+            arguments["EnvironmentId"] = environment_id
         return self.request(
             "POST",
             f"{self._space}/tasks",
             json={
                 "Name": "Health",
                 "Description": f"octoboot: check {len(machine_ids)} machine(s)",
-                "Arguments": {
-                    "Timeout": "00:05:00",
-                    "MachineTimeout": timeout,
-                    "EnvironmentId": environment_id,
-                    "MachineIds": machine_ids,
-                },
+                "Arguments": {**arguments, "MachineIds": machine_ids},
             },
             # A Health task only reads: one that an unanswered attempt made costs a check.
             recover=lambda: None,
@@ -392,11 +442,14 @@ class OctopusClient:
         """Every task queued or running on the server, octoboot's or not."""
         return list(self._paged("/api/tasks", {"states": "Queued,Executing", "take": "100"}))
 
-    def machines_by_id(self, machine_ids: list[str]) -> dict[str, Resource]:
+    def machines_by_id(
+        self, machine_ids: list[str], collection: str = "machines"
+    ) -> dict[str, Resource]:
         found: dict[str, Resource] = {}
         for first in range(0, len(machine_ids), 50):  # a query string has its limits
             ids = ",".join(machine_ids[first : first + 50])
-            for record in self._paged(f"{self._space}/machines", {"ids": ids, "take": "50"}):
+            path = f"{self._space}/{collection}"
+            for record in self._paged(path, {"ids": ids, "take": "50"}):
                 found[record["Id"]] = record
         return found
 

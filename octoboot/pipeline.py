@@ -22,7 +22,7 @@ import paramiko
 from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
-from octoboot import tentacle
+from octoboot import drift, tentacle
 from octoboot.errors import OctobootError
 from octoboot.health import HealthCoordinator
 from octoboot.identity import IdentityStore
@@ -63,7 +63,9 @@ class Job:
     log: MachineLog
     deadline_seconds: float
     octopus: OctopusClient | None = None
-    environment_id: str | None = None
+    environment_id: str | None = None  # a target's; None for workers
+    worker_pool_ids: dict[str, str] = field(default_factory=dict)  # pool as listed → Id
+    polling: drift.PollingServer | None = None  # where polling Tentacles connect to
     health: HealthCoordinator | None = None  # this Octopus' health checks, shared
     identities: IdentityStore | None = None
     dry_run: bool = False
@@ -80,7 +82,7 @@ class Job:
 
     def __post_init__(self) -> None:
         self.result = MachineResult(
-            self.job_id, self.machine.name, self.machine.environment, log=str(self.log.path)
+            self.job_id, self.machine.name, self.machine.placement, log=str(self.log.path)
         )
 
     def note(self, text: str) -> None:
@@ -122,6 +124,7 @@ class Pipeline:
     def __init__(self, job: Job) -> None:
         self.job = job
         self.machine = job.machine
+        self.collection = drift.collection(job.machine)  # where Octopus keeps its record
         self.probe: tentacle.Probe | None = None
         self.deadline = time.monotonic() + job.deadline_seconds
 
@@ -310,6 +313,19 @@ class Pipeline:
         return "ok", ", ".join(parts)
 
     # --- helpers ------------------------------------------------------------------------
+
+    def wanted_record(
+        self, *, thumbprint: str | None, subscription: str | None
+    ) -> drift.WantedRecord:
+        """The record Octopus should hold for this machine (see drift.wanted_record)."""
+        return drift.wanted_record(
+            self.machine,
+            environment_id=self.job.environment_id,
+            ssh_host=self.job.conn.host,
+            thumbprint=thumbprint,
+            subscription=subscription,
+            worker_pool_ids=[self.job.worker_pool_ids[p] for p in self.machine.worker_pools],
+        )
 
     def _probe(self) -> tentacle.Probe:
         if self.probe is None:

@@ -5,13 +5,14 @@ that differs from what the inventory wants.
 
 Per machine: connect → probe → identity → octopus → drift. A host that cannot be reached
 does not stop the rest: its Octopus columns are still filled from the API. Then one more row
-(state `unknown`) for every machine Octopus has in a selected environment that no inventory
-file lists.
+(state `unknown`) for every machine Octopus has in a selected environment, and every worker
+it has in a selected worker's pool, that no inventory file lists.
 
 A machine is `ok` only in the wanted state: Tentacle installed, service active, the host's
-thumbprint the store's, and an Octopus record as `register` would leave it (the same
-`drift.differences`: environment, roles, endpoint style, address and port, thumbprint), and
-Healthy. Otherwise it is `failed` at `drift` (the reason
+thumbprint the store's, a polling host polling this Octopus with a subscription, and an
+Octopus record as `register` would leave it (the same `drift.differences`: environment and
+roles or worker pools, endpoint style, address and port or the host's subscription,
+thumbprint), and Healthy. Otherwise it is `failed` at `drift` (the reason
 lists what differs), or `unreachable`; so the exit code works as a check in CI.
 
 Nothing changes anywhere: the probe does not clean up old uploads, the API is only read
@@ -22,9 +23,10 @@ keys are accepted for this run without being written to known_hosts.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import ClassVar
 
-from octoboot.drift import find_drift, listed_in, unlisted, wanted_record
+from octoboot.drift import POLLING, find_drift, listed_in, listed_workers, unlisted
 from octoboot.jobs import Run, RunOptions, Selection
 from octoboot.octopus import OctopusError, Resource, registered_thumbprint
 from octoboot.pipeline import Job, Pipeline, StepFailed
@@ -107,6 +109,8 @@ class Status(Pipeline):
             self.facts["service"] = "inactive" if probe.service_enabled else "absent"
         if probe.thumbprint:
             self.facts["host_thumbprint"] = probe.thumbprint
+        if probe.subscription:
+            self.facts["host_subscription"] = probe.subscription
         return status, detail
 
     def step_identity(self) -> tuple[str, str]:
@@ -120,12 +124,14 @@ class Status(Pipeline):
 
     def step_octopus(self) -> tuple[str, str]:
         octopus = self._octopus()
-        named = octopus.machines_named(self.machine.name)
+        named = octopus.machines_named(self.machine.name, self.collection)
         if not named:
             if self.store_thumbprint:
                 self.registered_as = [
                     f"{m['Name']} ({m['Id']})"
-                    for m in octopus.machines_with_thumbprint(self.store_thumbprint)
+                    for m in octopus.machines_with_thumbprint(
+                        self.store_thumbprint, self.collection
+                    )
                 ]
             return "ok", "not registered"
         self.record = record = named[0]
@@ -135,6 +141,9 @@ class Status(Pipeline):
             checked = self._check_health(record)
         self.job.result.octopus_id = self.facts["octopus_id"] = record["Id"]
         self.facts["octopus_thumbprint"] = registered_thumbprint(record)
+        endpoint = record.get("Endpoint") or {}
+        if endpoint.get("CommunicationStyle") == POLLING:
+            self.facts["octopus_subscription"] = endpoint.get("Uri") or ""
         self.facts["health"] = self.health
         return "ok", f"{record['Id']}, {self.health}{checked}"
 
@@ -150,6 +159,7 @@ class Status(Pipeline):
                 deadline=self.deadline - 1,
                 cancelled=self.job.cancelled,
                 note=self.job.note,
+                collection=self.collection,
             )
         except TimeoutError as exc:
             self.health = "Unknown (the health check did not finish)"
@@ -162,14 +172,12 @@ class Status(Pipeline):
         return f" (checked: {check.task_id} {check.task_state})"
 
     def step_drift(self) -> tuple[str, str]:
-        assert self.job.environment_id is not None
         probe = None if self.host_failure else self.probe
-        wanted = wanted_record(
-            self.machine,
-            environment_id=self.job.environment_id,
-            ssh_host=self.job.conn.host,
+        wanted = self.wanted_record(
             # The store's certificate is the one wanted; without one, the host's is compared.
             thumbprint=self.store_thumbprint or (probe.thumbprint if probe else None),
+            # A polling record must name the id the host polls with (unknown: not compared).
+            subscription=probe.subscription if probe and probe.subscription else None,
         )
         drift = find_drift(
             wanted,
@@ -178,6 +186,7 @@ class Status(Pipeline):
             record=self.record,
             health=self.health,
             thumbprint_registered_as=self.registered_as,
+            polling=self.job.polling,
         )
         self.facts["drift"] = ", ".join(d.what for d in drift)
         listed = "; ".join(map(str, drift))
@@ -253,20 +262,33 @@ class StatusRun(Run):
         return status_report
 
     def _unlisted(self, first_id: int) -> list[MachineResult]:
-        """Rows for the machines Octopus has in the selected environments that no inventory
-        file lists (under any environment file naming the same Octopus environment)."""
+        """Rows for the machines Octopus has in the selected environments, and the workers
+        it has in the selected workers' pools, that no inventory file lists (under any
+        environment file naming the same Octopus environment; workers: in any file)."""
         rows: list[MachineResult] = []
         seen: set[tuple[str, str | None, str]] = set()
         for env_key in dict.fromkeys(m.env_key for m in self.machines):
-            client, environment_id = self.clients[env_key], self.environment_ids[env_key]
-            name = self.inventory.environments[env_key].name
-            if (client.url, client.space_name, environment_id) in seen:
-                continue
-            seen.add((client.url, client.space_name, environment_id))
-            listed = listed_in(self.inventory, name)
-            records = client.machines_in_environment(environment_id)
-            for record in unlisted(records, environment_id, listed, self.selection.limits):
-                rows.append(unlisted_result(first_id + len(rows), record, name))
+            client = self.clients[env_key]
+            groups = []  # (group Id, record field, where, how to read its records, listed)
+            if env_key in self.environment_ids:
+                environment_id = self.environment_ids[env_key]
+                name = self.inventory.environments[env_key].name
+                groups.append((
+                    environment_id, "EnvironmentIds", name,
+                    partial(client.machines_in_environment, environment_id),
+                    listed_in(self.inventory, name),
+                ))  # fmt: skip
+            for pool, pool_id in self.worker_pool_ids.get(env_key, {}).items():
+                groups.append((
+                    pool_id, "WorkerPoolIds", f"pool {pool}",
+                    partial(client.workers_in_pool, pool_id), listed_workers(self.inventory),
+                ))  # fmt: skip
+            for group_id, field, where, records, listed in groups:
+                if (client.url, client.space_name, group_id) in seen:
+                    continue
+                seen.add((client.url, client.space_name, group_id))
+                for record in unlisted(records(), group_id, listed, self.selection.limits, field):
+                    rows.append(unlisted_result(first_id + len(rows), record, where))
         return rows
 
 
@@ -292,6 +314,9 @@ class StatusReport(RunReport):
     """A RunReport whose table shows what `status` found."""
 
     def table(self) -> str:
+        # Polling machines' subscription ids, on the host and in Octopus, when there are any.
+        polling = any("host_subscription" in r.facts or "octopus_subscription" in r.facts
+                      for r in self.results)  # fmt: skip
         rows = []
         for r in self.results:
             facts = r.facts
@@ -307,6 +332,14 @@ class StatusReport(RunReport):
                     short_thumbprint(facts.get("store_thumbprint")),
                     facts.get("octopus_id", ""),
                     short_thumbprint(facts.get("octopus_thumbprint")),
+                    *(
+                        (
+                            short_subscription(facts.get("host_subscription")),
+                            short_subscription(facts.get("octopus_subscription")),
+                        )
+                        if polling
+                        else ()
+                    ),
                     facts.get("health", ""),
                     # A machine failed for another reason than drift (e.g. refused login)
                     # shows that reason instead.
@@ -315,5 +348,15 @@ class StatusReport(RunReport):
             )
         headers = ["machine", "environment", "state", "reachable", "version", "service",
                    "host thumbprint", "store thumbprint", "octopus id", "octopus thumbprint",
+                   *(("host subscription", "octopus subscription") if polling else ()),
                    "health", "drift"]  # fmt: skip
         return "\n".join([table_text(rows, headers), "", *self.totals()])
+
+
+def short_subscription(uri: str | None) -> str:
+    """poll://abcdefgh…/ for poll://abcdefghijklmnopqrst/ (the JSON report has it whole)."""
+    if not uri:
+        return ""
+    prefix = "poll://"
+    rest = uri[len(prefix) :] if uri.startswith(prefix) else uri
+    return f"{prefix}{rest[:8]}…/" if len(rest.rstrip("/")) > 8 else uri

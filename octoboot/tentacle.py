@@ -124,6 +124,10 @@ class Probe:
     # half-written); what the Tentacle said.
     configuration_error: str | None = None
     problems: tuple[str, ...] = field(default=())
+    # Polling: the server address the Tentacle polls (https://host:port/) and its
+    # subscription id (poll://<id>/), from its trusted-server entry of style TentacleActive.
+    polling_address: str | None = None
+    subscription: str | None = None
 
 
 def probe_command(instance: str, *, clean: bool = True) -> str:
@@ -192,24 +196,15 @@ def parse_probe(stdout: str) -> Probe:
         return Probe(installed=False)
     service = sections.get("service", "").split()
     settings, problems = _parse_configuration(sections.get("configuration", ""))
-    tentacle = settings.get("Tentacle", {})
-    services = tentacle.get("Services", {})
-    trusted = tentacle.get("Communication", {}).get("TrustedOctopusServers") or []
-    thumbprint = tentacle.get("CertificateThumbprint") or None
     return Probe(
         installed=True,
         version=sections.get("version", "").split("+")[0] or None,
-        instance_exists=bool(settings),
-        thumbprint=thumbprint.upper() if thumbprint else None,
-        port=_int_or_none(services.get("PortNumber")),
-        no_listen=_bool_or_none(services.get("NoListen")),
-        app_dir=tentacle.get("Deployment", {}).get("ApplicationDirectory"),
-        trusted=tuple(sorted(str(s.get("Thumbprint", "")).upper() for s in trusted)),
         service_enabled=bool(service) and service[0] == "enabled",
         service_active="active" in service[1:],
         restart_pending=sections.get("restart") == "pending",
         configuration_error=_configuration_error(sections.get("configuration-status", "")),
         problems=problems,
+        **_instance_settings(settings),
     )
 
 
@@ -223,6 +218,34 @@ def _configuration_error(status: str) -> str | None:
         return None
     said = [line.strip() for line in lines if line.strip() and set(line.strip()) != {"="}]
     return said[-1] if said else f"show-configuration failed ({last.strip()})"
+
+
+def reconfigured(probe: Probe, stdout: str) -> Probe:
+    """The probe after a configure command, with the settings its show-configuration
+    printed (a polling Tentacle's new subscription id among them)."""
+    settings, problems = _parse_configuration(_sections(stdout).get("configuration", ""))
+    if problems or not settings:
+        raise ValueError(f"the configuration could not be read back: {problems or 'empty'}")
+    return replace(probe, restart_pending=True, **_instance_settings(settings))
+
+
+def _instance_settings(settings: dict) -> dict:
+    tentacle = settings.get("Tentacle", {})
+    services = tentacle.get("Services", {})
+    trusted = tentacle.get("Communication", {}).get("TrustedOctopusServers") or []
+    thumbprint = tentacle.get("CertificateThumbprint") or None
+    # Newtonsoft writes the style as its number (TentacleActive = 2); a name is read too.
+    polling = [s for s in trusted if s.get("CommunicationStyle") in (2, "TentacleActive")]
+    return {
+        "instance_exists": bool(settings),
+        "thumbprint": thumbprint.upper() if thumbprint else None,
+        "port": _int_or_none(services.get("PortNumber")),
+        "no_listen": _bool_or_none(services.get("NoListen")),
+        "app_dir": tentacle.get("Deployment", {}).get("ApplicationDirectory"),
+        "trusted": tuple(sorted({str(s.get("Thumbprint", "")).upper() for s in trusted})),
+        "polling_address": (polling[0].get("Address") or None) if polling else None,
+        "subscription": (polling[0].get("SubscriptionId") or None) if polling else None,
+    }
 
 
 def _parse_configuration(text: str) -> tuple[dict, tuple[str, ...]]:
@@ -352,21 +375,58 @@ def configure_command(instance: str, *, port: int, app_dir: str, server_thumbpri
     return f"{configure} && {_mark_restart(instance)}"
 
 
-def service_command(instance: str, action: str, *, port: int, wait_seconds: float = 30) -> str:
+def configure_polling_command(
+    instance: str, *, app_dir: str, server_thumbprint: str, server_host: str, server_port: int
+) -> str:
+    """Polling: no listening port, trust in exactly one server, and poll it
+    (`server-comms`, which keeps the subscription id the instance has for that server, else
+    makes a new poll://<id>/; --reset-trust has just removed the old one). Prints the
+    configuration afterwards, so the caller reads the subscription id back in the same
+    round trip. No API key: the record is written from the controller (reference §1.6a)."""
+    configure = _tentacle(
+        "configure",
+        "--instance", instance,
+        "--noListen", "True",
+        "--app", app_dir,
+        "--reset-trust",
+        "--trust", server_thumbprint,
+    )  # fmt: skip
+    server_comms = _tentacle(
+        "server-comms",
+        "--instance", instance,
+        "--thumbprint", server_thumbprint,
+        "--style", "TentacleActive",
+        "--host", server_host,
+        "--port", str(server_port),
+    )  # fmt: skip
+    show = _tentacle("show-configuration", "--instance", instance)
+    return (
+        f"{configure} && {server_comms} && {_mark_restart(instance)} && "
+        f"echo; echo '{_MARK}configuration' && {show}"
+    )
+
+
+def service_command(
+    instance: str, action: str, *, port: int | None, wait_seconds: float = 30
+) -> str:
     """install+start, restart or start the service, then wait until systemd says active and
     the port is listening (`service --start` exits 0 even when the start failed:
     octopus-facts §1.3; and a health check that comes before the listener would fail for
-    nothing)."""
+    nothing). port None: a polling Tentacle, which listens on no port."""
     flags = {"install": ["--install", "--start"], "restart": ["--restart"], "start": ["--start"]}
     unit = shlex.quote(unit_name(instance))
     tries = max(1, int(wait_seconds / 0.2))
-    # LISTEN sockets on the port, from /proc (no ss/netstat needed): "...:<PORT hex> ... 0A"
-    listening = f"grep -q ':{port:04X} [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6"
+    ready = f"systemctl is-active --quiet {unit}"
+    what = "become active"
+    if port is not None:
+        # LISTEN sockets on the port, from /proc (no ss/netstat needed): "...:<PORT hex> ... 0A"
+        ready += f" && grep -q ':{port:04X} [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6"
+        what = f"start listening on port {port}"
     return (
         f"{_tentacle('service', '--instance', instance, *flags[action])} || exit $?; "
-        f"i=0; until systemctl is-active --quiet {unit} && {listening}; do "
+        f"i=0; until {ready}; do "
         f'i=$((i+1)); if [ "$i" -ge {tries} ]; then '
-        f"echo 'the service did not start listening on port {port}' >&2; exit 1; fi; "
+        f"echo 'the service did not {what}' >&2; exit 1; fi; "
         "sleep 0.2; done; "
         f"rm -f {shlex.quote(restart_marker(instance))}"
     )

@@ -1,6 +1,8 @@
 """The sandbox: a local fleet of sshd hosts plus the Octopus and package stand-ins.
 
     Sandbox(root).up(hosts=5)      hosts sbx01..sbx05, Octopus at http://10.77.<k>.2
+    Sandbox(root).up(5, ssh_only=2)  sbx04, sbx05 reachable over SSH only (as behind NAT):
+                                   their Tentacles must poll Octopus (port 10943)
     Sandbox(root).down()           everything it started and made, by recorded PID and name
 
 The root folder holds all of it (see host.py for a host's part):
@@ -48,6 +50,10 @@ from octoboot.sandbox.standin_settings import StandInSettings
 
 ENVIRONMENT = "Sandbox"
 OCTOPUS_PORT = 80
+POLLING_PORT = 10943
+# Worker pools the Octopus stand-in has besides its "Default Worker Pool".
+STATIC_WORKER_POOL = "Linux workers"
+DYNAMIC_WORKER_POOL = "Hosted Ubuntu"
 PACKAGE_PORT = 8081
 DEFAULT_INSTALL_SECONDS = 3.0
 HOST_EXIT_SECONDS = 30.0  # how long a powered-off host's processes may take to end
@@ -123,7 +129,13 @@ class Sandbox:
                 h.name,
                 h.address,
                 "running" if self.host_is_running(h.name) else "stopped",
-                ", ".join(f"{k}={v}" for k, v in sorted(self._faults(h).items()) if v) or "-",
+                ", ".join(
+                    [
+                        *(["ssh only (no inbound Tentacle port)"] if self.ssh_only(h.name) else []),
+                        *(f"{k}={v}" for k, v in sorted(self._faults(h).items()) if v),
+                    ]
+                )
+                or "-",
             )
             for h in self.hosts()
         ]
@@ -132,7 +144,9 @@ class Sandbox:
         limits = "\n                   ".join(self.settings().describe())
         return (
             f"{table}\n\n"
-            f"Octopus stand-in:  {ends.octopus_url} (API key in {ends.api_key_file})\n"
+            f"Octopus stand-in:  {ends.octopus_url} (API key in {ends.api_key_file}), "
+            f"polling on port {POLLING_PORT}, worker pools {STATIC_WORKER_POOL!r} (static) and "
+            f"{DYNAMIC_WORKER_POOL!r} (dynamic)\n"
             f"Tentacle archive:  {ends.package_url}/\n"
             f"SSH:               ssh -F {ends.ssh_config} sbx01\n"
             f"Stand-ins:         {limits}"
@@ -146,11 +160,18 @@ class Sandbox:
         *,
         install_seconds: float = DEFAULT_INSTALL_SECONDS,
         settings: StandInSettings = StandInSettings(),  # noqa: B008 (frozen)
+        ssh_only: int = 0,
+        octopus_options: dict[str, float] | None = None,
     ) -> None:
+        """ssh_only: the last that many hosts take no inbound connection but SSH (their
+        Tentacles must poll). octopus_options: the Octopus stand-in's timeouts, e.g.
+        {"polling_queue_timeout": 5, "connect_timeout": 5} (default: the real ones)."""
         if self.is_up():
             raise SandboxError(f"a sandbox is already up in {self.root}: `inv sandbox.down` first")
         if not 1 <= hosts <= net.MAX_HOSTS:
             raise SandboxError(f"a sandbox holds 1 to {net.MAX_HOSTS} hosts, not {hosts}")
+        if not 0 <= ssh_only <= hosts:
+            raise SandboxError(f"--ssh-only takes 0 to {hosts} (the hosts), not {ssh_only}")
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o700)
         _create_mount_points()
@@ -158,16 +179,22 @@ class Sandbox:
             slot = net.free_slot()
             # Record the slot before making anything, so `down` can clean up a half start.
             self._save(
-                {"slot": slot.number, "hosts": [], "servers": {}, "settings": settings.to_json()}
+                {
+                    "slot": slot.number,
+                    "hosts": [],
+                    "servers": {},
+                    "settings": settings.to_json(),
+                    "octopus_options": octopus_options or {},
+                }
             )
             net.create_bridge(slot)
         try:
-            self._populate(slot, hosts, install_seconds)
+            self._populate(slot, hosts, install_seconds, ssh_only)
         except BaseException:
             self.down()
             raise
 
-    def _populate(self, slot: net.Slot, count: int, install_seconds: float) -> None:
+    def _populate(self, slot: net.Slot, count: int, install_seconds: float, ssh_only: int) -> None:
         self._write_shared_files()
         hosts = [
             {
@@ -175,6 +202,7 @@ class Sandbox:
                 "index": i,
                 "address": slot.host_address(i),
                 "namespace": slot.namespace(f"sbx{i:02d}"),
+                "ssh_only": i > count - ssh_only,
             }
             for i in range(1, count + 1)
         ]
@@ -184,6 +212,9 @@ class Sandbox:
         members = [(slot.namespace("octopus"), 0, slot.octopus_address)]
         members += [(h["namespace"], h["index"], h["address"]) for h in hosts]
         net.create_namespaces(slot, members)
+        for host in hosts:
+            if host["ssh_only"]:
+                net.allow_only_ssh_in(host["namespace"])
         self._start_servers(slot)
         keep = paths_to_keep_visible(self.root)
         for host in self.hosts():
@@ -269,7 +300,14 @@ class Sandbox:
         ]
         for host in self.hosts():
             lines += ["", "[[machines]]", f'name = "{host.name}"']
+            if self.ssh_only(host.name):
+                # Octopus cannot reach it: its Tentacle connects to Octopus instead.
+                lines.append('communication = "polling"')
         return "\n".join(lines) + "\n"
+
+    def ssh_only(self, name: str) -> bool:
+        """Whether the host takes no inbound connection but SSH."""
+        return any(h["name"] == name and h.get("ssh_only") for h in self.state()["hosts"])
 
     # --- one host -----------------------------------------------------------------------
 
@@ -400,20 +438,24 @@ class Sandbox:
             argv = [
                 "-m", "octoboot.sandbox.octopus_api", "--state", str(self.root / "octopus"),
                 "--listen", f"{address}:{OCTOPUS_PORT}", "--environment", ENVIRONMENT,
+                "--polling-port", str(POLLING_PORT), "--worker-pool", STATIC_WORKER_POOL,
+                "--dynamic-worker-pool", DYNAMIC_WORKER_POOL,
             ]  # fmt: skip
             settings = self.settings()
             for name in settings.OCTOPUS_FIELDS:
                 argv += [f"--{name.replace('_', '-')}", str(getattr(settings, name))]
-            port, log = OCTOPUS_PORT, self.root / "octopus" / "server.log"
+            for option, value in self.state().get("octopus_options", {}).items():
+                argv += [f"--{option.replace('_', '-')}", str(value)]
+            ports, log = [OCTOPUS_PORT, POLLING_PORT], self.root / "octopus" / "server.log"
         else:
             argv = ["-m", "http.server", str(PACKAGE_PORT), "--bind", address,
                     "--directory", str(self.root / "packages")]  # fmt: skip
-            port, log = PACKAGE_PORT, self.root / "packages.log"
+            ports, log = [PACKAGE_PORT], self.root / "packages.log"
         rec = processes.spawn(["ip", "netns", "exec", ns, sys.executable, *argv], log=log, env=env)
         state = self.state()
         state["servers"][which] = rec.to_json()
         self._save(state)
-        _wait_for_ports([(address, port)], what=f"the {which} stand-in", log=log)
+        _wait_for_ports([(address, p) for p in ports], what=f"the {which} stand-in", log=log)
 
     def stop_octopus(self) -> None:
         """The Octopus stand-in goes away (its state stays on disk)."""

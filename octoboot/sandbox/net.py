@@ -176,3 +176,26 @@ def set_blackhole(ns: str, controller_address: str, on: bool) -> None:
 
 def is_blackholed(ns: str, controller_address: str) -> bool:
     return f"blackhole {controller_address}" in ip("-netns", ns, "route", "show")
+
+
+# Inbound TCP connections other than SSH are dropped (SYN without ACK): what a host behind
+# NAT or a firewall looks like from the controller's side. Its own outbound connections (a
+# polling Tentacle's to Octopus) and their replies pass.
+_SSH_ONLY_RULES = """\
+table inet octoboot_sandbox {
+    chain input {
+        type filter hook input priority 0; policy accept;
+        tcp dport != 22 tcp flags & (syn | ack) == syn drop
+    }
+}
+"""
+
+
+def allow_only_ssh_in(ns: str) -> None:
+    """Only SSH can reach the host from outside (nftables, in its own namespace)."""
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-f", "-"],
+        input=_SSH_ONLY_RULES, capture_output=True, text=True,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SandboxError(f"cannot keep {ns} to SSH only (nft): {proc.stderr.strip()}")

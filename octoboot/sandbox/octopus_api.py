@@ -1,9 +1,11 @@
 """A local stand-in for the Octopus Deploy REST API (octopus-facts §3), over plain HTTP.
 
 It serves the routes octoboot and the Tentacle CLI use (root, spaces, current user, server
-certificate, environments, machines, health tasks and their logs) with Octopus's JSON shapes,
-paging and error bodies. A health task really connects to each listening Tentacle over mutual
-TLS, presenting the server certificate, and checks the thumbprint it presents.
+certificate, environments, machines, workers and worker pools, health tasks and their logs)
+with Octopus's JSON shapes, paging and error bodies. A health task really connects to each
+listening Tentacle over mutual TLS, presenting the server certificate, and checks the
+thumbprint it presents; a polling Tentacle must instead be connected to the polling endpoint
+(`octopus_polling.py`, its own port) with the record's thumbprint and subscription.
 
 It keeps the real server's limits (StandInSettings): at most `task_cap` tasks run at once and
 the rest wait `Queued`; a Health task takes `health_seconds` (and a little more per machine);
@@ -13,6 +15,7 @@ and a request finding it empty gets 429 with `Retry-After` (seconds), unprocesse
     python -m octoboot.sandbox.octopus_api --state DIR --listen HOST:PORT [--environment NAME ...]
         [--task-cap N] [--health-seconds S] [--health-seconds-per-machine S]
         [--rate-limit PER_MINUTE] [--rate-burst N]
+        [--polling-port PORT] [--worker-pool NAME ...] [--dynamic-worker-pool NAME ...]
 
 The API key comes from OCTOPUS_STANDIN_API_KEY or --api-key-file, never from the command line.
 """
@@ -50,11 +53,16 @@ from cryptography import x509
 from octoboot import certificates
 from octoboot.errors import SandboxError
 from octoboot.files import write_atomic
+from octoboot.sandbox import octopus_polling
+from octoboot.sandbox.octopus_polling import PollingListener
 from octoboot.sandbox.octopus_state import (
     DEFAULT_MACHINE_POLICY,
     DEFAULT_MACHINE_TIMEOUT,
     DEFAULT_TASK_TIMEOUT,
+    DYNAMIC_POOL,
+    POLLING_STYLE,
     SPACE_ID,
+    STATIC_POOL,
     NotFoundError,
     OctopusState,
     Resource,
@@ -65,6 +73,8 @@ from octoboot.sandbox.octopus_state import (
     parse_timespan,
     same_name,
 )
+from octoboot.sandbox.octopus_workers import TEMPLATES as WORKER_TEMPLATES
+from octoboot.sandbox.octopus_workers import WorkerRoutes
 from octoboot.sandbox.standin_settings import StandInSettings
 
 log = logging.getLogger(__name__)
@@ -76,6 +86,7 @@ API_KEY_ENV = "OCTOPUS_STANDIN_API_KEY"
 DEFAULT_TAKE = 30
 TAKE_ALL = 2147483647
 TENTACLE_DEFAULT_PORT = 10933
+DEFAULT_CONNECT_TIMEOUT = 60.0  # Halibut's ServiceEndPoint.TcpClientConnectTimeout
 USER_ID = "Users-1"
 
 _S = f"/api/{SPACE_ID}"
@@ -88,6 +99,7 @@ _TEMPLATES = {
     "MachinePolicy": f"{_S}/machinepolicies{{/id}}{{?skip,take,ids,partialName}}",
     "Space": "/api/spaces{/id}{?name,skip,ids,take,partialName}",
     "Task": "/api/tasks{/id}{?skip,take,ids,name,states,spaces}",
+    **WORKER_TEMPLATES,
 }
 # A task's State as the Status of its activity (ActivityStatus in Octopus.Client).
 _ACTIVITY_STATUS = {
@@ -226,13 +238,17 @@ def probe_tentacle(
         conn.close()
     first_line = body.splitlines()[0] if body else ""
     if response.status == 200:
-        return True, (
-            "Octopus was able to successfully establish a connection with this machine on "
-            f"{human_time(now())}"
-        )
+        return True, _healthy_summary()
     if response.status == 403:
         return False, f"The Tentacle rejected the connection: {first_line}"
     return False, f"The Tentacle answered {response.status} {response.reason}: {first_line}"
+
+
+def _healthy_summary() -> str:
+    return (
+        "Octopus was able to successfully establish a connection with this machine on "
+        f"{human_time(now())}"
+    )
 
 
 class _Server(ThreadingHTTPServer):
@@ -312,7 +328,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         """Silent: requests.jsonl is the log."""
 
 
-class OctopusStandIn:
+class OctopusStandIn(WorkerRoutes):
     """The stand-in server; state and server certificate live in state_dir."""
 
     def __init__(
@@ -324,7 +340,16 @@ class OctopusStandIn:
         port: int = 0,
         *,
         settings: StandInSettings = StandInSettings(),  # noqa: B008 (frozen)
+        worker_pools: Sequence[tuple[str, str]] = (),
+        polling_port: int = 0,
+        polling_queue_timeout: float = octopus_polling.DEFAULT_QUEUE_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     ) -> None:
+        """worker_pools: (name, StaticWorkerPool or DynamicWorkerPool) to create if missing.
+        polling_port: where polling Tentacles connect (0: a free one). polling_queue_timeout:
+        how long a request waits for a polling Tentacle to collect it (Halibut's
+        PollingRequestQueueTimeout). connect_timeout: how long a health check waits for a
+        listening Tentacle to answer (Halibut's TcpClientConnectTimeout)."""
         if not api_key:
             raise SandboxError("the Octopus stand-in needs an API key")
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -338,7 +363,12 @@ class OctopusStandIn:
         self._tasks_lock = threading.Lock()
         self._address = (host, port)
         self._key_path, self._cert_path, self._thumbprint = _ensure_server_certificate(state_dir)
-        self._state = OctopusState(state_dir / "octopus.json", environments)
+        self._state = OctopusState(state_dir / "octopus.json", environments, worker_pools)
+        self._polling_queue_timeout = polling_queue_timeout
+        self._connect_timeout = connect_timeout
+        self._polling = PollingListener(
+            host, polling_port, self._cert_path, self._key_path, self._polls_as_known
+        )
         self._requests_log = state_dir / "requests.jsonl"
         self._faults_path = state_dir / "faults.json"
         self._log_lock = threading.Lock()
@@ -361,6 +391,19 @@ class OctopusStandIn:
     def server_thumbprint(self) -> str:
         return self._thumbprint
 
+    @property
+    def polling_port(self) -> int:
+        return self._polling.port
+
+    def _polls_as_known(self, thumbprint: str) -> bool:
+        """Whether a polling record (target or worker) has this certificate: the only
+        clients the polling endpoint lets in."""
+        return any(
+            m["Endpoint"].get("CommunicationStyle") == POLLING_STYLE
+            and str(m["Endpoint"].get("Thumbprint", "")).upper() == thumbprint
+            for m in self._state.machines() + self._state.workers()
+        )
+
     def start(self) -> None:
         if self._server is not None:
             raise SandboxError("the Octopus stand-in was already started")
@@ -378,12 +421,20 @@ class OctopusStandIn:
             daemon=True,
         )
         self._thread.start()
+        try:
+            self._polling.start()
+        except OSError as exc:
+            self.stop()
+            raise SandboxError(
+                f"the polling endpoint cannot listen: {exc.strerror or exc}"
+            ) from exc
 
     def stop(self) -> None:
         if self._server is None or self._thread is None:
             return
         with self._tasks_lock:
             self._stopping = True  # queued tasks never start; a restart fails them
+        self._polling.stop()
         self._server.shutdown()
         self._server.close_connections()
         self._server.server_close()
@@ -553,6 +604,7 @@ class OctopusStandIn:
             ("POST", rf"/api{space}/tasks", self._task_create),
             ("GET", rf"/api{space}/tasks{item}", self._task),
             ("GET", rf"/api{space}/tasks{item}/details", self._task_details),
+            *self.worker_routes(space, item),
         ]
         return [(m, re.compile(p, re.IGNORECASE), h) for m, p, h in table]
 
@@ -623,6 +675,8 @@ class OctopusStandIn:
             "Environments": _TEMPLATES["Environment"],
             "Machines": _TEMPLATES["DeploymentTarget"],
             "MachinePolicies": _TEMPLATES["MachinePolicy"],
+            "Workers": _TEMPLATES["Worker"],
+            "WorkerPools": _TEMPLATES["WorkerPool"],
             "Tasks": _TEMPLATES["Task"],
         }
 
@@ -905,12 +959,26 @@ class OctopusStandIn:
         outcomes: dict[str, tuple[bool, str]],
     ) -> None:
         endpoint = machine["Endpoint"]
-        if endpoint.get("CommunicationStyle") != "TentaclePassive":
-            outcome = (False, "Only listening Tentacles (TentaclePassive) can be checked here.")
+        if endpoint.get("CommunicationStyle") == POLLING_STYLE:
+            outcome = self._polling.call(
+                str(endpoint.get("Uri")),
+                str(endpoint.get("Thumbprint")),
+                min(timeout, self._polling_queue_timeout),
+            )
+            if outcome[0]:
+                outcome = (True, _healthy_summary())
+        elif endpoint.get("CommunicationStyle") != "TentaclePassive":
+            outcome = (
+                False,
+                "Only Tentacles (TentaclePassive, TentacleActive) can be checked here.",
+            )
         else:
             try:
                 outcome = probe_tentacle(
-                    str(endpoint.get("Uri")), endpoint["Thumbprint"], self._client_tls, timeout
+                    str(endpoint.get("Uri")),
+                    endpoint["Thumbprint"],
+                    self._client_tls,
+                    min(timeout, self._connect_timeout),
                 )
             except Exception as exc:  # e.g. a host name the resolver cannot even encode
                 log.exception("health check of %s failed", machine["Id"])
@@ -1024,6 +1092,26 @@ def main(argv: list[str] | None = None) -> int:
             type=type(getattr(defaults, name)),
             default=getattr(defaults, name),
         )
+    parser.add_argument(
+        "--polling-port", type=int,
+        help=f"port of the polling endpoint, on the --listen host (default "
+        f"{octopus_polling.DEFAULT_PORT}, or a free one when --listen picks a free one)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--polling-queue-timeout", type=float, default=octopus_polling.DEFAULT_QUEUE_TIMEOUT,
+        help="seconds a request waits for a polling Tentacle to collect it (Halibut: 120)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--connect-timeout", type=float, default=DEFAULT_CONNECT_TIMEOUT,
+        help="seconds a health check waits to reach a listening Tentacle (Halibut: 60)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--worker-pool", action="append", default=[], help="static worker pool to create"
+    )
+    parser.add_argument(
+        "--dynamic-worker-pool", action="append", default=[],
+        help="dynamic worker pool to create (it takes no workers)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.api_key_file:
@@ -1033,15 +1121,29 @@ def main(argv: list[str] | None = None) -> int:
         if not api_key:
             raise SandboxError(f"no API key: set {API_KEY_ENV} or pass --api-key-file")
         host, port = _parse_listen(args.listen)
+        if args.polling_port is None:
+            args.polling_port = octopus_polling.DEFAULT_PORT if port else 0
         # Block the stop signals before any thread starts, so only sigwait below receives them.
         stop_signals = {signal.SIGTERM, signal.SIGINT}
         signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
         settings = StandInSettings.from_json(vars(args))
+        pools = [(name, STATIC_POOL) for name in args.worker_pool]
+        pools += [(name, DYNAMIC_POOL) for name in args.dynamic_worker_pool]
         standin = OctopusStandIn(
-            args.state, api_key, args.environment, host, port, settings=settings
+            args.state,
+            api_key,
+            args.environment,
+            host,
+            port,
+            settings=settings,
+            worker_pools=pools,
+            polling_port=args.polling_port,
+            polling_queue_timeout=args.polling_queue_timeout,
+            connect_timeout=args.connect_timeout,
         )
         with standin:
             print(f"listening on {standin.url}", flush=True)
+            print(f"polling endpoint on port {standin.polling_port}", flush=True)
             signal.sigwait(stop_signals)
     except (SandboxError, OSError) as exc:
         print(f"octopus stand-in: {exc}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""The Octopus stand-in's model: one space, environments, machines and server tasks.
+"""The Octopus stand-in's model: one space, environments, machines (deployment targets),
+worker pools, workers and server tasks.
 
 Everything lives in one JSON document that is rewritten atomically on every change, so a
 restarted stand-in carries on where it stopped. Records hold API fields only; the HTTP layer
@@ -50,6 +51,11 @@ DEFAULT_MACHINE_POLICY: Resource = {
     "SpaceId": SPACE_ID,
 }
 
+STATIC_POOL, DYNAMIC_POOL = "StaticWorkerPool", "DynamicWorkerPool"
+# Every space has one (Octopus creates it with the space); it takes workers.
+DEFAULT_WORKER_POOL = "Default Worker Pool"
+LISTENING_STYLE, POLLING_STYLE = "TentaclePassive", "TentacleActive"
+
 _PARTICIPATIONS = ("Untenanted", "TenantedOrUntenanted", "Tenanted")
 # Fields only the server sets: a PUT keeps the stored values whatever the body says.
 _SERVER_SET = (
@@ -63,17 +69,19 @@ _SERVER_SET = (
     "ShellVersion",
     "Architecture",
 )
+_ID_PREFIX = {"machines": "Machines", "workers": "Workers"}
 _TIMESPAN = re.compile(r"(?:(?P<d>\d+)\.)?(?P<h>\d+):(?P<m>\d{1,2}):(?P<s>\d{1,2}(?:\.\d+)?)")
+
+
+GENERIC_PROBLEM = "There was a problem with your request."
 
 
 class ValidationError(Exception):
     """A request the server refuses with 400: ErrorMessage plus the list of Errors."""
 
-    def __init__(self, *errors: str) -> None:
+    def __init__(self, *errors: str, headline: str | None = None) -> None:
         # One problem is its own headline; several get Octopus's generic one.
-        super().__init__(
-            errors[0] if len(errors) == 1 else "There was a problem with your request."
-        )
+        super().__init__(headline or (errors[0] if len(errors) == 1 else GENERIC_PROBLEM))
         self.errors = list(errors)
 
 
@@ -135,6 +143,60 @@ def _string_list(body: Resource, field: str, errors: list[str]) -> list[str]:
     return []
 
 
+def _endpoint_problems(endpoint: Resource) -> list[str]:
+    """A Tentacle endpoint: listening at https://host:port/, or polling as poll://<id>/
+    (the subscription id the Tentacle polls with). [derived: the texts]"""
+    style = endpoint.get("CommunicationStyle") or LISTENING_STYLE
+    uri = endpoint.get("Uri")
+    uri = uri.strip().lower() if isinstance(uri, str) else ""
+    if style not in (LISTENING_STYLE, POLLING_STYLE):
+        return [f"The communication style '{style}' is not supported here."]
+    if style == POLLING_STYLE and not (uri.startswith("poll://") and len(uri) > len("poll://")):
+        return ["Please provide the subscription ID (poll://...) of this polling Tentacle."]
+    if style == LISTENING_STYLE and not uri.startswith("https://"):
+        return ["Please provide the URL (https://host:port/) of this listening Tentacle."]
+    return []
+
+
+def _stored_endpoint(endpoint: Resource, thumb: str, existing: Resource | None) -> Resource:
+    old_endpoint = existing["Endpoint"] if existing else {}
+    return {
+        "CommunicationStyle": LISTENING_STYLE,
+        "ProxyId": None,
+        "Id": None,
+        "LastModifiedOn": None,
+        "LastModifiedBy": None,
+        "Links": {},
+        **endpoint,
+        "Thumbprint": thumb,
+        "CertificateSignatureAlgorithm": old_endpoint.get("CertificateSignatureAlgorithm"),
+        "TentacleVersionDetails": old_endpoint.get("TentacleVersionDetails")
+        or {
+            "UpgradeLocked": False,
+            "Version": None,
+            "UpgradeSuggested": False,
+            "UpgradeRequired": False,
+            "UpgradeAvailable": False,
+        },
+    }
+
+
+def _server_set(existing: Resource | None) -> Resource:
+    if existing:
+        return {field: existing[field] for field in _SERVER_SET}
+    return {
+        "HealthStatus": "Unknown",
+        "Status": "Unknown",
+        "StatusSummary": "This machine has not been health checked yet.",
+        "HasLatestCalamari": False,
+        "IsInProcess": False,
+        "OperatingSystem": "Unknown",
+        "ShellName": "Unknown",
+        "ShellVersion": "Unknown",
+        "Architecture": "Unknown",
+    }
+
+
 def _find(records: list[Resource], record_id: str) -> Resource:
     for record in records:
         if record["Id"].casefold() == record_id.casefold():
@@ -145,7 +207,14 @@ def _find(records: list[Resource], record_id: str) -> Resource:
 class OctopusState:
     """The stand-in's data, safe to use from many request threads at once."""
 
-    def __init__(self, path: Path, environments: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        path: Path,
+        environments: Sequence[str] = (),
+        worker_pools: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """worker_pools: (name, StaticWorkerPool or DynamicWorkerPool) to create if missing,
+        besides the default pool every space has."""
         self._path = path
         self._lock = threading.Lock()
         self._closed = False
@@ -155,6 +224,10 @@ class OctopusState:
         for name in environments:
             if not any(same_name(env["Name"], name) for env in self._doc["environments"]):
                 self._new_environment({"Name": name})
+                changed = True
+        for name, pool_type in [(DEFAULT_WORKER_POOL, STATIC_POOL), *worker_pools]:
+            if not any(same_name(pool["Name"], name) for pool in self._doc["worker_pools"]):
+                self._new_worker_pool(name, pool_type)
                 changed = True
         if changed:
             self._save()
@@ -188,6 +261,22 @@ class OctopusState:
 
     def machine(self, machine_id: str) -> Resource:
         return self._copy(lambda doc: _find(doc["machines"], machine_id))
+
+    def workers(self) -> list[Resource]:
+        return self._copy(
+            lambda doc: sorted(doc["workers"], key=lambda m: (m["Name"].casefold(), m["Id"]))
+        )
+
+    def worker(self, worker_id: str) -> Resource:
+        return self._copy(lambda doc: _find(doc["workers"], worker_id))
+
+    def worker_pools(self) -> list[Resource]:
+        return self._copy(
+            lambda doc: sorted(doc["worker_pools"], key=lambda p: (p["SortOrder"], p["Name"]))
+        )
+
+    def worker_pool(self, pool_id: str) -> Resource:
+        return self._copy(lambda doc: _find(doc["worker_pools"], pool_id))
 
     def tasks(self) -> list[Resource]:
         # Ids grow with time; Octopus lists the newest task first.
@@ -233,27 +322,36 @@ class OctopusState:
 
     # -- machines --
 
-    def add_machine(self, body: Resource) -> Resource:
+    # collection: "machines" (deployment targets) or "workers"; both are machines to
+    # Octopus (MachineBasedResource), kept apart, with their own Ids and names.
+
+    def add_machine(self, body: Resource, collection: str = "machines") -> Resource:
         with self._lock:
-            machine = self._machine_from(body, existing=None)
-            machine["Id"] = self._next_id("Machines")
-            self._doc["machines"].append(machine)
+            if collection == "workers":
+                self._check_pools_take_workers(body)
+            machine = self._machine_from(body, existing=None, collection=collection)
+            machine["Id"] = self._next_id(_ID_PREFIX[collection])
+            self._doc[collection].append(machine)
             self._save()
             return copy.deepcopy(machine)
 
-    def update_machine(self, machine_id: str, body: Resource) -> Resource:
+    def update_machine(
+        self, machine_id: str, body: Resource, collection: str = "machines"
+    ) -> Resource:
         with self._lock:
-            existing = _find(self._doc["machines"], machine_id)
-            updated = self._machine_from(body, existing=existing)
+            existing = _find(self._doc[collection], machine_id)
+            if collection == "workers":
+                self._check_pools_take_workers(body)
+            updated = self._machine_from(body, existing=existing, collection=collection)
             existing.clear()
             existing.update(updated)
             self._save()
             return copy.deepcopy(existing)
 
-    def delete_machine(self, machine_id: str) -> Resource:
+    def delete_machine(self, machine_id: str, collection: str = "machines") -> Resource:
         with self._lock:
-            machine = _find(self._doc["machines"], machine_id)
-            self._doc["machines"].remove(machine)
+            machine = _find(self._doc[collection], machine_id)
+            self._doc[collection].remove(machine)
             self._save()
             return machine
 
@@ -264,7 +362,7 @@ class OctopusState:
         that checked it; a machine deleted meanwhile is left alone."""
         with self._lock:
             try:
-                machine = _find(self._doc["machines"], machine_id)
+                machine = _find(self._doc["machines"] + self._doc["workers"], machine_id)
             except NotFoundError:
                 return
             machine.update(HealthStatus=health, Status=status, StatusSummary=summary)
@@ -280,8 +378,24 @@ class OctopusState:
                     break
             self._save()
 
-    def _machine_from(self, body: Resource, existing: Resource | None) -> Resource:
-        """A full machine record from a POST/PUT body: writeable fields replaced, not merged."""
+    def _check_pools_take_workers(self, body: Resource) -> None:
+        """Only static pools take workers: a dynamic pool's workers are Octopus's own
+        (the server's answer, with its generic headline: OctopusTentacle#331)."""
+        ids = body.get("WorkerPoolIds")
+        pools = [p for p in self._doc["worker_pools"] if isinstance(ids, list) and p["Id"] in ids]
+        dynamic = [p["Name"] for p in pools if p["WorkerPoolType"] != STATIC_POOL]
+        if dynamic:
+            names = ", ".join(dynamic)
+            raise ValidationError(
+                f"Worker Pools '{names}' do not support adding workers directly",
+                headline=GENERIC_PROBLEM,
+            )
+
+    def _machine_from(
+        self, body: Resource, existing: Resource | None, collection: str = "machines"
+    ) -> Resource:
+        """A full machine (or worker) record from a POST/PUT body: writeable fields
+        replaced, not merged."""
         errors: list[str] = []
         name = body.get("Name")
         name = name.strip() if isinstance(name, str) else ""
@@ -294,6 +408,9 @@ class OctopusState:
         thumb = thumb.strip() if isinstance(thumb, str) else ""
         if not thumb:
             errors.append("Please provide a thumbprint for this machine.")
+        errors += _endpoint_problems(endpoint)
+        if collection == "workers":
+            return self._worker_from(body, existing, name, endpoint, thumb, errors)
         env_ids = _string_list(body, "EnvironmentIds", errors)
         if not env_ids:
             errors.append("Please select at least one environment for this deployment target.")
@@ -322,42 +439,8 @@ class OctopusState:
                     f"A machine named '{name}' already exists. Please choose a different name."
                 )
 
-        old_endpoint = existing["Endpoint"] if existing else {}
-        stored_endpoint = {
-            "CommunicationStyle": "TentaclePassive",
-            "ProxyId": None,
-            "Id": None,
-            "LastModifiedOn": None,
-            "LastModifiedBy": None,
-            "Links": {},
-            **endpoint,
-            "Thumbprint": thumb,
-            "CertificateSignatureAlgorithm": old_endpoint.get("CertificateSignatureAlgorithm"),
-            "TentacleVersionDetails": old_endpoint.get("TentacleVersionDetails")
-            or {
-                "UpgradeLocked": False,
-                "Version": None,
-                "UpgradeSuggested": False,
-                "UpgradeRequired": False,
-                "UpgradeAvailable": False,
-            },
-        }
+        stored_endpoint = _stored_endpoint(endpoint, thumb, existing)
         slug = body.get("Slug")
-        server_set = (
-            {field: existing[field] for field in _SERVER_SET}
-            if existing
-            else {
-                "HealthStatus": "Unknown",
-                "Status": "Unknown",
-                "StatusSummary": "This machine has not been health checked yet.",
-                "HasLatestCalamari": False,
-                "IsInProcess": False,
-                "OperatingSystem": "Unknown",
-                "ShellName": "Unknown",
-                "ShellVersion": "Unknown",
-                "Architecture": "Unknown",
-            }
-        )
         return {
             "Id": existing["Id"] if existing else None,
             "Name": name,
@@ -372,12 +455,79 @@ class OctopusState:
             "Uri": stored_endpoint.get("Uri"),
             "IsDisabled": bool(body.get("IsDisabled", False)),
             "MachinePolicyId": policy_id,
-            **server_set,
+            **_server_set(existing),
             "Endpoint": stored_endpoint,
             "SkipInitialHealthCheck": bool(body.get("SkipInitialHealthCheck", False)),
             "LastModifiedOn": iso(now()),
             "LastModifiedBy": USER_NAME,
         }
+
+    def _worker_from(
+        self,
+        body: Resource,
+        existing: Resource | None,
+        name: str,
+        endpoint: Resource,
+        thumb: str,
+        errors: list[str],
+    ) -> Resource:
+        """WorkerResource: MachineBasedResource with WorkerPoolIds, and no environments,
+        roles or tenants (Octopus.Client's WorkerResource)."""
+        pool_ids = _string_list(body, "WorkerPoolIds", errors)
+        if not pool_ids:
+            errors.append("Please select at least one worker pool for this worker.")
+        known = {pool["Id"].casefold() for pool in self._doc["worker_pools"]}
+        errors += [
+            f"The worker pool '{pool_id}' does not exist."
+            for pool_id in pool_ids
+            if pool_id.casefold() not in known
+        ]
+        policy_id = body.get("MachinePolicyId") or DEFAULT_MACHINE_POLICY_ID
+        if policy_id != DEFAULT_MACHINE_POLICY_ID:
+            errors.append(f"The machine policy '{policy_id}' does not exist.")
+        if errors:
+            raise ValidationError(*errors)
+        for other in self._doc["workers"]:
+            if other is not existing and same_name(other["Name"], name):
+                raise ValidationError(
+                    f"A worker named '{name}' already exists. Please choose a different name."
+                )
+        stored_endpoint = _stored_endpoint(endpoint, thumb, existing)
+        slug = body.get("Slug")
+        return {
+            "Id": existing["Id"] if existing else None,
+            "Name": name,
+            "Slug": slug if isinstance(slug, str) and slug else slugify(name),
+            "SpaceId": SPACE_ID,
+            "WorkerPoolIds": pool_ids,
+            "Thumbprint": thumb,
+            "Uri": stored_endpoint.get("Uri"),
+            "IsDisabled": bool(body.get("IsDisabled", False)),
+            "MachinePolicyId": policy_id,
+            **_server_set(existing),
+            "Endpoint": stored_endpoint,
+            "LastModifiedOn": iso(now()),
+            "LastModifiedBy": USER_NAME,
+        }
+
+    # -- worker pools --
+
+    def _new_worker_pool(self, name: str, pool_type: str) -> Resource:
+        pools = self._doc["worker_pools"]
+        created = {
+            "Id": self._next_id("WorkerPools"),
+            "Name": name,
+            "Slug": slugify(name),
+            "Description": "",
+            "IsDefault": same_name(name, DEFAULT_WORKER_POOL),
+            "SortOrder": max((pool["SortOrder"] for pool in pools), default=0) + 1,
+            "SpaceId": SPACE_ID,
+            "WorkerPoolType": pool_type,
+            "CanAddWorkers": pool_type == STATIC_POOL,
+            **({"WorkerType": "UbuntuDefault"} if pool_type == DYNAMIC_POOL else {}),
+        }
+        pools.append(created)
+        return created
 
     # -- server tasks --
 
@@ -430,8 +580,10 @@ class OctopusState:
         if machine_ids:
             if not isinstance(machine_ids, list):
                 raise ValidationError("MachineIds must be a list of machine Ids.")
+            # Octopus.Client sends workers' Ids in MachineIds too (ExecuteHealthCheck).
+            everyone = self._doc["machines"] + self._doc["workers"]
             try:
-                return [_find(self._doc["machines"], str(mid)) for mid in machine_ids]
+                return [_find(everyone, str(mid)) for mid in machine_ids]
             except NotFoundError as exc:
                 raise ValidationError(str(exc)) from None
         if env_id:
@@ -511,18 +663,23 @@ class OctopusState:
                 "spaces": [DEFAULT_SPACE],
                 "environments": [],
                 "machines": [],
+                "workers": [],
+                "worker_pools": [],
                 "tasks": [],
                 "task_logs": {},
             }
         try:
             doc = json.loads(self._path.read_text(encoding="utf-8"))
-            doc.setdefault("task_logs", {})  # a state written before tasks had logs
-            return doc
         except (OSError, ValueError) as exc:
             raise SandboxError(
                 f"cannot read the Octopus stand-in state {self._path}: {exc}; "
                 "delete the file to start afresh"
             ) from exc
+        # State written before workers, or task logs, existed.
+        doc.setdefault("task_logs", {})
+        doc.setdefault("workers", [])
+        doc.setdefault("worker_pools", [])
+        return doc
 
     def _save(self) -> None:
         if not self._closed:

@@ -4,14 +4,25 @@ from pathlib import Path
 
 from octoboot.drift import (
     LISTENING,
+    POLLING,
+    PollingServer,
     WantedRecord,
     differences,
     find_drift,
     listed_in,
+    listed_workers,
+    polling_server,
     unlisted,
     wanted_record,
 )
-from octoboot.inventory import Environment, Inventory, Machine, SshOptions, TentacleOptions
+from octoboot.inventory import (
+    Environment,
+    Inventory,
+    Machine,
+    OctopusOverride,
+    SshOptions,
+    TentacleOptions,
+)
 from octoboot.tentacle import Probe
 
 HOST = "A" * 40
@@ -242,3 +253,130 @@ def test_every_file_naming_the_environment_lists_machines_for_it():
     )
     assert listed_in(inventory, "QA") == ["web01", "db01"]
     assert listed_in(inventory, "Staging") == []
+
+
+# --- polling and workers -------------------------------------------------------------------
+
+SUBSCRIPTION = "poll://abcdefghij0123456789/"
+SERVER = PollingServer("octopus.example", 10943)
+
+
+def polling_wanted(**kw) -> WantedRecord:
+    return wanted(**{"communication_style": POLLING, "uri": SUBSCRIPTION, **kw})
+
+
+def polling_probe(**kw) -> Probe:
+    values = {"no_listen": True, "polling_address": SERVER.address, "subscription": SUBSCRIPTION}
+    return probe(**{**values, **kw})
+
+
+def polling_record(uri=SUBSCRIPTION, **kw) -> dict:
+    return record(Endpoint=endpoint(CommunicationStyle=POLLING, Uri=uri), **kw)
+
+
+def test_the_polling_server_is_octopus_host_or_the_comms_address():
+    assert polling_server("https://Octopus.Example/", None) == PollingServer(
+        "octopus.example", 10943
+    )
+    assert polling_server("http://o:8080", OctopusOverride(polling_port=10944)).port == 10944
+    lb = OctopusOverride(server_comms_address="https://lb.example:4443")
+    assert polling_server("http://o", lb) == PollingServer("lb.example", 4443)
+    no_port = OctopusOverride(server_comms_address="https://lb")
+    assert polling_server("http://o", no_port).port == 443
+    # as the Tentacle writes it down: .NET's Uri, lower-case, no :443
+    assert PollingServer("LB.example", 443).address == "https://lb.example/"
+    assert SERVER.address == "https://octopus.example:10943/"
+
+
+def test_a_polling_record_carries_the_hosts_subscription():
+    want = wanted_record(
+        machine(communication="polling"),
+        environment_id="Environments-1",
+        ssh_host="10.0.0.5",
+        thumbprint=HOST,
+        subscription=SUBSCRIPTION,
+    )
+    assert (want.communication_style, want.uri) == (POLLING, SUBSCRIPTION)
+    assert want.new("web01")["Endpoint"] == {
+        "CommunicationStyle": "TentacleActive", "Uri": SUBSCRIPTION, "Thumbprint": HOST,
+    }  # fmt: skip
+    assert differences(want, polling_record()) == []
+
+
+def test_a_rebuilt_polling_host_has_a_new_subscription_to_write_in_place():
+    found = differences(polling_wanted(uri="poll://newnewnewnewnewnew01/"), polling_record())
+    assert [str(d) for d in found] == [
+        f"subscription (Octopus {SUBSCRIPTION}, host poll://newnewnewnewnewnew01/)"
+    ]
+    # a dry run before server-comms: the host has none yet, so it will differ
+    assert [str(d) for d in differences(polling_wanted(uri=""), polling_record())] == [
+        f"subscription (Octopus {SUBSCRIPTION}, host a new one)"
+    ]
+    # the host not looked at: nothing to compare the record's id with
+    assert differences(polling_wanted(uri=None), polling_record()) == []
+
+
+def test_switching_styles_is_a_difference_in_both_directions():
+    assert [d.what for d in differences(polling_wanted(), record())] == [
+        "communication style", "subscription",
+    ]  # fmt: skip
+    assert [d.what for d in differences(wanted(), polling_record())] == [
+        "communication style", "address",
+    ]  # fmt: skip
+
+
+def test_status_sees_the_subscription_and_the_hosts_communication():
+    def polled(**kw):
+        values = dict(probe=polling_probe(), record=polling_record(), polling=SERVER)
+        return drift(polling_wanted(), **{**values, **kw})
+
+    assert polled() == []
+    other = "poll://zzzzzzzzzzzzzzzzzzzz/"
+    assert drift(polling_wanted(uri=other), probe=polling_probe(subscription=other),
+                 record=polling_record(), polling=SERVER) == [
+        f"subscription (Octopus {SUBSCRIPTION}, host {other})"
+    ]  # fmt: skip
+    assert polled(probe=polling_probe(subscription=None)) == ["no polling subscription on the host"]
+    assert polled(probe=probe()) == [
+        f"host communication (host listening, inventory polls {SERVER.address})"
+    ]
+    assert drift(probe=polling_probe()) == [
+        f"host communication (host polls {SERVER.address}, inventory listening)"
+    ]
+
+
+def test_a_worker_record_has_pools_and_no_environment_or_roles():
+    worker = machine(name="build01", kind="worker", roles=(), worker_pools=("Linux",))
+    want = wanted_record(worker, environment_id=None, ssh_host="10.0.0.9", thumbprint=HOST,
+                         worker_pool_ids=["WorkerPools-2", "WorkerPools-1"])  # fmt: skip
+    assert want.new("build01") == {
+        "Name": "build01",
+        "WorkerPoolIds": ["WorkerPools-1", "WorkerPools-2"],
+        "Endpoint": {"CommunicationStyle": LISTENING, "Uri": "https://10.0.0.9:10933/",
+                     "Thumbprint": HOST},
+        "IsDisabled": False,
+    }  # fmt: skip
+    current = {"Id": "Workers-1", "Name": "build01", "WorkerPoolIds": ["WorkerPools-1"],
+               "Endpoint": want.fields()["Endpoint"]}  # fmt: skip
+    assert [str(d) for d in differences(want, current)] == [
+        "worker pools (Octopus WorkerPools-1, inventory WorkerPools-1 WorkerPools-2)"
+    ]
+    assert differences(want, want.applied_to(current)) == []
+
+
+def test_unlisted_workers_are_found_by_pool():
+    records = [{"Name": "b1", "WorkerPoolIds": ["WorkerPools-1"]},
+               {"Name": "b2", "WorkerPoolIds": ["WorkerPools-1"]},
+               {"Name": "b3", "WorkerPoolIds": ["WorkerPools-2"]}]  # fmt: skip
+    found = unlisted(records, "WorkerPools-1", ["B1"], field="WorkerPoolIds")
+    assert [r["Name"] for r in found] == ["b2"]
+
+
+def test_workers_are_listed_wherever_they_are_and_never_in_an_environment():
+    file = Environment("qa", "QA", Path("machines/qa.toml"), (
+        machine("web01"),
+        machine("build01", kind="worker", roles=(), worker_pools=("Linux",)),
+    ))  # fmt: skip
+    inventory = Inventory(Path("machines"), {"qa": file})
+    assert listed_in(inventory, "QA") == ["web01"]
+    assert listed_workers(inventory) == ["build01"]

@@ -47,7 +47,7 @@ class FakeOctopus:
     def unfinished_tasks(self):
         return [*self.others, *(self.task(t) for t in self.tasks)]
 
-    def machines_by_id(self, machine_ids):
+    def machines_by_id(self, machine_ids, collection="machines"):
         return {m: {"Id": m, "HealthStatus": "Unavailable" if m in self.unhealthy else "Healthy",
                     "StatusSummary": "stale summary"} for m in machine_ids}  # fmt: skip
 

@@ -61,10 +61,13 @@ def test_the_documented_example_parses_as_documented(tmp_path, monkeypatch):
 
     assert (env.key, env.name, env.file) == ("qa", "QA", folder / "qa.toml")
     assert env.octopus == OctopusOverride(
-        url="https://octopus-test.example.com", space="Default", api_key_env="OCTOPUS_TEST_API_KEY"
+        url="https://octopus-test.example.com",
+        space="Default",
+        api_key_env="OCTOPUS_TEST_API_KEY",
+        polling_port=10943,
     )
-    assert [m.name for m in env.machines] == ["web01", "web02", "api01"]
-    web01, web02, api01 = env.machines
+    assert [m.name for m in env.machines] == ["web01", "web02", "api01", "web03", "build01"]
+    web01, web02, api01, web03, build01 = env.machines
     assert web01.address == "web01" and web01.roles == ("web",)
     assert web01.public_hostname is None
     assert web01.ssh == SshOptions(
@@ -98,6 +101,11 @@ def test_the_documented_example_parses_as_documented(tmp_path, monkeypatch):
     )
     assert api01.ssh.key == web01.ssh.key
     assert api01.tentacle.port == 10934 and web02.tentacle.port == 10933
+    assert [m.communication for m in env.machines] == ["listening"] * 3 + ["polling", "listening"]
+    assert (web03.kind, web03.roles) == ("target", ("web",))
+    assert (build01.kind, build01.roles, build01.worker_pools) == (
+        "worker", (), ("Linux workers",)
+    )  # fmt: skip
     for machine in env.machines:
         assert (machine.env_key, machine.environment) == ("qa", "QA")
         assert machine.octopus == env.octopus
@@ -554,3 +562,114 @@ def test_a_limit_matching_nothing_is_an_error(tmp_path):
         "limit pattern 'WEB*' matches none of the selected machines (web02, web01, db01, shared)"
     )
     assert "'db*' matches none" in select_error(inventory, hosts=["api01"], limits=["db*"])
+
+
+# --- polling and workers --------------------------------------------------------------------
+
+
+def test_communication_and_kind_default_to_a_listening_target(tmp_path):
+    (machine,) = load(tmp_path, MINIMAL).machines
+    assert (machine.kind, machine.communication, machine.worker_pools) == (
+        "target", "listening", ()
+    )  # fmt: skip
+    assert not machine.is_worker and not machine.is_polling
+
+
+def test_communication_at_file_level_and_per_machine(tmp_path):
+    env = load(
+        tmp_path,
+        """
+        roles = ["web"]
+        communication = "polling"
+        [octopus]
+        polling_port = 10944
+        server_comms_address = "https://polling.example.com:443"
+        [[machines]]
+        name = "web01"
+        [[machines]]
+        name = "web02"
+        communication = "listening"
+        """,
+    )
+    assert [m.communication for m in env.machines] == ["polling", "listening"]
+    assert env.octopus == OctopusOverride(
+        polling_port=10944, server_comms_address="https://polling.example.com:443"
+    )
+
+
+def test_a_worker_file_takes_pools_and_no_environment_or_roles(tmp_path):
+    env = load(
+        tmp_path,
+        """
+        kind = "worker"
+        worker_pools = ["Linux workers"]
+        [[machines]]
+        name = "build01"
+        [[machines]]
+        name = "build02"
+        worker_pools = ["WorkerPools-2", "docker"]
+        """,
+        name="workers.toml",
+    )
+    build01, build02 = env.machines
+    assert build01.is_worker and build01.roles == () and build01.worker_pools == ("Linux workers",)
+    assert build02.worker_pools == ("WorkerPools-2", "docker")
+
+
+def test_targets_and_workers_in_one_file_keep_their_own_defaults(tmp_path):
+    env = load(
+        tmp_path,
+        """
+        roles = ["web"]
+        worker_pools = ["Linux workers"]
+        [[machines]]
+        name = "web01"
+        [[machines]]
+        name = "build01"
+        kind = "worker"
+        """,
+    )
+    web01, build01 = env.machines
+    assert (web01.kind, web01.roles, web01.worker_pools) == ("target", ("web",), ())
+    assert (build01.kind, build01.roles, build01.worker_pools) == (
+        "worker", (), ("Linux workers",)
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            'kind = "worker"\nroles = ["web"]\nworker_pools = ["p"]\n',
+            'a worker file (kind = "worker") takes no roles',
+        ),
+        (
+            'kind = "worker"\nenvironment = "QA"\nworker_pools = ["p"]\n',
+            'a worker file (kind = "worker") takes no environment',
+        ),
+        (
+            'worker_pools = ["p"]\n[[machines]]\nname = "b1"\nkind = "worker"\nroles = ["web"]\n',
+            "machine 'b1': a worker (kind = \"worker\") takes no roles",
+        ),
+        (
+            'kind = "worker"\n[[machines]]\nname = "b1"\n',
+            "machine 'b1': a worker needs worker pools: set worker_pools = [...]",
+        ),
+        (
+            'roles = ["web"]\n[[machines]]\nname = "w1"\nworker_pools = ["p"]\n',
+            "machine 'w1': worker_pools is for workers",
+        ),
+        ('kind = "agent"\n', "kind: must be 'target' or 'worker', got 'agent'"),
+        (
+            'communication = "active"\n',
+            "communication: must be 'listening' or 'polling', got 'active'",
+        ),
+        (
+            '[octopus]\nserver_comms_address = "octopus:10943"\n',
+            "[octopus]: server_comms_address: must be the polling endpoint as https://host:port",
+        ),
+        ("[octopus]\npolling_port = 0\n", "[octopus]: polling_port: must be a port number"),
+    ],
+)
+def test_bad_polling_and_worker_settings_are_one_line_each(tmp_path, text, message):
+    assert message in error(tmp_path, text)

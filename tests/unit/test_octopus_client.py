@@ -302,3 +302,50 @@ def test_paging_stops_at_an_empty_page_even_if_it_links_another():
         "/api/configuration/certificates/certificate-global",
         "/api/machines",
     ]
+
+
+# --- worker pools ---------------------------------------------------------------------------
+
+POOLS = [
+    {"Id": "WorkerPools-1", "Name": "Default Worker Pool", "Slug": "default-worker-pool",
+     "WorkerPoolType": "StaticWorkerPool"},
+    {"Id": "WorkerPools-2", "Name": "Linux workers", "Slug": "linux-workers",
+     "WorkerPoolType": "StaticWorkerPool"},
+    {"Id": "WorkerPools-3", "Name": "Hosted Ubuntu", "Slug": "hosted-ubuntu",
+     "WorkerPoolType": "DynamicWorkerPool", "WorkerType": "UbuntuDefault"},
+]  # fmt: skip
+
+
+def pools_client() -> tuple[OctopusClient, Recorder]:
+    client, recorder = client_for(lambda request: httpx.Response(200, json=POOLS))
+    client._space_prefix = "/api/Spaces-1"
+    return client, recorder
+
+
+def test_worker_pools_are_found_by_name_slug_or_id_and_read_once():
+    client, recorder = pools_client()
+    assert client.worker_pool_ids(["linux workers", "default-worker-pool", "workerpools-2"]) == {
+        "linux workers": "WorkerPools-2",
+        "default-worker-pool": "WorkerPools-1",
+        "workerpools-2": "WorkerPools-2",
+    }
+    assert client.worker_pool_ids(["Linux workers"]) == {"Linux workers": "WorkerPools-2"}
+    assert [r.url.path for r in recorder.requests] == ["/api/Spaces-1/workerpools/all"]
+
+
+def test_a_missing_worker_pool_is_one_line_naming_it_and_the_known_ones():
+    client, _ = pools_client()
+    with pytest.raises(ConfigError) as caught:
+        client.worker_pool_ids(["Linux workers", "Windows"])
+    assert "no worker pool named, with slug or Id 'Windows'" in str(caught.value)
+    assert "(pools: Default Worker Pool, Linux workers, Hosted Ubuntu)" in str(caught.value)
+
+
+def test_a_dynamic_worker_pool_is_refused_in_one_line():
+    client, _ = pools_client()
+    with pytest.raises(ConfigError) as caught:
+        client.worker_pool_ids(["Hosted Ubuntu"])
+    message = str(caught.value)
+    assert "\n" not in message and caught.value.exit_code == 2
+    assert '"Hosted Ubuntu" (WorkerPools-3) is a DynamicWorkerPool' in message
+    assert "static pool" in message

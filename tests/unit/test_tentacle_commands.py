@@ -347,3 +347,70 @@ def test_the_probe_keeps_what_a_failing_show_configuration_says(tmp_path, code, 
     probe = tentacle.parse_probe(out)
     assert probe.installed and probe.version == "8.3.1" and not probe.instance_exists
     assert probe.configuration_error == expected
+
+
+# --- polling ---------------------------------------------------------------------------------
+
+SERVER = "CD" * 20
+# fmt: off
+POLLING_CONFIG = {
+    "Tentacle": {
+        **CONFIG["Tentacle"],
+        "Communication": {
+            # `configure --trust` leaves a listening entry, `server-comms` adds the polling one
+            "TrustedOctopusServers": [
+                {"Thumbprint": SERVER, "CommunicationStyle": 1, "Address": None,
+                 "Squid": None, "SubscriptionId": None},
+                {"Thumbprint": SERVER, "CommunicationStyle": 2,
+                 "Address": "https://octopus.example:10943/", "Squid": None,
+                 "SubscriptionId": "poll://abcdefghij0123456789/"},
+            ],
+        },
+        "Services": {"PortNumber": 10933, "NoListen": True},
+    }
+}
+# fmt: on
+
+
+def test_parse_probe_of_a_polling_host():
+    probe = tentacle.parse_probe(probe_output(config=POLLING_CONFIG))
+    assert probe.trusted == (SERVER,) and probe.no_listen is True
+    assert probe.polling_address == "https://octopus.example:10943/"
+    assert probe.subscription == "poll://abcdefghij0123456789/"
+    listening = tentacle.parse_probe(probe_output(config=CONFIG))
+    assert listening.polling_address is None and listening.subscription is None
+
+
+def test_configure_polling_trusts_one_server_polls_it_and_prints_the_configuration():
+    command = tentacle.configure_polling_command(
+        HOSTILE, app_dir="/apps", server_thumbprint=SERVER, server_host="octopus.example",
+        server_port=10943,
+    )  # fmt: skip
+    configure, server_comms = command.split(" && ")[:2]
+    argv = sh_argv(configure)
+    assert argv[argv.index("--noListen") + 1] == "True"
+    assert argv.index("--reset-trust") < argv.index("--trust")
+    argv = sh_argv(server_comms)
+    assert argv[1] == "server-comms" and argv[argv.index("--instance") + 1] == HOSTILE
+    assert argv[argv.index("--style") + 1] == "TentacleActive"
+    assert (argv[argv.index("--host") + 1], argv[argv.index("--port") + 1]) == (
+        "octopus.example", "10943"
+    )  # fmt: skip
+    assert argv[argv.index("--thumbprint") + 1] == SERVER
+    assert "show-configuration" in command and "apiKey" not in command.lower()
+
+
+def test_reconfigured_reads_the_new_subscription_back():
+    before = tentacle.parse_probe(probe_output(config=CONFIG))
+    stdout = "Removing all trusted Octopus Servers...\n" + probe_output(config=POLLING_CONFIG)
+    after = tentacle.reconfigured(before, stdout)
+    assert after.subscription == "poll://abcdefghij0123456789/" and after.restart_pending
+    with pytest.raises(ValueError):
+        tentacle.reconfigured(before, "no configuration printed")
+
+
+def test_a_polling_service_waits_for_systemd_only():
+    assert "/proc/net/tcp" in tentacle.service_command("Tentacle", "start", port=10933)
+    polling = tentacle.service_command("Tentacle", "start", port=None)
+    assert "/proc/net/tcp" not in polling and "is-active" in polling
+    assert subprocess.run(["sh", "-n", "-c", polling]).returncode == 0

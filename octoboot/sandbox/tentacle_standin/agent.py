@@ -1,7 +1,8 @@
 """`run` / `agent`: the Tentacle service process, a TLS listener that proves who it is.
 
 It presents the instance's certificate on the configured port (ListenIP, else every IPv4
-address; nothing when NoListen). Like Halibut it takes any client certificate during the
+address; nothing when NoListen), and polls every server configured for polling
+(`polling.py`). Like Halibut it takes any client certificate during the
 handshake and judges it afterwards by thumbprint against the servers trusted when it started
 (a real Tentacle, too, needs a restart after `configure --trust`): a trusted client gets
 `200 OK` and a JSON {Application, Version, Thumbprint}; anyone else `403 Forbidden` and why.
@@ -20,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import control, crypto
+from . import control, crypto, polling
 from .command import Command, Invocation
 from .commands import version_info
 from .dotnet import parse_int
@@ -105,9 +106,27 @@ class Agent:
         self.version = version_info()["NuGetVersion"]
         self.stopping = threading.Event()
 
+    def capabilities(self) -> dict:
+        """What the Tentacle answers a trusted server with."""
+        return {
+            "Application": "Octopus Tentacle",
+            "Version": self.version,
+            "Thumbprint": self.thumbprint,
+        }
+
     def run(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: self.stopping.set())
+        for server in polling.polled_servers(self.settings):
+            poller = polling.Poller(
+                server,
+                self.trusted,
+                polling.client_context(self.settings),
+                self.capabilities(),
+                self.log,
+                self.stopping,
+            )
+            threading.Thread(target=poller.run, daemon=True).start()
         if self.settings.no_listen:
             self.log.info("Tentacle will not listen on a port")
             while not self.stopping.wait(_ACCEPT_POLL_SECONDS):
@@ -146,12 +165,8 @@ class Agent:
         client = crypto.thumbprint_of_der(client_der) if client_der else None
         if client in self.trusted:
             self.log.info(f"Accepted a connection from {peer[0]} as {client}")
-            body = {
-                "Application": "Octopus Tentacle",
-                "Version": self.version,
-                "Thumbprint": self.thumbprint,
-            }
-            return _response("200 OK", "application/json", json.dumps(body).encode())
+            body = json.dumps(self.capabilities()).encode()
+            return _response("200 OK", "application/json", body)
         message = (
             f"This Tentacle does not trust the Octopus Server with thumbprint {client}."
             if client

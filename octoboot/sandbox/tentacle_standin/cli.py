@@ -61,6 +61,7 @@ MODULES = {
         "import-certificate", "show-thumbprint", "show-configuration", "configure",
     ),
     "service": ("service",),
+    "comms": ("server-comms",),
     "agent": ("agent", "run"),
     "registration": ("register-with", "deregister-from"),
 }  # fmt: skip

@@ -118,12 +118,7 @@ class Settings:
 
     def add_or_update_trust(self, thumb: str, style: int, address: str | None = None) -> None:
         """Replace the entry with the same thumbprint (any case) and address, or add one."""
-        servers = [
-            s
-            for s in self.trusted_servers
-            if not (s["Thumbprint"].upper() == thumb.upper() and s.get("Address") == address)
-        ]
-        servers.append(
+        self.add_or_update_server(
             {
                 "Thumbprint": thumb,
                 "CommunicationStyle": style,
@@ -132,7 +127,19 @@ class Settings:
                 "SubscriptionId": None,
             }
         )
-        self.set_trusted_servers(servers)
+
+    def add_or_update_server(self, server: dict) -> None:
+        """AddOrUpdateTrustedOctopusServer: the entry with the same thumbprint and address
+        (both without case) is replaced, or server is added."""
+        thumb, address = server["Thumbprint"].upper(), (server.get("Address") or "").lower()
+        servers = [
+            s
+            for s in self.trusted_servers
+            if not (
+                s["Thumbprint"].upper() == thumb and (s.get("Address") or "").lower() == address
+            )
+        ]
+        self.set_trusted_servers([*servers, server])
 
     def remove_trust(self, thumb: str) -> None:
         # Exact match, case and all, like the real RemoveTrustedOctopusServersWithThumbprint.
