@@ -382,7 +382,8 @@ def configure_polling_command(
     (`server-comms`, which keeps the subscription id the instance has for that server, else
     makes a new poll://<id>/; --reset-trust has just removed the old one). Prints the
     configuration afterwards, so the caller reads the subscription id back in the same
-    round trip. No API key: the record is written from the controller (docs/polling-and-workers.md)."""
+    round trip. No API key: the record is written from the controller
+    (docs/polling-and-workers.md)."""
     configure = _tentacle(
         "configure",
         "--instance", instance,

@@ -122,7 +122,8 @@ def client_of(server: OctopusStandIn) -> httpx.Client:
 
 
 def polling_tentacle(host: local.Host, server: OctopusStandIn, tmp_path: Path) -> local.Identity:
-    """docs/polling-and-workers.md, "The host side", on a local host: identity, configure, server-comms, service."""
+    """docs/polling-and-workers.md, "The host side", on a local host: identity, configure,
+    server-comms, service."""
     identity = local.Identity.mint(tmp_path / "pki", "Octopus Tentacle")
     local.create_default_instance(host)
     local.import_identity(host, identity)
