@@ -23,6 +23,7 @@ sys.path[:] = [str(PROJECT), *(p for p in sys.path if Path(p or os.curdir).resol
 
 from octoboot import jobs  # noqa: E402
 from octoboot.errors import OctobootError  # noqa: E402
+from octoboot.prune import prune as prune_records  # noqa: E402
 from octoboot.report import RunReport  # noqa: E402
 from octoboot.sandbox.control import Sandbox  # noqa: E402
 from octoboot.sandbox.standin_settings import StandInSettings  # noqa: E402
@@ -205,6 +206,18 @@ deregister = fleet_task(
 )  # fmt: skip
 
 
+prune_ = fleet_task(
+    "prune",
+    "Remove the records of an environment that no inventory lists, and duplicate records.",
+    prune_records,
+    extra={
+        "older_than": (None, "only records Octopus has not changed for this long, e.g. 7d, "
+                       "12h, 30m"),
+        "only_unavailable": (False, "only records whose health is Unavailable"),
+    },
+)  # fmt: skip
+
+
 def exec_command(selection, options, settings, *, command):
     # `inv exec --env qa -- systemctl status Tentacle`: Invoke parses no task flags after
     # `--` and does not pass that remainder to tasks, so it is read from argv.
@@ -383,3 +396,4 @@ for _name, _task in {
 
 ns = Collection(bootstrap, install, register, deregister, status, sandbox)
 ns.add_task(exec_, name="exec")
+ns.add_task(prune_, name="prune")

@@ -8,7 +8,8 @@ One truth for every command that compares: `register` creates the record from
 `WantedRecord.new()` or updates it with `applied_to()` when `differences()` finds any (and
 `--dry-run` names them), and `status` calls the same differences drift (`find_drift`, which
 adds the host's side), so the two cannot disagree. `unlisted()` finds the records no
-inventory lists (`listed_in()`: the names that count as listed). Pure: data in, data out,
+inventory lists (`listed()`: the names that count as listed), `duplicates_of()` one
+certificate registered under several names. Pure: data in, data out,
 no SSH or HTTP.
 
 A registration field is added in three places here, next to each other: a `WantedRecord`
@@ -144,11 +145,13 @@ def find_drift(
     record: Resource | None,
     health: str | None,
     thumbprint_registered_as: Sequence[str] = (),
+    duplicates: Sequence[str] = (),
 ) -> list[Drift]:
     """How a machine differs from the wanted state: the host, the identity store, the
     Octopus record (`differences`) and its health. probe None: the host was not reached, so
     only the store and Octopus are compared; record None: Octopus has no machine of this
-    name (thumbprint_registered_as: the records that have its thumbprint instead)."""
+    name (thumbprint_registered_as: the records that have its thumbprint instead);
+    duplicates: the records that have the record's thumbprint under other names."""
     drift: list[Drift] = []
     host_thumbprint = probe.thumbprint if probe else None
     if probe is not None:
@@ -172,6 +175,9 @@ def find_drift(
         drift.append(Drift("missing from Octopus", detail))
         return drift
     drift += differences(wanted, record)
+    if duplicates:
+        also = ", ".join(duplicates)
+        drift.append(Drift("duplicate records", f"its thumbprint is also registered as {also}"))
     if health != HEALTHY:
         drift.append(Drift("health", health or "Unknown"))
     return drift
@@ -199,13 +205,24 @@ def unlisted(
     )
 
 
-def listed_in(inventory: Inventory, environment: str) -> list[str]:
-    """The machines any inventory file naming this Octopus environment lists (several
-    files may name one environment, compared as Octopus compares names)."""
-    wanted = environment.strip().lower()
-    return [
-        machine.name
-        for file in inventory.environments.values()
-        if file.name.strip().lower() == wanted
-        for machine in file.machines
-    ]
+def duplicates_of(record: Resource, records: Iterable[Resource]) -> list[Resource]:
+    """The other records with this record's thumbprint: one certificate registered under
+    several names (a machine re-registered under a new name, a clone). By name."""
+    thumbprint, name = registered_thumbprint(record), record["Name"].strip().lower()
+    if not thumbprint:
+        return []
+    return sorted(
+        (
+            other
+            for other in records
+            if registered_thumbprint(other) == thumbprint and other["Name"].strip().lower() != name
+        ),
+        key=lambda other: other["Name"].lower(),
+    )
+
+
+def listed(inventory: Inventory) -> list[str]:
+    """Every machine name any inventory file lists. A record of one of them is never
+    "unlisted", whatever environment it is in: it is that file's machine (in the wrong
+    environment, that file's status calls it drift)."""
+    return [machine.name for file in inventory.environments.values() for machine in file.machines]

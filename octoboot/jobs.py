@@ -184,6 +184,7 @@ class Run:
             _with_overrides(m, options, pipeline.DEADLINE) for m in self._select(selection)
         ]
         self.clients: dict[str, OctopusClient] = {}
+        self._servers: dict[tuple[str, str, str | None], OctopusClient] = {}
         self.environment_ids: dict[str, str] = {}
         # Loaded so that they are masked in every output, whether or not this run uses them:
         # exec output or a command line may hold any of them.
@@ -223,24 +224,28 @@ class Run:
             self.identities = IdentityStore(self.settings.state_dir, password)
             self.identities.check()
         if self.pipeline.NEEDS_OCTOPUS:
-            servers: dict[tuple[str, str, str | None], OctopusClient] = {}
             for env_key in dict.fromkeys(m.env_key for m in self.machines):
-                environment = self.inventory.environments[env_key]
-                target = self.settings.octopus_for(environment)
-                # One client per Octopus (and key and space), whatever number of files
-                # name it: what it reads once, and its rate limit, are the server's.
-                server = (target.url, target.api_key.reveal(), target.space)
-                if server not in servers:
-                    servers[server] = OctopusClient(
-                        target.url,
-                        target.api_key.reveal(),
-                        space=target.space,
-                        key_hint=target.key_source,
-                        retry_seconds=self.options.octopus_retry_seconds,
-                    )
-                client = self.clients[env_key] = servers[server]
-                ids = client.connect([environment.name])
-                self.environment_ids[env_key] = ids[environment.name]
+                self.connect(env_key)
+
+    def connect(self, env_key: str) -> OctopusClient:
+        """The Octopus of an environment file, connected and its environment looked up.
+        One client per Octopus (and key and space), whatever number of files name it: what
+        it reads once, and its rate limit, are the server's."""
+        environment = self.inventory.environments[env_key]
+        target = self.settings.octopus_for(environment)
+        server = (target.url, target.api_key.reveal(), target.space)
+        if server not in self._servers:
+            self._servers[server] = OctopusClient(
+                target.url,
+                target.api_key.reveal(),
+                space=target.space,
+                key_hint=target.key_source,
+                retry_seconds=self.options.octopus_retry_seconds,
+            )
+        client = self.clients[env_key] = self._servers[server]
+        ids = client.connect([environment.name])
+        self.environment_ids[env_key] = ids[environment.name]
+        return client
 
     def _check_rename(self, old: str) -> None:
         if len(self.machines) != 1:

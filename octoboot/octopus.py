@@ -319,11 +319,6 @@ class OctopusClient:
     def machines_with_thumbprint(self, thumbprint: str) -> list[Resource]:
         return self.request("GET", f"{self._space}/machines/all", params={"thumbprint": thumbprint})
 
-    def machines_in_environment(self, environment_id: str) -> list[Resource]:
-        return self.request(
-            "GET", f"{self._space}/machines/all", params={"environmentIds": environment_id}
-        )
-
     def machine(self, machine_id: str) -> Resource:
         return self.request("GET", f"{self._space}/machines/{machine_id}")
 

@@ -11,8 +11,8 @@ file lists.
 A machine is `ok` only in the wanted state: Tentacle installed, service active, the host's
 thumbprint the store's, and an Octopus record as `register` would leave it (the same
 `drift.differences`: environment, roles, endpoint style, address and port, thumbprint), and
-Healthy. Otherwise it is `failed` at `drift` (the reason
-lists what differs), or `unreachable`; so the exit code works as a check in CI.
+Healthy, its certificate registered under no other name. Otherwise it is `failed` at `drift`
+(the reason lists what differs), or `unreachable`; so the exit code works as a check in CI.
 
 Nothing changes anywhere: the probe does not clean up old uploads, the API is only read
 (except the health task that `health=True` asks for), identities are only read, and new host
@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from typing import ClassVar
 
-from octoboot.drift import find_drift, listed_in, unlisted, wanted_record
+from octoboot.drift import duplicates_of, find_drift, listed, unlisted, wanted_record
 from octoboot.jobs import Run, RunOptions, Selection
 from octoboot.octopus import OctopusError, Resource, registered_thumbprint
 from octoboot.pipeline import Job, Pipeline, StepFailed
@@ -73,6 +73,7 @@ class Status(Pipeline):
         self.store_thumbprint: str | None = None
         self.record: Resource | None = None
         self.registered_as: list[str] = []
+        self.duplicates: list[str] = []
         self.health: str | None = None
 
     def remaining(self) -> float:
@@ -119,16 +120,17 @@ class Status(Pipeline):
         return "ok", identity.thumbprint
 
     def step_octopus(self) -> tuple[str, str]:
-        octopus = self._octopus()
-        named = octopus.machines_named(self.machine.name)
+        # The space's machines, read once for the whole run (not once per machine).
+        known = self._octopus().machine_index()
+        named = known.named(self.machine.name)
         if not named:
             if self.store_thumbprint:
                 self.registered_as = [
-                    f"{m['Name']} ({m['Id']})"
-                    for m in octopus.machines_with_thumbprint(self.store_thumbprint)
+                    f"{m['Name']} ({m['Id']})" for m in known.with_thumbprint(self.store_thumbprint)
                 ]
             return "ok", "not registered"
         self.record = record = named[0]
+        self.duplicates = [f"{m['Name']} ({m['Id']})" for m in duplicates_of(record, known.records)]
         self.health = record.get("HealthStatus") or "Unknown"
         checked = ""
         if self.job.options.get("health"):
@@ -178,6 +180,7 @@ class Status(Pipeline):
             record=self.record,
             health=self.health,
             thumbprint_registered_as=self.registered_as,
+            duplicates=self.duplicates,
         )
         self.facts["drift"] = ", ".join(d.what for d in drift)
         listed = "; ".join(map(str, drift))
@@ -263,9 +266,9 @@ class StatusRun(Run):
             if (client.url, client.space_name, environment_id) in seen:
                 continue
             seen.add((client.url, client.space_name, environment_id))
-            listed = listed_in(self.inventory, name)
-            records = client.machines_in_environment(environment_id)
-            for record in unlisted(records, environment_id, listed, self.selection.limits):
+            records = client.machine_index().records  # read once per run, with the machines
+            names = listed(self.inventory)
+            for record in unlisted(records, environment_id, names, self.selection.limits):
                 rows.append(unlisted_result(first_id + len(rows), record, name))
         return rows
 

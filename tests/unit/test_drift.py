@@ -6,8 +6,9 @@ from octoboot.drift import (
     LISTENING,
     WantedRecord,
     differences,
+    duplicates_of,
     find_drift,
-    listed_in,
+    listed,
     unlisted,
     wanted_record,
 )
@@ -202,6 +203,22 @@ def test_octopus_side_drift():
     assert drift(health=None) == ["health (Unknown)"]
 
 
+def test_one_certificate_under_several_names_is_drift():
+    mine = record()
+    others = [
+        record(Name="web01-old", Id="Machines-7", Endpoint=endpoint(Thumbprint=HOST.lower())),
+        record(Name="WEB01", Id="Machines-1"),  # itself, by name
+        record(Name="db01", Id="Machines-8", Endpoint=endpoint(Thumbprint=OTHER)),
+        record(Name="clone", Id="Machines-9"),
+    ]
+    assert [m["Id"] for m in duplicates_of(mine, others)] == ["Machines-9", "Machines-7"]
+    # a record without a certificate has no duplicates
+    assert duplicates_of(record(Endpoint={}), [record(Name="x", Endpoint={})]) == []
+    assert drift(duplicates=["web01-old (Machines-7)"]) == [
+        "duplicate records (its thumbprint is also registered as web01-old (Machines-7))"
+    ]
+
+
 def test_without_a_stored_identity_octopus_is_compared_with_the_host():
     # status builds the wanted record with the host's thumbprint then
     assert drift(store_thumbprint=None) == ["no stored identity"]
@@ -228,7 +245,7 @@ def test_unlisted_keeps_the_environments_machines_no_inventory_names():
     ]
 
 
-def test_every_file_naming_the_environment_lists_machines_for_it():
+def test_a_machine_any_file_lists_is_listed():
     def environment(key, name, *machines):
         return Environment(key, name, Path(f"machines/{key}.toml"), tuple(machines))
 
@@ -240,5 +257,5 @@ def test_every_file_naming_the_environment_lists_machines_for_it():
             "prod": environment("prod", "Production", machine("web09", environment="Production")),
         },
     )
-    assert listed_in(inventory, "QA") == ["web01", "db01"]
-    assert listed_in(inventory, "Staging") == []
+    # web09 registered in QA by mistake is prod's machine, not a stray of QA's
+    assert listed(inventory) == ["web01", "db01", "web09"]
