@@ -257,13 +257,15 @@ STANDIN_FLAGS = {
     help={
         "hosts": "how many hosts (sbx01..sbxNN) to start (default 5)",
         "install_seconds": "how long a Tentacle install takes on each host (default 3)",
+        "inventory_command": "machines/sandbox.toml takes its machines from a command that "
+        "lists the sandbox's hosts ([source]) instead of listing them",
         **STANDIN_FLAGS,
     }
 )
 def sandbox_up(
     c, hosts=5, install_seconds=3.0, task_cap=None, health_seconds=None,
     health_seconds_per_machine=None, rate_limit=None, rate_burst=None,
-    tentacle_startup_seconds=None,
+    tentacle_startup_seconds=None, inventory_command=False,
 ):  # fmt: skip
     """Start a local fleet of sshd hosts plus Octopus and package stand-ins (or change how
     real the stand-ins are, if it is up)."""
@@ -281,7 +283,9 @@ def sandbox_up(
         else:
             settings = StandInSettings(**given)
             SANDBOX.up(int(hosts), install_seconds=float(install_seconds), settings=settings)
-        written = SANDBOX.write_target_files(PROJECT / "machines", PROJECT / ".env")
+        written = SANDBOX.write_target_files(
+            PROJECT / "machines", PROJECT / ".env", from_command=inventory_command
+        )
         print(SANDBOX.describe())
         print("wrote " + ", ".join(str(p.relative_to(PROJECT)) for p in written))
 

@@ -2,7 +2,8 @@
 
 One file per environment; its stem is the environment key. The format, with a full example, is in
 docs/inventory.md. Everything is checked on load, so that a typo stops the run before any host is
-touched; every error is one line that names the file.
+touched; every error is one line that names the file. A file's machines may come from a command
+instead (`[source] command`, inventory_source.py), checked exactly as the file's own.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from octoboot.errors import ConfigError
+from octoboot.inventory_source import DEFAULT_TIMEOUT, machines_from_command
 
 # Machine names end up in file names (identity store, logs) and on command lines.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -145,7 +147,10 @@ class Inventory:
             wanted = {self._host(host, scope, env).name for host in hosts}
             machines = [machine for machine in machines if machine.name in wanted]
         elif not machines:
-            raise ConfigError(f"{scope[0].file} lists no machines: add [[machines]] entries")
+            raise ConfigError(
+                f"{scope[0].file} lists no machines: add [[machines]] entries (or have its "
+                "[source] command print some)"
+            )
         for pattern in limits:
             if not any(fnmatchcase(machine.name, pattern) for machine in machines):
                 raise ConfigError(
@@ -262,10 +267,23 @@ def load_environment(path: Path) -> Environment:
         source_file=path,
     )
     spec = _machine_spec(base)
+    entries, origin = top.get("machines", []), ""
+    if "source" in top:
+        source = _check_table(path, "[source]", top["source"], _SOURCE_SPEC)
+        if "command" not in source:
+            raise ConfigError(f'{path}: [source]: missing command = "..." (required)')
+        if "machines" in top:
+            raise ConfigError(
+                f"{path}: take the machines from [source] command or list them in "
+                "[[machines]], not both"
+            )
+        timeout = source.get("timeout", DEFAULT_TIMEOUT)
+        entries = machines_from_command(path, source["command"], timeout)
+        origin = f"[source] command {source['command']!r}: "
     machines: list[Machine] = []
-    for number, entry in enumerate(top.get("machines", []), start=1):
-        machine = _machine(path, number, entry, spec, template)
-        _refuse_duplicate(path, machine, machines)
+    for number, entry in enumerate(entries, start=1):
+        machine = _machine(path, number, entry, spec, template, origin)
+        _refuse_duplicate(path, machine, machines, origin)
         machines.append(machine)
     return Environment(path.stem, environment, path, tuple(machines), octopus)
 
@@ -283,10 +301,20 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _machine(
-    path: Path, number: int, entry: dict[str, Any], spec: Mapping[str, Check], template: Machine
+    path: Path,
+    number: int,
+    entry: dict[str, Any],
+    spec: Mapping[str, Check],
+    template: Machine,
+    origin: str = "",
 ) -> Machine:
+    """One machine from its table; origin: where the table came from, when not the file
+    itself (a [source] command)."""
     raw_name = entry.get("name")
-    where = f"machine {raw_name!r}" if isinstance(raw_name, str) else f"[[machines]] entry {number}"
+    if isinstance(raw_name, str):
+        where = f"{origin}machine {raw_name!r}"
+    else:
+        where = f"{origin}machine {number}" if origin else f"[[machines]] entry {number}"
     values = _check_table(path, where, entry, spec)
     if "name" not in values:
         raise ConfigError(f'{path}: {where}: missing name = "..." (required)')
@@ -315,14 +343,14 @@ def _machine(
     )
 
 
-def _refuse_duplicate(path: Path, machine: Machine, earlier: list[Machine]) -> None:
+def _refuse_duplicate(path: Path, machine: Machine, earlier: list[Machine], origin: str) -> None:
     for other in earlier:
         if other.name == machine.name:
-            raise ConfigError(f"{path}: machine {machine.name!r} is listed twice")
+            raise ConfigError(f"{path}: {origin}machine {machine.name!r} is listed twice")
         if other.name.casefold() == machine.name.casefold():
             raise ConfigError(
-                f"{path}: machines {other.name!r} and {machine.name!r} differ only in case: "
-                "give them names that differ in more than case"
+                f"{path}: {origin}machines {other.name!r} and {machine.name!r} differ only in "
+                "case: give them names that differ in more than case"
             )
 
 
@@ -342,6 +370,7 @@ _KINDS = {
     str: "a string",
     list: "a list",
     dict: "a table",
+    type(None): "null",  # from a [source] command's JSON
 }
 
 
@@ -510,8 +539,11 @@ _TOP_SPEC: dict[str, Check] = {
     "octopus": _table,
     "ssh": _table,
     "tentacle": _table,
+    "source": _table,
     "machines": _tables,
 }
+
+_SOURCE_SPEC: dict[str, Check] = {"command": _text, "timeout": _seconds}
 
 
 def _ssh_spec(base: Path) -> dict[str, Check]:
@@ -566,6 +598,7 @@ _HOME = {
     **dict.fromkeys(_machine_spec(Path()), "in a [[machines]] entry"),
     **dict.fromkeys(_octopus_spec(Path()), "under [octopus]"),
     **dict.fromkeys(_tentacle_spec(Path()), "under [tentacle]"),
+    **dict.fromkeys(_SOURCE_SPEC, "under [source]"),
     **dict.fromkeys(_SSH_KEYS, "under [ssh] or in a [[machines]] entry"),
     **dict.fromkeys(
         _TOP_SPEC,

@@ -173,7 +173,15 @@ class PruneRun(Run):
         super().__init__("prune", PruneRecord, selection, options, settings, job_options={})
 
     def _select(self, selection: Selection) -> list[Machine]:
-        self.inventory.environment(selection.env or "")  # a missing file is told now
+        environment = self.inventory.environment(selection.env or "")
+        if not environment.machines:
+            # An empty list (a [source] command that printed []) would make every record of
+            # the environment "unlisted": too much to remove on the word of an empty file.
+            raise ConfigError(
+                f"{environment.file} lists no machines, so prune would remove every record of "
+                f"{environment.name}: remove them by name (inv deregister --env "
+                f"{environment.key} --record NAME) if that is what you want"
+            )
         return []  # known once Octopus has been read (check)
 
     def check(self) -> None:

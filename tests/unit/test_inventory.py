@@ -493,7 +493,10 @@ def test_unknown_env_lists_the_known_ones(tmp_path):
 
 def test_empty_environment_is_an_error_when_selected(tmp_path):
     message = select_error(fleet(tmp_path), env="empty")
-    assert message == f"{tmp_path / 'empty.toml'} lists no machines: add [[machines]] entries"
+    assert message == (
+        f"{tmp_path / 'empty.toml'} lists no machines: add [[machines]] entries (or have its "
+        "[source] command print some)"
+    )
 
 
 def test_hosts_are_found_in_any_environment_and_kept_in_inventory_order(tmp_path):
