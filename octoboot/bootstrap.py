@@ -28,7 +28,7 @@ class Bootstrap(Pipeline):
     STEPS: ClassVar = (
         "connect", "probe", "install", "identity", "configure", "register", "service", "health",
     )  # fmt: skip
-    NEEDS_OCTOPUS = NEEDS_IDENTITIES = True
+    NEEDS_OCTOPUS = NEEDS_IDENTITIES = NEEDS_REGISTRATION = True
 
     def __init__(self, job) -> None:
         super().__init__(job)
@@ -222,12 +222,13 @@ class Bootstrap(Pipeline):
         if self.conflict:
             raise StepFailed(self.conflict)
         octopus = self._octopus()
-        assert self.job.environment_id is not None
+        assert self.job.environment_id is not None and self.job.registration is not None
         wanted = drift.wanted_record(
             self.machine,
             environment_id=self.job.environment_id,
             ssh_host=self.job.conn.host,
             thumbprint=self.thumbprint or "",
+            registration=self.job.registration,
         )
         if self.record is None:
             if self.job.dry_run:
@@ -324,7 +325,7 @@ class Bootstrap(Pipeline):
 
 class Install(Bootstrap):
     STEPS: ClassVar = ("connect", "probe", "install")
-    NEEDS_OCTOPUS = NEEDS_IDENTITIES = False
+    NEEDS_OCTOPUS = NEEDS_IDENTITIES = NEEDS_REGISTRATION = False
 
 
 class Register(Bootstrap):

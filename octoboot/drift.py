@@ -12,8 +12,9 @@ inventory lists (`listed()`: the names that count as listed), `duplicates_of()` 
 certificate registered under several names. Pure: data in, data out,
 no SSH or HTTP.
 
-A registration field is added in three places here, next to each other: a `WantedRecord`
-field, its place in `fields()`, and its row in `differences()`.
+A registration field is added in three places here, next to each other: a `RegistrationIds`
+field (or a `WantedRecord` one, for what is not named in Octopus), its place in `fields()`,
+and its row in `differences()`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ HEALTHY = "Healthy"
 
 
 @dataclass(frozen=True)
+class RegistrationIds:
+    """The inventory's registration fields (inventory.Registration) as the Ids Octopus keeps,
+    found once per run (registration.py)."""
+
+    machine_policy_id: str
+
+
+@dataclass(frozen=True)
 class WantedRecord:
     """The Octopus machine record the inventory asks for (the name aside: that is the key
     the record is found by)."""
@@ -42,12 +51,14 @@ class WantedRecord:
     # The machine's certificate; "" for one a dry run would mint; None when neither the
     # store nor the host has one (status), and then not compared.
     thumbprint: str | None
+    registration: RegistrationIds
 
     def fields(self) -> Resource:
         """The record's fields as Octopus takes them."""
         return {
             "EnvironmentIds": [self.environment_id],
             "Roles": list(self.roles),
+            "MachinePolicyId": self.registration.machine_policy_id,
             "Endpoint": {
                 "CommunicationStyle": self.communication_style,
                 "Uri": self.uri,
@@ -68,7 +79,12 @@ class WantedRecord:
 
 
 def wanted_record(
-    machine: Machine, *, environment_id: str, ssh_host: str, thumbprint: str | None
+    machine: Machine,
+    *,
+    environment_id: str,
+    ssh_host: str,
+    thumbprint: str | None,
+    registration: RegistrationIds,
 ) -> WantedRecord:
     """ssh_host: the address SSH reaches the machine by (ssh_config's HostName), the best
     default for Octopus to reach it by too, unless the inventory names a public_hostname."""
@@ -79,6 +95,7 @@ def wanted_record(
         communication_style=LISTENING,
         uri=f"https://{host}:{machine.tentacle.port}/",
         thumbprint=thumbprint,
+        registration=registration,
     )
 
 
@@ -109,6 +126,7 @@ def differences(wanted: WantedRecord, record: Resource) -> list[Drift]:
             found.append(Drift(what, f"Octopus {have or 'none'}, {source} {want}"))
 
     environments, roles = record.get("EnvironmentIds") or [], record.get("Roles") or []
+    registration = wanted.registration
     compare(
         "environment",
         set(environments) != {wanted.environment_id},
@@ -116,6 +134,8 @@ def differences(wanted: WantedRecord, record: Resource) -> list[Drift]:
         wanted.environment_id,
     )
     compare("roles", _folded(roles) != _folded(wanted.roles), _words(roles), _words(wanted.roles))
+    policy, wanted_policy = record.get("MachinePolicyId") or "", registration.machine_policy_id
+    compare("machine policy", policy.lower() != wanted_policy.lower(), policy, wanted_policy)
     endpoint = record.get("Endpoint") or {}
     style, uri = endpoint.get("CommunicationStyle") or "", endpoint.get("Uri") or ""
     compare(

@@ -88,6 +88,14 @@ class OctopusOverride:
 
 
 @dataclass(frozen=True)
+class Registration:
+    """What the machine's Octopus record carries besides environment and roles, named as the
+    inventory names it (registration.py finds the Ids, once per run)."""
+
+    machine_policy: str | None = None  # name or Id; None: the server's default policy
+
+
+@dataclass(frozen=True)
 class Machine:
     name: str
     env_key: str
@@ -99,6 +107,7 @@ class Machine:
     tentacle: TentacleOptions
     octopus: OctopusOverride | None
     source_file: Path
+    registration: Registration = Registration()
 
 
 @dataclass(frozen=True)
@@ -265,6 +274,7 @@ def load_environment(path: Path) -> Environment:
         tentacle=tentacle,
         octopus=octopus,
         source_file=path,
+        registration=Registration(**{k: top[k] for k in _REGISTRATION_SPEC if k in top}),
     )
     spec = _machine_spec(base)
     entries, origin = top.get("machines", []), ""
@@ -324,6 +334,7 @@ def _machine(
             f"{path}: {where}: no roles: set roles = [...] at the top of the file or on the machine"
         )
     ssh = {key: values[key] for key in _SSH_KEYS if key in values}
+    registration = {key: values[key] for key in _REGISTRATION_SPEC if key in values}
     tentacle = template.tentacle
     if "tentacle_port" in values:
         tentacle = dataclasses.replace(tentacle, port=values["tentacle_port"])
@@ -340,6 +351,7 @@ def _machine(
         public_hostname=values.get("public_hostname"),
         ssh=dataclasses.replace(template.ssh, **ssh),
         tentacle=tentacle,
+        registration=dataclasses.replace(template.registration, **registration),
     )
 
 
@@ -533,9 +545,16 @@ def _tables(value: Any) -> list[dict[str, Any]]:
     return value
 
 
+# The machine's Octopus record besides environment and roles: at the top of the file, or on
+# a machine, where it wins.
+_REGISTRATION_SPEC: dict[str, Check] = {
+    "machine_policy": _text,
+}
+
 _TOP_SPEC: dict[str, Check] = {
     "environment": _text,
     "roles": _roles,
+    **_REGISTRATION_SPEC,
     "octopus": _table,
     "ssh": _table,
     "tentacle": _table,
@@ -586,6 +605,7 @@ def _machine_spec(base: Path) -> dict[str, Check]:
         "roles": _roles,
         "public_hostname": _host("tentacle_port"),
         "tentacle_port": _port,
+        **_REGISTRATION_SPEC,
         **_ssh_spec(base),
     }
 

@@ -6,7 +6,8 @@ in octoboot.status).
 
 Everything that can be checked before touching a host is checked first (inventory,
 settings, flags, a writable state directory, the identity store and its password, each
-Octopus: key, space, server certificate, environments), so a configuration error costs
+Octopus: key, space, server certificate, environments, and the names of what the machines'
+records refer to: machine policy), so a configuration error costs
 nothing and says so in one line (a ConfigError). A run that changes machines then takes
 their locks (locks.py): machines another run holds are `skipped`, naming it. Then every
 machine runs its pipeline through a FleetGroup; whatever happens to one machine ends up as
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from octoboot.bootstrap import Bootstrap, Install, Register
+from octoboot.drift import RegistrationIds
 from octoboot.errors import ConfigError
 from octoboot.files import StateWriteError, check_writable, describe, write_atomic
 from octoboot.fleet import (
@@ -44,6 +46,7 @@ from octoboot.lifecycle import Deregister, DeregisterRecord, Exec
 from octoboot.locks import Locks
 from octoboot.octopus import OctopusClient
 from octoboot.pipeline import Job, Pipeline
+from octoboot.registration import resolve_all
 from octoboot.report import MachineResult, RunReport, State, StepResult, printable
 from octoboot.rolling import Rollout, Share, batch_sizes
 from octoboot.runlog import MachineLog, Masker, new_run_dir
@@ -186,6 +189,7 @@ class Run:
         self.clients: dict[str, OctopusClient] = {}
         self._servers: dict[tuple[str, str, str | None], OctopusClient] = {}
         self.environment_ids: dict[str, str] = {}
+        self.registrations: dict[str, RegistrationIds] = {}
         # Loaded so that they are masked in every output, whether or not this run uses them:
         # exec output or a command line may hold any of them.
         self.settings.load_secrets(self.inventory.environments.values())
@@ -226,6 +230,8 @@ class Run:
         if self.pipeline.NEEDS_OCTOPUS:
             for env_key in dict.fromkeys(m.env_key for m in self.machines):
                 self.connect(env_key)
+        if self.pipeline.NEEDS_REGISTRATION:
+            self.registrations = resolve_all(self.machines, self.clients)
 
     def connect(self, env_key: str) -> OctopusClient:
         """The Octopus of an environment file, connected and its environment looked up.
@@ -339,6 +345,7 @@ class Run:
                 deadline_seconds=machine.ssh.deadline,
                 octopus=client,
                 environment_id=self.environment_ids.get(machine.env_key),
+                registration=self.registrations.get(machine.name),
                 health=coordinators.get(id(client)),
                 identities=self.identities,
                 dry_run=self.options.dry_run,

@@ -110,6 +110,7 @@ class OctopusClient:
         self._gate = ApiGate()
         self._index_lock = threading.Lock()
         self._index: MachineIndex | None = None
+        self._catalog: dict[str, list[Resource]] = {}
 
     def close(self) -> None:
         self._http.close()
@@ -294,6 +295,14 @@ class OctopusClient:
                 )
             self._environment_ids[name] = found[0]["Id"]
         return self._environment_ids[name]
+
+    def catalog(self, route: str) -> list[Resource]:
+        """Everything of one kind in the space that machines refer to by Id ("machinepolicies",
+        "tenants", "tagsets", "proxies"), read once per client, so once per run."""
+        with self._index_lock:
+            if route not in self._catalog:
+                self._catalog[route] = self.request("GET", f"{self._space}/{route}/all")
+            return self._catalog[route]
 
     # --- machines ----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
 from octoboot import tentacle
+from octoboot.drift import RegistrationIds
 from octoboot.errors import OctobootError
 from octoboot.health import HealthCoordinator
 from octoboot.identity import IdentityStore
@@ -64,6 +65,8 @@ class Job:
     deadline_seconds: float
     octopus: OctopusClient | None = None
     environment_id: str | None = None
+    # The record's other fields as Octopus Ids (registration.py), for pipelines that compare.
+    registration: RegistrationIds | None = None
     health: HealthCoordinator | None = None  # this Octopus' health checks, shared
     identities: IdentityStore | None = None
     dry_run: bool = False
@@ -99,6 +102,8 @@ class Pipeline:
     # What a run of this pipeline needs, checked before any host is touched (jobs.Run).
     NEEDS_OCTOPUS: ClassVar[bool] = False
     NEEDS_IDENTITIES: ClassVar[bool] = False
+    # The inventory's registration fields resolved to Octopus Ids (job.registration).
+    NEEDS_REGISTRATION: ClassVar[bool] = False
     # Its failures are what --retry-failed re-runs (not for pipelines that only look).
     RECORDS_OUTCOME: ClassVar[bool] = True
     # Writes nothing anywhere, new host keys included (like a dry run).

@@ -10,9 +10,10 @@ file lists.
 
 A machine is `ok` only in the wanted state: Tentacle installed, service active, the host's
 thumbprint the store's, and an Octopus record as `register` would leave it (the same
-`drift.differences`: environment, roles, endpoint style, address and port, thumbprint), and
-Healthy, its certificate registered under no other name. Otherwise it is `failed` at `drift`
-(the reason lists what differs), or `unreachable`; so the exit code works as a check in CI.
+`drift.differences`: environment, roles, the registration fields, endpoint style, address
+and port, thumbprint), and Healthy, its certificate registered under no other name.
+Otherwise it is `failed` at `drift` (the reason lists what differs), or `unreachable`; so the
+exit code works as a check in CI.
 
 Nothing changes anywhere: the probe does not clean up old uploads, the API is only read
 (except the health task that `health=True` asks for), identities are only read, and new host
@@ -57,7 +58,7 @@ def status(
 
 class Status(Pipeline):
     STEPS: ClassVar = ("connect", "probe", "identity", "octopus", "drift")
-    NEEDS_OCTOPUS = NEEDS_IDENTITIES = READ_ONLY = True
+    NEEDS_OCTOPUS = NEEDS_IDENTITIES = NEEDS_REGISTRATION = READ_ONLY = True
     RECORDS_OUTCOME = False
     # status only reads, and should answer in seconds: a hung host must not hold the
     # table for the inventory's deadline (900 s by default); --deadline changes it.
@@ -164,7 +165,7 @@ class Status(Pipeline):
         return f" (checked: {check.task_id} {check.task_state})"
 
     def step_drift(self) -> tuple[str, str]:
-        assert self.job.environment_id is not None
+        assert self.job.environment_id is not None and self.job.registration is not None
         probe = None if self.host_failure else self.probe
         wanted = wanted_record(
             self.machine,
@@ -172,6 +173,7 @@ class Status(Pipeline):
             ssh_host=self.job.conn.host,
             # The store's certificate is the one wanted; without one, the host's is compared.
             thumbprint=self.store_thumbprint or (probe.thumbprint if probe else None),
+            registration=self.job.registration,
         )
         drift = find_drift(
             wanted,

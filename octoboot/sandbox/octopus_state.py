@@ -1,4 +1,5 @@
-"""The Octopus stand-in's model: one space, environments, machines and server tasks.
+"""The Octopus stand-in's model: one space, environments, machines, server tasks, and the
+catalog machines refer to (octopus_catalog: machine policies, tenants, tag sets, proxies).
 
 Everything lives in one JSON document that is rewritten atomically on every change, so a
 restarted stand-in carries on where it stopped. Records hold API fields only; the HTTP layer
@@ -13,8 +14,9 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from octoboot.errors import SandboxError
@@ -24,7 +26,6 @@ Resource = dict[str, Any]
 
 SPACE_ID = "Spaces-1"
 USER_NAME = "admin"
-DEFAULT_MACHINE_POLICY_ID = "MachinePolicies-1"
 DEFAULT_MACHINE_TIMEOUT = 60.0
 DEFAULT_TASK_TIMEOUT = 300.0
 
@@ -39,15 +40,6 @@ DEFAULT_SPACE: Resource = {
     "SpaceManagersTeams": ["teams-administrators"],
     "SpaceManagersTeamMembers": [],
     "ExtensionSettings": [],
-}
-
-DEFAULT_MACHINE_POLICY: Resource = {
-    "Id": DEFAULT_MACHINE_POLICY_ID,
-    "Name": "Default Machine Policy",
-    "Slug": "default-machine-policy",
-    "Description": "This policy is used by machines that are not assigned to any other policy.",
-    "IsDefault": True,
-    "SpaceId": SPACE_ID,
 }
 
 _PARTICIPATIONS = ("Untenanted", "TenantedOrUntenanted", "Tenanted")
@@ -79,6 +71,10 @@ class ValidationError(Exception):
 
 class NotFoundError(Exception):
     """No resource with that Id: 404."""
+
+
+class ServerError(Exception):
+    """What the real server does not handle but fails on: 500 with its message."""
 
 
 def now() -> dt.datetime:
@@ -125,7 +121,7 @@ def same_name(a: str, b: str) -> bool:
     return a.strip().casefold() == b.strip().casefold()
 
 
-def _string_list(body: Resource, field: str, errors: list[str]) -> list[str]:
+def string_list(body: Resource, field: str, errors: list[str]) -> list[str]:
     value = body.get(field)
     if value is None:
         return []
@@ -133,6 +129,18 @@ def _string_list(body: Resource, field: str, errors: list[str]) -> list[str]:
         return value
     errors.append(f"{field} must be a list of strings.")
     return []
+
+
+def known(records: list[Resource], record_id: str) -> bool:
+    """Whether a resource with this Id (without case) is among records."""
+    return any(record["Id"].casefold() == record_id.casefold() for record in records)
+
+
+def octopus_catalog() -> ModuleType:
+    """The catalog's rules (octopus_catalog), which build on this module's model."""
+    from octoboot.sandbox import octopus_catalog
+
+    return octopus_catalog
 
 
 def _find(records: list[Resource], record_id: str) -> Resource:
@@ -151,6 +159,15 @@ class OctopusState:
         self._closed = False
         self._doc = self._load()
         changed = not path.exists()
+        # The catalog as a new server has it; a state from before a kind existed gets it too.
+        counters = self._doc["counters"]
+        for route, seed in octopus_catalog().seeds().items():
+            if route not in self._doc["catalog"]:
+                self._doc["catalog"][route] = seed
+                changed = True
+                for item in seed:  # the next Id comes after the seeded ones
+                    prefix, number = item["Id"].rsplit("-", 1)
+                    counters[prefix] = max(counters.get(prefix, 0), int(number))
         changed |= self._fail_interrupted_tasks()
         for name in environments:
             if not any(same_name(env["Name"], name) for env in self._doc["environments"]):
@@ -197,6 +214,31 @@ class OctopusState:
 
     def task(self, task_id: str) -> Resource:
         return self._copy(lambda doc: _find(doc["tasks"], task_id))
+
+    # -- the catalog: machine policies, tenants, tag sets, proxies --
+
+    def catalog(self, route: str) -> list[Resource]:
+        """The items of one kind, by name (as the server sorts them)."""
+        return self._copy(
+            lambda doc: sorted(doc["catalog"][route], key=lambda i: i["Name"].casefold())
+        )
+
+    def catalog_item(self, route: str, item_id: str) -> Resource:
+        return self._copy(lambda doc: _find(doc["catalog"][route], item_id))
+
+    def add_catalog_item(
+        self,
+        route: str,
+        prefix: str,
+        body: Resource,
+        build: Callable[[Resource, str, Mapping[str, list[Resource]]], Resource],
+    ) -> Resource:
+        """build(body, new Id, the whole catalog) checks the body and makes the item."""
+        with self._lock:
+            item = build(body, self._next_id(prefix), self._doc["catalog"])
+            self._doc["catalog"][route].append(item)
+            self._save()
+            return copy.deepcopy(item)
 
     # -- environments --
 
@@ -294,7 +336,7 @@ class OctopusState:
         thumb = thumb.strip() if isinstance(thumb, str) else ""
         if not thumb:
             errors.append("Please provide a thumbprint for this machine.")
-        env_ids = _string_list(body, "EnvironmentIds", errors)
+        env_ids = string_list(body, "EnvironmentIds", errors)
         if not env_ids:
             errors.append("Please select at least one environment for this deployment target.")
         known_envs = {env["Id"].casefold() for env in self._doc["environments"]}
@@ -303,17 +345,15 @@ class OctopusState:
             for env_id in env_ids
             if env_id.casefold() not in known_envs
         ]
-        roles = _string_list(body, "Roles", errors)
-        tenant_ids = _string_list(body, "TenantIds", errors)
-        tenant_tags = _string_list(body, "TenantTags", errors)
+        roles = string_list(body, "Roles", errors)
+        policy_id, tenant_ids, tenant_tags = octopus_catalog().machine_references(
+            body, self._doc["catalog"], errors
+        )
         participation = body.get("TenantedDeploymentParticipation") or "Untenanted"
         if participation not in _PARTICIPATIONS:
             errors.append(
                 f"TenantedDeploymentParticipation must be one of {', '.join(_PARTICIPATIONS)}."
             )
-        policy_id = body.get("MachinePolicyId") or DEFAULT_MACHINE_POLICY_ID
-        if policy_id != DEFAULT_MACHINE_POLICY_ID:
-            errors.append(f"The machine policy '{policy_id}' does not exist.")
         if errors:
             raise ValidationError(*errors)
         for other in self._doc["machines"]:
@@ -513,10 +553,12 @@ class OctopusState:
                 "machines": [],
                 "tasks": [],
                 "task_logs": {},
+                "catalog": {},
             }
         try:
             doc = json.loads(self._path.read_text(encoding="utf-8"))
             doc.setdefault("task_logs", {})  # a state written before tasks had logs
+            doc.setdefault("catalog", {})  # and before the catalog
             return doc
         except (OSError, ValueError) as exc:
             raise SandboxError(

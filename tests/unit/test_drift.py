@@ -4,6 +4,7 @@ from pathlib import Path
 
 from octoboot.drift import (
     LISTENING,
+    RegistrationIds,
     WantedRecord,
     differences,
     duplicates_of,
@@ -18,6 +19,8 @@ from octoboot.tentacle import Probe
 HOST = "A" * 40
 OTHER = "B" * 40
 URI = "https://10.0.0.5:10933/"
+POLICY = "MachinePolicies-1"
+REGISTRATION = RegistrationIds(machine_policy_id=POLICY)
 
 
 def machine(name="web01", environment="QA", **kw) -> Machine:
@@ -30,7 +33,7 @@ def machine(name="web01", environment="QA", **kw) -> Machine:
 
 def wanted(**kw) -> WantedRecord:
     values = dict(environment_id="Environments-1", roles=("web",), communication_style=LISTENING,
-                  uri=URI, thumbprint=HOST)  # fmt: skip
+                  uri=URI, thumbprint=HOST, registration=REGISTRATION)  # fmt: skip
     return WantedRecord(**{**values, **kw})
 
 
@@ -46,6 +49,7 @@ def record(**kw) -> dict:
         "Name": "web01",
         "EnvironmentIds": ["Environments-1"],
         "Roles": ["web"],
+        "MachinePolicyId": POLICY,
         "Endpoint": {"CommunicationStyle": LISTENING, "Uri": URI, "Thumbprint": HOST},
         "HealthStatus": "Healthy",
     }
@@ -70,6 +74,7 @@ def test_the_wanted_record_comes_from_the_inventory_and_the_ssh_address():
         environment_id="Environments-1",
         ssh_host="Web01.Example.COM",
         thumbprint=HOST,
+        registration=REGISTRATION,
     )
     assert want == WantedRecord(
         environment_id="Environments-1",
@@ -77,10 +82,12 @@ def test_the_wanted_record_comes_from_the_inventory_and_the_ssh_address():
         communication_style="TentaclePassive",
         uri="https://web01.example.com:10934/",
         thumbprint=HOST,
+        registration=REGISTRATION,
     )
     # public_hostname: how Octopus reaches the machine, when SSH reaches it another way
     public = wanted_record(machine(public_hostname="web01.dmz"), environment_id="Environments-1",
-                           ssh_host="10.0.0.5", thumbprint=HOST)  # fmt: skip
+                           ssh_host="10.0.0.5", thumbprint=HOST,
+                           registration=REGISTRATION)  # fmt: skip
     assert public.uri == "https://web01.dmz:10933/"
 
 
@@ -89,12 +96,13 @@ def test_the_record_octoboot_creates_and_the_one_it_puts_back():
         "Name": "web01",
         "EnvironmentIds": ["Environments-1"],
         "Roles": ["web"],
+        "MachinePolicyId": POLICY,
         "Endpoint": {"CommunicationStyle": LISTENING, "Uri": URI, "Thumbprint": HOST},
         "IsDisabled": False,
     }
     current = record(
         Roles=["db"],
-        MachinePolicyId="MachinePolicies-1",
+        Slug="web01",
         Endpoint={**endpoint(Uri="https://old:10933/"), "TentacleVersion": {"Current": "8"}},
     )
     updated = wanted().applied_to(current)
@@ -148,9 +156,14 @@ def test_each_field_that_differs_is_named():
     assert [str(d) for d in differences(wanted(), record(Endpoint=endpoint(Thumbprint=OTHER)))] == [
         f"Octopus thumbprint (Octopus {OTHER}, expected {HOST})"
     ]
-    everything = record(EnvironmentIds=[], Roles=["db"], Endpoint={})
+    assert [str(d) for d in differences(wanted(), record(MachinePolicyId="MachinePolicies-2"))] == [
+        "machine policy (Octopus MachinePolicies-2, inventory MachinePolicies-1)"
+    ]
+    assert differences(wanted(), record(MachinePolicyId="machinepolicies-1")) == []
+    everything = record(EnvironmentIds=[], Roles=["db"], MachinePolicyId=None, Endpoint={})
     assert [d.what for d in differences(wanted(), everything)] == [
-        "environment", "roles", "communication style", "address", "Octopus thumbprint",
+        "environment", "roles", "machine policy", "communication style", "address",
+        "Octopus thumbprint",
     ]  # fmt: skip
 
 

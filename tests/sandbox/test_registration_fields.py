@@ -1,0 +1,150 @@
+"""Every registration field of the inventory, on the sandbox over real SSH and HTTP: set it,
+see it in Octopus through the API, change it in the inventory, see `status` call it drift and
+`register` update the record in place (same Id); a name Octopus does not have stops the run
+before any machine is touched."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from octoboot import jobs
+from octoboot.errors import ConfigError
+from octoboot.report import EXIT_FAILED, EXIT_OK, State
+from octoboot.status import status
+from tests.sandbox.project import by_name, inv, octopus_machines, quiet, request_count
+
+ALL = jobs.Selection(env="sandbox")
+S = "/api/Spaces-1"
+
+
+@pytest.fixture(scope="module")
+def sandbox(sandbox_factory):
+    return sandbox_factory(2, install_seconds=0.5)
+
+
+@pytest.fixture(scope="module")
+def bootstrapped(sandbox, settings):
+    report = jobs.bootstrap(ALL, quiet(), settings)
+    assert report.exit_code == EXIT_OK, report.table()
+    return report
+
+
+def create(octopus: httpx.Client, route: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = octopus.post(f"{S}/{route}", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+@contextmanager
+def inventory(settings, **keys: Any) -> Iterator[None]:
+    """machines/sandbox.toml with these keys at its top, for the block."""
+    path = settings.machines_dir / "sandbox.toml"
+    original = path.read_text()
+    lines = "".join(f"{key} = {json.dumps(value)}\n" for key, value in keys.items())
+    path.write_text(original.replace('roles = ["web"]\n', f'roles = ["web"]\n{lines}', 1))
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
+def round_trip(
+    settings,
+    octopus: httpx.Client,
+    *,
+    first: dict[str, Any],
+    second: dict[str, Any],
+    field: Callable[[dict[str, Any]], Any],
+    first_value: Any,
+    second_value: Any,
+    drift: str,
+) -> None:
+    """Register with the `first` keys, see `first_value` in each record; change them to
+    `second`: status calls it drift, a dry run would update, register updates in place."""
+    before = octopus_machines(octopus)
+    with inventory(settings, **first):
+        report = jobs.register(ALL, quiet(), settings)
+        assert report.exit_code == EXIT_OK, report.table()
+        records = octopus_machines(octopus)
+        for name in ("sbx01", "sbx02"):
+            assert field(records[name]) == first_value, records[name]
+            assert records[name]["Id"] == before[name]["Id"]
+        assert status(ALL, quiet(), settings).exit_code == EXIT_OK
+    with inventory(settings, **second):
+        checked = status(ALL, quiet(), settings)
+        assert checked.exit_code == EXIT_FAILED, checked.table()
+        for row in checked.results:
+            assert (row.state, row.failed_step) == (State.FAILED, "drift")
+            assert row.facts["drift"] == drift, row.reason
+        planned = jobs.register(ALL, quiet(dry_run=True), settings)
+        plan = {s.name: s for s in by_name(planned)["sbx01"].steps}["register"]
+        assert (plan.status, plan.detail) == (
+            "would change",
+            f"would update {before['sbx01']['Id']}: {drift}",
+        )
+        assert field(octopus_machines(octopus)["sbx01"]) == first_value  # not yet
+        updated = jobs.register(ALL, quiet(), settings)
+        assert updated.exit_code == EXIT_OK, updated.table()
+        step = {s.name: s for s in by_name(updated)["sbx01"].steps}["register"]
+        expected = ("changed", f"updated {before['sbx01']['Id']}: {drift}")
+        assert (step.status, step.detail) == expected
+        records = octopus_machines(octopus)
+        for name in ("sbx01", "sbx02"):
+            assert field(records[name]) == second_value
+            assert records[name]["Id"] == before[name]["Id"]  # in place
+        assert len(records) == len(before)
+        assert status(ALL, quiet(), settings).exit_code == EXIT_OK
+        again = jobs.register(ALL, quiet(), settings)
+        steps = {s.name: s.status for s in by_name(again)["sbx01"].steps}
+        assert steps["register"] == "unchanged"  # re-running does not toggle anything
+
+
+def refused_before_any_machine(sandbox, settings, expected: str, **keys: Any) -> None:
+    """With these keys, `inv register` is one line naming what Octopus lacks, exit 2, and
+    neither a host nor Octopus was changed."""
+    calls = {h.name: len(h.tentacle_calls()) for h in sandbox.hosts()}
+    offset = request_count(sandbox)
+    with inventory(settings, **keys):
+        proc = inv(settings, "register", "--env", "sandbox")
+        with pytest.raises(ConfigError):
+            status(ALL, quiet(), settings)
+    assert proc.returncode == ConfigError.exit_code, proc.stdout + proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"octoboot: {settings.machines_dir / 'sandbox.toml'}: Octopus at ")
+    assert expected in line and "Traceback" not in proc.stderr
+    assert {h.name: len(h.tentacle_calls()) for h in sandbox.hosts()} == calls
+    requests = (sandbox.root / "octopus" / "requests.jsonl").read_text().splitlines()[offset:]
+    assert all(json.loads(r)["method"] == "GET" for r in requests)
+
+
+def test_machine_policy(bootstrapped, sandbox, settings, octopus):
+    cleanup = {"DeleteMachinesBehavior": "DeleteUnavailableMachines",
+               "DeleteMachinesElapsedTimeSpan": "00:20:00"}  # fmt: skip
+    cattle = create(octopus, "machinepolicies", {"Name": "Linux cattle",
+                                                 "MachineCleanupPolicy": cleanup})  # fmt: skip
+    pets = create(octopus, "machinepolicies", {"Name": "Linux pets"})
+    default = octopus_machines(octopus)["sbx01"]["MachinePolicyId"]
+    assert default == "MachinePolicies-1"
+    round_trip(
+        settings,
+        octopus,
+        first={"machine_policy": "Linux cattle"},
+        second={"machine_policy": pets["Id"]},  # by Id this time
+        field=lambda record: record["MachinePolicyId"],
+        first_value=cattle["Id"],
+        second_value=pets["Id"],
+        drift="machine policy",
+    )
+    # Without the key, the wanted policy is the server's default again.
+    assert status(ALL, quiet(), settings).results[0].facts["drift"] == "machine policy"
+    assert jobs.register(ALL, quiet(), settings).exit_code == EXIT_OK
+    assert octopus_machines(octopus)["sbx01"]["MachinePolicyId"] == default
+    refused_before_any_machine(
+        sandbox, settings, 'has no machine policy "Windows pets"', machine_policy="Windows pets"
+    )
