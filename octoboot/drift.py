@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
-from octoboot.inventory import Inventory, Machine
+from octoboot.inventory import UNTENANTED, Inventory, Machine
 from octoboot.octopus import Resource, registered_thumbprint
 from octoboot.tentacle import Probe
 
@@ -37,6 +37,9 @@ class RegistrationIds:
     found once per run (registration.py)."""
 
     machine_policy_id: str
+    tenant_ids: tuple[str, ...] = ()
+    tenant_tags: tuple[str, ...] = ()  # canonical names, spelt as the tag sets spell them
+    tenanted: str = UNTENANTED
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,10 @@ class WantedRecord:
             "EnvironmentIds": [self.environment_id],
             "Roles": list(self.roles),
             "MachinePolicyId": self.registration.machine_policy_id,
+            # Lists as [], never null (a null tenant list once failed the server: §6.2).
+            "TenantIds": list(self.registration.tenant_ids),
+            "TenantTags": list(self.registration.tenant_tags),
+            "TenantedDeploymentParticipation": self.registration.tenanted,
             "Endpoint": {
                 "CommunicationStyle": self.communication_style,
                 "Uri": self.uri,
@@ -113,7 +120,7 @@ def _words(values: Iterable[str]) -> str:
 
 
 def _folded(values: Iterable[str]) -> frozenset[str]:
-    # Octopus compares role names without case; order never matters.
+    # Octopus compares role names, Ids and tag names without case; order never matters.
     return frozenset(v.lower() for v in values)
 
 
@@ -123,7 +130,7 @@ def differences(wanted: WantedRecord, record: Resource) -> list[Drift]:
 
     def compare(what: str, differs: bool, have: str, want: str, source: str = "inventory") -> None:
         if differs:
-            found.append(Drift(what, f"Octopus {have or 'none'}, {source} {want}"))
+            found.append(Drift(what, f"Octopus {have or 'none'}, {source} {want or 'none'}"))
 
     environments, roles = record.get("EnvironmentIds") or [], record.get("Roles") or []
     registration = wanted.registration
@@ -136,6 +143,24 @@ def differences(wanted: WantedRecord, record: Resource) -> list[Drift]:
     compare("roles", _folded(roles) != _folded(wanted.roles), _words(roles), _words(wanted.roles))
     policy, wanted_policy = record.get("MachinePolicyId") or "", registration.machine_policy_id
     compare("machine policy", policy.lower() != wanted_policy.lower(), policy, wanted_policy)
+    tenants, tags = record.get("TenantIds") or [], record.get("TenantTags") or []
+    compare(
+        "tenants",
+        _folded(tenants) != _folded(registration.tenant_ids),
+        _words(tenants),
+        _words(registration.tenant_ids),
+    )
+    compare(
+        "tenant tags",
+        _folded(tags) != _folded(registration.tenant_tags),
+        _words(tags),
+        _words(registration.tenant_tags),
+    )
+    # A record that does not say is told as Octopus.Client tells it (octopus-facts §6.2).
+    tenanted = record.get("TenantedDeploymentParticipation") or (
+        "Tenanted" if tenants or tags else UNTENANTED
+    )
+    compare("tenanted", tenanted != registration.tenanted, tenanted, registration.tenanted)
     endpoint = record.get("Endpoint") or {}
     style, uri = endpoint.get("CommunicationStyle") or "", endpoint.get("Uri") or ""
     compare(

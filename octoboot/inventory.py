@@ -26,6 +26,9 @@ from urllib.request import url2pathname
 from octoboot.errors import ConfigError
 from octoboot.inventory_source import DEFAULT_TIMEOUT, machines_from_command
 
+# How a machine takes part in tenanted deployments (Octopus' TenantedDeploymentMode).
+UNTENANTED = "Untenanted"
+PARTICIPATIONS = (UNTENANTED, "TenantedOrUntenanted", "Tenanted")
 # Machine names end up in file names (identity store, logs) and on command lines.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -93,6 +96,11 @@ class Registration:
     inventory names it (registration.py finds the Ids, once per run)."""
 
     machine_policy: str | None = None  # name or Id; None: the server's default policy
+    tenants: tuple[str, ...] = ()  # names, slugs or Ids
+    tenant_tags: tuple[str, ...] = ()  # canonical tag names, "TagSet/Tag"
+    # Untenanted, TenantedOrUntenanted or Tenanted; None: Tenanted with tenants or tags, else
+    # Untenanted (as Octopus.Client decides for a record that does not say)
+    tenanted: str | None = None
 
 
 @dataclass(frozen=True)
@@ -276,6 +284,7 @@ def load_environment(path: Path) -> Environment:
         source_file=path,
         registration=Registration(**{k: top[k] for k in _REGISTRATION_SPEC if k in top}),
     )
+    _check_registration(path, "", template.registration)
     spec = _machine_spec(base)
     entries, origin = top.get("machines", []), ""
     if "source" in top:
@@ -334,7 +343,7 @@ def _machine(
             f"{path}: {where}: no roles: set roles = [...] at the top of the file or on the machine"
         )
     ssh = {key: values[key] for key in _SSH_KEYS if key in values}
-    registration = {key: values[key] for key in _REGISTRATION_SPEC if key in values}
+    registration: dict[str, Any] = {k: values[k] for k in _REGISTRATION_SPEC if k in values}
     tentacle = template.tentacle
     if "tentacle_port" in values:
         tentacle = dataclasses.replace(tentacle, port=values["tentacle_port"])
@@ -343,6 +352,8 @@ def _machine(
             f"{path}: {where}: name: with no address, the name is the host to connect to, "
             f'and {problem}: set address = "..." to the host'
         )
+    registration = dataclasses.replace(template.registration, **registration)
+    _check_registration(path, f"{where}: ", registration)
     return dataclasses.replace(
         template,
         name=values["name"],
@@ -351,8 +362,16 @@ def _machine(
         public_hostname=values.get("public_hostname"),
         ssh=dataclasses.replace(template.ssh, **ssh),
         tentacle=tentacle,
-        registration=dataclasses.replace(template.registration, **registration),
+        registration=registration,
     )
+
+
+def _check_registration(path: Path, where: str, registration: Registration) -> None:
+    if registration.tenanted == UNTENANTED and (registration.tenants or registration.tenant_tags):
+        raise ConfigError(
+            f'{path}: {where}tenanted = "{UNTENANTED}" with tenants or tenant_tags: an untenanted '
+            'machine takes no tenants; use "Tenanted" or "TenantedOrUntenanted", or drop them'
+        )
 
 
 def _refuse_duplicate(path: Path, machine: Machine, earlier: list[Machine], origin: str) -> None:
@@ -468,6 +487,30 @@ def _roles(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_text(role) for role in value))
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    _expect(value, list, "a list of strings")
+    return tuple(dict.fromkeys(_text(name) for name in value))
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    tags = _names(value)
+    for tag in tags:
+        tag_set, slash, name = tag.partition("/")
+        if not (slash and tag_set.strip() and name.strip()):
+            raise _Invalid(
+                f"{tag!r} is not a tag's canonical name: write the tag set's name, '/' and the "
+                'tag\'s name, e.g. "Region/EU"'
+            )
+    return tags
+
+
+def _participation(value: Any) -> str:
+    for choice in PARTICIPATIONS:
+        if _text(value).strip().lower() == choice.lower():
+            return choice
+    raise _Invalid(f"must be one of {', '.join(PARTICIPATIONS)}, not {value!r}")
+
+
 def _port(value: Any) -> int:
     _expect(value, int, "an integer")
     if not 1 <= value <= 65535:
@@ -549,6 +592,9 @@ def _tables(value: Any) -> list[dict[str, Any]]:
 # a machine, where it wins.
 _REGISTRATION_SPEC: dict[str, Check] = {
     "machine_policy": _text,
+    "tenants": _names,
+    "tenant_tags": _tags,
+    "tenanted": _participation,
 }
 
 _TOP_SPEC: dict[str, Check] = {

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from octoboot.drift import RegistrationIds
 from octoboot.errors import ConfigError
-from octoboot.inventory import Machine, Registration
+from octoboot.inventory import UNTENANTED, Machine, Registration
 from octoboot.octopus import OctopusClient, Resource
 
 
@@ -38,6 +38,22 @@ class Catalog:
     """What one Octopus has of what machines refer to (its `/all` lists)."""
 
     machine_policies: Sequence[Resource] = ()
+    tenants: Sequence[Resource] = ()
+    tag_sets: Sequence[Resource] = ()
+
+    @staticmethod
+    def routes(registrations: Iterable[Registration]) -> set[str]:
+        """The lists a run needs: the policies always (the default one), the others only
+        when some machine names one."""
+        registrations = list(registrations)
+        return {"machinepolicies"} | {
+            route
+            for route, used in (
+                ("tenants", any(r.tenants for r in registrations)),
+                ("tagsets", any(r.tenant_tags for r in registrations)),
+            )
+            if used
+        }
 
 
 def resolve(
@@ -54,9 +70,41 @@ def resolve(
         policy = _find(policies, registration.machine_policy, ("Id", "Name"))
         if policy is None:
             missing.append(Missing("machine policy", registration.machine_policy))
+    tenant_ids = []
+    for name in registration.tenants:
+        tenant = _find(catalog.tenants, name, ("Id", "Name", "Slug"))
+        if tenant is None:
+            missing.append(Missing("tenant", name))
+        elif tenant["Id"] not in tenant_ids:
+            tenant_ids.append(tenant["Id"])
+    canonical = _tenant_tags(catalog.tag_sets)
+    tags = []
+    for tag in registration.tenant_tags:
+        found = canonical.get(tag.strip().lower())
+        if found is None:
+            missing.append(Missing("tenant tag", tag))
+        elif found not in tags:
+            tags.append(found)
     if missing or policy is None:
         return None, missing
-    return RegistrationIds(machine_policy_id=policy["Id"]), []
+    tenanted = registration.tenanted or ("Tenanted" if tenant_ids or tags else UNTENANTED)
+    return RegistrationIds(
+        machine_policy_id=policy["Id"],
+        tenant_ids=tuple(tenant_ids),
+        tenant_tags=tuple(tags),
+        tenanted=tenanted,
+    ), []
+
+
+def _tenant_tags(tag_sets: Sequence[Resource]) -> dict[str, str]:
+    """The canonical names ("Set/Tag") of the tags a machine may carry, folded: those of
+    tag sets that apply to tenants (a set that does not say is from before scopes)."""
+    return {
+        str(tag["CanonicalTagName"]).strip().lower(): tag["CanonicalTagName"]
+        for tag_set in tag_sets
+        if "Tenant" in (tag_set.get("Scopes") or ["Tenant"])
+        for tag in tag_set.get("Tags") or []
+    }
 
 
 def resolve_all(
@@ -64,13 +112,16 @@ def resolve_all(
 ) -> dict[str, RegistrationIds]:
     """Each machine's RegistrationIds, from the Octopus of its environment file (clients, by
     env key). Raises one ConfigError naming every name some Octopus does not have."""
+    machines = list(machines)
     found: dict[str, RegistrationIds] = {}
     problems: dict[str, None] = {}  # ordered, without repeats
     catalogs: dict[int, Catalog] = {}
     for machine in machines:
         client = clients[machine.env_key]
         if id(client) not in catalogs:
-            catalogs[id(client)] = Catalog(machine_policies=client.catalog("machinepolicies"))
+            catalogs[id(client)] = _catalog(
+                client, [m.registration for m in machines if clients[m.env_key] is client]
+            )
         ids, missing = resolve(machine.registration, catalogs[id(client)])
         for gap in missing:
             problems[f"{machine.source_file}: Octopus at {client.url} has {gap}"] = None
@@ -81,6 +132,20 @@ def resolve_all(
             "; ".join(problems) + ": create what is missing in Octopus, or fix the inventory"
         )
     return found
+
+
+def _catalog(client: OctopusClient, registrations: list[Registration]) -> Catalog:
+    """What this Octopus has of what these registrations name: each list read once."""
+    needed = Catalog.routes(registrations)
+
+    def read(route: str) -> list[Resource]:
+        return client.catalog(route) if route in needed else []
+
+    return Catalog(
+        machine_policies=read("machinepolicies"),
+        tenants=read("tenants"),
+        tag_sets=read("tagsets"),
+    )
 
 
 def _find(resources: Sequence[Resource], wanted: str, fields: Sequence[str]) -> Resource | None:

@@ -148,3 +148,63 @@ def test_machine_policy(bootstrapped, sandbox, settings, octopus):
     refused_before_any_machine(
         sandbox, settings, 'has no machine policy "Windows pets"', machine_policy="Windows pets"
     )
+
+
+@pytest.fixture(scope="module")
+def tenancy(octopus):
+    """Two tenants and a tag set scoped to tenants, as an Octopus administrator makes them."""
+    create(octopus, "tagsets", {"Name": "Region", "Tags": [{"Name": "EU"}, {"Name": "US"}]})
+    acme = create(octopus, "tenants", {"Name": "Acme Corp"})
+    globex = create(octopus, "tenants", {"Name": "Globex"})
+    return acme, globex
+
+
+def test_tenants(bootstrapped, tenancy, sandbox, settings, octopus):
+    acme, globex = tenancy
+    round_trip(
+        settings,
+        octopus,
+        first={"tenants": ["Acme Corp"]},
+        second={"tenants": ["globex", acme["Id"]]},  # by slug and by Id
+        field=lambda record: sorted(record["TenantIds"]),
+        first_value=[acme["Id"]],
+        second_value=sorted([acme["Id"], globex["Id"]]),
+        drift="tenants",
+    )
+    participation = octopus_machines(octopus)["sbx01"]["TenantedDeploymentParticipation"]
+    assert participation == "Tenanted"  # tenants and nothing said: Tenanted
+    refused_before_any_machine(sandbox, settings, 'has no tenant "Initech"', tenants=["Initech"])
+
+
+def test_tenant_tags(bootstrapped, tenancy, sandbox, settings, octopus):
+    round_trip(
+        settings,
+        octopus,
+        first={"tenant_tags": ["Region/EU"]},
+        second={"tenant_tags": ["region/us"]},  # sent as the tag set spells it
+        field=lambda record: record["TenantTags"],
+        first_value=["Region/EU"],
+        second_value=["Region/US"],
+        drift="tenant tags",
+    )
+    refused_before_any_machine(
+        sandbox, settings, 'has no tenant tag "Region/Mars"', tenant_tags=["Region/Mars"]
+    )
+
+
+def test_tenanted(bootstrapped, tenancy, settings, octopus):
+    round_trip(
+        settings,
+        octopus,
+        first={"tenants": ["Acme Corp"], "tenanted": "TenantedOrUntenanted"},
+        second={"tenants": ["Acme Corp"], "tenanted": "Tenanted"},
+        field=lambda record: record["TenantedDeploymentParticipation"],
+        first_value="TenantedOrUntenanted",
+        second_value="Tenanted",
+        drift="tenanted",
+    )
+    # Without the keys the record goes back to Octopus' defaults: no tenants, Untenanted.
+    assert jobs.register(ALL, quiet(), settings).exit_code == EXIT_OK
+    record = octopus_machines(octopus)["sbx01"]
+    assert (record["TenantIds"], record["TenantTags"]) == ([], [])
+    assert record["TenantedDeploymentParticipation"] == "Untenanted"

@@ -97,6 +97,9 @@ def test_the_record_octoboot_creates_and_the_one_it_puts_back():
         "EnvironmentIds": ["Environments-1"],
         "Roles": ["web"],
         "MachinePolicyId": POLICY,
+        "TenantIds": [],
+        "TenantTags": [],
+        "TenantedDeploymentParticipation": "Untenanted",
         "Endpoint": {"CommunicationStyle": LISTENING, "Uri": URI, "Thumbprint": HOST},
         "IsDisabled": False,
     }
@@ -110,6 +113,9 @@ def test_the_record_octoboot_creates_and_the_one_it_puts_back():
     assert updated == {
         **current,
         "Roles": ["web"],
+        "TenantIds": [],
+        "TenantTags": [],
+        "TenantedDeploymentParticipation": "Untenanted",
         "Endpoint": {**current["Endpoint"], "Uri": URI},
     }
     assert differences(wanted(), updated) == []
@@ -165,6 +171,27 @@ def test_each_field_that_differs_is_named():
         "environment", "roles", "machine policy", "communication style", "address",
         "Octopus thumbprint",
     ]  # fmt: skip
+
+
+def test_tenants_tags_and_participation_are_compared_as_sets_without_case():
+    tenanted = wanted(
+        registration=RegistrationIds(
+            POLICY, ("Tenants-1", "Tenants-2"), ("Region/EU",), "TenantedOrUntenanted"
+        )
+    )
+    same = record(TenantIds=["tenants-2", "Tenants-1"], TenantTags=["region/eu"],
+                  TenantedDeploymentParticipation="TenantedOrUntenanted")  # fmt: skip
+    assert differences(tenanted, same) == []
+    assert [str(d) for d in differences(tenanted, record())] == [
+        "tenants (Octopus none, inventory Tenants-1 Tenants-2)",
+        "tenant tags (Octopus none, inventory Region/EU)",
+        "tenanted (Octopus Untenanted, inventory TenantedOrUntenanted)",
+    ]
+    # a record that does not say how it takes part is Tenanted when it has tenants or tags
+    assert [str(d) for d in differences(wanted(), record(TenantTags=["Region/EU"]))] == [
+        "tenant tags (Octopus Region/EU, inventory none)",
+        "tenanted (Octopus Tenanted, inventory Untenanted)",
+    ]
 
 
 def test_thumbprints_a_dry_run_would_mint_or_nobody_has():

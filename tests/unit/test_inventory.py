@@ -100,6 +100,12 @@ def test_the_documented_example_parses_as_documented(tmp_path, monkeypatch):
     assert api01.ssh.key == web01.ssh.key
     assert api01.tentacle.port == 10934 and web02.tentacle.port == 10933
     assert web01.registration == Registration(machine_policy="Linux cattle")
+    assert web02.registration == Registration(
+        machine_policy="Linux cattle",
+        tenants=("Acme Corp", "globex"),
+        tenant_tags=("Region/EU",),
+        tenanted="TenantedOrUntenanted",
+    )
     for machine in env.machines:
         assert (machine.env_key, machine.environment) == ("qa", "QA")
         assert machine.octopus == env.octopus
