@@ -28,6 +28,7 @@ from octoboot.octopus import Resource, registered_thumbprint
 from octoboot.tentacle import Probe
 
 LISTENING = "TentaclePassive"  # Octopus' name for a listening Tentacle's endpoint
+POLLING = "TentacleActive"  # and for a polling one's
 HEALTHY = "Healthy"
 
 
@@ -40,6 +41,7 @@ class RegistrationIds:
     tenant_ids: tuple[str, ...] = ()
     tenant_tags: tuple[str, ...] = ()  # canonical names, spelt as the tag sets spell them
     tenanted: str = UNTENANTED
+    proxy_id: str | None = None  # a listening endpoint's Octopus-side proxy; None: direct
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class WantedRecord:
             "EnvironmentIds": [self.environment_id],
             "Roles": list(self.roles),
             "MachinePolicyId": self.registration.machine_policy_id,
-            # Lists as [], never null (a null tenant list once failed the server: §6.2).
+            # Lists as [], never null: a null tenant list once failed the server (octopus-facts
+            # §6.2).
             "TenantIds": list(self.registration.tenant_ids),
             "TenantTags": list(self.registration.tenant_tags),
             "TenantedDeploymentParticipation": self.registration.tenanted,
@@ -70,6 +73,8 @@ class WantedRecord:
                 "CommunicationStyle": self.communication_style,
                 "Uri": self.uri,
                 "Thumbprint": self.thumbprint or "",
+                # A listening endpoint's (ListeningTentacleEndpointResource): null is direct.
+                "ProxyId": self.registration.proxy_id,
             },
         }
 
@@ -83,6 +88,14 @@ class WantedRecord:
         fields = self.fields()
         endpoint = {**(current.get("Endpoint") or {}), **fields["Endpoint"]}
         return {**current, **fields, "Endpoint": endpoint}
+
+
+def communication_style(machine: Machine) -> str:
+    """How Octopus and the machine's Tentacle talk. Every machine listens in this version:
+    polling Tentacles (TentacleActive) are being added in another branch (issue 11), which
+    decides here; `polling_proxy` is refused for a machine that does not poll
+    (registration.py)."""
+    return LISTENING
 
 
 def wanted_record(
@@ -99,7 +112,7 @@ def wanted_record(
     return WantedRecord(
         environment_id=environment_id,
         roles=tuple(sorted(machine.roles)),
-        communication_style=LISTENING,
+        communication_style=communication_style(machine),
         uri=f"https://{host}:{machine.tentacle.port}/",
         thumbprint=thumbprint,
         registration=registration,
@@ -170,6 +183,8 @@ def differences(wanted: WantedRecord, record: Resource) -> list[Drift]:
         wanted.communication_style,
     )
     compare("address", uri.lower() != wanted.uri.lower(), uri, wanted.uri)
+    proxy, wanted_proxy = endpoint.get("ProxyId") or "", registration.proxy_id or ""
+    compare("proxy", proxy.lower() != wanted_proxy.lower(), proxy, wanted_proxy)
     if wanted.thumbprint is not None:
         registered, expected = registered_thumbprint(record), wanted.thumbprint.upper()
         compare(

@@ -91,6 +91,16 @@ class OctopusOverride:
 
 
 @dataclass(frozen=True)
+class PollingProxy:
+    """The proxy a polling Tentacle reaches its Octopus Server through (the Tentacle's own
+    `polling-proxy` settings, on the host). No password: see _no_proxy_password."""
+
+    host: str
+    port: int = 80  # the Tentacle's default when none is given
+    username: str | None = None
+
+
+@dataclass(frozen=True)
 class Registration:
     """What the machine's Octopus record carries besides environment and roles, named as the
     inventory names it (registration.py finds the Ids, once per run)."""
@@ -101,6 +111,8 @@ class Registration:
     # Untenanted, TenantedOrUntenanted or Tenanted; None: Tenanted with tenants or tags, else
     # Untenanted (as Octopus.Client decides for a record that does not say)
     tenanted: str | None = None
+    proxy: str | None = None  # a listening machine's Octopus-side proxy: name or Id
+    polling_proxy: PollingProxy | None = None  # a polling machine's own proxy (on the host)
 
 
 @dataclass(frozen=True)
@@ -511,6 +523,23 @@ def _participation(value: Any) -> str:
     raise _Invalid(f"must be one of {', '.join(PARTICIPATIONS)}, not {value!r}")
 
 
+def _no_proxy_password(value: Any) -> None:
+    raise _Invalid(
+        "refused: the Tentacle takes a proxy password only on its command line "
+        "(polling-proxy --proxyPassword), where any user of the host can read it (ps, "
+        "/proc/PID/cmdline); let the proxy admit these machines without one (e.g. by address), "
+        "or set it on the host yourself"
+    )
+
+
+def _polling_proxy(value: Any) -> PollingProxy:
+    spec = {"host": _host("port"), "port": _port, "username": _text, "password": _no_proxy_password}
+    values = _checked(_table(value), spec)
+    if "host" not in values:
+        raise _Invalid('missing host = "..." (the proxy\'s host name or address)')
+    return PollingProxy(**values)
+
+
 def _port(value: Any) -> int:
     _expect(value, int, "an integer")
     if not 1 <= value <= 65535:
@@ -595,6 +624,8 @@ _REGISTRATION_SPEC: dict[str, Check] = {
     "tenants": _names,
     "tenant_tags": _tags,
     "tenanted": _participation,
+    "proxy": _text,
+    "polling_proxy": _polling_proxy,
 }
 
 _TOP_SPEC: dict[str, Check] = {
@@ -678,16 +709,24 @@ def _check_table(
     path: Path, where: str, table: Mapping[str, Any], spec: Mapping[str, Check]
 ) -> dict[str, Any]:
     prefix = f"{path}: {where}: " if where else f"{path}: "
+    try:
+        return _checked(table, spec)
+    except _Invalid as problem:
+        raise ConfigError(f"{prefix}{problem}") from None
+
+
+def _checked(table: Mapping[str, Any], spec: Mapping[str, Check]) -> dict[str, Any]:
+    """The table's values, each checked; _Invalid names the key that is wrong."""
     for key in table:
         if key not in spec:
-            raise ConfigError(prefix + _unknown_key(key, spec))
+            raise _Invalid(_unknown_key(key, spec))
     values = {}
     for key, check in spec.items():
         if key in table:
             try:
                 values[key] = check(table[key])
             except _Invalid as problem:
-                raise ConfigError(f"{prefix}{key}: {problem}") from None
+                raise _Invalid(f"{key}: {problem}") from None
     return values
 
 

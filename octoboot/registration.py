@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from octoboot.drift import RegistrationIds
+from octoboot.drift import POLLING, RegistrationIds, communication_style
 from octoboot.errors import ConfigError
 from octoboot.inventory import UNTENANTED, Machine, Registration
 from octoboot.octopus import OctopusClient, Resource
@@ -40,6 +40,7 @@ class Catalog:
     machine_policies: Sequence[Resource] = ()
     tenants: Sequence[Resource] = ()
     tag_sets: Sequence[Resource] = ()
+    proxies: Sequence[Resource] = ()
 
     @staticmethod
     def routes(registrations: Iterable[Registration]) -> set[str]:
@@ -51,6 +52,7 @@ class Catalog:
             for route, used in (
                 ("tenants", any(r.tenants for r in registrations)),
                 ("tagsets", any(r.tenant_tags for r in registrations)),
+                ("proxies", any(r.proxy for r in registrations)),
             )
             if used
         }
@@ -85,6 +87,11 @@ def resolve(
             missing.append(Missing("tenant tag", tag))
         elif found not in tags:
             tags.append(found)
+    proxy = None
+    if registration.proxy is not None:
+        proxy = _find(catalog.proxies, registration.proxy, ("Id", "Name"))
+        if proxy is None:
+            missing.append(Missing("proxy", registration.proxy))
     if missing or policy is None:
         return None, missing
     tenanted = registration.tenanted or ("Tenanted" if tenant_ids or tags else UNTENANTED)
@@ -93,6 +100,7 @@ def resolve(
         tenant_ids=tuple(tenant_ids),
         tenant_tags=tuple(tags),
         tenanted=tenanted,
+        proxy_id=proxy["Id"] if proxy else None,
     ), []
 
 
@@ -117,6 +125,12 @@ def resolve_all(
     problems: dict[str, None] = {}  # ordered, without repeats
     catalogs: dict[int, Catalog] = {}
     for machine in machines:
+        if machine.registration.polling_proxy and communication_style(machine) != POLLING:
+            raise ConfigError(
+                f"{machine.source_file}: machine {machine.name!r}: polling_proxy is the proxy a "
+                "polling Tentacle reaches Octopus through; this machine listens, so Octopus "
+                "reaches it, through the Octopus proxy that `proxy` names if any"
+            )
         client = clients[machine.env_key]
         if id(client) not in catalogs:
             catalogs[id(client)] = _catalog(
@@ -145,6 +159,7 @@ def _catalog(client: OctopusClient, registrations: list[Registration]) -> Catalo
         machine_policies=read("machinepolicies"),
         tenants=read("tenants"),
         tag_sets=read("tagsets"),
+        proxies=read("proxies"),
     )
 
 

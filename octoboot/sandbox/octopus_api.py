@@ -194,9 +194,15 @@ def _ensure_server_certificate(state_dir: Path) -> tuple[Path, Path, str]:
 
 
 def probe_tentacle(
-    uri: str, expected_thumbprint: str, context: ssl.SSLContext, timeout: float
+    uri: str,
+    expected_thumbprint: str,
+    context: ssl.SSLContext,
+    timeout: float,
+    proxy: tuple[str, int] | None = None,
 ) -> tuple[bool, str]:
-    """(healthy, StatusSummary) for one listening Tentacle, as Octopus's health check sees it."""
+    """(healthy, StatusSummary) for one listening Tentacle, as Octopus's health check sees it;
+    proxy: (host, port) of the HTTP proxy the endpoint's ProxyId names, tunnelled through
+    with CONNECT (its credentials are not modelled)."""
     parts = urlsplit(uri)
     try:
         port = parts.port or TENTACLE_DEFAULT_PORT
@@ -204,7 +210,11 @@ def probe_tentacle(
         port = 0
     if parts.scheme.lower() != "https" or not parts.hostname or not port:
         return False, f"'{uri}' is not the address of a listening Tentacle (https://host:port/)."
-    conn = http.client.HTTPSConnection(parts.hostname, port, timeout=timeout, context=context)
+    if proxy is None:
+        conn = http.client.HTTPSConnection(parts.hostname, port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPSConnection(*proxy, timeout=timeout, context=context)
+        conn.set_tunnel(parts.hostname, port)
     try:
         conn.connect()
         assert conn.sock is not None  # connect() set it
@@ -912,6 +922,14 @@ class OctopusStandIn:
             log.exception("health task %s failed", task_id)
             self._state.finish_task(task_id, "Failed", f"{type(exc).__name__}: {exc}")
 
+    def _proxy(self, proxy_id: str | None) -> tuple[str, int] | None:
+        """Where the Octopus-side proxy a listening endpoint names is: the server connects to
+        the Tentacle through it (octopus-facts §6.3)."""
+        if not proxy_id:
+            return None
+        proxy = self._state.catalog_item("proxies", proxy_id)
+        return proxy["Host"], proxy["Port"]
+
     def _check_machine(
         self,
         task_id: str,
@@ -926,7 +944,11 @@ class OctopusStandIn:
         else:
             try:
                 outcome = probe_tentacle(
-                    str(endpoint.get("Uri")), endpoint["Thumbprint"], self._client_tls, timeout
+                    str(endpoint.get("Uri")),
+                    endpoint["Thumbprint"],
+                    self._client_tls,
+                    timeout,
+                    proxy=self._proxy(endpoint.get("ProxyId")),
                 )
             except Exception as exc:  # e.g. a host name the resolver cannot even encode
                 log.exception("health check of %s failed", machine["Id"])

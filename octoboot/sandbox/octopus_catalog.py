@@ -88,7 +88,7 @@ def _policy(body: Resource, item_id: str, catalog: Mapping[str, list[Resource]])
 
 
 def _policy_defaults() -> Resource:
-    """A new policy's settings, as the REST API reference shows them (§6.1)."""
+    """A new policy's settings, as the REST API reference shows them (octopus-facts §6.1)."""
     return {
         "Description": "",
         "MachineHealthCheckPolicy": {

@@ -16,7 +16,9 @@ import pytest
 from octoboot import jobs
 from octoboot.errors import ConfigError
 from octoboot.report import EXIT_FAILED, EXIT_OK, State
+from octoboot.sandbox import net
 from octoboot.status import status
+from tests.sandbox.connect_proxy import ConnectProxy
 from tests.sandbox.project import by_name, inv, octopus_machines, quiet, request_count
 
 ALL = jobs.Selection(env="sandbox")
@@ -208,3 +210,70 @@ def test_tenanted(bootstrapped, tenancy, settings, octopus):
     record = octopus_machines(octopus)["sbx01"]
     assert (record["TenantIds"], record["TenantTags"]) == ([], [])
     assert record["TenantedDeploymentParticipation"] == "Untenanted"
+
+
+@pytest.fixture(scope="module")
+def proxies(sandbox):
+    """Two HTTP CONNECT proxies on the controller's side of the sandbox's bridge, which the
+    Octopus stand-in reaches, as an Octopus-side proxy in a DMZ."""
+    address = net.Slot(sandbox.state()["slot"]).controller_address
+    with ConnectProxy(address) as first, ConnectProxy(address) as second:
+        yield first, second
+
+
+def test_proxy_of_a_listening_machine(bootstrapped, proxies, sandbox, settings, octopus):
+    first, second = proxies
+    dmz = create(octopus, "proxies", {"Name": "DMZ proxy", "Host": first.host, "Port": first.port})
+    backup = create(
+        octopus, "proxies", {"Name": "Backup proxy", "Host": second.host, "Port": second.port}
+    )
+    tentacles = {f"{h.address}:10933" for h in sandbox.hosts()}
+    round_trip(
+        settings,
+        octopus,
+        first={"proxy": "DMZ proxy"},
+        second={"proxy": backup["Id"]},
+        field=lambda record: record["Endpoint"]["ProxyId"],
+        first_value=dmz["Id"],
+        second_value=backup["Id"],
+        drift="proxy",
+    )
+    # Octopus' health checks went through each proxy in turn: the field is honoured.
+    assert tentacles <= set(first.tunnels) and tentacles <= set(second.tunnels)
+    # A proxy that does not answer makes the machines Unavailable, as on a real server.
+    create(octopus, "proxies", {"Name": "Dead proxy", "Host": first.host, "Port": 1})
+    with inventory(settings, proxy="Dead proxy"):
+        report = jobs.register(ALL, quiet(), settings)
+    assert {(r.state, r.failed_step) for r in report.results} == {(State.FAILED, "health")}
+    assert "Unavailable" in report.results[0].reason
+    assert jobs.register(ALL, quiet(), settings).exit_code == EXIT_OK  # direct again
+    assert octopus_machines(octopus)["sbx01"]["Endpoint"]["ProxyId"] is None
+    refused_before_any_machine(sandbox, settings, 'has no proxy "Squid"', proxy="Squid")
+
+
+def test_a_polling_proxy_is_refused_for_a_listening_machine(bootstrapped, sandbox, settings):
+    path = settings.machines_dir / "sandbox.toml"
+    original = path.read_text()
+    calls = {h.name: len(h.tentacle_calls()) for h in sandbox.hosts()}
+    path.write_text(original + 'polling_proxy = { host = "proxy.corp", port = 3128 }\n')
+    try:
+        proc = inv(settings, "register", "--env", "sandbox")
+        with_password = original + (
+            'polling_proxy = { host = "proxy.corp", password = "hunter2" }\n'
+        )
+        path.write_text(with_password)
+        secret = inv(settings, "status", "--env", "sandbox")
+    finally:
+        path.write_text(original)
+    assert proc.returncode == ConfigError.exit_code
+    assert proc.stderr.strip() == (
+        f"octoboot: {path}: machine 'sbx02': polling_proxy is the proxy a polling Tentacle "
+        "reaches Octopus through; this machine listens, so Octopus reaches it, through the "
+        "Octopus proxy that `proxy` names if any"
+    )
+    assert secret.returncode == ConfigError.exit_code
+    assert "password: refused: the Tentacle takes a proxy password only on its command line" in (
+        secret.stderr
+    )
+    assert "hunter2" not in secret.stderr + secret.stdout
+    assert {h.name: len(h.tentacle_calls()) for h in sandbox.hosts()} == calls

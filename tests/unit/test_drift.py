@@ -100,7 +100,12 @@ def test_the_record_octoboot_creates_and_the_one_it_puts_back():
         "TenantIds": [],
         "TenantTags": [],
         "TenantedDeploymentParticipation": "Untenanted",
-        "Endpoint": {"CommunicationStyle": LISTENING, "Uri": URI, "Thumbprint": HOST},
+        "Endpoint": {
+            "CommunicationStyle": LISTENING,
+            "Uri": URI,
+            "Thumbprint": HOST,
+            "ProxyId": None,
+        },
         "IsDisabled": False,
     }
     current = record(
@@ -116,7 +121,7 @@ def test_the_record_octoboot_creates_and_the_one_it_puts_back():
         "TenantIds": [],
         "TenantTags": [],
         "TenantedDeploymentParticipation": "Untenanted",
-        "Endpoint": {**current["Endpoint"], "Uri": URI},
+        "Endpoint": {**current["Endpoint"], "Uri": URI, "ProxyId": None},
     }
     assert differences(wanted(), updated) == []
     assert current["Roles"] == ["db"]  # not changed in place
@@ -192,6 +197,19 @@ def test_tenants_tags_and_participation_are_compared_as_sets_without_case():
         "tenant tags (Octopus Region/EU, inventory none)",
         "tenanted (Octopus Tenanted, inventory Untenanted)",
     ]
+
+
+def test_a_listening_endpoints_proxy():
+    through = wanted(registration=RegistrationIds(POLICY, proxy_id="Proxies-1"))
+    assert differences(through, record(Endpoint=endpoint(ProxyId="proxies-1"))) == []
+    assert [str(d) for d in differences(through, record())] == [
+        "proxy (Octopus none, inventory Proxies-1)"
+    ]
+    # none wanted: null and a missing ProxyId are both "direct"
+    assert differences(wanted(), record(Endpoint=endpoint(ProxyId=None))) == []
+    assert [
+        str(d) for d in differences(wanted(), record(Endpoint=endpoint(ProxyId="Proxies-2")))
+    ] == ["proxy (Octopus Proxies-2, inventory none)"]
 
 
 def test_thumbprints_a_dry_run_would_mint_or_nobody_has():

@@ -100,6 +100,7 @@ def test_the_documented_example_parses_as_documented(tmp_path, monkeypatch):
     assert api01.ssh.key == web01.ssh.key
     assert api01.tentacle.port == 10934 and web02.tentacle.port == 10933
     assert web01.registration == Registration(machine_policy="Linux cattle")
+    assert api01.registration == Registration(machine_policy="Linux cattle", proxy="DMZ proxy")
     assert web02.registration == Registration(
         machine_policy="Linux cattle",
         tenants=("Acme Corp", "globex"),

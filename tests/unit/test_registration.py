@@ -4,8 +4,8 @@ import pytest
 
 from octoboot.drift import RegistrationIds
 from octoboot.errors import ConfigError
-from octoboot.inventory import Registration, load_environment
-from octoboot.registration import Catalog, resolve
+from octoboot.inventory import PollingProxy, Registration, load_environment
+from octoboot.registration import Catalog, resolve, resolve_all
 
 POLICIES = (
     {"Id": "MachinePolicies-1", "Name": "Default Machine Policy", "IsDefault": True},
@@ -21,7 +21,8 @@ TAG_SETS = (
     {"Name": "Team", "Scopes": ["Project"], "Tags": [{"CanonicalTagName": "Team/Ops"}]},
     {"Name": "Tier", "Tags": [{"CanonicalTagName": "Tier/Gold"}]},  # from before scopes
 )  # fmt: skip
-CATALOG = Catalog(machine_policies=POLICIES, tenants=TENANTS, tag_sets=TAG_SETS)
+PROXIES = ({"Id": "Proxies-1", "Name": "DMZ proxy"},)
+CATALOG = Catalog(machine_policies=POLICIES, tenants=TENANTS, tag_sets=TAG_SETS, proxies=PROXIES)
 
 
 def ids(**names) -> RegistrationIds:
@@ -63,6 +64,48 @@ def test_tenants_by_name_slug_or_id_and_tags_by_canonical_name():
     ]
 
 
+def test_a_listening_machines_proxy_by_name_or_id():
+    assert ids().proxy_id is None
+    assert ids(proxy="dmz PROXY").proxy_id == "Proxies-1"
+    assert ids(proxy="Proxies-1").proxy_id == "Proxies-1"
+    assert missing(proxy="Squid") == ['no proxy "Squid"']
+
+
+def test_a_polling_proxy_on_a_listening_machine_is_refused_before_octopus_is_asked(tmp_path):
+    path = tmp_path / "qa.toml"
+    path.write_text('roles = ["web"]\n[polling_proxy]\nhost = "proxy.corp"\nport = 3128\n'
+                    '[[machines]]\nname = "web01"\n')  # fmt: skip
+    (machine,) = load_environment(path).machines
+    assert machine.registration.polling_proxy == PollingProxy("proxy.corp", 3128)
+    with pytest.raises(ConfigError) as caught:
+        resolve_all([machine], clients={})  # no Octopus to ask: refused first
+    assert str(caught.value) == (
+        f"{path}: machine 'web01': polling_proxy is the proxy a polling Tentacle reaches "
+        "Octopus through; this machine listens, so Octopus reaches it, through the Octopus "
+        "proxy that `proxy` names if any"
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('host = "proxy.corp"\npassword = "hunter2"',
+         "polling_proxy: password: refused: the Tentacle takes a proxy password only on its "
+         "command line (polling-proxy --proxyPassword), where any user of the host can read it"),
+        ("port = 3128", 'polling_proxy: missing host = "..."'),
+        ('host = "proxy$(id)"', "polling_proxy: host: 'proxy$(id)' is not a host name"),
+        ('host = "p"\nprot = 1', "polling_proxy: unknown key 'prot' (did you mean 'port'?)"),
+    ],
+)  # fmt: skip
+def test_polling_proxy_keys_are_checked_and_a_password_refused(tmp_path, table, message):
+    path = tmp_path / "qa.toml"
+    path.write_text(f'roles = ["web"]\n[polling_proxy]\n{table}\n[[machines]]\nname = "w"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_environment(path)
+    assert str(caught.value).startswith(f"{path}: {message}")
+    assert "hunter2" not in str(caught.value)
+
+
 def test_only_the_lists_a_run_needs_are_read():
     assert Catalog.routes([Registration()]) == {"machinepolicies"}
     assert Catalog.routes([Registration(), Registration(tenants=("Acme",))]) == {
@@ -71,6 +114,7 @@ def test_only_the_lists_a_run_needs_are_read():
     assert Catalog.routes([Registration(tenant_tags=("Region/EU",))]) == {
         "machinepolicies", "tagsets",
     }  # fmt: skip
+    assert Catalog.routes([Registration(proxy="DMZ")]) == {"machinepolicies", "proxies"}
 
 
 def test_the_inventory_names_them_for_the_file_and_a_machine_overrides(tmp_path):

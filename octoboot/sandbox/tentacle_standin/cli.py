@@ -63,6 +63,7 @@ MODULES = {
     "service": ("service",),
     "agent": ("agent", "run"),
     "registration": ("register-with", "deregister-from"),
+    "proxy": ("polling-proxy",),
 }  # fmt: skip
 
 
