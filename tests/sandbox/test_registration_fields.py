@@ -6,6 +6,7 @@ before any machine is touched."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -68,7 +69,8 @@ def round_trip(
     drift: str,
 ) -> None:
     """Register with the `first` keys, see `first_value` in each record; change them to
-    `second`: status calls it drift, a dry run would update, register updates in place."""
+    `second`: `inv status` calls it drift, a dry run would update, register updates in
+    place."""
     before = octopus_machines(octopus)
     with inventory(settings, **first):
         report = jobs.register(ALL, quiet(), settings)
@@ -79,11 +81,11 @@ def round_trip(
             assert records[name]["Id"] == before[name]["Id"]
         assert status(ALL, quiet(), settings).exit_code == EXIT_OK
     with inventory(settings, **second):
-        checked = status(ALL, quiet(), settings)
-        assert checked.exit_code == EXIT_FAILED, checked.table()
-        for row in checked.results:
-            assert (row.state, row.failed_step) == (State.FAILED, "drift")
-            assert row.facts["drift"] == drift, row.reason
+        checked = inv(settings, "status", "--env", "sandbox", "--format", "json")
+        assert checked.returncode == EXIT_FAILED, checked.stdout + checked.stderr
+        for row in json.loads(checked.stdout)["machines"]:
+            assert (row["state"], row["failed_step"]) == ("failed", "drift")
+            assert row["facts"]["drift"] == drift, row["reason"]
         planned = jobs.register(ALL, quiet(dry_run=True), settings)
         plan = {s.name: s for s in by_name(planned)["sbx01"].steps}["register"]
         assert (plan.status, plan.detail) == (
@@ -277,3 +279,23 @@ def test_a_polling_proxy_is_refused_for_a_listening_machine(bootstrapped, sandbo
     )
     assert "hunter2" not in secret.stderr + secret.stdout
     assert {h.name: len(h.tentacle_calls()) for h in sandbox.hosts()} == calls
+
+
+def test_each_list_is_read_once_per_run_and_only_when_named(
+    bootstrapped, tenancy, sandbox, settings
+):
+    def reads(**keys: Any) -> Counter[str]:
+        offset = request_count(sandbox)
+        with inventory(settings, **keys):
+            report = jobs.register(ALL, quiet(), settings)
+        assert report.exit_code == EXIT_OK, report.table()
+        lines = (sandbox.root / "octopus" / "requests.jsonl").read_text().splitlines()[offset:]
+        paths = [json.loads(line)["path"].split("?")[0] for line in lines]
+        return Counter(p.rsplit("/", 2)[-2] for p in paths if p.endswith("/all"))
+
+    plain = reads()
+    assert plain["machinepolicies"] == 1
+    assert not {"tenants", "tagsets", "proxies"} & set(plain)
+    named = reads(tenants=["Acme Corp"], tenant_tags=["Region/EU"])
+    assert (named["machinepolicies"], named["tenants"], named["tagsets"]) == (1, 1, 1)
+    assert jobs.register(ALL, quiet(), settings).exit_code == EXIT_OK  # back to untenanted
