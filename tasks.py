@@ -24,6 +24,7 @@ sys.path[:] = [str(PROJECT), *(p for p in sys.path if Path(p or os.curdir).resol
 from octoboot import jobs  # noqa: E402
 from octoboot.errors import OctobootError  # noqa: E402
 from octoboot.interrupts import Terminated  # noqa: E402
+from octoboot.prune import prune as prune_records  # noqa: E402
 from octoboot.report import EXIT_INTERRUPTED, EXIT_TERMINATED, RunReport  # noqa: E402
 from octoboot.sandbox.control import Sandbox  # noqa: E402
 from octoboot.sandbox.standin_settings import StandInSettings  # noqa: E402
@@ -208,6 +209,18 @@ deregister = fleet_task(
 )  # fmt: skip
 
 
+prune_ = fleet_task(
+    "prune",
+    "Remove the records of an environment that no inventory lists, and duplicate records.",
+    prune_records,
+    extra={
+        "older_than": (None, "only records Octopus has not changed for this long, e.g. 7d, "
+                       "12h, 30m"),
+        "only_unavailable": (False, "only records whose health is Unavailable"),
+    },
+)  # fmt: skip
+
+
 def exec_command(selection, options, settings, *, command):
     # `inv exec --env qa -- systemctl status Tentacle`: Invoke parses no task flags after
     # `--` and does not pass that remainder to tasks, so it is read from argv.
@@ -249,13 +262,15 @@ STANDIN_FLAGS = {
         "install_seconds": "how long a Tentacle install takes on each host (default 3)",
         "ssh_only": "how many of the hosts (the last ones) Octopus cannot reach, only SSH can "
         "(as behind NAT): their inventory entries poll (default 0)",
+        "inventory_command": "machines/sandbox.toml takes its machines from a command that "
+        "lists the sandbox's hosts ([source]) instead of listing them",
         **STANDIN_FLAGS,
     }
 )
 def sandbox_up(
     c, hosts=5, install_seconds=3.0, ssh_only=0, task_cap=None, health_seconds=None,
     health_seconds_per_machine=None, rate_limit=None, rate_burst=None,
-    tentacle_startup_seconds=None,
+    tentacle_startup_seconds=None, inventory_command=False,
 ):  # fmt: skip
     """Start a local fleet of sshd hosts plus Octopus and package stand-ins (or change how
     real the stand-ins are, if it is up)."""
@@ -278,7 +293,9 @@ def sandbox_up(
                 settings=settings,
                 ssh_only=int(ssh_only),
             )
-        written = SANDBOX.write_target_files(PROJECT / "machines", PROJECT / ".env")
+        written = SANDBOX.write_target_files(
+            PROJECT / "machines", PROJECT / ".env", from_command=inventory_command
+        )
         print(SANDBOX.describe())
         print("wrote " + ", ".join(str(p.relative_to(PROJECT)) for p in written))
 
@@ -393,3 +410,4 @@ for _name, _task in {
 
 ns = Collection(bootstrap, install, register, deregister, status, sandbox)
 ns.add_task(exec_, name="exec")
+ns.add_task(prune_, name="prune")

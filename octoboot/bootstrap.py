@@ -36,7 +36,7 @@ class Bootstrap(Pipeline):
     STEPS: ClassVar = (
         "connect", "probe", "install", "identity", "configure", "register", "service", "health",
     )  # fmt: skip
-    NEEDS_OCTOPUS = NEEDS_IDENTITIES = True
+    NEEDS_OCTOPUS = NEEDS_IDENTITIES = NEEDS_REGISTRATION = True
 
     def __init__(self, job) -> None:
         super().__init__(job)
@@ -383,7 +383,7 @@ class Bootstrap(Pipeline):
 
 class Install(Bootstrap):
     STEPS: ClassVar = ("connect", "probe", "install")
-    NEEDS_OCTOPUS = NEEDS_IDENTITIES = False
+    NEEDS_OCTOPUS = NEEDS_IDENTITIES = NEEDS_REGISTRATION = False
 
 
 class Register(Bootstrap):

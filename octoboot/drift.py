@@ -13,11 +13,13 @@ One truth for every command that compares: `register` creates the record from
 `WantedRecord.new()` or updates it with `applied_to()` when `differences()` finds any (and
 `--dry-run` names them), and `status` calls the same differences drift (`find_drift`, which
 adds the host's side), so the two cannot disagree. `unlisted()` finds the records no
-inventory lists (`listed_in()`: the names that count as listed). Pure: data in, data out,
+inventory lists (`listed()`: the names that count as listed), `duplicates_of()` one
+certificate registered under several names. Pure: data in, data out,
 no SSH or HTTP.
 
-A registration field is added in three places here, next to each other: a `WantedRecord`
-field, its place in `fields()`, and its row in `differences()`.
+A registration field is added in three places here, next to each other: a `RegistrationIds`
+field (or a `WantedRecord` one, for what is not named in Octopus), its place in `fields()`,
+and its row in `differences()`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from urllib.parse import urlsplit
 from octoboot.inventory import (
     DEFAULT_POLLING_PORT,
     TARGET,
+    UNTENANTED,
     WORKER,
     Inventory,
     Machine,
@@ -78,6 +81,18 @@ def polling_server(octopus_url: str, override: OctopusOverride | None) -> Pollin
 
 
 @dataclass(frozen=True)
+class RegistrationIds:
+    """The inventory's registration fields (inventory.Registration) as the Ids Octopus keeps,
+    found once per run (registration.py)."""
+
+    machine_policy_id: str
+    tenant_ids: tuple[str, ...] = ()
+    tenant_tags: tuple[str, ...] = ()  # canonical names, spelt as the tag sets spell them
+    tenanted: str = UNTENANTED
+    proxy_id: str | None = None  # a listening endpoint's Octopus-side proxy; None: direct
+
+
+@dataclass(frozen=True)
 class WantedRecord:
     """The Octopus machine record the inventory asks for (the name aside: that is the key
     the record is found by)."""
@@ -92,24 +107,36 @@ class WantedRecord:
     # The machine's certificate; "" for one a dry run would mint; None when neither the
     # store nor the host has one (status), and then not compared.
     thumbprint: str | None
+    registration: RegistrationIds
     kind: str = TARGET
     worker_pool_ids: tuple[str, ...] = ()  # workers only
 
     def fields(self) -> Resource:
         """The record's fields as Octopus takes them."""
+        registration = self.registration
         placed: Resource = (
             {"WorkerPoolIds": list(self.worker_pool_ids)}
             if self.kind == WORKER
-            else {"EnvironmentIds": [self.environment_id], "Roles": list(self.roles)}
+            else {
+                "EnvironmentIds": [self.environment_id],
+                "Roles": list(self.roles),
+                # Lists as [], never null: a null tenant list once failed the server
+                # (octopus-facts §6.2).
+                "TenantIds": list(registration.tenant_ids),
+                "TenantTags": list(registration.tenant_tags),
+                "TenantedDeploymentParticipation": registration.tenanted,
+            }
         )
-        return {
-            **placed,
-            "Endpoint": {
-                "CommunicationStyle": self.communication_style,
-                "Uri": self.uri or "",
-                "Thumbprint": self.thumbprint or "",
-            },
+        endpoint: Resource = {
+            "CommunicationStyle": self.communication_style,
+            "Uri": self.uri or "",
+            "Thumbprint": self.thumbprint or "",
         }
+        if self.communication_style == LISTENING:
+            # ListeningTentacleEndpointResource's: null is direct. A polling Tentacle's
+            # proxy is its own setting (polling-proxy), not the record's.
+            endpoint["ProxyId"] = registration.proxy_id
+        return {**placed, "MachinePolicyId": registration.machine_policy_id, "Endpoint": endpoint}
 
     def new(self, name: str) -> Resource:
         """The body that creates the record."""
@@ -123,12 +150,19 @@ class WantedRecord:
         return {**current, **fields, "Endpoint": endpoint}
 
 
+def communication_style(machine: Machine) -> str:
+    """How Octopus and the machine's Tentacle talk (`polling_proxy` is refused for a machine
+    that does not poll: registration.py)."""
+    return POLLING if machine.is_polling else LISTENING
+
+
 def wanted_record(
     machine: Machine,
     *,
     environment_id: str | None,
     ssh_host: str,
     thumbprint: str | None,
+    registration: RegistrationIds,
     subscription: str | None = None,
     worker_pool_ids: Sequence[str] = (),
 ) -> WantedRecord:
@@ -137,17 +171,19 @@ def wanted_record(
     public_hostname. subscription: a polling machine's poll://<id>/ on its host ("" when it
     has none yet, None when not known). environment_id: a target's; worker_pool_ids: a
     worker's pools, resolved."""
-    if machine.is_polling:
-        style, uri = POLLING, subscription
+    style = communication_style(machine)
+    if style == POLLING:
+        uri = subscription
     else:
         host = (machine.public_hostname or ssh_host).lower()
-        style, uri = LISTENING, f"https://{host}:{machine.tentacle.port}/"
+        uri = f"https://{host}:{machine.tentacle.port}/"
     return WantedRecord(
         environment_id=None if machine.is_worker else environment_id,
         roles=tuple(sorted(machine.roles)),
         communication_style=style,
         uri=uri,
         thumbprint=thumbprint,
+        registration=registration,
         kind=machine.kind,
         worker_pool_ids=tuple(sorted(worker_pool_ids)) if machine.is_worker else (),
     )
@@ -167,7 +203,7 @@ def _words(values: Iterable[str]) -> str:
 
 
 def _folded(values: Iterable[str]) -> frozenset[str]:
-    # Octopus compares role names without case; order never matters.
+    # Octopus compares role names, Ids and tag names without case; order never matters.
     return frozenset(v.lower() for v in values)
 
 
@@ -177,8 +213,9 @@ def differences(wanted: WantedRecord, record: Resource) -> list[Drift]:
 
     def compare(what: str, differs: bool, have: str, want: str, source: str = "inventory") -> None:
         if differs:
-            found.append(Drift(what, f"Octopus {have or 'none'}, {source} {want}"))
+            found.append(Drift(what, f"Octopus {have or 'none'}, {source} {want or 'none'}"))
 
+    registration = wanted.registration
     if wanted.kind == WORKER:
         pools = record.get("WorkerPoolIds") or []
         compare(
@@ -198,6 +235,26 @@ def differences(wanted: WantedRecord, record: Resource) -> list[Drift]:
         compare(
             "roles", _folded(roles) != _folded(wanted.roles), _words(roles), _words(wanted.roles)
         )
+        tenants, tags = record.get("TenantIds") or [], record.get("TenantTags") or []
+        compare(
+            "tenants",
+            _folded(tenants) != _folded(registration.tenant_ids),
+            _words(tenants),
+            _words(registration.tenant_ids),
+        )
+        compare(
+            "tenant tags",
+            _folded(tags) != _folded(registration.tenant_tags),
+            _words(tags),
+            _words(registration.tenant_tags),
+        )
+        # A record that does not say is told as Octopus.Client tells it (octopus-facts §6.2).
+        tenanted = record.get("TenantedDeploymentParticipation") or (
+            "Tenanted" if tenants or tags else UNTENANTED
+        )
+        compare("tenanted", tenanted != registration.tenanted, tenanted, registration.tenanted)
+    policy, wanted_policy = record.get("MachinePolicyId") or "", registration.machine_policy_id
+    compare("machine policy", policy.lower() != wanted_policy.lower(), policy, wanted_policy)
     endpoint = record.get("Endpoint") or {}
     style, uri = endpoint.get("CommunicationStyle") or "", endpoint.get("Uri") or ""
     compare(
@@ -218,6 +275,8 @@ def differences(wanted: WantedRecord, record: Resource) -> list[Drift]:
             )
     else:
         compare("address", uri.lower() != (wanted.uri or "").lower(), uri, str(wanted.uri))
+        proxy, wanted_proxy = endpoint.get("ProxyId") or "", registration.proxy_id or ""
+        compare("proxy", proxy.lower() != wanted_proxy.lower(), proxy, wanted_proxy)
     if wanted.thumbprint is not None:
         registered, expected = registered_thumbprint(record), wanted.thumbprint.upper()
         compare(
@@ -239,11 +298,13 @@ def find_drift(
     health: str | None,
     thumbprint_registered_as: Sequence[str] = (),
     polling: PollingServer | None = None,
+    duplicates: Sequence[str] = (),
 ) -> list[Drift]:
     """How a machine differs from the wanted state: the host, the identity store, the
     Octopus record (`differences`) and its health. probe None: the host was not reached, so
     only the store and Octopus are compared; record None: Octopus has no machine of this
-    name (thumbprint_registered_as: the records that have its thumbprint instead).
+    name (thumbprint_registered_as: the records that have its thumbprint instead);
+    duplicates: the records that have the record's thumbprint under other names.
     polling: where a polling machine's Tentacle should connect to."""
     drift: list[Drift] = []
     host_thumbprint = probe.thumbprint if probe else None
@@ -270,6 +331,9 @@ def find_drift(
         drift.append(Drift("missing from Octopus", detail))
         return drift
     drift += differences(wanted, record)
+    if duplicates:
+        also = ", ".join(duplicates)
+        drift.append(Drift("duplicate records", f"its thumbprint is also registered as {also}"))
     if health != HEALTHY:
         drift.append(Drift("health", health or "Unknown"))
     return drift
@@ -317,21 +381,24 @@ def unlisted(
     )
 
 
-def listed_in(inventory: Inventory, environment: str) -> list[str]:
-    """The machines any inventory file naming this Octopus environment lists (several
-    files may name one environment, compared as Octopus compares names)."""
-    wanted = environment.strip().lower()
-    return [
-        machine.name
-        for file in inventory.environments.values()
-        if file.name.strip().lower() == wanted
-        for machine in file.machines
-        if not machine.is_worker
-    ]
+def duplicates_of(record: Resource, records: Iterable[Resource]) -> list[Resource]:
+    """The other records with this record's thumbprint: one certificate registered under
+    several names (a machine re-registered under a new name, a clone). By name."""
+    thumbprint, name = registered_thumbprint(record), record["Name"].strip().lower()
+    if not thumbprint:
+        return []
+    return sorted(
+        (
+            other
+            for other in records
+            if registered_thumbprint(other) == thumbprint and other["Name"].strip().lower() != name
+        ),
+        key=lambda other: other["Name"].lower(),
+    )
 
 
-def listed_workers(inventory: Inventory) -> list[str]:
-    """Every worker any inventory file lists: pools are named by names, slugs or Ids, so a
-    worker listed anywhere counts as listed in every pool."""
-    files = inventory.environments.values()
-    return [machine.name for file in files for machine in file.machines if machine.is_worker]
+def listed(inventory: Inventory) -> list[str]:
+    """Every machine name any inventory file lists. A record of one of them is never
+    "unlisted", whatever environment it is in: it is that file's machine (in the wrong
+    environment, that file's status calls it drift)."""
+    return [machine.name for file in inventory.environments.values() for machine in file.machines]

@@ -2,7 +2,8 @@
 
 One file per environment; its stem is the environment key. The format, with a full example, is in
 docs/inventory.md. Everything is checked on load, so that a typo stops the run before any host is
-touched; every error is one line that names the file.
+touched; every error is one line that names the file. A file's machines may come from a command
+instead (`[source] command`, inventory_source.py), checked exactly as the file's own.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from octoboot.errors import ConfigError
+from octoboot.inventory_source import DEFAULT_TIMEOUT, machines_from_command
 
+# How a machine takes part in tenanted deployments (Octopus' TenantedDeploymentMode).
+UNTENANTED = "Untenanted"
+PARTICIPATIONS = (UNTENANTED, "TenantedOrUntenanted", "Tenanted")
 # Machine names end up in file names (identity store, logs) and on command lines.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -93,6 +98,31 @@ class OctopusOverride:
 
 
 @dataclass(frozen=True)
+class PollingProxy:
+    """The proxy a polling Tentacle reaches its Octopus Server through (the Tentacle's own
+    `polling-proxy` settings, on the host). No password: see _no_proxy_password."""
+
+    host: str
+    port: int = 80  # the Tentacle's default when none is given
+    username: str | None = None
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What the machine's Octopus record carries besides environment and roles, named as the
+    inventory names it (registration.py finds the Ids, once per run)."""
+
+    machine_policy: str | None = None  # name or Id; None: the server's default policy
+    tenants: tuple[str, ...] = ()  # names, slugs or Ids
+    tenant_tags: tuple[str, ...] = ()  # canonical tag names, "TagSet/Tag"
+    # Untenanted, TenantedOrUntenanted or Tenanted; None: Tenanted with tenants or tags, else
+    # Untenanted (as Octopus.Client decides for a record that does not say)
+    tenanted: str | None = None
+    proxy: str | None = None  # a listening machine's Octopus-side proxy: name or Id
+    polling_proxy: PollingProxy | None = None  # a polling machine's own proxy (on the host)
+
+
+@dataclass(frozen=True)
 class Machine:
     name: str
     env_key: str
@@ -120,6 +150,8 @@ class Machine:
     def placement(self) -> str:
         """Where Octopus puts it, for reports: its environment, or its worker pools."""
         return f"pools {', '.join(self.worker_pools)}" if self.is_worker else self.environment
+
+    registration: Registration = Registration()
 
 
 @dataclass(frozen=True)
@@ -168,7 +200,10 @@ class Inventory:
             wanted = {self._host(host, scope, env).name for host in hosts}
             machines = [machine for machine in machines if machine.name in wanted]
         elif not machines:
-            raise ConfigError(f"{scope[0].file} lists no machines: add [[machines]] entries")
+            raise ConfigError(
+                f"{scope[0].file} lists no machines: add [[machines]] entries (or have its "
+                "[source] command print some)"
+            )
         for pattern in limits:
             if not any(fnmatchcase(machine.name, pattern) for machine in machines):
                 raise ConfigError(
@@ -295,12 +330,27 @@ def load_environment(path: Path) -> Environment:
         kind=kind,
         worker_pools=top.get("worker_pools", ()),
         communication=top.get("communication", LISTENING),
+        registration=Registration(**{k: top[k] for k in _REGISTRATION_SPEC if k in top}),
     )
+    _check_registration(path, "", template.registration, kind)
     spec = _machine_spec(base)
+    entries, origin = top.get("machines", []), ""
+    if "source" in top:
+        source = _check_table(path, "[source]", top["source"], _SOURCE_SPEC)
+        if "command" not in source:
+            raise ConfigError(f'{path}: [source]: missing command = "..." (required)')
+        if "machines" in top:
+            raise ConfigError(
+                f"{path}: take the machines from [source] command or list them in "
+                "[[machines]], not both"
+            )
+        timeout = source.get("timeout", DEFAULT_TIMEOUT)
+        entries = machines_from_command(path, source["command"], timeout)
+        origin = f"[source] command {source['command']!r}: "
     machines: list[Machine] = []
-    for number, entry in enumerate(top.get("machines", []), start=1):
-        machine = _machine(path, number, entry, spec, template)
-        _refuse_duplicate(path, machine, machines)
+    for number, entry in enumerate(entries, start=1):
+        machine = _machine(path, number, entry, spec, template, origin)
+        _refuse_duplicate(path, machine, machines, origin)
         machines.append(machine)
     return Environment(path.stem, environment, path, tuple(machines), octopus)
 
@@ -318,16 +368,27 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _machine(
-    path: Path, number: int, entry: dict[str, Any], spec: Mapping[str, Check], template: Machine
+    path: Path,
+    number: int,
+    entry: dict[str, Any],
+    spec: Mapping[str, Check],
+    template: Machine,
+    origin: str = "",
 ) -> Machine:
+    """One machine from its table; origin: where the table came from, when not the file
+    itself (a [source] command)."""
     raw_name = entry.get("name")
-    where = f"machine {raw_name!r}" if isinstance(raw_name, str) else f"[[machines]] entry {number}"
+    if isinstance(raw_name, str):
+        where = f"{origin}machine {raw_name!r}"
+    else:
+        where = f"{origin}machine {number}" if origin else f"[[machines]] entry {number}"
     values = _check_table(path, where, entry, spec)
     if "name" not in values:
         raise ConfigError(f'{path}: {where}: missing name = "..." (required)')
     kind = values.get("kind", template.kind)
     roles, pools = _roles_or_pools(path, where, kind, values, template)
     ssh = {key: values[key] for key in _SSH_KEYS if key in values}
+    registration: dict[str, Any] = {k: values[k] for k in _REGISTRATION_SPEC if k in values}
     tentacle = template.tentacle
     if "tentacle_port" in values:
         tentacle = dataclasses.replace(tentacle, port=values["tentacle_port"])
@@ -336,6 +397,8 @@ def _machine(
             f"{path}: {where}: name: with no address, the name is the host to connect to, "
             f'and {problem}: set address = "..." to the host'
         )
+    registration = dataclasses.replace(template.registration, **registration)
+    _check_registration(path, f"{where}: ", registration, kind)
     return dataclasses.replace(
         template,
         name=values["name"],
@@ -347,6 +410,7 @@ def _machine(
         kind=kind,
         worker_pools=pools,
         communication=values.get("communication", template.communication),
+        registration=registration,
     )
 
 
@@ -381,14 +445,28 @@ def _roles_or_pools(
     return roles, ()
 
 
-def _refuse_duplicate(path: Path, machine: Machine, earlier: list[Machine]) -> None:
+def _check_registration(path: Path, where: str, registration: Registration, kind: str) -> None:
+    tenancy = registration.tenants or registration.tenant_tags
+    if kind == WORKER and (tenancy or registration.tenanted is not None):
+        raise ConfigError(
+            f"{path}: {where}a worker takes no tenants, tenant_tags or tenanted (Octopus keeps "
+            'tenancy on deployment targets): remove them, or make it a target (kind = "target")'
+        )
+    if registration.tenanted == UNTENANTED and (registration.tenants or registration.tenant_tags):
+        raise ConfigError(
+            f'{path}: {where}tenanted = "{UNTENANTED}" with tenants or tenant_tags: an untenanted '
+            'machine takes no tenants; use "Tenanted" or "TenantedOrUntenanted", or drop them'
+        )
+
+
+def _refuse_duplicate(path: Path, machine: Machine, earlier: list[Machine], origin: str) -> None:
     for other in earlier:
         if other.name == machine.name:
-            raise ConfigError(f"{path}: machine {machine.name!r} is listed twice")
+            raise ConfigError(f"{path}: {origin}machine {machine.name!r} is listed twice")
         if other.name.casefold() == machine.name.casefold():
             raise ConfigError(
-                f"{path}: machines {other.name!r} and {machine.name!r} differ only in case: "
-                "give them names that differ in more than case"
+                f"{path}: {origin}machines {other.name!r} and {machine.name!r} differ only in "
+                "case: give them names that differ in more than case"
             )
 
 
@@ -408,6 +486,7 @@ _KINDS = {
     str: "a string",
     list: "a list",
     dict: "a table",
+    type(None): "null",  # from a [source] command's JSON
 }
 
 
@@ -513,6 +592,47 @@ def _https_address(value: Any) -> str:
     return value
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    _expect(value, list, "a list of strings")
+    return tuple(dict.fromkeys(_text(name) for name in value))
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    tags = _names(value)
+    for tag in tags:
+        tag_set, slash, name = tag.partition("/")
+        if not (slash and tag_set.strip() and name.strip()):
+            raise _Invalid(
+                f"{tag!r} is not a tag's canonical name: write the tag set's name, '/' and the "
+                'tag\'s name, e.g. "Region/EU"'
+            )
+    return tags
+
+
+def _participation(value: Any) -> str:
+    for choice in PARTICIPATIONS:
+        if _text(value).strip().lower() == choice.lower():
+            return choice
+    raise _Invalid(f"must be one of {', '.join(PARTICIPATIONS)}, not {value!r}")
+
+
+def _no_proxy_password(value: Any) -> None:
+    raise _Invalid(
+        "refused: the Tentacle takes a proxy password only on its command line "
+        "(polling-proxy --proxyPassword), where any user of the host can read it (ps, "
+        "/proc/PID/cmdline); let the proxy admit these machines without one (e.g. by address), "
+        "or set it on the host yourself"
+    )
+
+
+def _polling_proxy(value: Any) -> PollingProxy:
+    spec = {"host": _host("port"), "port": _port, "username": _text, "password": _no_proxy_password}
+    values = _checked(_table(value), spec)
+    if "host" not in values:
+        raise _Invalid('missing host = "..." (the proxy\'s host name or address)')
+    return PollingProxy(**values)
+
+
 def _port(value: Any) -> int:
     _expect(value, int, "an integer")
     if not 1 <= value <= 65535:
@@ -590,17 +710,32 @@ def _tables(value: Any) -> list[dict[str, Any]]:
     return value
 
 
+# The machine's Octopus record besides environment and roles: at the top of the file, or on
+# a machine, where it wins.
+_REGISTRATION_SPEC: dict[str, Check] = {
+    "machine_policy": _text,
+    "tenants": _names,
+    "tenant_tags": _tags,
+    "tenanted": _participation,
+    "proxy": _text,
+    "polling_proxy": _polling_proxy,
+}
+
 _TOP_SPEC: dict[str, Check] = {
     "environment": _text,
     "roles": _roles,
     "kind": _choice(TARGET, WORKER),
     "worker_pools": _roles,
     "communication": _choice(LISTENING, POLLING),
+    **_REGISTRATION_SPEC,
     "octopus": _table,
     "ssh": _table,
     "tentacle": _table,
+    "source": _table,
     "machines": _tables,
 }
+
+_SOURCE_SPEC: dict[str, Check] = {"command": _text, "timeout": _seconds}
 
 
 def _ssh_spec(base: Path) -> dict[str, Check]:
@@ -648,6 +783,7 @@ def _machine_spec(base: Path) -> dict[str, Check]:
         "communication": _TOP_SPEC["communication"],
         "public_hostname": _host("tentacle_port"),
         "tentacle_port": _port,
+        **_REGISTRATION_SPEC,
         **_ssh_spec(base),
     }
 
@@ -660,6 +796,7 @@ _HOME = {
     **dict.fromkeys(_machine_spec(Path()), "in a [[machines]] entry"),
     **dict.fromkeys(_octopus_spec(Path()), "under [octopus]"),
     **dict.fromkeys(_tentacle_spec(Path()), "under [tentacle]"),
+    **dict.fromkeys(_SOURCE_SPEC, "under [source]"),
     **dict.fromkeys(_SSH_KEYS, "under [ssh] or in a [[machines]] entry"),
     **dict.fromkeys(
         _TOP_SPEC,
@@ -673,16 +810,24 @@ def _check_table(
     path: Path, where: str, table: Mapping[str, Any], spec: Mapping[str, Check]
 ) -> dict[str, Any]:
     prefix = f"{path}: {where}: " if where else f"{path}: "
+    try:
+        return _checked(table, spec)
+    except _Invalid as problem:
+        raise ConfigError(f"{prefix}{problem}") from None
+
+
+def _checked(table: Mapping[str, Any], spec: Mapping[str, Check]) -> dict[str, Any]:
+    """The table's values, each checked; _Invalid names the key that is wrong."""
     for key in table:
         if key not in spec:
-            raise ConfigError(prefix + _unknown_key(key, spec))
+            raise _Invalid(_unknown_key(key, spec))
     values = {}
     for key, check in spec.items():
         if key in table:
             try:
                 values[key] = check(table[key])
             except _Invalid as problem:
-                raise ConfigError(f"{prefix}{key}: {problem}") from None
+                raise _Invalid(f"{key}: {problem}") from None
     return values
 
 

@@ -6,7 +6,8 @@ in octoboot.status).
 
 Everything that can be checked before touching a host is checked first (inventory,
 settings, flags, a writable state directory, the identity store and its password, each
-Octopus: key, space, server certificate, environments), so a configuration error costs
+Octopus: key, space, server certificate, environments, and the names of what the machines'
+records refer to: machine policy), so a configuration error costs
 nothing and says so in one line (a ConfigError). A run that changes machines then takes
 their locks (locks.py): machines another run holds are `skipped`, naming it. Then every
 machine runs its pipeline through a FleetGroup; whatever happens to one machine ends up as
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from octoboot.bootstrap import Bootstrap, Install, Register
-from octoboot.drift import PollingServer, polling_server
+from octoboot.drift import PollingServer, RegistrationIds, polling_server
 from octoboot.errors import ConfigError
 from octoboot.files import StateWriteError, check_writable, describe, write_atomic
 from octoboot.fleet import (
@@ -46,6 +47,7 @@ from octoboot.lifecycle import Deregister, DeregisterRecord, Exec
 from octoboot.locks import Locks
 from octoboot.octopus import OctopusClient
 from octoboot.pipeline import Job, Pipeline
+from octoboot.registration import resolve_all
 from octoboot.report import MachineResult, RunReport, State, StepResult, printable
 from octoboot.rolling import Rollout, Share, batch_sizes
 from octoboot.runlog import MachineLog, Masker, new_run_dir
@@ -186,11 +188,13 @@ class Run:
             _with_overrides(m, options, pipeline.DEADLINE) for m in self._select(selection)
         ]
         self.clients: dict[str, OctopusClient] = {}
+        self._servers: dict[tuple[str, str, str | None], OctopusClient] = {}
         self.environment_ids: dict[str, str] = {}
         # Per environment file: its workers' pools (name → Id) and where its polling
         # Tentacles connect to; resolved once per run.
         self.worker_pool_ids: dict[str, dict[str, str]] = {}
         self.polling: dict[str, PollingServer] = {}
+        self.registrations: dict[str, RegistrationIds] = {}
         # Loaded so that they are masked in every output, whether or not this run uses them:
         # exec output or a command line may hold any of them.
         self.settings.load_secrets(self.inventory.environments.values())
@@ -229,32 +233,40 @@ class Run:
             self.identities = IdentityStore(self.settings.state_dir, password)
             self.identities.check()
         if self.pipeline.NEEDS_OCTOPUS:
-            servers: dict[tuple[str, str, str | None], OctopusClient] = {}
             for env_key in dict.fromkeys(m.env_key for m in self.machines):
-                environment = self.inventory.environments[env_key]
-                target = self.settings.octopus_for(environment)
-                # One client per Octopus (and key and space), whatever number of files
-                # name it: what it reads once, and its rate limit, are the server's.
-                server = (target.url, target.api_key.reveal(), target.space)
-                if server not in servers:
-                    servers[server] = OctopusClient(
-                        target.url,
-                        target.api_key.reveal(),
-                        space=target.space,
-                        key_hint=target.key_source,
-                        retry_seconds=self.options.octopus_retry_seconds,
-                    )
-                client = self.clients[env_key] = servers[server]
-                machines = [m for m in self.machines if m.env_key == env_key]
-                # Workers have no environment: a file of workers only needs none in Octopus.
-                names = [environment.name] if not all(m.is_worker for m in machines) else []
-                ids = client.connect(names)
-                if names:
-                    self.environment_ids[env_key] = ids[environment.name]
-                pools = sorted({pool for m in machines for pool in m.worker_pools})
-                if pools:
-                    self.worker_pool_ids[env_key] = client.worker_pool_ids(pools)
-                self.polling[env_key] = polling_server(target.url, environment.octopus)
+                self.connect(env_key)
+        if self.pipeline.NEEDS_REGISTRATION:
+            self.registrations = resolve_all(self.machines, self.clients)
+
+    def connect(self, env_key: str) -> OctopusClient:
+        """The Octopus of an environment file, connected, and what its machines need from
+        it looked up once: its environment (workers have none: a file of workers only needs
+        none in Octopus), its workers' pools, where its polling Tentacles connect to. One
+        client per Octopus (and key and space), whatever number of files name it: what it
+        reads once, and its rate limit, are the server's."""
+        environment = self.inventory.environments[env_key]
+        target = self.settings.octopus_for(environment)
+        server = (target.url, target.api_key.reveal(), target.space)
+        if server not in self._servers:
+            self._servers[server] = OctopusClient(
+                target.url,
+                target.api_key.reveal(),
+                space=target.space,
+                key_hint=target.key_source,
+                retry_seconds=self.options.octopus_retry_seconds,
+            )
+        client = self.clients[env_key] = self._servers[server]
+        machines = [m for m in self.machines if m.env_key == env_key]
+        workers_only = bool(machines) and all(m.is_worker for m in machines)
+        names = [] if workers_only else [environment.name]
+        ids = client.connect(names)
+        if names:
+            self.environment_ids[env_key] = ids[environment.name]
+        pools = sorted({pool for m in machines for pool in m.worker_pools})
+        if pools:
+            self.worker_pool_ids[env_key] = client.worker_pool_ids(pools)
+        self.polling[env_key] = polling_server(target.url, environment.octopus)
+        return client
 
     def _check_rename(self, old: str) -> None:
         if len(self.machines) != 1:
@@ -350,6 +362,7 @@ class Run:
                 deadline_seconds=machine.ssh.deadline,
                 octopus=client,
                 environment_id=self.environment_ids.get(machine.env_key),
+                registration=self.registrations.get(machine.name),
                 health=coordinators.get(id(client)),
                 worker_pool_ids=self.worker_pool_ids.get(machine.env_key, {}),
                 polling=self.polling.get(machine.env_key),

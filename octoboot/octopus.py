@@ -112,6 +112,7 @@ class OctopusClient:
         self._index_lock = threading.Lock()
         self._indexes: dict[str, MachineIndex] = {}
         self._worker_pools: list[Resource] | None = None
+        self._catalog: dict[str, list[Resource]] = {}
 
     def close(self) -> None:
         self._http.close()
@@ -334,6 +335,14 @@ class OctopusClient:
                 "fix worker_pools in the inventory"
             )
         return found
+
+    def catalog(self, route: str) -> list[Resource]:
+        """Everything of one kind in the space that machines refer to by Id ("machinepolicies",
+        "tenants", "tagsets", "proxies"), read once per client, so once per run."""
+        with self._index_lock:
+            if route not in self._catalog:
+                self._catalog[route] = self.request("GET", f"{self._space}/{route}/all")
+            return self._catalog[route]
 
     # --- machines (deployment targets) and workers ---------------------------------------
     # collection: "machines" (deployment targets) or "workers": Octopus keeps both kinds

@@ -66,6 +66,8 @@ class Job:
     environment_id: str | None = None  # a target's; None for workers
     worker_pool_ids: dict[str, str] = field(default_factory=dict)  # pool as listed → Id
     polling: drift.PollingServer | None = None  # where polling Tentacles connect to
+    # The record's other fields as Octopus Ids (registration.py), for pipelines that compare.
+    registration: drift.RegistrationIds | None = None
     health: HealthCoordinator | None = None  # this Octopus' health checks, shared
     identities: IdentityStore | None = None
     dry_run: bool = False
@@ -111,6 +113,8 @@ class Pipeline:
     # What a run of this pipeline needs, checked before any host is touched (jobs.Run).
     NEEDS_OCTOPUS: ClassVar[bool] = False
     NEEDS_IDENTITIES: ClassVar[bool] = False
+    # The inventory's registration fields resolved to Octopus Ids (job.registration).
+    NEEDS_REGISTRATION: ClassVar[bool] = False
     # Its failures are what --retry-failed re-runs (not for pipelines that only look).
     RECORDS_OUTCOME: ClassVar[bool] = True
     # Writes nothing anywhere, new host keys included (like a dry run).
@@ -318,11 +322,13 @@ class Pipeline:
         self, *, thumbprint: str | None, subscription: str | None
     ) -> drift.WantedRecord:
         """The record Octopus should hold for this machine (see drift.wanted_record)."""
+        assert self.job.registration is not None, "this pipeline does not compare records"
         return drift.wanted_record(
             self.machine,
             environment_id=self.job.environment_id,
             ssh_host=self.job.conn.host,
             thumbprint=thumbprint,
+            registration=self.job.registration,
             subscription=subscription,
             worker_pool_ids=[self.job.worker_pool_ids[p] for p in self.machine.worker_pools],
         )

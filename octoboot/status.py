@@ -11,9 +11,10 @@ it has in a selected worker's pool, that no inventory file lists.
 A machine is `ok` only in the wanted state: Tentacle installed, service active, the host's
 thumbprint the store's, a polling host polling this Octopus with a subscription, and an
 Octopus record as `register` would leave it (the same `drift.differences`: environment and
-roles or worker pools, endpoint style, address and port or the host's subscription,
-thumbprint), and Healthy. Otherwise it is `failed` at `drift` (the reason
-lists what differs), or `unreachable`; so the exit code works as a check in CI.
+roles or worker pools, the registration fields, endpoint style, address and port or the
+host's subscription, thumbprint), and Healthy, its certificate registered under no other
+name. Otherwise it is `failed` at `drift` (the reason lists what differs), or `unreachable`;
+so the exit code works as a check in CI.
 
 Nothing changes anywhere: the probe does not clean up old uploads, the API is only read
 (except the health task that `health=True` asks for), identities are only read, and new host
@@ -23,10 +24,9 @@ keys are accepted for this run without being written to known_hosts.
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import ClassVar
 
-from octoboot.drift import POLLING, find_drift, listed_in, listed_workers, unlisted
+from octoboot.drift import POLLING, duplicates_of, find_drift, listed, unlisted
 from octoboot.jobs import Run, RunOptions, Selection
 from octoboot.octopus import OctopusError, Resource, registered_thumbprint
 from octoboot.pipeline import Job, Pipeline, StepFailed
@@ -59,7 +59,7 @@ def status(
 
 class Status(Pipeline):
     STEPS: ClassVar = ("connect", "probe", "identity", "octopus", "drift")
-    NEEDS_OCTOPUS = NEEDS_IDENTITIES = READ_ONLY = True
+    NEEDS_OCTOPUS = NEEDS_IDENTITIES = NEEDS_REGISTRATION = READ_ONLY = True
     RECORDS_OUTCOME = False
     # status only reads, and should answer in seconds: a hung host must not hold the
     # table for the inventory's deadline (900 s by default); --deadline changes it.
@@ -75,6 +75,7 @@ class Status(Pipeline):
         self.store_thumbprint: str | None = None
         self.record: Resource | None = None
         self.registered_as: list[str] = []
+        self.duplicates: list[str] = []
         self.health: str | None = None
 
     def remaining(self) -> float:
@@ -123,18 +124,17 @@ class Status(Pipeline):
         return "ok", identity.thumbprint
 
     def step_octopus(self) -> tuple[str, str]:
-        octopus = self._octopus()
-        named = octopus.machines_named(self.machine.name, self.collection)
+        # The space's machines (or workers), read once for the whole run, not per machine.
+        known = self._octopus().machine_index(self.collection)
+        named = known.named(self.machine.name)
         if not named:
             if self.store_thumbprint:
                 self.registered_as = [
-                    f"{m['Name']} ({m['Id']})"
-                    for m in octopus.machines_with_thumbprint(
-                        self.store_thumbprint, self.collection
-                    )
+                    f"{m['Name']} ({m['Id']})" for m in known.with_thumbprint(self.store_thumbprint)
                 ]
             return "ok", "not registered"
         self.record = record = named[0]
+        self.duplicates = [f"{m['Name']} ({m['Id']})" for m in duplicates_of(record, known.records)]
         self.health = record.get("HealthStatus") or "Unknown"
         checked = ""
         if self.job.options.get("health"):
@@ -187,6 +187,7 @@ class Status(Pipeline):
             health=self.health,
             thumbprint_registered_as=self.registered_as,
             polling=self.job.polling,
+            duplicates=self.duplicates,
         )
         self.facts["drift"] = ", ".join(d.what for d in drift)
         listed = "; ".join(map(str, drift))
@@ -269,25 +270,22 @@ class StatusRun(Run):
         seen: set[tuple[str, str | None, str]] = set()
         for env_key in dict.fromkeys(m.env_key for m in self.machines):
             client = self.clients[env_key]
-            groups = []  # (group Id, record field, where, how to read its records, listed)
+            names = listed(self.inventory)  # a name any file lists is never "only Octopus's"
+            groups = []  # (group Id, record field, where, its records)
             if env_key in self.environment_ids:
                 environment_id = self.environment_ids[env_key]
-                name = self.inventory.environments[env_key].name
-                groups.append((
-                    environment_id, "EnvironmentIds", name,
-                    partial(client.machines_in_environment, environment_id),
-                    listed_in(self.inventory, name),
-                ))  # fmt: skip
+                where = self.inventory.environments[env_key].name
+                # Read once per run, with the machines.
+                records = client.machine_index().records
+                groups.append((environment_id, "EnvironmentIds", where, records))
             for pool, pool_id in self.worker_pool_ids.get(env_key, {}).items():
-                groups.append((
-                    pool_id, "WorkerPoolIds", f"pool {pool}",
-                    partial(client.workers_in_pool, pool_id), listed_workers(self.inventory),
-                ))  # fmt: skip
-            for group_id, field, where, records, listed in groups:
+                records = client.machine_index("workers").records
+                groups.append((pool_id, "WorkerPoolIds", f"pool {pool}", records))
+            for group_id, field, where, records in groups:
                 if (client.url, client.space_name, group_id) in seen:
                     continue
                 seen.add((client.url, client.space_name, group_id))
-                for record in unlisted(records(), group_id, listed, self.selection.limits, field):
+                for record in unlisted(records, group_id, names, self.selection.limits, field):
                     rows.append(unlisted_result(first_id + len(rows), record, where))
         return rows
 

@@ -448,3 +448,35 @@ def uninstall_command(instance: str, *, service_installed: bool) -> str:
 
 def is_thumbprint(value: str) -> bool:
     return bool(_THUMBPRINT.match(value))
+
+
+# --- a polling Tentacle's own proxy ----------------------------------------------------------
+
+
+def polling_proxy_arguments(
+    instance: str, host: str | None, port: int = 80, username: str | None = None
+) -> list[str]:
+    """`Tentacle polling-proxy` for the instance: through host:port (as username, if any), or,
+    with no host, no proxy at all (octopus-facts §6.4). Never a password: the Tentacle takes
+    one only as --proxyPassword on its command line, where any user of the host could read
+    it, so the inventory refuses one and this leaves whatever the host has alone."""
+    if host is None:
+        return ["polling-proxy", "--instance", instance, "--proxyEnable", "false"]
+    return [
+        "polling-proxy",
+        "--instance", instance,
+        "--proxyEnable", "true",
+        "--proxyHost", host,
+        "--proxyPort", str(port),
+        "--proxyUsername", username or "",
+    ]  # fmt: skip
+
+
+def polling_proxy_command(
+    instance: str, host: str | None, port: int = 80, username: str | None = None
+) -> str:
+    """polling_proxy_arguments as one command line; the service reads the proxy when it
+    starts, so a restart is marked due. For the polling pipeline, which is being added in
+    another branch (issue 11): nothing calls it in this version."""
+    arguments = polling_proxy_arguments(instance, host, port, username)
+    return f"{_tentacle(*arguments)} && {_mark_restart(instance)}"

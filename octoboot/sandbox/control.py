@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -245,17 +246,21 @@ class Sandbox:
             Path(inventory).unlink()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def write_target_files(self, machines_dir: Path, dotenv: Path) -> list[Path]:
+    def write_target_files(
+        self, machines_dir: Path, dotenv: Path, *, from_command: bool = False
+    ) -> list[Path]:
         """The inventory of environment `sandbox` and, when there is no .env yet, one with a
         PFX password, so `inv bootstrap --env sandbox` needs no setup. A user's own files are
-        never overwritten. Returns the files written."""
+        never overwritten. from_command: the inventory takes its machines from a command
+        that lists the sandbox's hosts ([source], the example of an inventory from
+        elsewhere) instead of listing them. Returns the files written."""
         inventory = machines_dir / "sandbox.toml"
         if inventory.exists() and not _is_ours(inventory):
             raise SandboxError(
                 f"{inventory} exists and was not written by the sandbox: move it away first"
             )
         machines_dir.mkdir(parents=True, exist_ok=True)
-        inventory.write_text(self._inventory_text(machines_dir))
+        inventory.write_text(self._inventory_text(machines_dir, from_command))
         state = self.state()
         state["inventory"] = str(inventory.resolve())
         self._save(state)
@@ -272,7 +277,7 @@ class Sandbox:
             written.append(dotenv)
         return written
 
-    def _inventory_text(self, machines_dir: Path) -> str:
+    def _inventory_text(self, machines_dir: Path, from_command: bool) -> str:
         ends = self.endpoints()
 
         def rel(path: Path) -> str:
@@ -298,6 +303,14 @@ class Sandbox:
             f'version = "{DEFAULT_TENTACLE_VERSION}"',
             f'source = "{ends.package_url}/tentacle-{{version}}-net8.0-linux-x64.tar.gz"',
         ]
+        if from_command:
+            # As a cloud API would, the command gives addresses, which ssh_config's
+            # `Host sbx*` does not match: the user and key are said here instead.
+            lister = Path(__file__).resolve().with_name("list_hosts.py")
+            command = shlex.join([sys.executable, str(lister), str(self.root)])
+            at = lines.index("connect_timeout = 5")
+            lines[at:at] = ['user = "root"', f'key = "{rel(self.root / "client_key")}"']
+            return "\n".join([*lines, "", "[source]", f"command = {json.dumps(command)}"]) + "\n"
         for host in self.hosts():
             lines += ["", "[[machines]]", f'name = "{host.name}"']
             if self.ssh_only(host.name):

@@ -42,6 +42,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -53,10 +54,9 @@ from cryptography import x509
 from octoboot import certificates
 from octoboot.errors import SandboxError
 from octoboot.files import write_atomic
-from octoboot.sandbox import octopus_polling
+from octoboot.sandbox import octopus_catalog, octopus_polling
 from octoboot.sandbox.octopus_polling import PollingListener
 from octoboot.sandbox.octopus_state import (
-    DEFAULT_MACHINE_POLICY,
     DEFAULT_MACHINE_TIMEOUT,
     DEFAULT_TASK_TIMEOUT,
     DYNAMIC_POOL,
@@ -66,6 +66,7 @@ from octoboot.sandbox.octopus_state import (
     NotFoundError,
     OctopusState,
     Resource,
+    ServerError,
     ValidationError,
     human_time,
     iso,
@@ -96,7 +97,10 @@ _TEMPLATES = {
         f"{_S}/machines{{/id}}{{?skip,take,name,ids,partialName,roles,isDisabled,healthStatuses,"
         "commStyles,tenantIds,tenantTags,environmentIds,thumbprint,deploymentId}"
     ),
-    "MachinePolicy": f"{_S}/machinepolicies{{/id}}{{?skip,take,ids,partialName}}",
+    **{
+        kind.item_type: f"{_S}/{kind.route}{{/id}}{kind.template}"
+        for kind in octopus_catalog.KINDS.values()
+    },
     "Space": "/api/spaces{/id}{?name,skip,ids,take,partialName}",
     "Task": "/api/tasks{/id}{?skip,take,ids,name,states,spaces}",
     **WORKER_TEMPLATES,
@@ -201,9 +205,15 @@ def _ensure_server_certificate(state_dir: Path) -> tuple[Path, Path, str]:
 
 
 def probe_tentacle(
-    uri: str, expected_thumbprint: str, context: ssl.SSLContext, timeout: float
+    uri: str,
+    expected_thumbprint: str,
+    context: ssl.SSLContext,
+    timeout: float,
+    proxy: tuple[str, int] | None = None,
 ) -> tuple[bool, str]:
-    """(healthy, StatusSummary) for one listening Tentacle, as Octopus's health check sees it."""
+    """(healthy, StatusSummary) for one listening Tentacle, as Octopus's health check sees it;
+    proxy: (host, port) of the HTTP proxy the endpoint's ProxyId names, tunnelled through
+    with CONNECT (its credentials are not modelled)."""
     parts = urlsplit(uri)
     try:
         port = parts.port or TENTACLE_DEFAULT_PORT
@@ -211,7 +221,11 @@ def probe_tentacle(
         port = 0
     if parts.scheme.lower() != "https" or not parts.hostname or not port:
         return False, f"'{uri}' is not the address of a listening Tentacle (https://host:port/)."
-    conn = http.client.HTTPSConnection(parts.hostname, port, timeout=timeout, context=context)
+    if proxy is None:
+        conn = http.client.HTTPSConnection(parts.hostname, port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPSConnection(*proxy, timeout=timeout, context=context)
+        conn.set_tunnel(parts.hostname, port)
     try:
         conn.connect()
         assert conn.sock is not None  # connect() set it
@@ -486,6 +500,8 @@ class OctopusStandIn(WorkerRoutes):
             return 400, error_body(str(exc), exc.errors), advice
         except NotFoundError as exc:
             return 404, error_body(str(exc)), advice
+        except ServerError as exc:
+            return 500, error_body(str(exc)), advice
         except Exception as exc:
             log.exception("the Octopus stand-in failed on %s %s", method, parts.path)
             full = traceback.format_exc()
@@ -591,9 +607,6 @@ class OctopusStandIn(WorkerRoutes):
             ("GET", rf"/api{space}/environments/all", self._environments_all),
             ("GET", rf"/api{space}/environments{item}", self._environment),
             ("GET", rf"/api{space}/environments{item}/machines", self._environment_machines),
-            ("GET", rf"/api{space}/machinepolicies", self._policies_page),
-            ("GET", rf"/api{space}/machinepolicies/all", self._policies_all),
-            ("GET", rf"/api{space}/machinepolicies{item}", self._policy),
             ("GET", rf"/api{space}/machines", self._machines_page),
             ("POST", rf"/api{space}/machines", self._machine_create),
             ("GET", rf"/api{space}/machines/all", self._machines_all),
@@ -606,6 +619,13 @@ class OctopusStandIn(WorkerRoutes):
             ("GET", rf"/api{space}/tasks{item}/details", self._task_details),
             *self.worker_routes(space, item),
         ]
+        for kind in octopus_catalog.KINDS.values():
+            table += [
+                ("GET", rf"/api{space}/{kind.route}", partial(self._catalog_page, kind)),
+                ("POST", rf"/api{space}/{kind.route}", partial(self._catalog_create, kind)),
+                ("GET", rf"/api{space}/{kind.route}/all", partial(self._catalog_all, kind)),
+                ("GET", rf"/api{space}/{kind.route}{item}", partial(self._catalog_item, kind)),
+            ]
         return [(m, re.compile(p, re.IGNORECASE), h) for m, p, h in table]
 
     # -- paging --
@@ -678,6 +698,7 @@ class OctopusStandIn(WorkerRoutes):
             "Workers": _TEMPLATES["Worker"],
             "WorkerPools": _TEMPLATES["WorkerPool"],
             "Tasks": _TEMPLATES["Task"],
+            **{kind.prefix: _TEMPLATES[kind.item_type] for kind in octopus_catalog.KINDS.values()},
         }
 
     @staticmethod
@@ -736,7 +757,7 @@ class OctopusStandIn(WorkerRoutes):
             "Links": {"Self": "/api/configuration/certificates/certificate-global"},
         }
 
-    # -- environments and machine policies --
+    # -- environments --
 
     @staticmethod
     def _environment_out(env: Resource) -> Resource:
@@ -767,21 +788,26 @@ class OctopusStandIn(WorkerRoutes):
         ]
         return 200, self._page(call, "DeploymentTarget", machines, self._machine_out)
 
-    @staticmethod
-    def _policy_out(policy: Resource) -> Resource:
-        return {**policy, "Links": {"Self": f"{_S}/machinepolicies/{policy['Id']}"}}
+    # -- the catalog: machine policies, tenants, tag sets, proxies (octopus_catalog) --
 
-    def _policies_page(self, call: _Call) -> tuple[int, Any]:
-        policies = _filter_named([DEFAULT_MACHINE_POLICY], call)
-        return 200, self._page(call, "MachinePolicy", policies, self._policy_out)
+    def _catalog_out(self, kind: octopus_catalog.Kind) -> Callable[[Resource], Resource]:
+        return lambda item: octopus_catalog.rendered(kind, item, _S)
 
-    def _policies_all(self, call: _Call) -> tuple[int, Any]:
-        return 200, [self._policy_out(p) for p in _filter_named([DEFAULT_MACHINE_POLICY], call)]
+    def _catalog_page(self, kind: octopus_catalog.Kind, call: _Call) -> tuple[int, Any]:
+        items = _filter_named(self._state.catalog(kind.route), call)
+        return 200, self._page(call, kind.item_type, items, self._catalog_out(kind))
 
-    def _policy(self, call: _Call) -> tuple[int, Any]:
-        if call.params["id"].casefold() != DEFAULT_MACHINE_POLICY["Id"].casefold():
-            raise NotFoundError(f"The resource '{call.params['id']}' was not found.")
-        return 200, self._policy_out(DEFAULT_MACHINE_POLICY)
+    def _catalog_all(self, kind: octopus_catalog.Kind, call: _Call) -> tuple[int, Any]:
+        items = _filter_named(self._state.catalog(kind.route), call)
+        return 200, [octopus_catalog.rendered(kind, item, _S) for item in items]
+
+    def _catalog_item(self, kind: octopus_catalog.Kind, call: _Call) -> tuple[int, Any]:
+        item = self._state.catalog_item(kind.route, call.params["id"])
+        return 200, octopus_catalog.rendered(kind, item, _S)
+
+    def _catalog_create(self, kind: octopus_catalog.Kind, call: _Call) -> tuple[int, Any]:
+        item = self._state.add_catalog_item(kind.route, kind.prefix, call.json(), kind.build)
+        return 201, octopus_catalog.rendered(kind, item, _S)
 
     # -- machines --
 
@@ -950,6 +976,14 @@ class OctopusStandIn(WorkerRoutes):
             log.exception("health task %s failed", task_id)
             self._state.finish_task(task_id, "Failed", f"{type(exc).__name__}: {exc}")
 
+    def _proxy(self, proxy_id: str | None) -> tuple[str, int] | None:
+        """Where the Octopus-side proxy a listening endpoint names is: the server connects to
+        the Tentacle through it (octopus-facts §6.3)."""
+        if not proxy_id:
+            return None
+        proxy = self._state.catalog_item("proxies", proxy_id)
+        return proxy["Host"], proxy["Port"]
+
     def _check_machine(
         self,
         task_id: str,
@@ -979,6 +1013,7 @@ class OctopusStandIn(WorkerRoutes):
                     endpoint["Thumbprint"],
                     self._client_tls,
                     min(timeout, self._connect_timeout),
+                    proxy=self._proxy(endpoint.get("ProxyId")),
                 )
             except Exception as exc:  # e.g. a host name the resolver cannot even encode
                 log.exception("health check of %s failed", machine["Id"])

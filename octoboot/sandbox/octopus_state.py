@@ -1,5 +1,6 @@
 """The Octopus stand-in's model: one space, environments, machines (deployment targets),
-worker pools, workers and server tasks.
+worker pools, workers, server tasks, and the catalog machines refer to (octopus_catalog:
+machine policies, tenants, tag sets, proxies).
 
 Everything lives in one JSON document that is rewritten atomically on every change, so a
 restarted stand-in carries on where it stopped. Records hold API fields only; the HTTP layer
@@ -14,8 +15,9 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from octoboot.errors import SandboxError
@@ -25,7 +27,6 @@ Resource = dict[str, Any]
 
 SPACE_ID = "Spaces-1"
 USER_NAME = "admin"
-DEFAULT_MACHINE_POLICY_ID = "MachinePolicies-1"
 DEFAULT_MACHINE_TIMEOUT = 60.0
 DEFAULT_TASK_TIMEOUT = 300.0
 
@@ -40,15 +41,6 @@ DEFAULT_SPACE: Resource = {
     "SpaceManagersTeams": ["teams-administrators"],
     "SpaceManagersTeamMembers": [],
     "ExtensionSettings": [],
-}
-
-DEFAULT_MACHINE_POLICY: Resource = {
-    "Id": DEFAULT_MACHINE_POLICY_ID,
-    "Name": "Default Machine Policy",
-    "Slug": "default-machine-policy",
-    "Description": "This policy is used by machines that are not assigned to any other policy.",
-    "IsDefault": True,
-    "SpaceId": SPACE_ID,
 }
 
 STATIC_POOL, DYNAMIC_POOL = "StaticWorkerPool", "DynamicWorkerPool"
@@ -87,6 +79,10 @@ class ValidationError(Exception):
 
 class NotFoundError(Exception):
     """No resource with that Id: 404."""
+
+
+class ServerError(Exception):
+    """What the real server does not handle but fails on: 500 with its message."""
 
 
 def now() -> dt.datetime:
@@ -133,7 +129,7 @@ def same_name(a: str, b: str) -> bool:
     return a.strip().casefold() == b.strip().casefold()
 
 
-def _string_list(body: Resource, field: str, errors: list[str]) -> list[str]:
+def string_list(body: Resource, field: str, errors: list[str]) -> list[str]:
     value = body.get(field)
     if value is None:
         return []
@@ -197,6 +193,18 @@ def _server_set(existing: Resource | None) -> Resource:
     }
 
 
+def known(records: list[Resource], record_id: str) -> bool:
+    """Whether a resource with this Id (without case) is among records."""
+    return any(record["Id"].casefold() == record_id.casefold() for record in records)
+
+
+def octopus_catalog() -> ModuleType:
+    """The catalog's rules (octopus_catalog), which build on this module's model."""
+    from octoboot.sandbox import octopus_catalog
+
+    return octopus_catalog
+
+
 def _find(records: list[Resource], record_id: str) -> Resource:
     for record in records:
         if record["Id"].casefold() == record_id.casefold():
@@ -220,6 +228,15 @@ class OctopusState:
         self._closed = False
         self._doc = self._load()
         changed = not path.exists()
+        # The catalog as a new server has it; a state from before a kind existed gets it too.
+        counters = self._doc["counters"]
+        for route, seed in octopus_catalog().seeds().items():
+            if route not in self._doc["catalog"]:
+                self._doc["catalog"][route] = seed
+                changed = True
+                for item in seed:  # the next Id comes after the seeded ones
+                    prefix, number = item["Id"].rsplit("-", 1)
+                    counters[prefix] = max(counters.get(prefix, 0), int(number))
         changed |= self._fail_interrupted_tasks()
         for name in environments:
             if not any(same_name(env["Name"], name) for env in self._doc["environments"]):
@@ -286,6 +303,31 @@ class OctopusState:
 
     def task(self, task_id: str) -> Resource:
         return self._copy(lambda doc: _find(doc["tasks"], task_id))
+
+    # -- the catalog: machine policies, tenants, tag sets, proxies --
+
+    def catalog(self, route: str) -> list[Resource]:
+        """The items of one kind, by name (as the server sorts them)."""
+        return self._copy(
+            lambda doc: sorted(doc["catalog"][route], key=lambda i: i["Name"].casefold())
+        )
+
+    def catalog_item(self, route: str, item_id: str) -> Resource:
+        return self._copy(lambda doc: _find(doc["catalog"][route], item_id))
+
+    def add_catalog_item(
+        self,
+        route: str,
+        prefix: str,
+        body: Resource,
+        build: Callable[[Resource, str, Mapping[str, list[Resource]]], Resource],
+    ) -> Resource:
+        """build(body, new Id, the whole catalog) checks the body and makes the item."""
+        with self._lock:
+            item = build(body, self._next_id(prefix), self._doc["catalog"])
+            self._doc["catalog"][route].append(item)
+            self._save()
+            return copy.deepcopy(item)
 
     # -- environments --
 
@@ -411,7 +453,7 @@ class OctopusState:
         errors += _endpoint_problems(endpoint)
         if collection == "workers":
             return self._worker_from(body, existing, name, endpoint, thumb, errors)
-        env_ids = _string_list(body, "EnvironmentIds", errors)
+        env_ids = string_list(body, "EnvironmentIds", errors)
         if not env_ids:
             errors.append("Please select at least one environment for this deployment target.")
         known_envs = {env["Id"].casefold() for env in self._doc["environments"]}
@@ -420,17 +462,15 @@ class OctopusState:
             for env_id in env_ids
             if env_id.casefold() not in known_envs
         ]
-        roles = _string_list(body, "Roles", errors)
-        tenant_ids = _string_list(body, "TenantIds", errors)
-        tenant_tags = _string_list(body, "TenantTags", errors)
+        roles = string_list(body, "Roles", errors)
+        policy_id, tenant_ids, tenant_tags = octopus_catalog().machine_references(
+            body, self._doc["catalog"], errors
+        )
         participation = body.get("TenantedDeploymentParticipation") or "Untenanted"
         if participation not in _PARTICIPATIONS:
             errors.append(
                 f"TenantedDeploymentParticipation must be one of {', '.join(_PARTICIPATIONS)}."
             )
-        policy_id = body.get("MachinePolicyId") or DEFAULT_MACHINE_POLICY_ID
-        if policy_id != DEFAULT_MACHINE_POLICY_ID:
-            errors.append(f"The machine policy '{policy_id}' does not exist.")
         if errors:
             raise ValidationError(*errors)
         for other in self._doc["machines"]:
@@ -473,7 +513,7 @@ class OctopusState:
     ) -> Resource:
         """WorkerResource: MachineBasedResource with WorkerPoolIds, and no environments,
         roles or tenants (Octopus.Client's WorkerResource)."""
-        pool_ids = _string_list(body, "WorkerPoolIds", errors)
+        pool_ids = string_list(body, "WorkerPoolIds", errors)
         if not pool_ids:
             errors.append("Please select at least one worker pool for this worker.")
         known = {pool["Id"].casefold() for pool in self._doc["worker_pools"]}
@@ -482,8 +522,9 @@ class OctopusState:
             for pool_id in pool_ids
             if pool_id.casefold() not in known
         ]
-        policy_id = body.get("MachinePolicyId") or DEFAULT_MACHINE_POLICY_ID
-        if policy_id != DEFAULT_MACHINE_POLICY_ID:
+        policies = self._doc["catalog"]["machinepolicies"]
+        policy_id = body.get("MachinePolicyId") or next(p["Id"] for p in policies if p["IsDefault"])
+        if not known(policies, policy_id):
             errors.append(f"The machine policy '{policy_id}' does not exist.")
         if errors:
             raise ValidationError(*errors)
@@ -667,6 +708,7 @@ class OctopusState:
                 "worker_pools": [],
                 "tasks": [],
                 "task_logs": {},
+                "catalog": {},
             }
         try:
             doc = json.loads(self._path.read_text(encoding="utf-8"))
@@ -675,8 +717,9 @@ class OctopusState:
                 f"cannot read the Octopus stand-in state {self._path}: {exc}; "
                 "delete the file to start afresh"
             ) from exc
-        # State written before workers, or task logs, existed.
+        # State written before workers, task logs or the catalog existed.
         doc.setdefault("task_logs", {})
+        doc.setdefault("catalog", {})
         doc.setdefault("workers", [])
         doc.setdefault("worker_pools", [])
         return doc

@@ -6,11 +6,12 @@ from octoboot.drift import (
     LISTENING,
     POLLING,
     PollingServer,
+    RegistrationIds,
     WantedRecord,
     differences,
+    duplicates_of,
     find_drift,
-    listed_in,
-    listed_workers,
+    listed,
     polling_server,
     unlisted,
     wanted_record,
@@ -28,6 +29,8 @@ from octoboot.tentacle import Probe
 HOST = "A" * 40
 OTHER = "B" * 40
 URI = "https://10.0.0.5:10933/"
+POLICY = "MachinePolicies-1"
+REGISTRATION = RegistrationIds(machine_policy_id=POLICY)
 
 
 def machine(name="web01", environment="QA", **kw) -> Machine:
@@ -40,7 +43,7 @@ def machine(name="web01", environment="QA", **kw) -> Machine:
 
 def wanted(**kw) -> WantedRecord:
     values = dict(environment_id="Environments-1", roles=("web",), communication_style=LISTENING,
-                  uri=URI, thumbprint=HOST)  # fmt: skip
+                  uri=URI, thumbprint=HOST, registration=REGISTRATION)  # fmt: skip
     return WantedRecord(**{**values, **kw})
 
 
@@ -56,6 +59,7 @@ def record(**kw) -> dict:
         "Name": "web01",
         "EnvironmentIds": ["Environments-1"],
         "Roles": ["web"],
+        "MachinePolicyId": POLICY,
         "Endpoint": {"CommunicationStyle": LISTENING, "Uri": URI, "Thumbprint": HOST},
         "HealthStatus": "Healthy",
     }
@@ -80,6 +84,7 @@ def test_the_wanted_record_comes_from_the_inventory_and_the_ssh_address():
         environment_id="Environments-1",
         ssh_host="Web01.Example.COM",
         thumbprint=HOST,
+        registration=REGISTRATION,
     )
     assert want == WantedRecord(
         environment_id="Environments-1",
@@ -87,10 +92,12 @@ def test_the_wanted_record_comes_from_the_inventory_and_the_ssh_address():
         communication_style="TentaclePassive",
         uri="https://web01.example.com:10934/",
         thumbprint=HOST,
+        registration=REGISTRATION,
     )
     # public_hostname: how Octopus reaches the machine, when SSH reaches it another way
     public = wanted_record(machine(public_hostname="web01.dmz"), environment_id="Environments-1",
-                           ssh_host="10.0.0.5", thumbprint=HOST)  # fmt: skip
+                           ssh_host="10.0.0.5", thumbprint=HOST,
+                           registration=REGISTRATION)  # fmt: skip
     assert public.uri == "https://web01.dmz:10933/"
 
 
@@ -99,12 +106,21 @@ def test_the_record_octoboot_creates_and_the_one_it_puts_back():
         "Name": "web01",
         "EnvironmentIds": ["Environments-1"],
         "Roles": ["web"],
-        "Endpoint": {"CommunicationStyle": LISTENING, "Uri": URI, "Thumbprint": HOST},
+        "MachinePolicyId": POLICY,
+        "TenantIds": [],
+        "TenantTags": [],
+        "TenantedDeploymentParticipation": "Untenanted",
+        "Endpoint": {
+            "CommunicationStyle": LISTENING,
+            "Uri": URI,
+            "Thumbprint": HOST,
+            "ProxyId": None,
+        },
         "IsDisabled": False,
     }
     current = record(
         Roles=["db"],
-        MachinePolicyId="MachinePolicies-1",
+        Slug="web01",
         Endpoint={**endpoint(Uri="https://old:10933/"), "TentacleVersion": {"Current": "8"}},
     )
     updated = wanted().applied_to(current)
@@ -112,7 +128,10 @@ def test_the_record_octoboot_creates_and_the_one_it_puts_back():
     assert updated == {
         **current,
         "Roles": ["web"],
-        "Endpoint": {**current["Endpoint"], "Uri": URI},
+        "TenantIds": [],
+        "TenantTags": [],
+        "TenantedDeploymentParticipation": "Untenanted",
+        "Endpoint": {**current["Endpoint"], "Uri": URI, "ProxyId": None},
     }
     assert differences(wanted(), updated) == []
     assert current["Roles"] == ["db"]  # not changed in place
@@ -158,10 +177,49 @@ def test_each_field_that_differs_is_named():
     assert [str(d) for d in differences(wanted(), record(Endpoint=endpoint(Thumbprint=OTHER)))] == [
         f"Octopus thumbprint (Octopus {OTHER}, expected {HOST})"
     ]
-    everything = record(EnvironmentIds=[], Roles=["db"], Endpoint={})
+    assert [str(d) for d in differences(wanted(), record(MachinePolicyId="MachinePolicies-2"))] == [
+        "machine policy (Octopus MachinePolicies-2, inventory MachinePolicies-1)"
+    ]
+    assert differences(wanted(), record(MachinePolicyId="machinepolicies-1")) == []
+    everything = record(EnvironmentIds=[], Roles=["db"], MachinePolicyId=None, Endpoint={})
     assert [d.what for d in differences(wanted(), everything)] == [
-        "environment", "roles", "communication style", "address", "Octopus thumbprint",
+        "environment", "roles", "machine policy", "communication style", "address",
+        "Octopus thumbprint",
     ]  # fmt: skip
+
+
+def test_tenants_tags_and_participation_are_compared_as_sets_without_case():
+    tenanted = wanted(
+        registration=RegistrationIds(
+            POLICY, ("Tenants-1", "Tenants-2"), ("Region/EU",), "TenantedOrUntenanted"
+        )
+    )
+    same = record(TenantIds=["tenants-2", "Tenants-1"], TenantTags=["region/eu"],
+                  TenantedDeploymentParticipation="TenantedOrUntenanted")  # fmt: skip
+    assert differences(tenanted, same) == []
+    assert [str(d) for d in differences(tenanted, record())] == [
+        "tenants (Octopus none, inventory Tenants-1 Tenants-2)",
+        "tenant tags (Octopus none, inventory Region/EU)",
+        "tenanted (Octopus Untenanted, inventory TenantedOrUntenanted)",
+    ]
+    # a record that does not say how it takes part is Tenanted when it has tenants or tags
+    assert [str(d) for d in differences(wanted(), record(TenantTags=["Region/EU"]))] == [
+        "tenant tags (Octopus Region/EU, inventory none)",
+        "tenanted (Octopus Tenanted, inventory Untenanted)",
+    ]
+
+
+def test_a_listening_endpoints_proxy():
+    through = wanted(registration=RegistrationIds(POLICY, proxy_id="Proxies-1"))
+    assert differences(through, record(Endpoint=endpoint(ProxyId="proxies-1"))) == []
+    assert [str(d) for d in differences(through, record())] == [
+        "proxy (Octopus none, inventory Proxies-1)"
+    ]
+    # none wanted: null and a missing ProxyId are both "direct"
+    assert differences(wanted(), record(Endpoint=endpoint(ProxyId=None))) == []
+    assert [
+        str(d) for d in differences(wanted(), record(Endpoint=endpoint(ProxyId="Proxies-2")))
+    ] == ["proxy (Octopus Proxies-2, inventory none)"]
 
 
 def test_thumbprints_a_dry_run_would_mint_or_nobody_has():
@@ -213,6 +271,22 @@ def test_octopus_side_drift():
     assert drift(health=None) == ["health (Unknown)"]
 
 
+def test_one_certificate_under_several_names_is_drift():
+    mine = record()
+    others = [
+        record(Name="web01-old", Id="Machines-7", Endpoint=endpoint(Thumbprint=HOST.lower())),
+        record(Name="WEB01", Id="Machines-1"),  # itself, by name
+        record(Name="db01", Id="Machines-8", Endpoint=endpoint(Thumbprint=OTHER)),
+        record(Name="clone", Id="Machines-9"),
+    ]
+    assert [m["Id"] for m in duplicates_of(mine, others)] == ["Machines-9", "Machines-7"]
+    # a record without a certificate has no duplicates
+    assert duplicates_of(record(Endpoint={}), [record(Name="x", Endpoint={})]) == []
+    assert drift(duplicates=["web01-old (Machines-7)"]) == [
+        "duplicate records (its thumbprint is also registered as web01-old (Machines-7))"
+    ]
+
+
 def test_without_a_stored_identity_octopus_is_compared_with_the_host():
     # status builds the wanted record with the host's thumbprint then
     assert drift(store_thumbprint=None) == ["no stored identity"]
@@ -239,7 +313,7 @@ def test_unlisted_keeps_the_environments_machines_no_inventory_names():
     ]
 
 
-def test_every_file_naming_the_environment_lists_machines_for_it():
+def test_a_machine_any_file_lists_is_listed():
     def environment(key, name, *machines):
         return Environment(key, name, Path(f"machines/{key}.toml"), tuple(machines))
 
@@ -251,8 +325,8 @@ def test_every_file_naming_the_environment_lists_machines_for_it():
             "prod": environment("prod", "Production", machine("web09", environment="Production")),
         },
     )
-    assert listed_in(inventory, "QA") == ["web01", "db01"]
-    assert listed_in(inventory, "Staging") == []
+    # web09 registered in QA by mistake is prod's machine, not a stray of QA's
+    assert listed(inventory) == ["web01", "db01", "web09"]
 
 
 # --- polling and workers -------------------------------------------------------------------
@@ -294,6 +368,7 @@ def test_a_polling_record_carries_the_hosts_subscription():
         environment_id="Environments-1",
         ssh_host="10.0.0.5",
         thumbprint=HOST,
+        registration=REGISTRATION,
         subscription=SUBSCRIPTION,
     )
     assert (want.communication_style, want.uri) == (POLLING, SUBSCRIPTION)
@@ -348,16 +423,18 @@ def test_status_sees_the_subscription_and_the_hosts_communication():
 def test_a_worker_record_has_pools_and_no_environment_or_roles():
     worker = machine(name="build01", kind="worker", roles=(), worker_pools=("Linux",))
     want = wanted_record(worker, environment_id=None, ssh_host="10.0.0.9", thumbprint=HOST,
+                         registration=REGISTRATION,
                          worker_pool_ids=["WorkerPools-2", "WorkerPools-1"])  # fmt: skip
     assert want.new("build01") == {
         "Name": "build01",
         "WorkerPoolIds": ["WorkerPools-1", "WorkerPools-2"],
+        "MachinePolicyId": POLICY,
         "Endpoint": {"CommunicationStyle": LISTENING, "Uri": "https://10.0.0.9:10933/",
-                     "Thumbprint": HOST},
+                     "Thumbprint": HOST, "ProxyId": None},
         "IsDisabled": False,
     }  # fmt: skip
     current = {"Id": "Workers-1", "Name": "build01", "WorkerPoolIds": ["WorkerPools-1"],
-               "Endpoint": want.fields()["Endpoint"]}  # fmt: skip
+               "MachinePolicyId": POLICY, "Endpoint": want.fields()["Endpoint"]}  # fmt: skip
     assert [str(d) for d in differences(want, current)] == [
         "worker pools (Octopus WorkerPools-1, inventory WorkerPools-1 WorkerPools-2)"
     ]
@@ -372,11 +449,10 @@ def test_unlisted_workers_are_found_by_pool():
     assert [r["Name"] for r in found] == ["b2"]
 
 
-def test_workers_are_listed_wherever_they_are_and_never_in_an_environment():
+def test_workers_are_listed_as_targets_are():
     file = Environment("qa", "QA", Path("machines/qa.toml"), (
         machine("web01"),
         machine("build01", kind="worker", roles=(), worker_pools=("Linux",)),
     ))  # fmt: skip
     inventory = Inventory(Path("machines"), {"qa": file})
-    assert listed_in(inventory, "QA") == ["web01"]
-    assert listed_workers(inventory) == ["build01"]
+    assert listed(inventory) == ["web01", "build01"]

@@ -9,6 +9,7 @@ from octoboot.inventory import (
     Environment,
     Inventory,
     OctopusOverride,
+    Registration,
     SshOptions,
     TentacleOptions,
     load_environment,
@@ -106,6 +107,14 @@ def test_the_documented_example_parses_as_documented(tmp_path, monkeypatch):
     assert (build01.kind, build01.roles, build01.worker_pools) == (
         "worker", (), ("Linux workers",)
     )  # fmt: skip
+    assert web01.registration == Registration(machine_policy="Linux cattle")
+    assert api01.registration == Registration(machine_policy="Linux cattle", proxy="DMZ proxy")
+    assert web02.registration == Registration(
+        machine_policy="Linux cattle",
+        tenants=("Acme Corp", "globex"),
+        tenant_tags=("Region/EU",),
+        tenanted="TenantedOrUntenanted",
+    )
     for machine in env.machines:
         assert (machine.env_key, machine.environment) == ("qa", "QA")
         assert machine.octopus == env.octopus
@@ -501,7 +510,10 @@ def test_unknown_env_lists_the_known_ones(tmp_path):
 
 def test_empty_environment_is_an_error_when_selected(tmp_path):
     message = select_error(fleet(tmp_path), env="empty")
-    assert message == f"{tmp_path / 'empty.toml'} lists no machines: add [[machines]] entries"
+    assert message == (
+        f"{tmp_path / 'empty.toml'} lists no machines: add [[machines]] entries (or have its "
+        "[source] command print some)"
+    )
 
 
 def test_hosts_are_found_in_any_environment_and_kept_in_inventory_order(tmp_path):
@@ -669,6 +681,10 @@ def test_targets_and_workers_in_one_file_keep_their_own_defaults(tmp_path):
             "[octopus]: server_comms_address: must be the polling endpoint as https://host:port",
         ),
         ("[octopus]\npolling_port = 0\n", "[octopus]: polling_port: must be a port number"),
+        (
+            'worker_pools = ["p"]\n[[machines]]\nname = "b1"\nkind = "worker"\ntenants = ["A"]\n',
+            "machine 'b1': a worker takes no tenants, tenant_tags or tenanted",
+        ),
     ],
 )
 def test_bad_polling_and_worker_settings_are_one_line_each(tmp_path, text, message):

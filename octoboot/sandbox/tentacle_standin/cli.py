@@ -64,6 +64,7 @@ MODULES = {
     "comms": ("server-comms",),
     "agent": ("agent", "run"),
     "registration": ("register-with", "deregister-from"),
+    "proxy": ("polling-proxy",),
 }  # fmt: skip
 
 
