@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -37,7 +38,7 @@ class BootstrapOptions:
 
 
 class Bootstrap(Pipeline[BootstrapOptions]):
-    STEPS: ClassVar = (
+    STEPS: ClassVar[Sequence[str]] = (
         "connect", "probe", "install", "identity", "configure", "register", "service", "health",
     )  # fmt: skip
     NEEDS_OCTOPUS = NEEDS_IDENTITIES = True

@@ -272,7 +272,8 @@ class Run(Generic[OptionsT]):
     # --- checks before any host is touched ------------------------------------------------
 
     def _select(self, selection: Selection) -> list[Machine]:
-        if selection.retry_failed and not selection.env:
+        retry_env = selection.env if selection.retry_failed else None
+        if selection.retry_failed and not retry_env:
             raise ConfigError("--retry-failed needs --env: it re-runs that environment's")
         machines = self.inventory.select(selection.env, selection.hosts, selection.limits)
         # A limit such as '*' that keeps the whole environment names no machine in particular.
@@ -287,9 +288,9 @@ class Run(Generic[OptionsT]):
                 "--host or --limit (the rebuilt ones), not for a whole environment"
                 + (f": {limits} selects every machine of {selection.env}" if limits else "")
             )
-        if not selection.retry_failed:
+        if not retry_env:
             return machines
-        failed = set(last_failures(self.settings.state_dir, selection.env))
+        failed = set(last_failures(self.settings.state_dir, retry_env))
         return [m for m in machines if m.name in failed]
 
     def check(self) -> None:

@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from tabulate import tabulate
 
@@ -169,7 +170,7 @@ class Sandbox:
 
     def _populate(self, slot: net.Slot, count: int, install_seconds: float) -> None:
         self._write_shared_files()
-        hosts = [
+        hosts: list[dict[str, Any]] = [
             {
                 "name": f"sbx{i:02d}",
                 "index": i,
@@ -427,7 +428,7 @@ class Sandbox:
         if "octopus" not in self.state()["servers"]:
             self._start_server("octopus", net.Slot(self.state()["slot"]))
 
-    def change_settings(self, **changes: object) -> StandInSettings:
+    def change_settings(self, **changes: Any) -> StandInSettings:
         """Make the stand-ins more or less real (StandInSettings' fields); the Octopus
         stand-in restarts if its part changed (tasks in flight then fail, as on a real
         restart). Returns the settings now in force."""

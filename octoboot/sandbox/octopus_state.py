@@ -216,7 +216,7 @@ class OctopusState:
                 f"An environment named '{name}' already exists. Please choose a different name."
             )
         envs = self._doc["environments"]
-        created = {
+        created: dict[str, Any] = {
             "Id": self._next_id("Environments"),
             "Name": name,
             "Slug": slugify(name),
