@@ -50,10 +50,16 @@ class HealthResult:
 
     @property
     def task_failed_itself(self) -> bool:
-        """The task did not succeed, yet the machine's status gives no reason (Healthy, or
-        never checked): the task failed on its own (e.g. Octopus restarted under it, which
-        fails the tasks it was running), and the machine's status predates this check."""
-        return self.task_state != "Success" and self.health_status in ("Healthy", "Unknown")
+        """The task did not succeed, yet the machine's own check did not either and its
+        status gives no reason (Healthy, or never checked): the task failed on its own (e.g.
+        Octopus restarted under it, which fails the tasks it was running), and the machine's
+        status predates this check. A machine whose own check succeeded in a task that
+        another machine failed is healthy."""
+        return (
+            self.task_state != "Success"
+            and not self.healthy
+            and self.health_status in ("Healthy", "Unknown")
+        )
 
 
 @dataclass(eq=False)
