@@ -5,8 +5,7 @@
 barrier between steps), and each bounded by its deadline (`deadline_seconds`), counted from
 when that job started. The outcome maps each job to the function's return value, or the
 exception that ended it (DeadlineExceeded for a job that ran out of time: its connection is
-closed so its thread stops waiting on the network). A job that has ended is closed at once,
-its connection and its log: only the jobs at work hold descriptors.
+closed so its thread stops waiting on the network).
 Ctrl-C (or SIGTERM, see octoboot.interrupts) ends the wait too: jobs still running become
 Interrupted and their remote commands are ended on the hosts, jobs not started never start,
 and FleetInterrupted carries the outcome of every job.
@@ -82,9 +81,6 @@ class Member(Protocol):
     conn: Connection
     deadline_seconds: float  # counted from when the job starts
 
-    def close(self) -> None:
-        """Close its connection and its log: it has ended."""
-
 
 J = TypeVar("J", bound=Member)
 T = TypeVar("T")
@@ -99,9 +95,10 @@ def run_jobs(
     on_abandon: Callable[[J], None] | None = None,
 ) -> dict[J, T | BaseException]:
     """work(job) for every job, at most `workers` at once. on_result(job, value or exception)
-    is called in this thread as each one ends, so callers can print without interleaving,
-    and the job is closed after it; on_abandon(job) when the run stops waiting for a job
-    still at work (its deadline, or Ctrl-C), so the job can be told to stop."""
+    is called in this thread as each one ends, so callers can print without interleaving
+    (and close what the job holds: only the jobs at work need their descriptors);
+    on_abandon(job) when the run stops waiting for a job still at work (its deadline, or
+    Ctrl-C), so the job can be told to stop."""
     outcomes: dict[J, T | BaseException] = {}
     starts = _Starts()
 
@@ -113,7 +110,6 @@ def run_jobs(
         outcomes[job] = value
         if on_result:
             on_result(job, value)
-        job.close()
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fleet")
     futures: dict[Future[T], J] = {pool.submit(member, job): job for job in jobs}
@@ -133,6 +129,7 @@ def run_jobs(
                 if on_abandon:
                     on_abandon(job)
                 finish(job, DeadlineExceeded(job.deadline_seconds))
+                job.conn.close()
     except KeyboardInterrupt as interrupt:
         # First stop everything: jobs are told to stop, and their remote commands ended on
         # the hosts, waiting a short while for the hosts to confirm (a second Ctrl-C cuts

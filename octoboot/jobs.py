@@ -434,6 +434,7 @@ class Run(Generic[OptionsT]):
             result = finished[job] = _result_of(job, value, masker)
             count(job, result.state)
             job.log.write(f"result: {result.summary_line()}", echo=False)
+            job.close()  # a machine that has ended holds no descriptor: only those at work do
             console(result.summary_line())
 
         interrupted = None
@@ -444,7 +445,6 @@ class Run(Generic[OptionsT]):
                 if rollout.stop_reason:
                     for job in batch:
                         on_result(job, _skipped(job, rollout.stop_reason))
-                        job.close()
                     continue
                 if len(sizes) > 1:
                     console(f"batch {number} of {len(sizes)}: {size} machine(s)")
