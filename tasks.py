@@ -1,6 +1,8 @@
 """octoboot's Invoke tasks: `inv --list` for all of them, `inv --help TASK` for the flags.
 
-Each task turns flags into one library call, prints, and exits with the library's code.
+Each task turns flags into one library call, prints, and exits with the library's code. The
+fleet tasks share their flags (FLEET_HELP); the library parses and checks them
+(`Selection.from_flags`, `RunOptions.from_flags`).
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ import inspect
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Exit, Task, task
 
 PROJECT = Path(__file__).resolve().parent
 # This checkout's octoboot, even with another one installed: Invoke puts this folder first
@@ -24,6 +27,8 @@ sys.path[:] = [str(PROJECT), *(p for p in sys.path if Path(p or os.curdir).resol
 from octoboot import jobs  # noqa: E402
 from octoboot.errors import OctobootError  # noqa: E402
 from octoboot.interrupts import Terminated  # noqa: E402
+from octoboot.inventory import SshOptions  # noqa: E402
+from octoboot.jobs import RunOptions, Selection, report_format  # noqa: E402
 from octoboot.prune import prune as prune_records  # noqa: E402
 from octoboot.report import EXIT_INTERRUPTED, EXIT_TERMINATED, RunReport  # noqa: E402
 from octoboot.sandbox.control import Sandbox  # noqa: E402
@@ -61,182 +66,245 @@ def print_report(report: RunReport, output_format: str) -> None:
         raise Exit(code=report.exit_code)
 
 
-FLEET_FLAGS = {
-    # name: (default, help)
-    "env": (None, "the environment: machines/<ENV>.toml"),
-    "host": (None, "only this machine (repeatable); found in whichever environment lists it"),
-    "limit": (None, "only machines whose name matches this glob (repeatable), e.g. 'web*'"),
-    "retry_failed": (False, "only the machines that failed or were unreachable last time (--env)"),
-    "parallel": (False, "run the machines concurrently (default: one after another)"),
-    "workers": (None, "with --parallel: at most this many machines at once (default: as many "
-                "as the controller can hold, OCTOBOOT_WORKERS)"),
-    "batch": (None, "run the machines N (or P%) at a time, a batch after the previous one ended"),
-    "max_fail": (None, "stop starting machines once more than N (or P% of the batch) failed or "
-                 "were unreachable; the rest are skipped"),
-    "format": ("table", "table (default) or json (only JSON on stdout, for CI)"),
-    "verbose": (False, "with --parallel: also print each machine's steps as they end"),
-    "deadline": (None, "seconds each machine may take in all (default: the inventory's, 900; "
-                 f"status: {Status.DEADLINE:g} at most)"),
-    "connect_timeout": (None, "seconds to wait for SSH to answer (default: the inventory's)"),
-    "accept_new_host_key": (False, "accept a changed SSH host key for the machines named by "
-                            "--host/--limit (rebuilt ones)"),
-    "dry_run": (False, "probe hosts and Octopus read-only and say what would be done"),
-}  # fmt: skip
+# The flags every fleet task takes, in this order (Invoke gives out the short flags, -e, -h,
+# -l, ..., in the order of the signature), and the one help text of each. `--dry-run` is not
+# on status and exec, which change nothing or are the change. A unit test checks each
+# FleetTask against this table.
+FLEET_HELP = {
+    "env": "the environment: machines/<ENV>.toml",
+    "host": "only this machine (repeatable); found in whichever environment lists it",
+    "limit": "only machines whose name matches this glob (repeatable), e.g. 'web*'",
+    "retry_failed": "only the machines that failed or were unreachable last time (--env)",
+    "parallel": "run the machines concurrently (default: one after another; status: "
+    "concurrently, --no-parallel for one after another)",
+    "workers": "with --parallel: at most this many machines at once (default: as many as the "
+    "controller can hold, OCTOBOOT_WORKERS)",
+    "batch": "run the machines N (or P%) at a time, a batch after the previous one ended",
+    "max_fail": "stop starting machines once more than N (or P% of the batch) failed or were "
+    "unreachable; the rest are skipped",
+    "format": "table (default) or json (only JSON on stdout, for CI)",
+    "verbose": "with --parallel: also print each machine's steps as they end",
+    "deadline": "seconds each machine may take in all (default: the inventory's, "
+    f"{SshOptions().deadline:g}; status: {Status.DEADLINE:g} at most)",
+    "connect_timeout": "seconds to wait for SSH to answer (default: the inventory's)",
+    "accept_new_host_key": "accept a changed SSH host key for the machines named by "
+    "--host/--limit (rebuilt ones)",
+    "dry_run": "probe hosts and Octopus read-only and say what would be done",
+}
 
 
-def fleet_task(name, doc, call, *, extra=None, dry_run=True, parallel=False, iterable=()):
-    """A task that runs `call(selection, options, settings, **extra flags)` over the selected
-    machines and prints its report. Every fleet task shares FLEET_FLAGS; `extra` adds its own
-    (name: (default, help)), `iterable` names those that repeat; parallel=True makes
-    --parallel the default (--no-parallel)."""
-    common = dict(FLEET_FLAGS)
-    if not dry_run:
-        common.pop("dry_run")
-    if parallel:
-        common["parallel"] = (True, "run the machines concurrently (default; --no-parallel: "
-                              "one after another)")  # fmt: skip
-    own = extra or {}
-    parameters = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    parameters += [
-        inspect.Parameter(flag, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
-        for flag, (default, _) in {**common, **own}.items()
-    ]
+class FleetTask(Task):
+    """A task over the selected machines: the FLEET_HELP flags it takes get their help from
+    there, and --host and --limit repeat."""
 
-    def run(c, **given):
-        values = {k: given.get(k, default) for k, (default, _) in common.items()}
-        if values["workers"] is not None and not values["parallel"]:
-            raise Exit("octoboot: --workers applies only with --parallel", 2)
-        if values["format"] not in ("table", "json"):
-            raise Exit(f"octoboot: --format must be table or json, not {values['format']!r}", 2)
-        with user_errors():
-            report = call(
-                jobs.Selection(
-                    env=values["env"],
-                    hosts=tuple(values["host"] or ()),
-                    limits=tuple(values["limit"] or ()),
-                    retry_failed=values["retry_failed"],
-                ),
-                jobs.RunOptions(
-                    parallel=values["parallel"],
-                    workers=number(values["workers"], "--workers", int),
-                    verbose=values["verbose"],
-                    deadline=number(values["deadline"], "--deadline"),
-                    connect_timeout=number(values["connect_timeout"], "--connect-timeout"),
-                    accept_new_host_key=values["accept_new_host_key"],
-                    dry_run=values.get("dry_run", False),
-                    batch=values["batch"],
-                    max_fail=values["max_fail"],
-                ),
-                settings(),
-                **{k: given.get(k, default) for k, (default, _) in own.items()},
-            )
-        print_report(report, values["format"])
-
-    run.__name__ = run.__qualname__ = name
-    run.__doc__ = doc
-    run.__signature__ = inspect.Signature(parameters)
-    helps = {k: h for k, (_, h) in {**common, **own}.items()}
-    return task(run, help=helps, iterable=["host", "limit", *iterable])
+    def __init__(
+        self,
+        body: Callable,
+        *,
+        help: dict[str, str] | None = None,
+        iterable: Iterable[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        flags = inspect.signature(body).parameters
+        shared = {flag: text for flag, text in FLEET_HELP.items() if flag in flags}
+        super().__init__(
+            body, help={**shared, **(help or {})}, iterable=["host", "limit", *iterable], **kwargs
+        )
 
 
-def number(value, flag, kind=float):
-    """A positive number from a flag, or None when the flag was not given."""
-    if value is None:
-        return None
-    try:
-        parsed = kind(value)
-    except ValueError:
-        raise Exit(f"octoboot: {flag} takes a number, not {value!r}", 2) from None
-    if not math.isfinite(parsed):
-        raise Exit(f"octoboot: {flag} takes a finite number, not {value!r}", 2)
-    if parsed <= 0:
-        raise Exit(f"octoboot: {flag} must be more than 0, not {value}", 2)
-    return parsed
+REGISTRATION_HELP = {
+    "take_over": "a record with this machine's name but another certificate is given this "
+    "machine's certificate (instead of failing)",
+    "renamed_from": "OLD: the machine (one, with --host NEW) was called OLD; its identity and "
+    "Octopus record (same Id) take the new name",
+}
 
 
-REGISTRATION = {
-    "take_over": (False, "a record with this machine's name but another certificate is given "
-                  "this machine's certificate (instead of failing)"),
-    "renamed_from": (None, "OLD: the machine (one, with --host NEW) was called OLD; its "
-                     "identity and Octopus record (same Id) take the new name"),
-}  # fmt: skip
+@task(klass=FleetTask, help=REGISTRATION_HELP)
+def bootstrap(
+    c, env=None, host=None, limit=None, retry_failed=False, parallel=False, workers=None,
+    batch=None, max_fail=None, format="table", verbose=False, deadline=None,
+    connect_timeout=None, accept_new_host_key=False, dry_run=False, take_over=False,
+    renamed_from=None,
+):  # fmt: skip
+    """Make machines ready Octopus targets: install, identity, register, start, health."""
+    with user_errors():
+        output = report_format(format)
+        report = jobs.bootstrap(
+            Selection.from_flags(env, host, limit, retry_failed),
+            RunOptions.from_flags(
+                parallel=parallel, workers=workers, batch=batch, max_fail=max_fail,
+                verbose=verbose, deadline=deadline, connect_timeout=connect_timeout,
+                accept_new_host_key=accept_new_host_key, dry_run=dry_run,
+            ),
+            settings(),
+            take_over=take_over,
+            renamed_from=renamed_from,
+        )  # fmt: skip
+    print_report(report, output)
 
-bootstrap = fleet_task(
-    "bootstrap",
-    "Make machines ready Octopus targets: install, identity, register, start, health.",
-    jobs.bootstrap,
-    extra=REGISTRATION,
-)
-install = fleet_task(
-    "install", "Install or upgrade the Tentacle on machines, and nothing else.", jobs.install
-)
-register = fleet_task(
-    "register",
-    "Identity, configure, register with Octopus, start and health-check installed machines.",
-    jobs.register,
-    extra=REGISTRATION,
-)
-status = fleet_task(
-    "status",
-    "Show what hosts, the identity store and Octopus say per machine, and any drift (read-only).",
-    machine_status,
-    extra={"health": (False, "ask Octopus for a fresh health check first (default: the last "
-                      "known health status)")},
-    dry_run=False,
-    parallel=True,
+
+@task(klass=FleetTask)
+def install(
+    c, env=None, host=None, limit=None, retry_failed=False, parallel=False, workers=None,
+    batch=None, max_fail=None, format="table", verbose=False, deadline=None,
+    connect_timeout=None, accept_new_host_key=False, dry_run=False,
+):  # fmt: skip
+    """Install or upgrade the Tentacle on machines, and nothing else."""
+    with user_errors():
+        output = report_format(format)
+        report = jobs.install(
+            Selection.from_flags(env, host, limit, retry_failed),
+            RunOptions.from_flags(
+                parallel=parallel, workers=workers, batch=batch, max_fail=max_fail,
+                verbose=verbose, deadline=deadline, connect_timeout=connect_timeout,
+                accept_new_host_key=accept_new_host_key, dry_run=dry_run,
+            ),
+            settings(),
+        )  # fmt: skip
+    print_report(report, output)
+
+
+@task(klass=FleetTask, help=REGISTRATION_HELP)
+def register(
+    c, env=None, host=None, limit=None, retry_failed=False, parallel=False, workers=None,
+    batch=None, max_fail=None, format="table", verbose=False, deadline=None,
+    connect_timeout=None, accept_new_host_key=False, dry_run=False, take_over=False,
+    renamed_from=None,
+):  # fmt: skip
+    """Identity, configure, register with Octopus, start and health-check installed machines."""
+    with user_errors():
+        output = report_format(format)
+        report = jobs.register(
+            Selection.from_flags(env, host, limit, retry_failed),
+            RunOptions.from_flags(
+                parallel=parallel, workers=workers, batch=batch, max_fail=max_fail,
+                verbose=verbose, deadline=deadline, connect_timeout=connect_timeout,
+                accept_new_host_key=accept_new_host_key, dry_run=dry_run,
+            ),
+            settings(),
+            take_over=take_over,
+            renamed_from=renamed_from,
+        )  # fmt: skip
+    print_report(report, output)
+
+
+@task(
+    klass=FleetTask,
+    help={"health": "ask Octopus for a fresh health check first (default: the last known "
+          "health status)"},
 )  # fmt: skip
+def status(
+    c, env=None, host=None, limit=None, retry_failed=False, parallel=True, workers=None,
+    batch=None, max_fail=None, format="table", verbose=False, deadline=None,
+    connect_timeout=None, accept_new_host_key=False, health=False,
+):  # fmt: skip
+    """Show what hosts, the identity store and Octopus say per machine, and any drift (read-only)."""  # noqa: E501 (one line: inv --list shows the first)
+    with user_errors():
+        output = report_format(format)
+        report = machine_status(
+            Selection.from_flags(env, host, limit, retry_failed),
+            RunOptions.from_flags(
+                parallel=parallel, workers=workers, batch=batch, max_fail=max_fail,
+                verbose=verbose, deadline=deadline, connect_timeout=connect_timeout,
+                accept_new_host_key=accept_new_host_key,
+            ),
+            settings(),
+            health=health,
+        )  # fmt: skip
+    print_report(report, output)
 
 
-def deregister_machines(selection, options, settings, *, uninstall, forget_identity, record):
-    return jobs.deregister(
-        selection, options, settings, uninstall=uninstall, forget_identity=forget_identity,
-        records=tuple(record or ()),
-    )  # fmt: skip
-
-
-deregister = fleet_task(
-    "deregister",
-    "Remove machines from Octopus (and with --uninstall, their Tentacle service and instance).",
-    deregister_machines,
-    extra={
-        "uninstall": (False, "also stop and remove the Tentacle service and instance on the host"),
-        "forget_identity": (False, "also delete the machine's certificate from the identity "
-                            "store (it would come back with a new thumbprint)"),
-        "record": (None, "NAME: the Octopus record of this name, which no inventory lists any "
-                   "more (repeatable; with --env, whose Octopus has it)"),
+@task(
+    klass=FleetTask,
+    help={
+        "uninstall": "also stop and remove the Tentacle service and instance on the host",
+        "forget_identity": "also delete the machine's certificate from the identity store (it "
+        "would come back with a new thumbprint)",
+        "record": "NAME: the Octopus record of this name, which no inventory lists any more "
+        "(repeatable; with --env, whose Octopus has it)",
     },
     iterable=["record"],
-)  # fmt: skip
+)
+def deregister(
+    c, env=None, host=None, limit=None, retry_failed=False, parallel=False, workers=None,
+    batch=None, max_fail=None, format="table", verbose=False, deadline=None,
+    connect_timeout=None, accept_new_host_key=False, dry_run=False, uninstall=False,
+    forget_identity=False, record=None,
+):  # fmt: skip
+    """Remove machines from Octopus (and with --uninstall, their Tentacle service and instance)."""
+    with user_errors():
+        output = report_format(format)
+        report = jobs.deregister(
+            Selection.from_flags(env, host, limit, retry_failed),
+            RunOptions.from_flags(
+                parallel=parallel, workers=workers, batch=batch, max_fail=max_fail,
+                verbose=verbose, deadline=deadline, connect_timeout=connect_timeout,
+                accept_new_host_key=accept_new_host_key, dry_run=dry_run,
+            ),
+            settings(),
+            uninstall=uninstall,
+            forget_identity=forget_identity,
+            records=tuple(record or ()),
+        )  # fmt: skip
+    print_report(report, output)
 
 
-prune_ = fleet_task(
-    "prune",
-    "Remove the records of an environment that no inventory lists, and duplicate records.",
-    prune_records,
-    extra={
-        "older_than": (None, "only records Octopus has not changed for this long, e.g. 7d, "
-                       "12h, 30m"),
-        "only_unavailable": (False, "only records whose health is Unavailable"),
+@task(
+    klass=FleetTask,
+    help={
+        "older_than": "only records Octopus has not changed for this long, e.g. 7d, 12h, 30m",
+        "only_unavailable": "only records whose health is Unavailable",
     },
-)  # fmt: skip
+)
+def prune(
+    c, env=None, host=None, limit=None, retry_failed=False, parallel=False, workers=None,
+    batch=None, max_fail=None, format="table", verbose=False, deadline=None,
+    connect_timeout=None, accept_new_host_key=False, dry_run=False, older_than=None,
+    only_unavailable=False,
+):  # fmt: skip
+    """Remove the records of an environment that no inventory lists, and duplicate records."""
+    with user_errors():
+        output = report_format(format)
+        report = prune_records(
+            Selection.from_flags(env, host, limit, retry_failed),
+            RunOptions.from_flags(
+                parallel=parallel, workers=workers, batch=batch, max_fail=max_fail,
+                verbose=verbose, deadline=deadline, connect_timeout=connect_timeout,
+                accept_new_host_key=accept_new_host_key, dry_run=dry_run,
+            ),
+            settings(),
+            older_than=older_than,
+            only_unavailable=only_unavailable,
+        )  # fmt: skip
+    print_report(report, output)
 
 
-def exec_command(selection, options, settings, *, command):
+@task(klass=FleetTask, help={"command": "the shell command to run (or give it after --)"})
+def exec_(
+    c, env=None, host=None, limit=None, retry_failed=False, parallel=False, workers=None,
+    batch=None, max_fail=None, format="table", verbose=False, deadline=None,
+    connect_timeout=None, accept_new_host_key=False, command=None,
+):  # fmt: skip
+    """Run one command (as root) on every selected machine: inv exec --env qa -- uptime"""
     # `inv exec --env qa -- systemctl status Tentacle`: Invoke parses no task flags after
     # `--` and does not pass that remainder to tasks, so it is read from argv.
     if command is None and "--" in sys.argv:
         # Words joined with spaces, as ssh does: `-- 'df -h | tail -1'` is a pipeline.
         command = " ".join(sys.argv[sys.argv.index("--") + 1 :])
-    return jobs.exec_command(selection, options, settings, command=command or "")
-
-
-exec_ = fleet_task(
-    "exec",
-    "Run one command (as root) on every selected machine: inv exec --env qa -- uptime",
-    exec_command,
-    extra={"command": (None, "the shell command to run (or give it after --)")},
-    dry_run=False,
-)
+    with user_errors():
+        output = report_format(format)
+        report = jobs.exec_command(
+            Selection.from_flags(env, host, limit, retry_failed),
+            RunOptions.from_flags(
+                parallel=parallel, workers=workers, batch=batch, max_fail=max_fail,
+                verbose=verbose, deadline=deadline, connect_timeout=connect_timeout,
+                accept_new_host_key=accept_new_host_key,
+            ),
+            settings(),
+            command=command or "",
+        )  # fmt: skip
+    print_report(report, output)
 
 
 # --- sandbox ---------------------------------------------------------------------------
@@ -408,6 +476,5 @@ for _name, _task in {
 }.items():
     sandbox.add_task(_task, name=_name)
 
-ns = Collection(bootstrap, install, register, deregister, status, sandbox)
+ns = Collection(bootstrap, install, register, deregister, status, prune, sandbox)
 ns.add_task(exec_, name="exec")
-ns.add_task(prune_, name="prune")

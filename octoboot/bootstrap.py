@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import base64
 import uuid
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import paramiko
@@ -28,17 +29,28 @@ from octoboot.drift import COLLECTIONS
 from octoboot.health import HealthResult
 from octoboot.identity import Identity
 from octoboot.octopus import Resource, registered_thumbprint
-from octoboot.pipeline import Pipeline, StepFailed
+from octoboot.pipeline import Job, Pipeline, StepFailed
 from octoboot.report import State
 
 
-class Bootstrap(Pipeline):
-    STEPS: ClassVar = (
+@dataclass(frozen=True)
+class BootstrapOptions:
+    """bootstrap's and register's own flags (install takes none of them)."""
+
+    # A record with the machine's name but another certificate gets this one.
+    take_over: bool = False
+    # The one selected machine was called so: its identity and its Octopus record (same Id)
+    # take the new name.
+    renamed_from: str | None = None
+
+
+class Bootstrap(Pipeline[BootstrapOptions]):
+    STEPS: ClassVar[Sequence[str]] = (
         "connect", "probe", "install", "identity", "configure", "register", "service", "health",
     )  # fmt: skip
     NEEDS_OCTOPUS = NEEDS_IDENTITIES = NEEDS_REGISTRATION = True
 
-    def __init__(self, job) -> None:
+    def __init__(self, job: Job[BootstrapOptions]) -> None:
         super().__init__(job)
         self.identity: Identity | None = None
         self.thumbprint: str | None = None  # None in a dry run when it would be minted
@@ -100,7 +112,7 @@ class Bootstrap(Pipeline):
         if not probe.installed:
             raise StepFailed("Tentacle is not installed: run `inv install` (or bootstrap) first")
         assert store is not None
-        renamed_from = self.job.options.get("renamed_from")
+        renamed_from = self.job.options.renamed_from
         if renamed_from and not self.job.dry_run:
             store.rename(renamed_from, name)
         # In a dry run the identity has not moved yet.
@@ -163,7 +175,7 @@ class Bootstrap(Pipeline):
         # The space's machines (or workers) are read once per run, not twice per machine.
         octopus, name = self._octopus(), self.machine.name
         known = octopus.machine_index(self.collection)
-        renamed_from = (self.job.options.get("renamed_from") or "").lower()
+        renamed_from = (self.job.options.renamed_from or "").lower()
         previous: Resource | None = None  # the record to rename (--renamed-from)
         if self.thumbprint:
             others = []
@@ -192,7 +204,7 @@ class Bootstrap(Pipeline):
         if self.record:
             registered = registered_thumbprint(self.record)
             if registered != (self.thumbprint or ""):
-                if self.job.options.get("take_over"):
+                if self.job.options.take_over:
                     return None
                 return (
                     f"the name {name} is registered ({self.record['Id']}) with another "

@@ -21,7 +21,8 @@ TENTACLE_COMMON_NAME = "Octopus Tentacle"
 
 
 class CertificateError(OctobootError):
-    """A PFX could not be read: wrong password, corrupt file, or no private key."""
+    """A PFX could not be read: wrong password, corrupt file, no private key, or a key that
+    is not RSA (a Tentacle's certificate is RSA)."""
 
 
 def new_self_signed(
@@ -75,6 +76,8 @@ def load_pfx(data: bytes, password: str | None) -> tuple[rsa.RSAPrivateKey, x509
         raise CertificateError("could not open the PFX: wrong password or not a PFX file") from exc
     if key is None or cert is None:
         raise CertificateError("the PFX holds no private key and certificate")
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise CertificateError("the PFX's private key is not an RSA key")
     return key, cert
 
 

@@ -388,7 +388,7 @@ def _machine(
     kind = values.get("kind", template.kind)
     roles, pools = _roles_or_pools(path, where, kind, values, template)
     ssh = {key: values[key] for key in _SSH_KEYS if key in values}
-    registration: dict[str, Any] = {k: values[k] for k in _REGISTRATION_SPEC if k in values}
+    given = {k: values[k] for k in _REGISTRATION_SPEC if k in values}
     tentacle = template.tentacle
     if "tentacle_port" in values:
         tentacle = dataclasses.replace(tentacle, port=values["tentacle_port"])
@@ -397,7 +397,7 @@ def _machine(
             f"{path}: {where}: name: with no address, the name is the host to connect to, "
             f'and {problem}: set address = "..." to the host'
         )
-    registration = dataclasses.replace(template.registration, **registration)
+    registration = dataclasses.replace(template.registration, **given)
     _check_registration(path, f"{where}: ", registration, kind)
     return dataclasses.replace(
         template,

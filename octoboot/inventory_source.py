@@ -47,7 +47,7 @@ def machines_from_command(path: Path, command: str, timeout: float) -> list[dict
         data = json.loads(output)
     except UnicodeDecodeError:
         raise ConfigError(f"{where} printed something that is not UTF-8 text") from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         text = one_line(output.decode(errors="replace"), 60)
         printed = f"printed {text!r}" if output.strip() else "printed nothing"
         raise ConfigError(

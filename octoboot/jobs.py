@@ -9,41 +9,43 @@ settings, flags, a writable state directory, the identity store and its password
 Octopus: key, space, server certificate, environments, and the names of what the machines'
 records refer to: machine policy), so a configuration error costs
 nothing and says so in one line (a ConfigError). A run that changes machines then takes
-their locks (locks.py): machines another run holds are `skipped`, naming it. Then every
-machine runs its pipeline through a FleetGroup; whatever happens to one machine ends up as
-that machine's row in the report, and the report and the logs are always written, Ctrl-C
-included (or the terminal says why they could not be).
+their locks (locks.py): machines another run holds are `skipped`, naming it. Then each
+machine gets its Job, and the jobs run through the fleet (fleet.run_jobs), batch by batch;
+whatever happens to one machine ends up as that machine's row in the report, and the report
+and the logs are always written, Ctrl-C included (or the terminal says why they could not
+be).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
-from octoboot.bootstrap import Bootstrap, Install, Register
+from octoboot.bootstrap import Bootstrap, BootstrapOptions, Install, Register
 from octoboot.drift import PollingServer, RegistrationIds, polling_server
 from octoboot.errors import ConfigError
 from octoboot.files import StateWriteError, check_writable, describe, write_atomic
 from octoboot.fleet import (
     FDS_PER_MACHINE,
     DeadlineExceeded,
-    FleetGroup,
     FleetInterrupted,
     Interrupted,
     open_files,
+    run_jobs,
     workers_for_open_files,
 )
 from octoboot.health import GATHER_SECONDS, HealthCoordinator
 from octoboot.identity import IdentityStore
 from octoboot.interrupts import signal_of, sigterm_interrupts
 from octoboot.inventory import SAFE_NAME, Inventory, Machine, load_inventory
-from octoboot.lifecycle import Deregister, DeregisterRecord, Exec
+from octoboot.lifecycle import Deregister, DeregisterOptions, DeregisterRecord, Exec, ExecOptions
 from octoboot.locks import Locks
 from octoboot.octopus import OctopusClient
 from octoboot.pipeline import Job, Pipeline
@@ -52,9 +54,10 @@ from octoboot.report import MachineResult, RunReport, State, StepResult, printab
 from octoboot.rolling import Rollout, Share, batch_sizes
 from octoboot.runlog import MachineLog, Masker, new_run_dir
 from octoboot.settings import Settings, load_settings
-from octoboot.ssh import Connector, close
+from octoboot.ssh import Connector
 
 Console = Callable[[str], None]
+REPORT_FORMATS = ("table", "json")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,18 @@ class Selection:
     hosts: Sequence[str] = ()
     limits: Sequence[str] = ()
     retry_failed: bool = False  # only the machines that failed in the env's last run
+
+    @classmethod
+    def from_flags(
+        cls,
+        env: str | None = None,
+        host: Iterable[str] | None = None,
+        limit: Iterable[str] | None = None,
+        retry_failed: bool = False,
+    ) -> Selection:
+        """--env, --host and --limit (each repeatable) and --retry-failed, as Invoke gives
+        them."""
+        return cls(env, tuple(host or ()), tuple(limit or ()), retry_failed)
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,61 @@ class RunOptions:
     octopus_retry_seconds: float = 30.0  # how long to retry an Octopus that fails (5xx, down)
     console: Console = field(default=lambda line: print(line, file=sys.stderr, flush=True))
 
+    @classmethod
+    def from_flags(
+        cls,
+        *,
+        parallel: bool = False,
+        workers: str | int | None = None,
+        verbose: bool = False,
+        batch: str | None = None,
+        max_fail: str | None = None,
+        deadline: str | float | None = None,
+        connect_timeout: str | float | None = None,
+        accept_new_host_key: bool = False,
+        dry_run: bool = False,
+    ) -> RunOptions:
+        """The shared flags, as Invoke gives them (numbers as text); a wrong one is a
+        ConfigError saying which."""
+        if workers is not None and not parallel:
+            raise ConfigError("--workers applies only with --parallel")
+        return cls(
+            parallel=parallel,
+            workers=_positive(workers, "--workers", int),
+            verbose=verbose,
+            batch=batch,
+            max_fail=max_fail,
+            deadline=_positive(deadline, "--deadline", float),
+            connect_timeout=_positive(connect_timeout, "--connect-timeout", float),
+            accept_new_host_key=accept_new_host_key,
+            dry_run=dry_run,
+        )
+
+
+N = TypeVar("N", int, float)
+
+
+def _positive(value: str | float | None, flag: str, kind: Callable[[Any], N]) -> N | None:
+    """A positive number from a flag, or None when the flag was not given."""
+    if value is None:
+        return None
+    try:
+        parsed = kind(value)
+    except ValueError:
+        raise ConfigError(f"{flag} takes a number, not {value!r}") from None
+    if not math.isfinite(parsed):
+        raise ConfigError(f"{flag} takes a finite number, not {value!r}")
+    if parsed <= 0:
+        raise ConfigError(f"{flag} must be more than 0, not {value}")
+    return parsed
+
+
+def report_format(value: str) -> str:
+    """--format: how the report is printed."""
+    if value not in REPORT_FORMATS:
+        raise ConfigError(f"--format must be table or json, not {value!r}")
+    return value
+
 
 def bootstrap(
     selection: Selection,
@@ -92,16 +162,15 @@ def bootstrap(
     take_over: a record with the machine's name but another certificate gets this one.
     renamed_from: the one selected machine was called so: its identity and its Octopus
     record (same Id) take the new name."""
-    job_options = {"take_over": take_over, "renamed_from": renamed_from}
-    run = Run("bootstrap", Bootstrap, selection, options, settings, job_options=job_options)
-    return run.execute()
+    own = BootstrapOptions(take_over=take_over, renamed_from=renamed_from)
+    return RegistrationRun("bootstrap", Bootstrap, selection, options, settings, own).execute()
 
 
 def install(
     selection: Selection, options: RunOptions = RunOptions(), settings: Settings | None = None
 ) -> RunReport:
     """Install (or upgrade) the Tentacle on each machine; nothing else."""
-    return Run("install", Install, selection, options, settings).execute()
+    return Run("install", Install, selection, options, settings, BootstrapOptions()).execute()
 
 
 def register(
@@ -113,9 +182,8 @@ def register(
     renamed_from: str | None = None,
 ) -> RunReport:
     """Identity, configuration, registration, service and health on installed machines."""
-    job_options = {"take_over": take_over, "renamed_from": renamed_from}
-    run = Run("register", Register, selection, options, settings, job_options=job_options)
-    return run.execute()
+    own = BootstrapOptions(take_over=take_over, renamed_from=renamed_from)
+    return RegistrationRun("register", Register, selection, options, settings, own).execute()
 
 
 def deregister(
@@ -131,11 +199,10 @@ def deregister(
     instance on the host; with forget_identity, also its certificate from the store.
     records: instead of machines, these names' records in the Octopus of selection.env,
     which no inventory lists any more (renamed or gone machines)."""
-    job_options = {"uninstall": uninstall, "forget_identity": forget_identity}
-    if records:
-        return UnlistedRecords(selection, records, options, settings, job_options).execute()
-    run = Run("deregister", Deregister, selection, options, settings, job_options=job_options)
-    return run.execute()
+    own = DeregisterOptions(uninstall, forget_identity, tuple(records))
+    if own.records:
+        return UnlistedRecords(selection, options, settings, own).execute()
+    return Run("deregister", Deregister, selection, options, settings, own).execute()
 
 
 def exec_command(
@@ -148,33 +215,33 @@ def exec_command(
     """Run one shell command (as root) on each machine; its output is in the logs and JSON."""
     if not command.strip():
         raise ConfigError("no command to run: give --command 'CMD' (or -- CMD)")
-    return Run(
-        "exec",
-        Exec,
-        selection,
-        replace(options, dry_run=False),
-        settings,
-        job_options={"command": command},
-    ).execute()
+    options = replace(options, dry_run=False)
+    return Run("exec", Exec, selection, options, settings, ExecOptions(command)).execute()
 
 
-class Run:
+# A pipeline's own options (bootstrap.BootstrapOptions, ...), given to each of its jobs.
+OptionsT = TypeVar("OptionsT")
+
+
+class Run(Generic[OptionsT]):
     """One run of a pipeline over the selected machines."""
+
+    # What the run's report is; status' shows what it found.
+    REPORT: ClassVar[type[RunReport]] = RunReport
 
     def __init__(
         self,
         command: str,
-        pipeline: type[Pipeline],
+        pipeline: type[Pipeline[OptionsT]],
         selection: Selection,
         options: RunOptions,
         settings: Settings | None,
-        *,
-        job_options: dict[str, Any] | None = None,
+        pipeline_options: OptionsT,
     ) -> None:
         self.command = command + (" --dry-run" if options.dry_run else "")
         self.pipeline = pipeline
         self.options = options
-        self.job_options = job_options or {}
+        self.pipeline_options = pipeline_options
         self.settings = settings or load_settings()
         self.records_outcome = pipeline.RECORDS_OUTCOME and not options.dry_run
         self.persist_host_keys = not (pipeline.READ_ONLY or options.dry_run)
@@ -184,9 +251,7 @@ class Run:
             None if options.max_fail is None else Share.parse(options.max_fail, "--max-fail")
         )
         self.inventory: Inventory = load_inventory(self.settings.machines_dir)
-        self.machines = [
-            _with_overrides(m, options, pipeline.DEADLINE) for m in self._select(selection)
-        ]
+        self.machines = [_with_overrides(m, options) for m in self._select(selection)]
         self.clients: dict[str, OctopusClient] = {}
         self._servers: dict[tuple[str, str, str | None], OctopusClient] = {}
         self.environment_ids: dict[str, str] = {}
@@ -200,10 +265,24 @@ class Run:
         self.settings.load_secrets(self.inventory.environments.values())
         self.identities: IdentityStore | None = None
 
+    def deadline(self, machine: Machine) -> float:
+        """The seconds a machine may take in all: --deadline, else the inventory's, at most
+        the pipeline's own bound (status answers in seconds)."""
+        if self.options.deadline is not None:
+            return self.options.deadline
+        cap = self.pipeline.DEADLINE
+        return machine.ssh.deadline if cap is None else min(machine.ssh.deadline, cap)
+
+    def extra_rows(self, first_id: int, *, interrupted: bool) -> list[MachineResult]:
+        """Rows the report has besides the machines', numbered from first_id, asked for once
+        the machines have ended (status: the machines only Octopus knows). None here."""
+        return []
+
     # --- checks before any host is touched ------------------------------------------------
 
     def _select(self, selection: Selection) -> list[Machine]:
-        if selection.retry_failed and not selection.env:
+        retry_env = selection.env if selection.retry_failed else None
+        if selection.retry_failed and not retry_env:
             raise ConfigError("--retry-failed needs --env: it re-runs that environment's")
         machines = self.inventory.select(selection.env, selection.hosts, selection.limits)
         # A limit such as '*' that keeps the whole environment names no machine in particular.
@@ -218,16 +297,13 @@ class Run:
                 "--host or --limit (the rebuilt ones), not for a whole environment"
                 + (f": {limits} selects every machine of {selection.env}" if limits else "")
             )
-        if not selection.retry_failed:
+        if not retry_env:
             return machines
-        failed = set(last_failures(self.settings.state_dir, selection.env))
+        failed = set(last_failures(self.settings.state_dir, retry_env))
         return [m for m in machines if m.name in failed]
 
     def check(self) -> None:
         check_writable(self.settings.state_dir)
-        renamed_from = self.job_options.get("renamed_from")
-        if renamed_from:
-            self._check_rename(renamed_from)
         if self.pipeline.NEEDS_IDENTITIES:
             password = self.settings.pfx_password().reveal()
             self.identities = IdentityStore(self.settings.state_dir, password)
@@ -267,21 +343,6 @@ class Run:
             self.worker_pool_ids[env_key] = client.worker_pool_ids(pools)
         self.polling[env_key] = polling_server(target.url, environment.octopus)
         return client
-
-    def _check_rename(self, old: str) -> None:
-        if len(self.machines) != 1:
-            raise ConfigError(
-                f"--renamed-from {old} renames one machine: select it alone with --host NEW"
-            )
-        new = self.machines[0].name
-        if not SAFE_NAME.fullmatch(old) or old.lower() == new.lower():
-            raise ConfigError(f"--renamed-from takes the machine's old name, not {old!r}")
-        listed = self.inventory.files_listing(old)
-        if listed:
-            raise ConfigError(
-                f"{old} is still listed in {', '.join(map(str, listed))}: remove it there "
-                f"(it is {new} now), then run again"
-            )
 
     # --- the run --------------------------------------------------------------------------
 
@@ -338,7 +399,7 @@ class Run:
             )
             for client in self.clients.values()
         }
-        jobs: dict[Any, Job] = {}
+        jobs: list[Job[OptionsT]] = []
         skipped: list[MachineResult] = []
         for job_id, (machine, conn) in enumerate(zip(self.machines, connections, strict=True), 1):
             if machine.name in busy:
@@ -354,31 +415,33 @@ class Run:
                 continue
             echo = (lambda line: console(f"  {line}")) if sequential else None
             client = self.clients.get(machine.env_key)
-            jobs[conn] = Job(
-                job_id=job_id,
-                machine=machine,
-                conn=conn,
-                log=MachineLog(run_dir / f"{machine.name}.log", masker, echo=echo),
-                deadline_seconds=machine.ssh.deadline,
-                octopus=client,
-                environment_id=self.environment_ids.get(machine.env_key),
-                registration=self.registrations.get(machine.name),
-                health=coordinators.get(id(client)),
-                worker_pool_ids=self.worker_pool_ids.get(machine.env_key, {}),
-                polling=self.polling.get(machine.env_key),
-                identities=self.identities,
-                dry_run=self.options.dry_run,
-                options=self.job_options,
-                on_step=_step_printer(console, sequential, self.options.verbose),
-                on_note=None if sequential or quiet else _note_printer(console),
+            jobs.append(
+                Job(
+                    job_id=job_id,
+                    machine=machine,
+                    conn=conn,
+                    log=MachineLog(run_dir / f"{machine.name}.log", masker, echo=echo),
+                    deadline_seconds=self.deadline(machine),
+                    options=self.pipeline_options,
+                    octopus=client,
+                    environment_id=self.environment_ids.get(machine.env_key),
+                    registration=self.registrations.get(machine.name),
+                    health=coordinators.get(id(client)),
+                    worker_pool_ids=self.worker_pool_ids.get(machine.env_key, {}),
+                    polling=self.polling.get(machine.env_key),
+                    identities=self.identities,
+                    dry_run=self.options.dry_run,
+                    on_step=_step_printer(console, sequential, self.options.verbose),
+                    on_note=None if sequential or quiet else _note_printer(console),
+                )
             )
-        finished: dict[Any, MachineResult] = {}
+        finished: dict[Job[OptionsT], MachineResult] = {}
         sizes = batch_sizes(len(jobs), self.batch)
         rollout = Rollout(self.max_fail, batched=len(sizes) > 1)
         counted: set[int] = set()
         count_lock = threading.Lock()
 
-        def count(job: Job, state: State) -> None:
+        def count(job: Job[OptionsT], state: State) -> None:
             """Tell the rollout how a machine ended, once: from its own thread, so that the
             next one does not start before, or from the runner (deadline), if first."""
             with count_lock:
@@ -386,8 +449,7 @@ class Run:
                     counted.add(job.job_id)
                     rollout.ended(state)
 
-        def run_one(cxn: Any) -> MachineResult:
-            job = jobs[cxn]
+        def run_one(job: Job[OptionsT]) -> MachineResult:
             if rollout.stop_reason:  # too many failed while this one waited for a worker
                 return _skipped(job, rollout.stop_reason)
             if sequential:
@@ -396,31 +458,32 @@ class Run:
             count(job, result.state)
             return result
 
-        def on_result(cxn: Any, value: object) -> None:
-            job = jobs[cxn]
-            result = finished[cxn] = _result_of(job, value, masker)
+        def on_result(job: Job[OptionsT], value: object) -> None:
+            result = finished[job] = _result_of(job, value, masker)
             count(job, result.state)
             job.log.write(f"result: {result.summary_line()}", echo=False)
-            # A machine that has ended holds no descriptor: only those at work do.
-            job.log.close()
-            close(cxn)
+            job.close()  # a machine that has ended holds no descriptor: only those at work do
             console(result.summary_line())
 
         interrupted = None
-        members = list(jobs)
+        waiting = list(jobs)
         try:
             for number, size in enumerate(sizes, 1):
-                batch, members = members[:size], members[size:]
+                batch, waiting = waiting[:size], waiting[size:]
                 if rollout.stop_reason:
-                    for cxn in batch:
-                        on_result(cxn, _skipped(jobs[cxn], rollout.stop_reason))
+                    for job in batch:
+                        on_result(job, _skipped(job, rollout.stop_reason))
                     continue
                 if len(sizes) > 1:
                     console(f"batch {number} of {len(sizes)}: {size} machine(s)")
                 rollout.start_batch(number, size)
-                FleetGroup.from_connections(
-                    batch, workers=workers, deadline=lambda cxn: jobs[cxn].deadline_seconds
-                ).call(run_one, on_result=on_result, on_abandon=lambda c: jobs[c].cancelled.set())
+                run_jobs(
+                    batch,
+                    run_one,
+                    workers=workers,
+                    on_result=on_result,
+                    on_abandon=lambda job: job.cancelled.set(),
+                )
         except FleetInterrupted as stop:
             interrupted = signal_of(stop.__cause__)
         except KeyboardInterrupt as stop:
@@ -428,23 +491,26 @@ class Run:
         finally:
             # Whatever happened, every machine gets its row, its log is closed, and the
             # report is written (a second Ctrl-C lands here at worst).
-            for cxn, job in jobs.items():
+            for job in jobs:
                 job.cancelled.set()
-                job.log.close()
-                close(cxn)
+                job.close()
             for coordinator in coordinators.values():
                 coordinator.close()
         results = []
-        for cxn, job in jobs.items():
-            result = finished.get(cxn)
+        for job in jobs:
+            result = finished.get(job)
             if result is None:  # never started, or a second Ctrl-C cut its ending short
                 result = _result_of(job, None, masker)
                 job.log.write(f"result: {result.summary_line()}", echo=False)
                 job.log.close()
             results.append(result)
-        report = RunReport(
+        rows = sorted([*results, *skipped], key=lambda r: r.job_id)
+        extras = self.extra_rows(len(rows) + 1, interrupted=interrupted is not None)
+        for row in extras:
+            console(row.summary_line())
+        report = self.REPORT(
             self.command,
-            sorted([*results, *skipped], key=lambda r: r.job_id),
+            [*rows, *extras],
             time.monotonic() - started,
             str(run_dir),
             interrupted=interrupted,
@@ -488,7 +554,31 @@ class Run:
         return fitting
 
 
-class UnlistedRecords(Run):
+class RegistrationRun(Run[BootstrapOptions]):
+    """bootstrap and register: --renamed-from is checked before anything else."""
+
+    def check(self) -> None:
+        if self.pipeline_options.renamed_from:
+            self._check_rename(self.pipeline_options.renamed_from)
+        super().check()
+
+    def _check_rename(self, old: str) -> None:
+        if len(self.machines) != 1:
+            raise ConfigError(
+                f"--renamed-from {old} renames one machine: select it alone with --host NEW"
+            )
+        new = self.machines[0].name
+        if not SAFE_NAME.fullmatch(old) or old.lower() == new.lower():
+            raise ConfigError(f"--renamed-from takes the machine's old name, not {old!r}")
+        listed = self.inventory.files_listing(old)
+        if listed:
+            raise ConfigError(
+                f"{old} is still listed in {', '.join(map(str, listed))}: remove it there "
+                f"(it is {new} now), then run again"
+            )
+
+
+class UnlistedRecords(Run[DeregisterOptions]):
     """`deregister --record NAME`: records that no inventory lists any more (a machine
     renamed or gone), looked for in the Octopus of one environment file. There is no host
     to go to: each name is a machine with that name, the file's Octopus and nothing else."""
@@ -496,14 +586,12 @@ class UnlistedRecords(Run):
     def __init__(
         self,
         selection: Selection,
-        names: Sequence[str],
         options: RunOptions,
         settings: Settings | None,
-        job_options: dict[str, Any],
+        pipeline_options: DeregisterOptions,
     ) -> None:
-        self.names = list(dict.fromkeys(names))
         super().__init__(
-            "deregister", DeregisterRecord, selection, options, settings, job_options=job_options
+            "deregister", DeregisterRecord, selection, options, settings, pipeline_options
         )
 
     def _select(self, selection: Selection) -> list[Machine]:
@@ -512,10 +600,11 @@ class UnlistedRecords(Run):
                 "--record needs --env (the environment whose Octopus has the record) and "
                 "takes no --host, --limit or --retry-failed"
             )
-        if self.job_options.get("uninstall"):
+        if self.pipeline_options.uninstall:
             raise ConfigError("--record removes Octopus records only: no host to --uninstall")
         environment = self.inventory.environment(selection.env)
-        for name in self.names:
+        names = list(dict.fromkeys(self.pipeline_options.records))
+        for name in names:
             if not SAFE_NAME.fullmatch(name):
                 raise ConfigError(f"--record {name!r} is not a machine name")
             listed = self.inventory.files_listing(name)
@@ -524,7 +613,7 @@ class UnlistedRecords(Run):
                     f"{name} is listed in {', '.join(map(str, listed))}: deregister it with "
                     f"--host {name}"
                 )
-        return [environment.unlisted_machine(name) for name in self.names]
+        return [environment.unlisted_machine(name) for name in names]
 
 
 def _result_of(job: Job, value: object, masker: Masker) -> MachineResult:
@@ -568,15 +657,10 @@ def _refuse_shared_connections(machines: list[Machine], connections: list[Any]) 
         seen[key] = machine.name
 
 
-def _with_overrides(machine: Machine, options: RunOptions, cap: float | None) -> Machine:
-    ssh = machine.ssh
-    if options.deadline is not None:
-        ssh = replace(ssh, deadline=options.deadline)
-    elif cap is not None:
-        ssh = replace(ssh, deadline=min(ssh.deadline, cap))
-    if options.connect_timeout is not None:
-        ssh = replace(ssh, connect_timeout=options.connect_timeout)
-    return replace(machine, ssh=ssh)
+def _with_overrides(machine: Machine, options: RunOptions) -> Machine:
+    if options.connect_timeout is None:
+        return machine
+    return replace(machine, ssh=replace(machine.ssh, connect_timeout=options.connect_timeout))
 
 
 def _masked(console: Console, masker: Masker) -> Console:
@@ -636,7 +720,8 @@ def record_outcome(
     env_of = {m.name: m.env_key for m in machines}
     by_env: dict[str, list[MachineResult]] = {}
     for result in report.results:
-        by_env.setdefault(env_of[result.machine], []).append(result)
+        if result.machine in env_of:  # not a row the run added (Run.extra_rows)
+            by_env.setdefault(env_of[result.machine], []).append(result)
     for env_key, results in by_env.items():
         path = _outcome_file(state_dir, env_key)
         with locks.held(f"last-run:{env_key}"):

@@ -14,26 +14,44 @@ certificate (same Id).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from octoboot import tentacle
 from octoboot.identity import DamagedIdentity
 from octoboot.octopus import Resource, registered_thumbprint
-from octoboot.pipeline import Pipeline, StepFailed, last_lines
+from octoboot.pipeline import Job, Pipeline, StepFailed, last_lines
 from octoboot.report import State, one_line
 
 
-class Deregister(Pipeline):
+@dataclass(frozen=True)
+class DeregisterOptions:
+    """deregister's own flags."""
+
+    uninstall: bool = False  # also the service and instance on the host
+    forget_identity: bool = False  # also the certificate in the store
+    # Instead of machines: these names' records, which no inventory lists any more.
+    records: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class ExecOptions:
+    """exec's own flag: the command."""
+
+    command: str
+
+
+class Deregister(Pipeline[DeregisterOptions]):
     STEPS: ClassVar = ("deregister", "connect", "probe", "uninstall", "forget")
     NEEDS_OCTOPUS = NEEDS_IDENTITIES = True
     RECORDS_OUTCOME = False
 
-    def __init__(self, job) -> None:
+    def __init__(self, job: Job[DeregisterOptions]) -> None:
         super().__init__(job)
         self.removed: str | None = None  # the Id deleted from Octopus, if any
 
     def steps(self) -> Sequence[str]:
-        host = ("connect", "probe", "uninstall") if self.job.options.get("uninstall") else ()
+        host = ("connect", "probe", "uninstall") if self.job.options.uninstall else ()
         return ("deregister", *host, "forget")
 
     def step_deregister(self) -> tuple[str, str]:
@@ -51,7 +69,7 @@ class Deregister(Pipeline):
         record = records[0]
         registered = registered_thumbprint(record)
         self.job.result.octopus_id = record["Id"]
-        if damaged and self.job.options.get("forget_identity"):
+        if damaged and self.job.options.forget_identity:
             # Said in the row's reason too: the record outlives this "changed" machine.
             self.job.result.reason = (
                 f"{record['Id']} kept: a damaged identity cannot show it is this machine's; "
@@ -105,7 +123,7 @@ class Deregister(Pipeline):
     def step_forget(self) -> tuple[str, str]:
         store = self.job.identities
         assert store is not None
-        if not self.job.options.get("forget_identity"):
+        if not self.job.options.forget_identity:
             return "unchanged", "identity kept: the machine comes back with the same thumbprint"
         if not store.path(self.machine.name).exists():  # a damaged one is forgotten too
             return "unchanged", "no identity in the store"
@@ -145,7 +163,7 @@ class DeregisterRecord(Deregister):
         return self._delete(record)
 
 
-class Exec(Pipeline):
+class Exec(Pipeline[ExecOptions]):
     """One command on each machine, as root, through the same runner as everything else.
     Its stdin is empty (a command that reads it gets end-of-input at once); its output, of
     any size, streams into the machine's log, and the report keeps a head and a tail of it
@@ -157,7 +175,7 @@ class Exec(Pipeline):
     TAKES_LOCKS = False
 
     def step_exec(self) -> tuple[str, str]:
-        command = self.job.options["command"]  # its stdin is empty (tentacle.supervised)
+        command = self.job.options.command  # its stdin is empty (tentacle.supervised)
         out, err = self.job.log.output("stdout"), self.job.log.output("stderr")
         result = self.remote(command, check=False, output=(out, err))
         stdout, stderr = out.excerpt(), err.excerpt()

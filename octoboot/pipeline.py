@@ -1,7 +1,7 @@
 """Running one machine's steps: the machinery every job shares.
 
 A Pipeline subclass names its steps (`STEPS`, or `steps()` when they depend on the job's
-options) and implements each as `step_<name>()`,
+options: a dataclass of its own, `Pipeline[Options]`) and implements each as `step_<name>()`,
 returning (status, detail): status is `changed`, `unchanged`, `ok` (a check), `skipped` or
 `would change` (dry run); a failure raises StepFailed with the reason for the report, and
 stops that machine only. Remote work goes through `remote()`, which runs the command as root,
@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import paramiko
 from fabric import Connection
@@ -37,6 +37,7 @@ from octoboot.ssh import (
     is_unreachable,
     unreachable_reason,
 )
+from octoboot.ssh import close as close_connection
 
 WOULD_CHANGE = "would change"
 
@@ -53,15 +54,20 @@ class Cancelled(Exception):
     """The runner gave up on this machine (deadline or Ctrl-C): stop at the next chance."""
 
 
-@dataclass
-class Job:
+# A pipeline's options: what its command's own flags say (e.g. bootstrap.BootstrapOptions).
+OptionsT = TypeVar("OptionsT")
+
+
+@dataclass(eq=False)  # a job is itself: the fleet keys outcomes by it
+class Job(Generic[OptionsT]):
     """Everything one machine's run needs."""
 
     job_id: int
     machine: Machine
     conn: Connection
     log: MachineLog
-    deadline_seconds: float
+    deadline_seconds: float  # what it may take in all, counted from its start
+    options: OptionsT
     octopus: OctopusClient | None = None
     environment_id: str | None = None  # a target's; None for workers
     worker_pool_ids: dict[str, str] = field(default_factory=dict)  # pool as listed → Id
@@ -71,7 +77,6 @@ class Job:
     health: HealthCoordinator | None = None  # this Octopus' health checks, shared
     identities: IdentityStore | None = None
     dry_run: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
     on_step: Callable[[Job, StepResult], None] | None = None
     # Progress within a step (e.g. a health task queued), for the live output.
     on_note: Callable[[Job, str], None] | None = None
@@ -94,6 +99,11 @@ class Job:
         if self.on_note and not self.cancelled.is_set():
             self.on_note(self, text)
 
+    def close(self) -> None:
+        """Close its log and its connection: it has ended, and holds no descriptor."""
+        self.log.close()
+        close_connection(self.conn)
+
     def snapshot(self) -> MachineResult:
         """A copy of the result as it is now, safe from the job's thread going on; a job
         still at work has run for as long as it has been going."""
@@ -108,7 +118,7 @@ class Job:
         )
 
 
-class Pipeline:
+class Pipeline(Generic[OptionsT]):
     STEPS: ClassVar[Sequence[str]] = ("connect", "probe")
     # What a run of this pipeline needs, checked before any host is touched (jobs.Run).
     NEEDS_OCTOPUS: ClassVar[bool] = False
@@ -125,26 +135,28 @@ class Pipeline:
     # inventory's deadline still wins when it is shorter); None: the inventory's.
     DEADLINE: ClassVar[float | None] = None
 
-    def __init__(self, job: Job) -> None:
+    # When the machine's time is up (time.monotonic()), from its start (run()).
+    deadline: float
+
+    def __init__(self, job: Job[OptionsT]) -> None:
         self.job = job
         self.machine = job.machine
         self.collection = drift.collection(job.machine)  # where Octopus keeps its record
         self.probe: tentacle.Probe | None = None
-        self.deadline = time.monotonic() + job.deadline_seconds
 
     def run(self) -> MachineResult:
         """The steps, in order, until one fails; the machine's API calls wait (for a rate
         limit) at most until its deadline, and the result says how long they did."""
-        with api_budget(time.monotonic() + self.job.deadline_seconds) as api:
+        start = self.job.started = time.monotonic()
+        self.deadline = start + self.job.deadline_seconds
+        with api_budget(self.deadline) as api:
             try:
-                return self._run_steps()
+                return self._run_steps(start)
             finally:
                 self.job.result.api_wait_seconds = round(api.waited, 1)
 
-    def _run_steps(self) -> MachineResult:
+    def _run_steps(self, start: float) -> MachineResult:
         job, result = self.job, self.job.result
-        start = job.started = time.monotonic()
-        self.deadline = start + job.deadline_seconds
         statuses = []
         try:
             for name in self.steps():

@@ -24,7 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import ClassVar
 
@@ -63,6 +63,14 @@ class Doomed:
 
     record: Resource
     why: str
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """What each record's job removes: filled once Octopus has been read (PruneRun.check),
+    by the record's key (its machine name in the run)."""
+
+    doomed: dict[str, Doomed] = field(default_factory=dict)
 
 
 def parse_age(text: str) -> float:
@@ -127,7 +135,7 @@ def _age(record: Resource, now: dt.datetime) -> float:
 # --- the run ---------------------------------------------------------------------------------
 
 
-class PruneRecord(Pipeline):
+class PruneRecord(Pipeline[PruneOptions]):
     """One record to remove: no host, one request."""
 
     STEPS: ClassVar = ("prune",)
@@ -135,7 +143,7 @@ class PruneRecord(Pipeline):
     RECORDS_OUTCOME = False  # nothing for --retry-failed to re-run
 
     def step_prune(self) -> tuple[str, str]:
-        doomed: Doomed = self.job.options["doomed"][self.machine.name]
+        doomed = self.job.options.doomed[self.machine.name]
         record = doomed.record
         self.job.result.octopus_id = record["Id"]
         self.job.result.thumbprint = registered_thumbprint(record) or None
@@ -147,7 +155,7 @@ class PruneRecord(Pipeline):
         return "changed", f"deleted {record['Id']}"
 
 
-class PruneRun(Run):
+class PruneRun(Run[PruneOptions]):
     """The environment's Octopus is read before anything is removed; the records found
     become the run's machines."""
 
@@ -170,7 +178,7 @@ class PruneRun(Run):
         self.selection = selection
         self.older_than = None if older_than is None else parse_age(older_than)
         self.only_unavailable = only_unavailable
-        super().__init__("prune", PruneRecord, selection, options, settings, job_options={})
+        super().__init__("prune", PruneRecord, selection, options, settings, PruneOptions())
 
     def _select(self, selection: Selection) -> list[Machine]:
         environment = self.inventory.environment(selection.env or "")
@@ -201,7 +209,7 @@ class PruneRun(Run):
             now=dt.datetime.now(dt.UTC),
         )
         by_key = {_key(d.record): d for d in doomed}
-        self.job_options["doomed"] = by_key
+        self.pipeline_options.doomed.update(by_key)
         self.machines = [environment.unlisted_machine(key) for key in by_key]
         self._show(environment.name, doomed)
 

@@ -23,7 +23,7 @@ keys are accepted for this run without being written to known_hosts.
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass
 from typing import ClassVar
 
 from octoboot.drift import POLLING, duplicates_of, find_drift, listed, unlisted
@@ -51,13 +51,20 @@ def status(
     """One row per machine: reachable, Tentacle version, service, thumbprints (host, store,
     Octopus), Octopus Id, health and drift; plus the machines only Octopus knows.
     health: ask Octopus for a fresh health check first (else: the last known status)."""
-    return StatusRun(selection, options, settings, health=health).execute()
+    return StatusRun(selection, options, settings, StatusOptions(health)).execute()
 
 
 # --- one machine --------------------------------------------------------------------------
 
 
-class Status(Pipeline):
+@dataclass(frozen=True)
+class StatusOptions:
+    """status' own flag."""
+
+    health: bool = False  # ask Octopus for a fresh health check first
+
+
+class Status(Pipeline[StatusOptions]):
     STEPS: ClassVar = ("connect", "probe", "identity", "octopus", "drift")
     NEEDS_OCTOPUS = NEEDS_IDENTITIES = NEEDS_REGISTRATION = READ_ONLY = True
     RECORDS_OUTCOME = False
@@ -68,7 +75,7 @@ class Status(Pipeline):
     # time is still shown with what the store and Octopus say about it.
     HOST_SHARE = 2 / 3
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job[StatusOptions]) -> None:
         super().__init__(job)
         self.facts = job.result.facts
         self.host_failure: StepFailed | None = None
@@ -137,7 +144,7 @@ class Status(Pipeline):
         self.duplicates = [f"{m['Name']} ({m['Id']})" for m in duplicates_of(record, known.records)]
         self.health = record.get("HealthStatus") or "Unknown"
         checked = ""
-        if self.job.options.get("health"):
+        if self.job.options.health:
             checked = self._check_health(record)
         self.job.result.octopus_id = self.facts["octopus_id"] = record["Id"]
         self.facts["octopus_thumbprint"] = registered_thumbprint(record)
@@ -217,50 +224,73 @@ class Status(Pipeline):
 # --- the run and its report -----------------------------------------------------------------
 
 
-class StatusRun(Run):
+class StatusReport(RunReport):
+    """A RunReport whose table shows what `status` found."""
+
+    def table(self) -> str:
+        # Polling machines' subscription ids, on the host and in Octopus, when there are any.
+        polling = any("host_subscription" in r.facts or "octopus_subscription" in r.facts
+                      for r in self.results)  # fmt: skip
+        rows = []
+        for r in self.results:
+            facts = r.facts
+            rows.append(
+                (
+                    r.machine,
+                    r.environment,
+                    r.state,
+                    facts.get("reachable", ""),
+                    facts.get("version", ""),
+                    facts.get("service", ""),
+                    short_thumbprint(facts.get("host_thumbprint")),
+                    short_thumbprint(facts.get("store_thumbprint")),
+                    facts.get("octopus_id", ""),
+                    short_thumbprint(facts.get("octopus_thumbprint")),
+                    *(
+                        (
+                            short_subscription(facts.get("host_subscription")),
+                            short_subscription(facts.get("octopus_subscription")),
+                        )
+                        if polling
+                        else ()
+                    ),
+                    facts.get("health", ""),
+                    # A machine failed for another reason than drift (e.g. refused login)
+                    # shows that reason instead.
+                    one_line(facts.get("drift") or r.reason, 60),
+                )
+            )
+        headers = ["machine", "environment", "state", "reachable", "version", "service",
+                   "host thumbprint", "store thumbprint", "octopus id", "octopus thumbprint",
+                   *(("host subscription", "octopus subscription") if polling else ()),
+                   "health", "drift"]  # fmt: skip
+        return "\n".join([table_text(rows, headers), "", *self.totals()])
+
+
+class StatusRun(Run[StatusOptions]):
+    REPORT = StatusReport
+
     def __init__(
         self,
         selection: Selection,
         options: RunOptions,
         settings: Settings | None,
-        *,
-        health: bool = False,
+        pipeline_options: StatusOptions,
     ) -> None:
-        super().__init__(
-            "status",
-            Status,
-            selection,
-            options,
-            settings,
-            job_options={"health": health},
-        )
+        super().__init__("status", Status, selection, options, settings, pipeline_options)
         self.selection = selection
 
-    def _run_machines(self) -> RunReport:
-        report = super()._run_machines()
-        started = time.monotonic()
-        # Machines named with --host or picked by --retry-failed are what was asked about.
-        whole = not (self.selection.hosts or self.selection.retry_failed or report.interrupted)
+    def extra_rows(self, first_id: int, *, interrupted: bool) -> list[MachineResult]:
+        """The machines only Octopus knows, unless the run was asked about some machines
+        only (--host, --retry-failed: those are what was asked about) or was interrupted."""
+        if self.selection.hosts or self.selection.retry_failed or interrupted:
+            return []
         try:
-            extras = self._unlisted(first_id=len(report.results) + 1) if whole else []
+            return self._unlisted(first_id)
         except OctopusError as exc:
             # The machines' rows are already known: keep them, and say what is missing.
             self.options.console(f"could not list the machines only Octopus knows: {exc}")
-            extras = []
-        for result in extras:
-            self.options.console(result.summary_line())
-        status_report = StatusReport(
-            report.command,
-            [*report.results, *extras],
-            report.wall_seconds + time.monotonic() - started,
-            report.run_dir,
-            interrupted=report.interrupted,
-            host_keys_learned=report.host_keys_learned,
-            host_keys_kept=report.host_keys_kept,
-        )
-        if report.run_dir:
-            self.write_report(status_report)
-        return status_report
+            return []
 
     def _unlisted(self, first_id: int) -> list[MachineResult]:
         """Rows for the machines Octopus has in the selected environments, and the workers
@@ -306,49 +336,6 @@ def unlisted_result(job_id: int, record: Resource, environment: str) -> MachineR
             "drift": "not in the inventory",
         },
     )
-
-
-class StatusReport(RunReport):
-    """A RunReport whose table shows what `status` found."""
-
-    def table(self) -> str:
-        # Polling machines' subscription ids, on the host and in Octopus, when there are any.
-        polling = any("host_subscription" in r.facts or "octopus_subscription" in r.facts
-                      for r in self.results)  # fmt: skip
-        rows = []
-        for r in self.results:
-            facts = r.facts
-            rows.append(
-                (
-                    r.machine,
-                    r.environment,
-                    r.state,
-                    facts.get("reachable", ""),
-                    facts.get("version", ""),
-                    facts.get("service", ""),
-                    short_thumbprint(facts.get("host_thumbprint")),
-                    short_thumbprint(facts.get("store_thumbprint")),
-                    facts.get("octopus_id", ""),
-                    short_thumbprint(facts.get("octopus_thumbprint")),
-                    *(
-                        (
-                            short_subscription(facts.get("host_subscription")),
-                            short_subscription(facts.get("octopus_subscription")),
-                        )
-                        if polling
-                        else ()
-                    ),
-                    facts.get("health", ""),
-                    # A machine failed for another reason than drift (e.g. refused login)
-                    # shows that reason instead.
-                    one_line(facts.get("drift") or r.reason, 60),
-                )
-            )
-        headers = ["machine", "environment", "state", "reachable", "version", "service",
-                   "host thumbprint", "store thumbprint", "octopus id", "octopus thumbprint",
-                   *(("host subscription", "octopus subscription") if polling else ()),
-                   "health", "drift"]  # fmt: skip
-        return "\n".join([table_text(rows, headers), "", *self.totals()])
 
 
 def short_subscription(uri: str | None) -> str:

@@ -265,9 +265,11 @@ def _bool_or_none(value: object) -> bool | None:
 
 
 def _int_or_none(value: object) -> int | None:
+    if not isinstance(value, str | int | float):
+        return None
     try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        return int(value)
+    except ValueError:
         return None
 
 

@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from tabulate import tabulate
 
@@ -197,7 +198,7 @@ class Sandbox:
 
     def _populate(self, slot: net.Slot, count: int, install_seconds: float, ssh_only: int) -> None:
         self._write_shared_files()
-        hosts = [
+        hosts: list[dict[str, Any]] = [
             {
                 "name": f"sbx{i:02d}",
                 "index": i,
@@ -213,9 +214,9 @@ class Sandbox:
         members = [(slot.namespace("octopus"), 0, slot.octopus_address)]
         members += [(h["namespace"], h["index"], h["address"]) for h in hosts]
         net.create_namespaces(slot, members)
-        for host in hosts:
-            if host["ssh_only"]:
-                net.allow_only_ssh_in(host["namespace"])
+        for entry in hosts:
+            if entry["ssh_only"]:
+                net.allow_only_ssh_in(entry["namespace"])
         self._start_servers(slot)
         keep = paths_to_keep_visible(self.root)
         for host in self.hosts():
@@ -482,7 +483,7 @@ class Sandbox:
         if "octopus" not in self.state()["servers"]:
             self._start_server("octopus", net.Slot(self.state()["slot"]))
 
-    def change_settings(self, **changes: object) -> StandInSettings:
+    def change_settings(self, **changes: Any) -> StandInSettings:
         """Make the stand-ins more or less real (StandInSettings' fields); the Octopus
         stand-in restarts if its part changed (tasks in flight then fail, as on a real
         restart). Returns the settings now in force."""

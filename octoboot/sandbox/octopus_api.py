@@ -280,7 +280,8 @@ class _Server(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind does a reverse DNS lookup we neither need nor want to wait for.
         socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        host, self.server_port = self.server_address[:2]
+        self.server_name = str(host)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
@@ -399,7 +400,8 @@ class OctopusStandIn(WorkerRoutes):
         if self._server is None:
             raise SandboxError("the Octopus stand-in is not running")
         host, port = self._server.server_address[:2]
-        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+        address = str(host)  # an IP address: the server is AF_INET or AF_INET6
+        return f"http://[{address}]:{port}" if ":" in address else f"http://{address}:{port}"
 
     @property
     def server_thumbprint(self) -> str:

@@ -62,9 +62,13 @@ def _unit_file(unit: str) -> Path:
     return units_dir() / unit
 
 
+class _UnitParser(configparser.ConfigParser):
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr  # keys keep their case (ExecStart, WantedBy)
+
+
 def _read_unit(unit: str) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None, strict=False, delimiters=("=",))
-    parser.optionxform = str  # keys keep their case (ExecStart, WantedBy)
+    parser = _UnitParser(interpolation=None, strict=False, delimiters=("=",))
     parser.read(_unit_file(unit), encoding="utf-8")
     return parser
 

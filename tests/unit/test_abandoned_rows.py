@@ -40,7 +40,7 @@ def abandoned_row(tmp_path: Path, reason: Exception):
         'environment = "QA"\nroles = ["web"]\n[[machines]]\nname = "web01"\n'
     )
     machine = load_inventory(tmp_path).select("qa")[0]
-    job = Job(job_id=1, machine=machine, conn=None, log=Log(), deadline_seconds=60)
+    job = Job(job_id=1, machine=machine, conn=None, log=Log(), deadline_seconds=60, options=None)
     entered, release = threading.Event(), threading.Event()
     started = time.monotonic()
     worker = threading.Thread(target=Hangs(job, entered, release).run)

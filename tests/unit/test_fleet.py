@@ -1,30 +1,44 @@
-"""FleetGroup: bounded parallelism and per-member deadlines, on unopened Connections (the
-jobs here are plain functions: nothing connects)."""
+"""fleet.run_jobs: bounded parallelism and per-job deadlines, outcomes keyed by the job (the
+jobs here hold stand-ins for connections: nothing connects)."""
 
 import threading
 import time
+from dataclasses import dataclass, field
 
-from fabric import Connection, GroupResult
-
-from octoboot.fleet import DeadlineExceeded, FleetGroup
-
-
-def group(n, **options):
-    return FleetGroup.from_connections([Connection(f"host{i}") for i in range(n)], **options)
+from octoboot.fleet import DeadlineExceeded, run_jobs
 
 
-def test_every_member_runs_and_results_map_connection_to_value():
-    fleet = group(5, workers=2)
-    results = fleet.call(lambda cxn: cxn.host.upper())
-    assert isinstance(results, GroupResult)
-    assert {c.host: v for c, v in results.items()} == {f"host{i}": f"HOST{i}" for i in range(5)}
+class Conn:
+    closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
 
 
-def test_no_more_than_workers_members_at_once():
+@dataclass(eq=False)
+class Member:
+    """A job as the fleet sees it (pipeline.Job): its connection and its deadline."""
+
+    host: str
+    deadline_seconds: float = 60.0
+    conn: Conn = field(default_factory=Conn)
+
+
+def members(n, deadline=60.0):
+    return [Member(f"host{i}", deadline) for i in range(n)]
+
+
+def test_every_job_runs_and_outcomes_are_keyed_by_the_job():
+    jobs = members(5)
+    outcomes = run_jobs(jobs, lambda job: job.host.upper(), workers=2)
+    assert outcomes == {job: job.host.upper() for job in jobs}
+
+
+def test_no_more_than_workers_jobs_at_once():
     running, peak, lock = 0, 0, threading.Lock()
     release = threading.Event()
 
-    def job(cxn):
+    def work(job):
         nonlocal running, peak
         with lock:
             running += 1
@@ -33,51 +47,59 @@ def test_no_more_than_workers_members_at_once():
         with lock:
             running -= 1
 
-    group(12, workers=3).call(job)
+    run_jobs(members(12), work, workers=3)
     assert peak == 3
 
 
-def test_an_exception_stays_with_its_member():
-    def job(cxn):
-        if cxn.host == "host1":
+def test_an_exception_stays_with_its_job():
+    def work(job):
+        if job.host == "host1":
             raise ValueError("boom")
         return "ok"
 
-    results = group(3, workers=3).call(job)
-    assert isinstance(results[next(c for c in results if c.host == "host1")], ValueError)
-    assert len(results.succeeded) == 2 and len(results.failed) == 1
+    jobs = members(3)
+    outcomes = run_jobs(jobs, work, workers=3)
+    assert isinstance(outcomes[jobs[1]], ValueError)
+    assert outcomes[jobs[0]] == outcomes[jobs[2]] == "ok"
 
 
-def test_a_member_past_its_deadline_is_cut_loose_and_the_others_finish():
+def test_a_job_past_its_deadline_is_cut_loose_and_the_others_finish():
     stuck = threading.Event()
-    seen = []
+    seen, abandoned = [], []
 
-    def job(cxn):
-        if cxn.host == "host0":
+    def work(job):
+        if job.host == "host0":
             stuck.wait(30)  # hangs until the test ends
         return "done"
 
+    jobs = members(4, deadline=0.5)
     started = time.monotonic()
-    results = group(4, workers=4, deadline=0.5).call(
-        job, on_result=lambda cxn, value: seen.append(cxn.host)
+    outcomes = run_jobs(
+        jobs,
+        work,
+        workers=4,
+        on_result=lambda job, value: seen.append(job.host),
+        on_abandon=abandoned.append,
     )
     elapsed = time.monotonic() - started
     stuck.set()
-    by_host = {c.host: v for c, v in results.items()}
-    assert isinstance(by_host["host0"], DeadlineExceeded)
-    assert all(by_host[f"host{i}"] == "done" for i in (1, 2, 3))
+    assert isinstance(outcomes[jobs[0]], DeadlineExceeded)
+    assert all(outcomes[job] == "done" for job in jobs[1:])
     assert seen[-1] == "host0" and len(seen) == 4
+    # told to stop, and its connection closed so that its thread stops waiting on it
+    assert abandoned == [jobs[0]] and jobs[0].conn.closed == 1
+    assert [job.conn.closed for job in jobs[1:]] == [0, 0, 0]
     assert elapsed < 10  # not the 30 s the job would have taken
 
 
-def test_deadline_counts_from_when_a_member_starts_not_from_the_run():
-    # one worker: the third member starts ~0.6 s in, yet its 0.5 s deadline is its own
-    def job(cxn):
+def test_deadline_counts_from_when_a_job_starts_not_from_the_run():
+    # one worker: the third job starts ~0.6 s in, yet its 0.5 s deadline is its own
+    def work(job):
         time.sleep(0.3)
         return "done"
 
-    results = group(3, workers=1, deadline=0.5).call(job)
-    assert all(v == "done" for v in results.values())
+    outcomes = run_jobs(members(3, deadline=0.5), work, workers=1)
+    assert all(v == "done" for v in outcomes.values())
 
 
 def test_the_pool_is_sized_to_the_open_files_limit():

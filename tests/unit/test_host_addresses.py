@@ -11,7 +11,7 @@ import pytest
 from octoboot import jobs
 from octoboot.errors import ConfigError
 from octoboot.inventory import host_problem, load_environment, load_inventory
-from octoboot.lifecycle import Exec
+from octoboot.lifecycle import Exec, ExecOptions
 from octoboot.settings import load_settings
 
 ACCEPTED = [
@@ -199,7 +199,8 @@ def project_settings(folder: Path):
 
 def accepting_run(settings, **selection) -> jobs.Run:
     options = jobs.RunOptions(accept_new_host_key=True)
-    return jobs.Run("exec", Exec, jobs.Selection(env="qa", **selection), options, settings)
+    selected = jobs.Selection(env="qa", **selection)
+    return jobs.Run("exec", Exec, selected, options, settings, ExecOptions("true"))
 
 
 @pytest.mark.parametrize("limits", [(), ("*",), ("*", "web01"), ("web*", "db*"), ("[wd]*",)])

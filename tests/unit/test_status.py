@@ -57,7 +57,7 @@ def test_status_table_and_exit_code():
 def test_status_has_its_own_short_deadline_and_deadline_changes_it(tmp_path):
     from octoboot.jobs import RunOptions, Selection
     from octoboot.settings import load_settings
-    from octoboot.status import Status, StatusRun
+    from octoboot.status import Status, StatusOptions, StatusRun
 
     machines = tmp_path / "machines"
     machines.mkdir()
@@ -68,8 +68,8 @@ def test_status_has_its_own_short_deadline_and_deadline_changes_it(tmp_path):
     settings = load_settings({"OCTOBOOT_MACHINES_DIR": str(machines)}, None)
 
     def deadlines(**options):
-        run = StatusRun(Selection(env="qa"), RunOptions(**options), settings)
-        return [m.ssh.deadline for m in run.machines]
+        run = StatusRun(Selection(env="qa"), RunOptions(**options), settings, StatusOptions())
+        return [run.deadline(m) for m in run.machines]
 
     assert Status.DEADLINE is not None and Status.DEADLINE <= 60
     # status only reads: a hung host gets its own short bound, not the inventory's 900 s,

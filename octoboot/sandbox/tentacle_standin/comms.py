@@ -116,7 +116,8 @@ def _server_comms(inv: Invocation) -> None:
             )
             server["SubscriptionId"] = existing or _new_subscription()
     else:
-        server = next((s for s in servers if s.get("Address") is None), None) or {
+        listening = next((s for s in servers if s.get("Address") is None), None)
+        server = listening or {
             "Thumbprint": thumbprint, "Address": None, "Squid": None, "SubscriptionId": None,
         }  # fmt: skip
         server["CommunicationStyle"] = LISTENING
