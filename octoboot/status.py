@@ -187,6 +187,7 @@ class Status(Pipeline):
             health=self.health,
             thumbprint_registered_as=self.registered_as,
             polling=self.job.polling,
+            polling_proxy=self.machine.registration.polling_proxy,
             duplicates=self.duplicates,
         )
         self.facts["drift"] = ", ".join(d.what for d in drift)
