@@ -516,11 +516,11 @@ class OctopusState:
         pool_ids = string_list(body, "WorkerPoolIds", errors)
         if not pool_ids:
             errors.append("Please select at least one worker pool for this worker.")
-        known = {pool["Id"].casefold() for pool in self._doc["worker_pools"]}
+        pools = {pool["Id"].casefold() for pool in self._doc["worker_pools"]}
         errors += [
             f"The worker pool '{pool_id}' does not exist."
             for pool_id in pool_ids
-            if pool_id.casefold() not in known
+            if pool_id.casefold() not in pools
         ]
         policies = self._doc["catalog"]["machinepolicies"]
         policy_id = body.get("MachinePolicyId") or next(p["Id"] for p in policies if p["IsDefault"])
