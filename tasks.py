@@ -211,7 +211,8 @@ deregister = fleet_task(
 
 prune_ = fleet_task(
     "prune",
-    "Remove the records of an environment that no inventory lists, and duplicate records.",
+    "Remove the records of an environment (or a workers file's pools) that no inventory lists, "
+    "and duplicate records.",
     prune_records,
     extra={
         "older_than": (None, "only records Octopus has not changed for this long, e.g. 7d, "
