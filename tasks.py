@@ -263,7 +263,7 @@ def prune(
     connect_timeout=None, accept_new_host_key=False, dry_run=False, older_than=None,
     only_unavailable=False,
 ):  # fmt: skip
-    """Remove the records of an environment that no inventory lists, and duplicate records."""
+    """Remove the records of an environment (or a workers file's pools) no inventory lists."""
     with user_errors():
         output = report_format(format)
         report = prune_records(

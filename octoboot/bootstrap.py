@@ -28,6 +28,7 @@ from octoboot import drift, tentacle
 from octoboot.drift import COLLECTIONS
 from octoboot.health import HealthResult
 from octoboot.identity import Identity
+from octoboot.inventory import PollingProxy
 from octoboot.octopus import Resource, registered_thumbprint
 from octoboot.pipeline import Job, Pipeline, StepFailed
 from octoboot.report import State
@@ -146,6 +147,8 @@ class Bootstrap(Pipeline[BootstrapOptions]):
         self.remote(command, stdin=base64.b64encode(pfx).decode())
         self.created_instance = create
         self.probe = tentacle.with_version(probe, probe.version, restart_pending=True)
+        if damaged:  # what the probe read of the old file is gone with it
+            self.probe = replace(self.probe, polling_proxy=tentacle.PollingProxySettings())
         minted = " (new identity)" if self.identity.created else ""
         return "changed", f"imported {self.thumbprint}{minted}{repaired}"
 
@@ -254,6 +257,14 @@ class Bootstrap(Pipeline[BootstrapOptions]):
         polling, app_dir = self.job.polling, self.machine.tentacle.app_dir
         assert polling is not None
         what = f"polls {polling.address}, trusts only {server[:8]}…"
+        # The Tentacle's own proxy is set in the same round trip as the rest, before it.
+        wanted_proxy = self.machine.registration.polling_proxy
+        proxy_drift = drift.polling_proxy_drift(probe, wanted_proxy)
+        proxy = ""
+        if proxy_drift:
+            proxy = self._polling_proxy_command(wanted_proxy)
+            wanted = drift.polling_proxy_settings(wanted_proxy)
+            what += f", polling proxy {probe.polling_proxy} → {wanted}"
         if (
             not self.created_instance
             and probe.instance_exists
@@ -263,7 +274,13 @@ class Bootstrap(Pipeline[BootstrapOptions]):
             and probe.polling_address == polling.address
             and probe.subscription
         ):
-            return "unchanged", f"{what}, as {probe.subscription}"
+            if not proxy:
+                return "unchanged", f"{what}, as {probe.subscription}"
+            if self.job.dry_run:
+                return self.plan(f"would configure: {what}", proxy)
+            self.remote(proxy)
+            self.probe = tentacle.with_version(probe, probe.version, restart_pending=True)
+            return "changed", f"{what}, as {probe.subscription}"
         command = tentacle.configure_polling_command(
             self.machine.tentacle.instance,
             app_dir=app_dir,
@@ -271,6 +288,8 @@ class Bootstrap(Pipeline[BootstrapOptions]):
             server_host=polling.host,
             server_port=polling.port,
         )
+        if proxy:
+            command = f"{proxy} && {command}"
         if self.job.dry_run:
             # --reset-trust drops the subscription: server-comms makes a new one.
             self.probe = replace(probe, subscription=None)
@@ -281,6 +300,12 @@ class Bootstrap(Pipeline[BootstrapOptions]):
         except ValueError as exc:
             raise StepFailed(f"configured, but {exc}") from None
         return "changed", f"{what}, as {self.probe.subscription}"
+
+    def _polling_proxy_command(self, wanted: PollingProxy | None) -> str:
+        instance = self.machine.tentacle.instance
+        if wanted is None:
+            return tentacle.polling_proxy_command(instance, None)
+        return tentacle.polling_proxy_command(instance, wanted.host, wanted.port, wanted.username)
 
     # --- register -------------------------------------------------------------------------
 

@@ -37,9 +37,10 @@ from octoboot.inventory import (
     Inventory,
     Machine,
     OctopusOverride,
+    PollingProxy,
 )
 from octoboot.octopus import Resource, registered_thumbprint
-from octoboot.tentacle import Probe
+from octoboot.tentacle import PollingProxySettings, Probe
 
 LISTENING = "TentaclePassive"  # Octopus' name for a listening Tentacle's endpoint
 POLLING = "TentacleActive"  # ... and for a polling one's
@@ -289,6 +290,32 @@ def differences(wanted: WantedRecord, record: Resource) -> list[Drift]:
     return found
 
 
+def polling_proxy_settings(wanted: PollingProxy | None) -> PollingProxySettings:
+    """The host's settings once `tentacle.polling_proxy_command` has applied wanted: its
+    proxy, or none at all (not even the system's default)."""
+    if wanted is None:
+        return PollingProxySettings(use_default=False)
+    return PollingProxySettings(wanted.host, wanted.port, wanted.username or "", False)
+
+
+def polling_proxy_drift(probe: Probe, wanted: PollingProxy | None) -> Drift | None:
+    """How a polling Tentacle's own proxy on the host differs from the inventory's
+    `polling_proxy`. None wanted: no proxy host of its own; the system's default proxy (a
+    fresh instance's, UseDefaultProxy) is left to the host, where it is the service's
+    environment's. The host name is compared without case (the Tentacle keeps it as .NET's
+    UriBuilder reads it)."""
+    have, want = probe.polling_proxy, polling_proxy_settings(wanted)
+    if want.host is None:
+        same = have.host is None
+    else:
+        same = (have.host or "").lower() == want.host.lower() and (
+            have.port,
+            have.username,
+            have.use_default,
+        ) == (want.port, want.username, False)
+    return None if same else Drift("polling proxy", f"host {have}, inventory {want}")
+
+
 def find_drift(
     wanted: WantedRecord,
     *,
@@ -298,6 +325,7 @@ def find_drift(
     health: str | None,
     thumbprint_registered_as: Sequence[str] = (),
     polling: PollingServer | None = None,
+    polling_proxy: PollingProxy | None = None,
     duplicates: Sequence[str] = (),
 ) -> list[Drift]:
     """How a machine differs from the wanted state: the host, the identity store, the
@@ -305,7 +333,8 @@ def find_drift(
     only the store and Octopus are compared; record None: Octopus has no machine of this
     name (thumbprint_registered_as: the records that have its thumbprint instead);
     duplicates: the records that have the record's thumbprint under other names.
-    polling: where a polling machine's Tentacle should connect to."""
+    polling: where a polling machine's Tentacle should connect to; polling_proxy: the
+    proxy it should connect through (None: none)."""
     drift: list[Drift] = []
     host_thumbprint = probe.thumbprint if probe else None
     if probe is not None:
@@ -321,6 +350,9 @@ def find_drift(
                 drift.append(Drift("service not active"))
             if probe.instance_exists:
                 drift += _host_communication(wanted, probe, polling)
+                proxy = polling_proxy_drift(probe, polling_proxy)
+                if wanted.communication_style == POLLING and proxy:
+                    drift.append(proxy)
     if store_thumbprint is None:
         drift.append(Drift("no stored identity"))
     elif host_thumbprint and host_thumbprint != store_thumbprint:

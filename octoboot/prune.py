@@ -1,4 +1,5 @@
-"""`prune`: remove from Octopus the records of an environment that no inventory lists.
+"""`prune`: remove from Octopus the records of an environment that no inventory lists: its
+deployment targets, and the workers in its workers' pools.
 
     report = octoboot.prune.prune(Selection(env="qa"), RunOptions(dry_run=True))
 
@@ -7,9 +8,11 @@ ever). What goes, after it has been shown:
 
 - every record in the environment whose name no inventory file lists (any file: a record
   another file lists is never touched, whatever environment it sits in);
+- for a file of workers (kind = "worker"), every worker in the worker pools its machines
+  join whose name no inventory file lists;
 - every record that has the certificate of a record the environment's files list, under a
   name no inventory lists (one machine registered twice, e.g. under an old name): the one
-  whose name the inventory lists is kept.
+  whose name the inventory lists is kept (targets among targets, workers among workers).
 
 `older_than` (records not changed, by Octopus' `LastModifiedOn`, for that long) and
 `only_unavailable` (HealthStatus Unavailable) narrow it; `--limit` globs narrow it by name.
@@ -26,6 +29,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from functools import partial
 from typing import ClassVar
 
 from octoboot.drift import duplicates_of, listed, unlisted
@@ -63,6 +67,7 @@ class Doomed:
 
     record: Resource
     why: str
+    collection: str = "machines"  # where Octopus keeps it: machines, or workers
 
 
 @dataclass(frozen=True)
@@ -91,14 +96,17 @@ def doomed_records(
     older_than: float | None = None,
     only_unavailable: bool = False,
     now: dt.datetime,
+    field: str = "EnvironmentIds",
+    collection: str = "machines",
 ) -> list[Doomed]:
-    """What prune removes, by name. records: every machine of the space; names: every name
-    any inventory file lists (never removed); kept: the names this environment's file lists,
-    whose duplicates go."""
+    """What prune removes, by name. records: every machine (collection "workers": every
+    worker) of the space; environment_id: the group they are pruned from, an environment
+    (field "WorkerPoolIds": a worker pool); names: every name any inventory file lists
+    (never removed); kept: the names this environment's file lists, whose duplicates go."""
     names = [name.strip().lower() for name in names]
     found: dict[str, Doomed] = {
-        record["Id"]: Doomed(record, "no inventory lists it")
-        for record in unlisted(records, environment_id, names, limits)
+        record["Id"]: Doomed(record, "no inventory lists it", collection)
+        for record in unlisted(records, environment_id, names, limits, field)
     }
     wanted = {name.strip().lower() for name in kept}
     for record in records:
@@ -107,7 +115,7 @@ def doomed_records(
         for other in duplicates_of(record, records):
             if other["Name"].strip().lower() not in names and _matches(other, limits):
                 why = f"duplicate of {record['Name']} ({record['Id']}): the same certificate"
-                found[other["Id"]] = Doomed(other, why)
+                found[other["Id"]] = Doomed(other, why, collection)
     doomed = [
         d
         for d in found.values()
@@ -150,8 +158,9 @@ class PruneRecord(Pipeline[PruneOptions]):
         named = "" if record["Name"] == self.machine.name else f"{record['Name']}: "
         self.job.result.reason = named + doomed.why
         if self.job.dry_run:
-            return self.plan(f"would delete {record['Id']}", f"DELETE machines/{record['Id']}")
-        self._octopus().delete_machine(record["Id"])
+            delete = f"DELETE {doomed.collection}/{record['Id']}"
+            return self.plan(f"would delete {record['Id']}", delete)
+        self._octopus().delete_machine(record["Id"], doomed.collection)
         return "changed", f"deleted {record['Id']}"
 
 
@@ -197,21 +206,48 @@ class PruneRun(Run[PruneOptions]):
         env_key = self.selection.env
         assert env_key is not None
         environment = self.inventory.environment(env_key)
+        # connect() looks up what the file's machines need: its environment (if it has
+        # targets) and its workers' pools.
+        self.machines = list(environment.machines)
         client = self.connect(env_key)
-        doomed = doomed_records(
-            client.machine_index().records,
-            environment_id=self.environment_ids[env_key],
+        doomed_in = partial(
+            doomed_records,
             names=listed(self.inventory),
-            kept=[m.name for m in environment.machines],
             limits=self.selection.limits,
             older_than=self.older_than,
             only_unavailable=self.only_unavailable,
             now=dt.datetime.now(dt.UTC),
         )
-        by_key = {_key(d.record): d for d in doomed}
+        found: dict[str, Doomed] = {}
+        places = []
+        if env_key in self.environment_ids:
+            places.append(environment.name)
+            targets = [m.name for m in environment.machines if not m.is_worker]
+            for d in doomed_in(
+                client.machine_index().records,
+                environment_id=self.environment_ids[env_key],
+                kept=targets,
+            ):
+                found[d.record["Id"]] = d
+        workers = [m.name for m in environment.machines if m.is_worker]
+        for pool, pool_id in self.worker_pool_ids.get(env_key, {}).items():
+            places.append(f"worker pool {pool}")
+            for d in doomed_in(
+                client.machine_index("workers").records,
+                environment_id=pool_id,
+                kept=workers,
+                field="WorkerPoolIds",
+                collection="workers",
+            ):
+                found[d.record["Id"]] = d  # a worker in several pools is removed once
+        doomed = sorted(found.values(), key=lambda d: d.record["Name"].lower())
+        by_key: dict[str, Doomed] = {}
+        for d in doomed:
+            key = _key(d.record)
+            by_key[d.record["Id"] if key in by_key else key] = d  # a target and a worker
         self.pipeline_options.doomed.update(by_key)
         self.machines = [environment.unlisted_machine(key) for key in by_key]
-        self._show(environment.name, doomed)
+        self._show(" and ".join(places), doomed)
 
     def _show(self, environment: str, doomed: list[Doomed]) -> None:
         """The records, before anything is removed."""

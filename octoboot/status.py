@@ -194,6 +194,7 @@ class Status(Pipeline[StatusOptions]):
             health=self.health,
             thumbprint_registered_as=self.registered_as,
             polling=self.job.polling,
+            polling_proxy=self.machine.registration.polling_proxy,
             duplicates=self.duplicates,
         )
         self.facts["drift"] = ", ".join(d.what for d in drift)

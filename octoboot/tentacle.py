@@ -14,6 +14,7 @@ between the change and the restart does not leave the restart forgotten.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shlex
@@ -106,6 +107,28 @@ def supervised(command: str, seconds: float, *, stdin_line: bool = False) -> str
 
 
 @dataclass(frozen=True)
+class PollingProxySettings:
+    """A polling Tentacle's own proxy as its configuration keeps it (`Octopus.Server.Proxy.*`,
+    octopus-facts §6.4); the defaults are the Tentacle's for keys it has not written."""
+
+    host: str | None = None  # None: no proxy of its own
+    port: int = 80
+    username: str = ""
+    use_default: bool = True  # the system's default proxy, when it has no host
+
+    def __str__(self) -> str:
+        if self.host is not None:
+            who = f" as {self.username}" if self.username else ""
+            return f"{self.host}:{self.port}{who}"
+        return "the system's default" if self.use_default else "none"
+
+
+# What the probe reads of a polling Tentacle's proxy: never the password.
+_PROXY_KEYS = ("ProxyHost", "ProxyPort", "ProxyUsername", "UseDefaultProxy")
+_PROXY_SETTING = re.compile(r'<set key="Octopus\.Server\.Proxy\.(\w+)"\s*(?:/>|>(.*?)</set>)')
+
+
+@dataclass(frozen=True)
 class Probe:
     """What is on the host now."""
 
@@ -128,6 +151,26 @@ class Probe:
     # subscription id (poll://<id>/), from its trusted-server entry of style TentacleActive.
     polling_address: str | None = None
     subscription: str | None = None
+    # Read from the configuration file: show-configuration does not show it (§6.4).
+    polling_proxy: PollingProxySettings = PollingProxySettings()
+
+
+def _instance_index(instance: str) -> str:
+    """The machine-wide index entry that names the instance's configuration file
+    (octopus-facts §1: JSON {Name, ConfigurationFilePath})."""
+    return f"/etc/octopus/Tentacle/Instances/{instance.replace(' ', '-').lower()}.config"
+
+
+def _polling_proxy_lines(instance: str) -> str:
+    """The instance's `Octopus.Server.Proxy.*` settings from its configuration file (the
+    index's path, else the one octoboot creates), the password left out."""
+    index = shlex.quote(_instance_index(instance))
+    keys = "|".join(_PROXY_KEYS)
+    return (
+        f'c=$(sed -n \'s/.*"ConfigurationFilePath" *: *"\\([^"]*\\)".*/\\1/p\' {index} '
+        f'2>/dev/null); [ -n "$c" ] || c={shlex.quote(configuration_file(instance))}; '
+        f'grep -E \'<set key="Octopus\\.Server\\.Proxy\\.({keys})"\' "$c" 2>/dev/null'
+    )
 
 
 def probe_command(instance: str, *, clean: bool = True) -> str:
@@ -164,6 +207,8 @@ def probe_command(instance: str, *, clean: bool = True) -> str:
             f"systemctl is-enabled {unit} 2>/dev/null; systemctl is-active {unit} 2>/dev/null",
             f"echo '{_MARK}restart'",
             f"[ -e {shlex.quote(restart_marker(instance))} ] && echo pending",
+            f"echo; echo '{_MARK}polling-proxy'",
+            _polling_proxy_lines(instance),
             "true",
         ]
     )
@@ -204,7 +249,21 @@ def parse_probe(stdout: str) -> Probe:
         restart_pending=sections.get("restart") == "pending",
         configuration_error=_configuration_error(sections.get("configuration-status", "")),
         problems=problems,
+        polling_proxy=parse_polling_proxy(sections.get("polling-proxy", "")),
         **_instance_settings(settings),
+    )
+
+
+def parse_polling_proxy(text: str) -> PollingProxySettings:
+    """The proxy settings from `<set key="Octopus.Server.Proxy.X">value</set>` lines."""
+    values = {key: html.unescape(value or "") for key, value in _PROXY_SETTING.findall(text)}
+    port = _int_or_none(values.get("ProxyPort"))
+    use_default = _bool_or_none(values.get("UseDefaultProxy"))
+    return PollingProxySettings(
+        host=values.get("ProxyHost") or None,
+        port=80 if port is None else port,
+        username=values.get("ProxyUsername", ""),
+        use_default=True if use_default is None else use_default,
     )
 
 
@@ -478,7 +537,7 @@ def polling_proxy_command(
     instance: str, host: str | None, port: int = 80, username: str | None = None
 ) -> str:
     """polling_proxy_arguments as one command line; the service reads the proxy when it
-    starts, so a restart is marked due. For the polling pipeline, which is being added in
-    another branch (issue 11): nothing calls it in this version."""
+    starts, so a restart is marked due. The configure step of a polling machine runs it
+    when `drift.polling_proxy_drift` finds the host's proxy is not the inventory's."""
     arguments = polling_proxy_arguments(instance, host, port, username)
     return f"{_tentacle(*arguments)} && {_mark_restart(instance)}"

@@ -140,3 +140,65 @@ def test_prune_is_refused_without_an_environment_or_with_hosts(herd, settings):
     assert refused.stderr.strip() == (
         "octoboot: --older-than takes an age such as 30m, 12h, 7d or 2w, not 'soon'"
     )
+
+
+def test_prune_of_a_workers_file_removes_the_workers_no_inventory_lists(herd, settings, octopus):
+    """A file of workers (kind = "worker"): the workers in its pools that no inventory lists
+    go, and a duplicate of a listed worker's certificate; listed workers and every target
+    stay."""
+    sandbox_file = (settings.machines_dir / "sandbox.toml").read_text()
+    header = sandbox_file[sandbox_file.index("[octopus]") : sandbox_file.index("[[machines]]")]
+    workers_file = settings.machines_dir / "workers.toml"
+    workers_file.write_text(
+        f'kind = "worker"\nworker_pools = ["Linux workers"]\n\n{header}\n'
+        '[[machines]]\nname = "build01"\naddress = "127.0.0.1"\n'
+    )
+    pools = octopus.get("/api/Spaces-1/workerpools/all").json()
+    (pool,) = [p["Id"] for p in pools if p["Name"] == "Linux workers"]
+
+    def worker(name, port, thumbprint):
+        body = {
+            "Name": name,
+            "WorkerPoolIds": [pool],
+            "Endpoint": {"CommunicationStyle": "TentaclePassive",
+                         "Uri": f"https://127.0.0.1:{port}/", "Thumbprint": thumbprint},
+        }  # fmt: skip
+        created = octopus.post("/api/Spaces-1/workers", json=body)
+        assert created.status_code == 201, created.text
+        return created.json()
+
+    def workers() -> dict[str, dict]:
+        return {w["Name"]: w for w in octopus.get("/api/Spaces-1/workers/all").json()}
+
+    try:
+        listed = worker("build01", 3, "EF" * 20)
+        gone = worker("build09", 4, "01" * 20)
+        old = worker("build01-old", 5, "EF" * 20)
+        targets = octopus_machines(octopus)
+        lines: list[str] = []
+        planned = prune(
+            jobs.Selection(env="workers"), jobs.RunOptions(console=lines.append, dry_run=True),
+            settings,
+        )  # fmt: skip
+        assert planned.exit_code == EXIT_OK, planned.table()
+        assert sorted(by_name(planned)) == ["build01-old", "build09"]
+        assert lines[0] == "prune: would remove 2 record(s) in worker pool Linux workers:"
+        assert by_name(planned)["build01-old"].reason == (
+            f"duplicate of build01 ({listed['Id']}): the same certificate"
+        )
+        assert sorted(workers()) == ["build01", "build01-old", "build09"]
+
+        narrowed = prune(jobs.Selection(env="workers"), quiet(), settings, older_than="1h")
+        assert narrowed.results == [] and len(workers()) == 3  # all younger than 1h
+
+        removed = inv(settings, "prune", "--env", "workers")
+        assert removed.returncode == EXIT_OK, removed.stdout + removed.stderr
+        assert "prune: removing 2 record(s) in worker pool Linux workers:" in removed.stderr
+        assert f"{gone['Id']}" in removed.stderr and f"{old['Id']}" in removed.stderr
+        assert sorted(workers()) == ["build01"]
+        assert workers()["build01"]["Id"] == listed["Id"]
+        assert octopus_machines(octopus) == targets  # no target was touched
+    finally:
+        workers_file.unlink()
+        for w in workers().values():
+            octopus.delete(f"/api/Spaces-1/workers/{w['Id']}")

@@ -21,10 +21,11 @@ from octoboot.inventory import (
     Inventory,
     Machine,
     OctopusOverride,
+    PollingProxy,
     SshOptions,
     TentacleOptions,
 )
-from octoboot.tentacle import Probe
+from octoboot.tentacle import PollingProxySettings, Probe
 
 HOST = "A" * 40
 OTHER = "B" * 40
@@ -418,6 +419,22 @@ def test_status_sees_the_subscription_and_the_hosts_communication():
     assert drift(probe=polling_probe()) == [
         f"host communication (host polls {SERVER.address}, inventory listening)"
     ]
+
+
+def test_status_sees_a_polling_proxy_that_is_not_the_inventorys():
+    through = PollingProxySettings("proxy.corp", 3128, "", use_default=False)
+    polled = dict(record=polling_record(), polling=SERVER)
+    assert drift(polling_wanted(), probe=polling_probe(polling_proxy=through), **polled,
+                 polling_proxy=PollingProxy("proxy.corp", 3128)) == []  # fmt: skip
+    assert drift(polling_wanted(), probe=polling_probe(polling_proxy=through), **polled,
+                 polling_proxy=PollingProxy("other.corp", 3128)) == [
+        "polling proxy (host proxy.corp:3128, inventory other.corp:3128)"
+    ]  # fmt: skip
+    assert drift(polling_wanted(), probe=polling_probe(polling_proxy=through), **polled) == [
+        "polling proxy (host proxy.corp:3128, inventory none)"
+    ]
+    # A listening Tentacle polls nothing: its polling-proxy settings are not compared.
+    assert drift(probe=probe(polling_proxy=through)) == []
 
 
 def test_a_worker_record_has_pools_and_no_environment_or_roles():

@@ -95,3 +95,34 @@ def test_ages(text, seconds):
 def test_bad_ages_are_one_line(text):
     with pytest.raises(ConfigError, match="--older-than takes an age such as"):
         parse_age(text)
+
+
+def test_workers_go_from_their_pools_as_targets_from_their_environment():
+    def worker(name, worker_id, thumbprint, pools, **kw):
+        found = record(name, worker_id, thumbprint, **kw)
+        del found["EnvironmentIds"]
+        return {**found, "WorkerPoolIds": pools}
+
+    workers = [
+        worker("build01", "Workers-1", "A" * 40, ["WorkerPools-1"]),
+        worker("build02", "Workers-2", "B" * 40, ["WorkerPools-1", "WorkerPools-2"]),
+        worker("build01-old", "Workers-3", "A" * 40, ["WorkerPools-2"], health="Unavailable"),
+        worker("other", "Workers-4", "C" * 40, ["WorkerPools-2"]),  # another pool only
+    ]
+    found = doomed_records(
+        workers,
+        environment_id="WorkerPools-1",
+        names=("build01",),
+        kept=("build01",),
+        now=NOW,
+        field="WorkerPoolIds",
+        collection="workers",
+    )
+    assert {d.record["Name"]: (d.why, d.collection) for d in found} == {
+        "build02": ("no inventory lists it", "workers"),
+        "build01-old": ("duplicate of build01 (Workers-1): the same certificate", "workers"),
+    }
+    only = doomed_records(workers, environment_id="WorkerPools-1", names=("build01",),
+                          kept=("build01",), now=NOW, field="WorkerPoolIds",
+                          only_unavailable=True)  # fmt: skip
+    assert [d.record["Name"] for d in only] == ["build01-old"]

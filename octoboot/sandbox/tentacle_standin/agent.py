@@ -125,6 +125,7 @@ class Agent:
                 self.capabilities(),
                 self.log,
                 self.stopping,
+                polling.proxy_of(self.settings),
             )
             threading.Thread(target=poller.run, daemon=True).start()
         if self.settings.no_listen:

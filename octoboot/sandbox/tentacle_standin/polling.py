@@ -6,13 +6,18 @@ over TLS, presenting its own certificate; it goes on only if the server presents
 thumbprint it trusts, then names its subscription (`MX-SUBSCRIBER 1.0 poll://<id>/`, as
 Halibut's `IdentifyAsSubscriber`) and answers the server's requests on that connection.
 When the connection fails or the server goes away (a restart), it connects again after a
-short pause, for as long as the service runs.
+short pause, for as long as the service runs. With a proxy of its own (`polling-proxy`: a
+host, and UseDefaultProxy false), it connects through that proxy with HTTP CONNECT, as
+Halibut does, sending the proxy username (and password, if any) as Basic credentials; the
+system's default proxy (UseDefaultProxy true, no host) is taken as none, as on a host whose
+environment names no proxy.
 
 Known difference: requests and responses are one JSON line each, not Halibut's zipped BSON.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import select
 import socket
@@ -24,6 +29,7 @@ from urllib.parse import urlsplit
 
 from . import crypto
 from .log import Log
+from .proxy import PROXY_HOST, PROXY_PASSWORD, PROXY_PORT, PROXY_USERNAME, USE_DEFAULT_PROXY
 from .settings import Settings
 
 POLLING = 2  # CommunicationStyle.TentacleActive, as the configuration stores it
@@ -42,6 +48,15 @@ def polled_servers(settings: Settings) -> list[dict]:
         and server.get("Address")
         and server.get("SubscriptionId")
     ]
+
+
+def proxy_of(settings: Settings) -> tuple[str, int, str, str] | None:
+    """The proxy this Tentacle polls through: (host, port, username, password), or None."""
+    host = settings.get(PROXY_HOST)
+    if not host or (settings.get(USE_DEFAULT_PROXY) or "true").lower() == "true":
+        return None
+    port = int(settings.get(PROXY_PORT) or 80)
+    return host, port, settings.get(PROXY_USERNAME) or "", settings.get(PROXY_PASSWORD) or ""
 
 
 def client_context(settings: Settings) -> ssl.SSLContext:
@@ -69,8 +84,10 @@ class Poller:
         answer: dict,
         log: Log,
         stopping: threading.Event,
+        proxy: tuple[str, int, str, str] | None = None,
     ) -> None:
         address = urlsplit(server["Address"])
+        self.proxy = proxy
         self.host, self.port = address.hostname or "", address.port or 443
         self.subscription = server["SubscriptionId"]
         self.trusted = trusted  # the thumbprints the service trusted when it started
@@ -88,10 +105,10 @@ class Poller:
             self.stopping.wait(_RETRY_SECONDS)
 
     def _session(self) -> None:
-        address = (self.host, self.port)
+        address = (self.host, self.port) if self.proxy is None else self.proxy[:2]
         with (
             socket.create_connection(address, timeout=_CONNECT_SECONDS) as raw,
-            self.context.wrap_socket(raw) as tls,
+            self.context.wrap_socket(self._tunnel(raw)) as tls,
         ):
             presented = crypto.thumbprint_of_der(tls.getpeercert(binary_form=True) or b"")
             if presented not in self.trusted:
@@ -103,6 +120,28 @@ class Poller:
             self.log.info(f"Polling {self.host}:{self.port} as {self.subscription}")
             tls.settimeout(None)
             self._serve(tls, lines)
+
+    def _tunnel(self, raw: socket.socket) -> socket.socket:
+        """raw, through the proxy to the server when there is one (HTTP CONNECT)."""
+        if self.proxy is None:
+            return raw
+        _, _, username, password = self.proxy
+        target = f"{self.host}:{self.port}"
+        head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+        if username:
+            credentials = base64.b64encode(f"{username}:{password}".encode()).decode()
+            head += f"Proxy-Authorization: Basic {credentials}\r\n"
+        raw.sendall(f"{head}\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = raw.recv(1)  # byte by byte: what follows the answer is the server's TLS
+            if not chunk or len(answer) > _LINE_LIMIT:
+                raise ConnectionError(f"the proxy {self.proxy[0]}:{self.proxy[1]} hung up")
+            answer += chunk
+        status = answer.split(b"\r\n", 1)[0].decode("latin-1")
+        if status.split(" ")[1:2] != ["200"]:
+            raise ConnectionError(f"the proxy {self.proxy[0]}:{self.proxy[1]} said {status}")
+        return raw
 
     def _serve(self, tls: ssl.SSLSocket, lines: _Lines) -> None:
         while not self.stopping.is_set():
