@@ -104,8 +104,9 @@ def test_reads_every_machine_needs_happen_once_per_run(twenty):
 def test_a_health_task_queued_behind_the_task_cap_is_waited_for_and_reported(
     sandbox, settings, twenty
 ):
-    # One slot, taken by someone else's long Health task when octoboot's arrives.
-    sandbox.change_settings(task_cap=1, health_seconds=4.0)
+    # One slot, taken by someone else's long Health task when octoboot's arrives (long
+    # enough to still run when a loaded machine gets the two machines to their health step).
+    sandbox.change_settings(task_cap=1, health_seconds=12.0)
     client = httpx.Client(
         base_url=sandbox.endpoints().octopus_url,
         headers={"X-Octopus-ApiKey": sandbox.api_key()},
