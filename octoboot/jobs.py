@@ -324,7 +324,7 @@ class Run:
                 skipped.append(row)
                 console(row.summary_line())
                 continue
-            echo = (lambda line: console(f"  {line}")) if sequential else None
+            echo = _indented(console) if sequential else None
             client = self.clients.get(machine.env_key)
             jobs[conn] = Job(
                 job_id=job_id,
@@ -340,6 +340,7 @@ class Run:
                 options=self.job_options,
                 on_step=_step_printer(console, sequential, self.options.verbose),
                 on_note=None if sequential or quiet else _note_printer(console),
+                on_output=None if sequential else _output_printer(console),
             )
         finished: dict[Any, MachineResult] = {}
         sizes = batch_sizes(len(jobs), self.batch)
@@ -556,6 +557,22 @@ def _masked(console: Console, masker: Masker) -> Console:
             console(printable(masker(line), keep="\n\t"))
 
     return write
+
+
+def _indented(console: Console) -> Console:
+    """A sequential run shows each machine's lines under its name."""
+    return lambda text: console("\n".join(f"  {line}" for line in text.split("\n")))
+
+
+def _output_printer(console: Console) -> Callable[[Job, str, str], None]:
+    """In a parallel run each line of a command's output shows whose it is, as
+    parallel-ssh's `-P` and pyinfra do: `web1: line`, `web1 stderr: line`."""
+
+    def show(job: Job, stream: str, text: str) -> None:
+        prefix = job.machine.name + (": " if stream == "stdout" else f" {stream}: ")
+        console("\n".join(prefix + line for line in text.split("\n")))
+
+    return show
 
 
 def _note_printer(console: Console) -> Callable[[Job, str], None]:

@@ -12,7 +12,7 @@ with `--take-over` gives the record the new certificate (same Id).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from octoboot import tentacle
@@ -146,7 +146,9 @@ class Exec(Pipeline):
     """One command on each machine, as root, through the same runner as everything else.
     Its stdin is empty (a command that reads it gets end-of-input at once); its output, of
     any size, streams into the machine's log, and the report keeps a head and a tail of it
-    with its byte count (runlog.CommandOutput)."""
+    with its byte count (runlog.CommandOutput). The same head and tail are shown as they
+    come (Job.on_output: `name: line` in a parallel run); the machine's row says how it
+    ended, not what it printed."""
 
     STEPS: ClassVar = ("connect", "exec")
     RECORDS_OUTCOME = False  # looking at machines must not change what a retry re-runs
@@ -155,7 +157,7 @@ class Exec(Pipeline):
 
     def step_exec(self) -> tuple[str, str]:
         command = tentacle.without_input(self.job.options["command"])
-        out, err = self.job.log.output("stdout"), self.job.log.output("stderr")
+        out, err = (self.job.log.output(s, self._shower(s)) for s in ("stdout", "stderr"))
         result = self.remote(command, check=False, output=(out, err))
         stdout, stderr = out.excerpt(), err.excerpt()
         self.job.result.facts.update(
@@ -167,9 +169,11 @@ class Exec(Pipeline):
         )
         if result.exited != 0:
             raise StepFailed(one_line(last_lines(stderr or stdout, result.exited)))
-        lines = [line for line in stdout.split("\n") if line.strip()]
-        self.job.result.reason = one_line(lines[-1]) if lines else ""
         return "ok", "exit 0"
+
+    def _shower(self, stream: str) -> Callable[[str], None] | None:
+        show = self.job.on_output
+        return None if show is None else lambda text: show(self.job, stream, text)
 
     def final_state(self, statuses: list[str]) -> State:
         return State.OK
