@@ -14,6 +14,8 @@ never start, and FleetInterrupted carries the GroupResult of everything so far.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import os
 import resource
 import threading
@@ -111,11 +113,19 @@ class FleetGroup(Group):
         deadline, or Ctrl-C), so the job can be told to stop."""
         results = GroupResult()
         started: dict[Connection, float] = {}
+        # When each started member runs out of time, soonest first: a heap, so that the
+        # wait after each of N members ends costs log N, not a look at all N.
+        expiries: list[tuple[float, int, Connection]] = []
+        order = itertools.count()  # ties broken by start order, never by Connection
         lock = threading.Lock()
 
         def member(cxn: Connection) -> Any:
+            now = time.monotonic()
+            seconds = self._deadline_of(cxn)
             with lock:
-                started[cxn] = time.monotonic()
+                started[cxn] = now
+                if seconds is not None:
+                    heapq.heappush(expiries, (now + seconds, next(order), cxn))
             return job(cxn)
 
         def finish(cxn: Connection, value: Any) -> None:
@@ -131,18 +141,19 @@ class FleetGroup(Group):
 
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fleet")
         futures: dict[Future, Connection] = {pool.submit(member, cxn): cxn for cxn in self}
+        future_of = {cxn: future for future, cxn in futures.items()}
         pending = set(futures)
         try:
             while pending:
                 done, pending = wait(
                     pending,
-                    timeout=self._next_expiry(futures, pending, started, lock),
+                    timeout=self._next_wake(expiries, len(started) < len(futures), lock),
                     return_when=FIRST_COMPLETED,
                 )
                 for future in done:
                     exc = future.exception()
                     finish(futures[future], exc if exc is not None else future.result())
-                for future in self._expired(futures, pending, started, lock):
+                for future in self._expired(expiries, future_of, pending, lock):
                     pending.discard(future)
                     cxn = futures[future]
                     abandon(cxn, DeadlineExceeded(self._deadline_of(cxn) or 0))
@@ -164,27 +175,22 @@ class FleetGroup(Group):
             pool.shutdown(wait=False, cancel_futures=True)
         return results
 
-    def _expiry(self, cxn: Connection, started: dict[Connection, float]) -> float | None:
-        seconds = self._deadline_of(cxn)
-        if seconds is None or cxn not in started:
-            return None
-        return started[cxn] + seconds
-
-    def _next_expiry(self, futures, pending, started, lock) -> float | None:
+    def _next_wake(self, expiries, waiting: bool, lock) -> float | None:
+        """Seconds until the soonest expiry; members that have not started have none yet:
+        look again soon."""
         if self.deadline is None:
             return None
         with lock:
-            expiries = [self._expiry(futures[f], started) for f in pending]
-        known = [e - time.monotonic() for e in expiries if e is not None]
-        # Members that have not started have no expiry yet: look again soon.
-        waits = [*known, 0.5] if None in expiries else known
+            soonest = expiries[0][0] - time.monotonic() if expiries else None
+        waits = [w for w in (soonest, 0.5 if waiting else None) if w is not None]
         return max(0.0, min(waits)) if waits else None
 
-    def _expired(self, futures, pending, started, lock) -> list[Future]:
-        now = time.monotonic()
+    def _expired(self, expiries, future_of, pending: set[Future], lock) -> list[Future]:
+        """The pending members whose time is up (taken off the heap; ended ones too)."""
+        now, found = time.monotonic(), []
         with lock:
-            return [
-                f
-                for f in pending
-                if (expiry := self._expiry(futures[f], started)) is not None and now >= expiry
-            ]
+            while expiries and expiries[0][0] <= now:
+                future = future_of[heapq.heappop(expiries)[2]]
+                if future in pending:
+                    found.append(future)
+        return found
