@@ -306,6 +306,7 @@ class Run:
                 client,
                 # One machine at a time has nobody to share a task with.
                 gather_seconds=0 if sequential else GATHER_SECONDS,
+                per_machine=self.settings.health_tasks == "per-machine",
                 announce=console if quiet else None,
             )
             for client in self.clients.values()
