@@ -297,11 +297,13 @@ def service_command(instance: str, action: str, *, port: int, wait_seconds: floa
     flags = {"install": ["--install", "--start"], "restart": ["--restart"], "start": ["--start"]}
     unit = shlex.quote(unit_name(instance))
     tries = max(1, int(wait_seconds / 0.2))
-    # LISTEN sockets on the port, from /proc (no ss/netstat needed): "...:<PORT hex> ... 0A"
+    # LISTEN sockets on the port, from /proc (no ss/netstat needed): "...:<PORT hex> ... 0A";
+    # looked at first: it is what is missing while the service starts, and a grep costs
+    # the host less than a systemctl (the sandbox's is a Python program).
     listening = f"grep -q ':{port:04X} [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6"
     return (
         f"{_tentacle('service', '--instance', instance, *flags[action])} || exit $?; "
-        f"i=0; until systemctl is-active --quiet {unit} && {listening}; do "
+        f"i=0; until {listening} && systemctl is-active --quiet {unit}; do "
         f'i=$((i+1)); if [ "$i" -ge {tries} ]; then '
         f"echo 'the service did not start listening on port {port}' >&2; exit 1; fi; "
         "sleep 0.2; done; "
