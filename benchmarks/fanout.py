@@ -138,9 +138,7 @@ def measure_size(
                     continue
                 warm = run_child(how[0], env=how[1], timeout=300)
                 if warm.code:
-                    say(f"{tool}: its first run failed (exit {warm.code}), left out:\n"
-                        f"{_tail(warm)}")  # fmt: skip
-                    continue
+                    say(f"{tool}: its first run failed (exit {warm.code}):\n{_tail(warm)}")
                 runnable[tool] = how
             figures = {tool: Figures([], [], [], [], []) for tool in runnable}
             for round_ in range(1, repeat + 1):
@@ -193,8 +191,9 @@ def main() -> None:
                 "; ".join(got.failures) or "all ok",
             ])  # fmt: skip
     print(f"command: {args.command!r}, {args.repeat} rounds")
-    print(tabulate(rows, headers=["N", "tool", "median wall s", "walls", "wall / command",
-                                  "controller CPU s", "hosts' CPU s", "load", "outcome"]))  # fmt: skip
+    headers = ["N", "tool", "median wall s", "walls", "wall / command", "controller CPU s",
+               "hosts' CPU s", "load", "outcome"]  # fmt: skip
+    print(tabulate(rows, headers=headers))
 
 
 if __name__ == "__main__":

@@ -21,10 +21,12 @@ def main() -> None:
                                pool_size=len(hosts))  # fmt: skip
     output = client.run_command(command)
     client.join(output)
-    failed = [o.host for o in output if o.exit_code != 0]
+    failed = [o for o in output if o.exit_code != 0]
     for host_output in output:
         for line in host_output.stdout or ():
             print(f"{host_output.host}: {line}")
+    for host_output in failed:
+        print(f"{host_output.host} failed: exit {host_output.exit_code} {host_output.exception!r}")
     print(f"parallel-ssh: {len(hosts)} hosts, {len(failed)} failed")
     sys.exit(1 if failed else 0)
 
