@@ -56,14 +56,8 @@ class HealthResult:
     def task_failed_itself(self) -> bool:
         """The task did not succeed, yet the machine's status gives no reason (Healthy, or
         never checked): the task failed on its own (e.g. Octopus restarted under it, which
-        fails the tasks it was running), and the machine's status predates this check.
-        Not so for a machine whose own check in a shared task succeeded (`healthy`) while
-        another machine's failed the task."""
-        return (
-            not self.healthy
-            and self.task_state != "Success"
-            and self.health_status in ("Healthy", "Unknown")
-        )
+        fails the tasks it was running), and the machine's status predates this check."""
+        return self.task_state != "Success" and self.health_status in ("Healthy", "Unknown")
 
 
 @dataclass(eq=False)
