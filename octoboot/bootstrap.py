@@ -290,7 +290,7 @@ class Bootstrap(Pipeline):
             self.remote(self._service_command("restart"))
             restarted = f" after restarting {unit}, active but Unavailable in {check.task_id}"
             check = self._check_health(machine_id)
-        if check.task_failed_itself:
+        if not check.healthy and check.task_failed_itself:
             raise StepFailed(
                 f"health task {check.task_id} {check.task_state}: "
                 f"{check.error or 'Octopus gave no reason'}"

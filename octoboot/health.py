@@ -52,12 +52,16 @@ class HealthResult:
     reason: str = ""  # why not healthy, from the task's log
     error: str = ""  # the task's own ErrorMessage
 
+    # The task's log shows this machine's own check (always so when the task succeeded).
+    checked: bool = True
+
     @property
     def task_failed_itself(self) -> bool:
-        """The task did not succeed, yet the machine's status gives no reason (Healthy, or
-        never checked): the task failed on its own (e.g. Octopus restarted under it, which
-        fails the tasks it was running), and the machine's status predates this check."""
-        return self.task_state != "Success" and self.health_status in ("Healthy", "Unknown")
+        """The task did not succeed and never got to this machine's check: it failed on its
+        own (e.g. Octopus restarted under it, which fails the tasks it was running), and the
+        machine's status predates it. A shared task that failed because another machine was
+        unhealthy did check this one: its own outcome is the answer."""
+        return self.task_state != "Success" and not self.checked
 
 
 @dataclass(eq=False)
@@ -299,7 +303,12 @@ class HealthCoordinator:
             reason = "" if healthy else (
                 messages or record.get("StatusSummary") or task.get("ErrorMessage") or ""
             )  # fmt: skip
-            request.finish(HealthResult(task["Id"], task["State"], status, healthy, reason, error))
+            # Its check ended (ActivityStatus): not Pending, Running or Canceled with the task.
+            checked = outcome in ("Success", "SuccessWithWarning", "Failed")
+            result = HealthResult(
+                task["Id"], task["State"], status, healthy, reason, error, checked
+            )
+            request.finish(result)
 
 
 def tasks_ahead(task: Resource, unfinished: Sequence[Resource]) -> int:

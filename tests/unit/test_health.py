@@ -108,6 +108,31 @@ def test_machines_asking_together_share_one_task_and_get_their_own_results():
     assert bad.reason == "web4: does not trust the server"  # its own line of the log
     for result in results.values():
         assert (result.healthy, result.health_status, result.reason) == (True, "Healthy", "")
+        # the task failed (for Machines-4), but it did check this one: not a failed task
+        assert not result.task_failed_itself
+    assert not bad.task_failed_itself
+
+
+class RestartedOctopus(FakeOctopus):
+    """A server restarted under its task: Failed with an error, no machine checked."""
+
+    def task(self, task_id):
+        return {**super().task(task_id), "State": "Failed", "ErrorMessage": "server restarted"}
+
+    def task_details(self, task_id):
+        return {"ActivityLogs": []}
+
+
+def test_a_task_that_failed_on_its_own_is_told_from_an_unhealthy_machine():
+    octopus = RestartedOctopus()
+    coordinator = HealthCoordinator(octopus, gather_seconds=0.1)
+    try:
+        results = check_all(coordinator, ids(2))
+    finally:
+        coordinator.close()
+    for result in results.values():
+        assert result.task_failed_itself and result.error == "server restarted"
+        assert not result.healthy  # its stale Healthy status is not this check's answer
 
 
 def test_at_most_max_tasks_in_flight_and_latecomers_wait_together():
