@@ -12,6 +12,7 @@ skipped (paramiko skips it, which would silently trust whatever key that host sh
 
 from __future__ import annotations
 
+import copy
 import re
 import select
 import socket
@@ -167,12 +168,36 @@ _GLOB = re.compile(r"[*?\[!]")
 
 
 class SSHConfig(paramiko.SSHConfig):
-    """paramiko's ssh_config, without its cost per Host block: for every block that does not
-    match, paramiko looked the local user up (a passwd lookup when $USER is unset) and ran
-    fnmatch on each name, so the N lookups of a run over an ssh_config of N `Host` blocks
-    (one per machine, as generated ones are) cost N² of each: 1.4 s of the controller's CPU
-    before the first connection at 300 machines. Same answers: a block with no `Match` does
-    not match by Match, and a name without wildcards matches only itself."""
+    """paramiko's ssh_config, without its cost per Host block. paramiko takes every lookup
+    through every block, asking the OS for the local user name (a passwd lookup when $USER is
+    unset) and running fnmatch at each, so the N lookups of a run over an ssh_config of N
+    `Host` blocks (one per machine, as generated ones are) cost N² of each: 1.4 s of the
+    controller's CPU before the first connection at 300 machines. Same answers: a lookup
+    sees only the blocks that can match the host (those naming it, and those with wildcards
+    or `Match`), in their order; a block with no `Match` does not match by Match, and a name
+    without wildcards matches only itself. With CanonicalizeHostname (a second pass under
+    another name) every lookup sees every block, as paramiko's."""
+
+    def parse(self, file_obj: IO[str]) -> None:
+        super().parse(file_obj)
+        self._named: dict[str, list[int]] = {}  # literal host name -> its blocks
+        self._open: list[int] = []  # blocks with wildcards, negations or Match
+        for index, context in enumerate(self._config):
+            hosts = context.get("host")
+            if hosts and not any(_GLOB.search(h) for h in hosts):
+                for host in hosts:
+                    self._named.setdefault(host, []).append(index)
+            else:
+                self._open.append(index)
+        self._canonical = any("canonicalizehostname" in c["config"] for c in self._config)
+
+    def lookup(self, hostname: str) -> paramiko.SSHConfigDict:
+        if self._canonical or not hasattr(self, "_named"):
+            return super().lookup(hostname)
+        view = copy.copy(self)
+        blocks = sorted(self._open + self._named.get(hostname, []))
+        view._config = [self._config[index] for index in blocks]
+        return paramiko.SSHConfig.lookup(view, hostname)
 
     def _does_match(self, match_list: list, *args: object) -> object:
         return match_list and super()._does_match(match_list, *args)

@@ -44,15 +44,23 @@ def test_every_lookup_answers_as_paramikos():
         assert ours.lookup(host) == theirs.lookup(host), host
 
 
-def test_the_local_user_is_asked_only_for_match_blocks(monkeypatch):
-    # paramiko asked for it at every block a host did not match: N² for N hosts.
+def test_a_lookup_looks_only_at_the_blocks_that_can_match(monkeypatch):
+    # paramiko went through every block for every host, asking for the local user name at
+    # each it did not match: N² for N hosts.
     blocks = "".join(f"Host sbx{i}\n    HostName 10.77.1.{i}\n\n" for i in range(50))
-    config = SSHConfig.from_text(blocks + "Match localuser nobody\n    Port 2200\n")
-    asked = []
-    real = getpass.getuser
+    config = SSHConfig.from_text(
+        blocks + "Match localuser nobody\n    Port 2200\n\nHost sbx*\n    User root\n"
+    )
+    asked, looked_at = [], []
+    real, matches = getpass.getuser, SSHConfig._pattern_matches
     monkeypatch.setattr(getpass, "getuser", lambda: asked.append(1) or real())
+    monkeypatch.setattr(
+        SSHConfig, "_pattern_matches", lambda *a: looked_at.append(1) or matches(*a)
+    )
     for i in range(50):
-        assert config.lookup(f"sbx{i}")["hostname"] == f"10.77.1.{i}"
-    # A few times per lookup (the Match block in each of its two passes, the expansion of
-    # %u), not once per block: paramiko's own asks 50 times a pass.
+        found = config.lookup(f"sbx{i}")
+        assert (found["hostname"], found["user"]) == (f"10.77.1.{i}", "root")
+    # Per lookup and pass: the global block, the host's own, the Match block (its hosts, and
+    # its localuser) and the wildcard one, not the other 49; paramiko's own: 52 blocks.
+    assert len(looked_at) == 50 * 2 * 5
     assert len(asked) <= 3 * 50
