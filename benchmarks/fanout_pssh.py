@@ -21,10 +21,10 @@ def main() -> None:
                                pool_size=len(hosts))  # fmt: skip
     output = client.run_command(command)
     client.join(output)
-    failed = [o for o in output if o.exit_code != 0]
-    for host_output in output:
+    for host_output in output:  # read first: a host's exit code may be None until then
         for line in host_output.stdout or ():
             print(f"{host_output.host}: {line}")
+    failed = [o for o in output if o.exit_code != 0]
     for host_output in failed:
         print(f"{host_output.host} failed: exit {host_output.exit_code} {host_output.exception!r}")
     print(f"parallel-ssh: {len(hosts)} hosts, {len(failed)} failed")
