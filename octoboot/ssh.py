@@ -63,7 +63,7 @@ class BufferedStdinRemote(Remote):
       to start and to end. The thread that runs the command reads both streams as they
       come (paramiko signals either on one pipe) and checks the timeout itself. Only a
       command given stdin, a pty or output to show (not octoboot's) gets Invoke's threads.
-      Half the controller's CPU per command, which is the fan-out's bottleneck."""
+      The controller's CPU is what a wide run waits for (docs/performance.md)."""
 
     read_chunk_size = 65536
     _expires: float | None = None
