@@ -1,23 +1,27 @@
-"""Benchmark: bootstrap N fresh sandbox machines, each install taking S seconds.
+"""Benchmark: bootstrap N fresh sandbox machines under a real Octopus Server's limits.
 
-    python -m benchmarks.bootstrap --sizes 1,10,30,100 --install-seconds 5
+    python -m benchmarks.bootstrap --sizes 1,30,100 --install-seconds 60
 
-For each N a new sandbox of N hosts is brought up, then one bootstrap runs in a child
-process (so that its CPU time and peak RSS are its own): in parallel with --workers N, and
-sequentially for the small sizes. Printed per run: wall time, wall / wall(N=1), the
-controller's CPU seconds and peak RSS, and where the time went (mean seconds per step).
-The sandbox's hosts share this machine's cores with the controller; on real machines each
-host brings its own CPU, so the host-side cost here (sshd, the Tentacle stand-in's Python
-start-up) inflates the large-N figures. That is what `host CPU` shows.
+For each N and each way of checking health (`shared` Health tasks, octoboot's way, and
+`per-machine`, one task per machine as before, OCTOBOOT_HEALTH_TASKS), a new sandbox of N
+hosts comes up with the stand-ins' defaults (task cap 5, a Health task of 3 s and a little
+more per machine, the API rate limit, 0.5 s per Tentacle command) and each install taking
+`--install-seconds`. One bootstrap runs in parallel (--workers N) in a child process, so
+that its CPU time is its own, then the same bootstrap again, with nothing to change.
+
+Printed per run: wall time and its ratio to N = 1, the health phase (the longest `health`
+step) and how many Health tasks started, the API requests per machine apart from health
+tasks (starting, polling and reading their results), the 429s received, and the CPU seconds per
+machine of the controller, of the hosts (sshd, the Tentacle stand-in and its service) and
+of the Octopus stand-in. The load average before each run is printed with it: this
+machine's two cores run the hosts too, and other work.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,141 +29,131 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from benchmarks.measure import host_cpu, load, run_child, server_cpu
 from octoboot import jobs
 from octoboot.sandbox.control import Sandbox
-from octoboot.settings import load_settings
+from octoboot.sandbox.standin_settings import StandInSettings
+from octoboot.settings import HEALTH_TASKS, load_settings
 
-STEPS = ("connect", "probe", "install", "identity", "configure", "register", "service", "health")
 
-
-def child(project: Path, parallel: bool, workers: int) -> None:
+def child(project: Path, workers: int, health_tasks: str) -> None:
     """Run one bootstrap and print its figures as JSON (runs in its own process)."""
     settings = load_settings(
         environ={
             "OCTOBOOT_STATE_DIR": str(project / ".octoboot"),
             "OCTOBOOT_MACHINES_DIR": str(project / "machines"),
+            "OCTOBOOT_HEALTH_TASKS": health_tasks,
         },
         dotenv_path=project / ".env",
     )
     started = time.monotonic()
     report = jobs.bootstrap(
         jobs.Selection(env="sandbox"),
-        jobs.RunOptions(parallel=parallel, workers=workers, console=lambda line: None),
+        jobs.RunOptions(parallel=True, workers=workers, console=lambda line: None),
         settings,
     )
     wall = time.monotonic() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    steps: dict[str, list[float]] = {}
-    for result in report.results:
-        for step in result.steps:
-            steps.setdefault(step.name, []).append(step.seconds)
+    health = [s.seconds for r in report.results for s in r.steps if s.name == "health"]
     print(
         json.dumps(
             {
                 "wall": wall,
                 "cpu": usage.ru_utime + usage.ru_stime,
-                "rss_mib": usage.ru_maxrss / 1024,
                 "counts": report.counts(),
-                "steps": {k: sum(v) / len(v) for k, v in steps.items()},
+                "health": max(health, default=0.0),
             }
         )
     )
 
 
-def measure(size: int, install_seconds: float, parallel: bool) -> dict:
+def run_once(project: Path, sandbox: Sandbox, size: int, health_tasks: str) -> dict:
+    """One bootstrap in a child process, with what it cost the hosts and Octopus and the
+    requests Octopus received meanwhile."""
+    requests = sandbox.root / "octopus" / "requests.jsonl"
+    seen = len(requests.read_text().splitlines()) if requests.exists() else 0
+    hosts, server, loaded = host_cpu(sandbox), server_cpu(sandbox), load()
+    proc = run_child(
+        [sys.executable, "-m", "benchmarks.bootstrap", "--child", str(project),
+         "--workers", str(size), "--health-tasks", health_tasks],
+        timeout=1800,
+    )  # fmt: skip
+    if proc.code:
+        raise SystemExit(f"the bootstrap of {size} machines failed:\n{proc.output[-3000:]}")
+    figures = json.loads(proc.output.strip().splitlines()[-1])
+    made = [json.loads(line) for line in requests.read_text().splitlines()[seen:]]
+    # Health tasks: started, polled, their queue position and results (the machines'
+    # records read once per task, `machines?ids=`).
+    health = [r for r in made if "/tasks" in r["path"] or "/machines?ids=" in r["path"]]
+    figures.update(
+        controller=proc.cpu / size,
+        hosts=(host_cpu(sandbox) - hosts) / size,
+        octopus=(server_cpu(sandbox) - server) / size,
+        load=loaded,
+        requests=(len(made) - len(health)) / size,
+        health_requests=len(health),
+        tasks=sum(1 for r in health if r["method"] == "POST"),
+        throttled=sum(1 for r in made if r["status"] == 429),
+    )
+    return figures
+
+
+def measure(size: int, install_seconds: float, health_tasks: str) -> tuple[dict, dict]:
+    """(first run, unchanged rerun) on a new sandbox of `size` machines."""
     with tempfile.TemporaryDirectory(prefix="octoboot-bench-") as tmp:
         project = Path(tmp)
         sandbox = Sandbox(project / ".sandbox")
-        sandbox.up(size, install_seconds=install_seconds)
+        sandbox.up(size, install_seconds=install_seconds, settings=StandInSettings())
         try:
             sandbox.write_target_files(project / "machines", project / ".env")
-            before = _host_cpu(sandbox)
-            proc = subprocess.run(
-                [sys.executable, "-m", "benchmarks.bootstrap", "--child", str(project),
-                 "--workers", str(size), *(["--parallel"] if parallel else [])],
-                capture_output=True, text=True, check=True,
-                cwd=Path(__file__).resolve().parents[1],
-            )  # fmt: skip
-            figures = json.loads(proc.stdout.strip().splitlines()[-1])
-            figures["host_cpu"] = _host_cpu(sandbox) - before
-            return figures
+            first = run_once(project, sandbox, size, health_tasks)
+            return first, run_once(project, sandbox, size, health_tasks)
         finally:
             sandbox.down()
 
 
-def _host_cpu(sandbox: Sandbox) -> float:
-    """CPU seconds used so far by every process of the sandbox's hosts (children included)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for host in sandbox.hosts():
-        rec = sandbox.state()["hosts"][host.index - 1].get("process")
-        if not rec:
-            continue
-        for pid in _tree(rec["pid"]):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-    return total / ticks
-
-
-def _tree(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
-    children: dict[int, list[int]] = {}
-    for line in out.splitlines():
-        p, pp = map(int, line.split())
-        children.setdefault(pp, []).append(p)
-    found, stack = [], [pid]
-    while stack:
-        p = stack.pop()
-        found.append(p)
-        stack += children.get(p, [])
-    return found
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1,10,30,100")
-    parser.add_argument("--sequential-sizes", default="1,10")
-    parser.add_argument("--install-seconds", type=float, default=5.0)
+    parser.add_argument("--sizes", default="1,30,100")
+    parser.add_argument("--install-seconds", type=float, default=60.0)
+    parser.add_argument("--health", default=",".join(HEALTH_TASKS), help="shared,per-machine")
     parser.add_argument("--child", type=Path)
-    parser.add_argument("--parallel", action="store_true")
-    parser.add_argument("--workers", type=int, default=32)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--health-tasks", choices=HEALTH_TASKS, default="shared")
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.parallel, args.workers)
+        child(args.child, args.workers, args.health_tasks)
         return
-    rows, base = [], None
-    plan = [(n, False) for n in _sizes(args.sequential_sizes)]
-    plan += [(n, True) for n in _sizes(args.sizes)]
-    for size, parallel in plan:
-        figures = measure(size, args.install_seconds, parallel)
-        if parallel and size == 1:
-            base = figures["wall"]
-        rows.append(
-            [
-                size,
-                f"parallel, {size} workers" if parallel else "sequential",
-                f"{figures['wall']:.1f}",
-                f"{figures['wall'] / base:.2f}" if base and parallel else "",
-                f"{figures['cpu']:.1f}",
-                f"{figures['host_cpu']:.1f}",
-                f"{figures['rss_mib']:.0f}",
-                ", ".join(f"{n} {s}" for s, n in figures["counts"].items()),
-                " ".join(f"{s[:4]}={figures['steps'].get(s, 0):.2f}" for s in STEPS),
-            ]
-        )
-        print(f"N={size} {'parallel' if parallel else 'sequential'}: {figures['wall']:.1f}s",
-              file=sys.stderr, flush=True)  # fmt: skip
-    headers = ["N", "mode", "wall s", "wall/wall(1)", "controller CPU s", "host CPU s",
-               "peak RSS MiB", "outcome", "mean s per step"]  # fmt: skip
-    print(f"install takes {args.install_seconds:g} s per machine")
+    task_seconds = StandInSettings().health_task_seconds
+    rows = []
+    for health_tasks in args.health.split(","):
+        base: dict | None = None
+        for size in [int(n) for n in args.sizes.split(",")]:
+            first, again = measure(size, args.install_seconds, health_tasks)
+            base = base or first
+            rows.append([
+                health_tasks, size, f"{first['wall']:.1f}", f"{first['wall'] / base['wall']:.2f}",
+                f"{first['health']:.1f}",
+                f"{(first['health'] - base['health']) / task_seconds(1):+.1f}",
+                first["tasks"], f"{first['requests']:.2f}", f"{again['requests']:.2f}",
+                f"{first['health_requests']}/{again['health_requests']}",
+                f"{first['throttled']}/{again['throttled']}",
+                f"{first['controller']:.2f}", f"{first['hosts']:.2f}", f"{first['octopus']:.3f}",
+                f"{again['wall']:.1f}", f"{again['controller']:.2f}", f"{again['hosts']:.2f}",
+                f"{first['load']}/{again['load']}",
+                ", ".join(f"{n} {s}" for s, n in first["counts"].items()),
+            ])  # fmt: skip
+            print(f"{health_tasks} N={size}: {first['wall']:.1f} s, rerun {again['wall']:.1f} s",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    headers = [
+        "health tasks", "N", "wall s", "/ N=1", "health s", "health - N=1 (tasks)",
+        "tasks", "API req/m", "rerun API req/m", "health-task req", "429s",
+        "ctrl CPU/m", "host CPU/m", "Octopus CPU/m", "rerun wall s", "rerun ctrl CPU/m",
+        "rerun host CPU/m", "load", "outcome",
+    ]  # fmt: skip
+    print(f"install takes {args.install_seconds:g} s per machine; stand-ins: "
+          f"{'; '.join(StandInSettings().describe())}")  # fmt: skip
     print(tabulate(rows, headers=headers))
-
-
-def _sizes(text: str) -> list[int]:
-    return [int(n) for n in text.split(",") if n.strip()]
 
 
 if __name__ == "__main__":

@@ -9,6 +9,10 @@ result: its HealthStatus, and when it is not healthy the reason from the task's 
 most MAX_OWN_TASKS of octoboot's tasks are queued or running at once; machines arriving
 meanwhile wait for the next one, all together.
 
+With `per_machine` (OCTOBOOT_HEALTH_TASKS=per-machine) each machine gets a Health task of
+its own as soon as it asks, and Octopus' task cap alone queues them: octoboot's way before
+shared tasks, kept to compare with (benchmarks/bootstrap.py).
+
 Each machine still waits only until its own deadline (or until its run gives up on it):
 its result is then a TimeoutError, and the task goes on for the others. While a task is
 `Queued` behind other tasks, each of its machines is told (`note`) how many are ahead.
@@ -104,10 +108,12 @@ class HealthCoordinator:
         *,
         gather_seconds: float = GATHER_SECONDS,
         max_tasks: int = MAX_OWN_TASKS,
+        per_machine: bool = False,
         announce: Note | None = None,
     ) -> None:
         self._octopus = octopus
-        self._gather = gather_seconds
+        self._per_machine = per_machine
+        self._gather = 0 if per_machine else gather_seconds
         self._max_tasks = max_tasks
         self._announce = announce  # run-wide lines (a task queued), for quiet parallel runs
         self._cond = threading.Condition()
@@ -207,6 +213,8 @@ class HealthCoordinator:
     def _next_batch(self) -> list[_Request] | None:
         """The pending machines of one environment (or the pending workers), once gathered
         and a task slot is free."""
+        if self._per_machine and self._pending:
+            return [self._pending.pop(0)]
         if not self._pending or len(self._watches) >= self._max_tasks:
             return None
         if time.monotonic() < self._first_pending_at + self._gather:
@@ -222,7 +230,7 @@ class HealthCoordinator:
 
     def _sleep_time(self) -> float | None:
         wakes = [w.next_poll for w in self._watches]
-        if self._pending and len(self._watches) < self._max_tasks:
+        if self._pending and (self._per_machine or len(self._watches) < self._max_tasks):
             wakes.append(self._first_pending_at + self._gather)
         return max(0.0, min(wakes) - time.monotonic()) if wakes else None
 

@@ -395,6 +395,7 @@ class Run(Generic[OptionsT]):
                 client,
                 # One machine at a time has nobody to share a task with.
                 gather_seconds=0 if sequential else GATHER_SECONDS,
+                per_machine=self.settings.health_tasks == "per-machine",
                 announce=console if quiet else None,
             )
             for client in self.clients.values()
@@ -413,7 +414,7 @@ class Run(Generic[OptionsT]):
                 skipped.append(row)
                 console(row.summary_line())
                 continue
-            echo = (lambda line: console(f"  {line}")) if sequential else None
+            echo = _indented(console) if sequential else None
             client = self.clients.get(machine.env_key)
             jobs.append(
                 Job(
@@ -433,6 +434,7 @@ class Run(Generic[OptionsT]):
                     dry_run=self.options.dry_run,
                     on_step=_step_printer(console, sequential, self.options.verbose),
                     on_note=None if sequential or quiet else _note_printer(console),
+                    on_output=None if sequential else _output_printer(console),
                 )
             )
         finished: dict[Job[OptionsT], MachineResult] = {}
@@ -673,6 +675,22 @@ def _masked(console: Console, masker: Masker) -> Console:
             console(printable(masker(line), keep="\n\t"))
 
     return write
+
+
+def _indented(console: Console) -> Console:
+    """A sequential run shows each machine's lines under its name."""
+    return lambda text: console("\n".join(f"  {line}" for line in text.split("\n")))
+
+
+def _output_printer(console: Console) -> Callable[[Job, str, str], None]:
+    """In a parallel run each line of a command's output shows whose it is, as
+    parallel-ssh's `-P` and pyinfra do: `web1: line`, `web1 stderr: line`."""
+
+    def show(job: Job, stream: str, text: str) -> None:
+        prefix = job.machine.name + (": " if stream == "stdout" else f" {stream}: ")
+        console("\n".join(prefix + line for line in text.split("\n")))
+
+    return show
 
 
 def _note_printer(console: Console) -> Callable[[Job, str], None]:

@@ -13,7 +13,7 @@ certificate (same Id).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -167,7 +167,9 @@ class Exec(Pipeline[ExecOptions]):
     """One command on each machine, as root, through the same runner as everything else.
     Its stdin is empty (a command that reads it gets end-of-input at once); its output, of
     any size, streams into the machine's log, and the report keeps a head and a tail of it
-    with its byte count (runlog.CommandOutput)."""
+    with its byte count (runlog.CommandOutput). The same head and tail are shown as they
+    come (Job.on_output: `name: line` in a parallel run); the machine's row says how it
+    ended, not what it printed."""
 
     STEPS: ClassVar = ("connect", "exec")
     RECORDS_OUTCOME = False  # looking at machines must not change what a retry re-runs
@@ -176,7 +178,7 @@ class Exec(Pipeline[ExecOptions]):
 
     def step_exec(self) -> tuple[str, str]:
         command = self.job.options.command  # its stdin is empty (tentacle.supervised)
-        out, err = self.job.log.output("stdout"), self.job.log.output("stderr")
+        out, err = (self.job.log.output(s, self._shower(s)) for s in ("stdout", "stderr"))
         result = self.remote(command, check=False, output=(out, err))
         stdout, stderr = out.excerpt(), err.excerpt()
         self.job.result.facts.update(
@@ -188,9 +190,11 @@ class Exec(Pipeline[ExecOptions]):
         )
         if result.exited != 0:
             raise StepFailed(one_line(last_lines(stderr or stdout, result.exited)))
-        lines = [line for line in stdout.split("\n") if line.strip()]
-        self.job.result.reason = one_line(lines[-1]) if lines else ""
         return "ok", "exit 0"
+
+    def _shower(self, stream: str) -> Callable[[str], None] | None:
+        show = self.job.on_output
+        return None if show is None else lambda text: show(self.job, stream, text)
 
     def final_state(self, statuses: list[str]) -> State:
         return State.OK

@@ -80,6 +80,8 @@ class Job(Generic[OptionsT]):
     on_step: Callable[[Job, StepResult], None] | None = None
     # Progress within a step (e.g. a health task queued), for the live output.
     on_note: Callable[[Job, str], None] | None = None
+    # Where a command's output is shown as it comes (job, stream, lines), if not the log's echo.
+    on_output: Callable[[Job, str, str], None] | None = None
     # Set by the runner when it stops waiting for this machine.
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Written as the job goes; read by the runner if the job runs out of time.

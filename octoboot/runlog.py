@@ -122,9 +122,10 @@ class MachineLog:
         with self._lock:
             self._append(prefix + body.replace("\n", "\n" + prefix) + "\n")
 
-    def output(self, stream: str) -> CommandOutput:
-        """A sink for one stream (stdout, stderr) of a command's output, of any size."""
-        return CommandOutput(self, stream, self._mask, self._echo)
+    def output(self, stream: str, show: Callable[[str], None] | None = None) -> CommandOutput:
+        """A sink for one stream (stdout, stderr) of a command's output, of any size; its
+        head and tail are shown as they come to show (default: where the log echoes)."""
+        return CommandOutput(self, stream, self._mask, show or self._echo)
 
     def close(self) -> None:
         with self._lock:

@@ -85,6 +85,9 @@ class Settings:
     state_dir: Path = field(default_factory=lambda: Path(".octoboot").absolute())
     machines_dir: Path = Path("machines")
     workers: int = field(default_factory=lambda: default_workers())
+    # "shared": machines reaching health together share a Health task (health.py);
+    # "per-machine": each gets its own, as before, for comparison (benchmarks/bootstrap.py).
+    health_tasks: str = "shared"
     pfx_secret: Secret | None = None
     # The merged environment and .env, where an inventory's api_key_env is looked up.
     variables: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -185,6 +188,7 @@ def load_settings(
         state_dir=_absolute(variables.get("OCTOBOOT_STATE_DIR", ".octoboot")),
         machines_dir=Path(variables.get("OCTOBOOT_MACHINES_DIR", "machines")).expanduser(),
         workers=_workers(variables.get("OCTOBOOT_WORKERS")),
+        health_tasks=_health_tasks(variables.get("OCTOBOOT_HEALTH_TASKS", "shared")),
         pfx_secret=Secret(password) if password else None,
         variables=MappingProxyType(variables),
     )
@@ -250,6 +254,15 @@ def _workers(value: str | None) -> int:
     if workers < 1:
         raise ConfigError(f"OCTOBOOT_WORKERS must be a whole number of at least 1, got {value!r}")
     return workers
+
+
+HEALTH_TASKS = ("shared", "per-machine")
+
+
+def _health_tasks(value: str) -> str:
+    if value not in HEALTH_TASKS:
+        raise ConfigError(f"OCTOBOOT_HEALTH_TASKS must be shared or per-machine, not {value!r}")
+    return value
 
 
 def _http_url(value: str, where: str) -> str:

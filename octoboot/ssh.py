@@ -13,6 +13,9 @@ skipped (paramiko skips it, which would silently trust whatever key that host sh
 from __future__ import annotations
 
 import contextlib
+import copy
+import re
+import select
 import socket
 import threading
 import time
@@ -58,9 +61,17 @@ class BufferedStdinRemote(Remote):
       so a command's output of any size costs bounded memory;
     - the command's stdin is never closed from here after its input: on the host, the end of
       stdin means the session is over and ends the command (tentacle.supervised), so it is
-      sent only to stop a command (end_commands) or comes with the connection's end."""
+      sent only to stop a command (end_commands) or comes with the connection's end.;
+    - no thread of its own: Invoke starts three per command (stdout, stderr, the timeout's
+      Timer), each of which, with a hundred machines at work, waits its turn for the GIL
+      to start and to end. The thread that runs the command reads both streams as they
+      come (paramiko signals either on one pipe) and checks the timeout itself. Only a
+      command given stdin, a pty or output to show (not octoboot's) gets Invoke's threads.
+      The controller's CPU is what a wide run waits for (docs/performance.md)."""
 
     read_chunk_size = 65536
+    _expires: float | None = None
+    _timed_out = False
 
     def start(self, command: str, shell: str, env: dict[str, Any], timeout: Any = None) -> None:
         super().start(command, shell, env, timeout)
@@ -95,10 +106,70 @@ class BufferedStdinRemote(Remote):
         if self.watchers:
             super().respond(buffer_)
 
+    def start_timer(self, timeout: float | None) -> None:
+        self._expires = None if timeout is None else time.monotonic() + timeout
+        self._timed_out = False
+
+    @property
+    def timed_out(self) -> bool:
+        return self._timed_out
+
+    def _expired(self) -> bool:
+        """Kill the command if its time is up (closing the channel, as Invoke's Timer)."""
+        if self._expires is not None and time.monotonic() >= self._expires:
+            self._timed_out = True
+            self.kill()
+        return self._timed_out
+
+    def _wake_in(self) -> float:
+        left = 0.5 if self._expires is None else self._expires - time.monotonic()
+        return max(0.0, min(0.5, left))
+
+    def create_io_threads(self) -> tuple[dict, list[str], list[str]]:
+        hide = self.opts["hide"] or ()
+        quiet = all(
+            isinstance(self.streams[key], OutputSink) or name in hide
+            for key, name in (("out", "stdout"), ("err", "stderr"))
+        )
+        if self.streams["in"] or self.using_pty or self.watchers or not quiet:
+            return super().create_io_threads()
+        return {}, [], []  # wait() reads the output itself
+
     def wait(self) -> None:
+        if not self.threads:
+            self._read_output()
         # paramiko sets status_event when the exit status arrives or the channel closes.
-        while not (self.process_is_finished or self.has_dead_threads):
-            self.channel.status_event.wait(0.5)
+        while not (self.process_is_finished or self.has_dead_threads or self._expired()):
+            self.channel.status_event.wait(self._wake_in())
+
+    def _read_output(self) -> None:
+        """Both streams into their sinks (or buffers) as they come, until the command's
+        end of output (or the channel's end, or the timeout)."""
+        channel = self.channel
+        streams = (
+            (channel.recv_ready, channel.recv, self.streams["out"], self.stdout),
+            (channel.recv_stderr_ready, channel.recv_stderr, self.streams["err"], self.stderr),
+        )
+        # A pipe that paramiko makes readable when either stream has data or ends.
+        ready = select.poll()
+        ready.register(channel.fileno(), select.POLLIN)
+        try:
+            while True:
+                ended = channel.eof_received or channel.closed
+                for has_data, read, output, buffer_ in streams:
+                    while has_data():
+                        data = read(self.read_chunk_size)
+                        if isinstance(output, OutputSink):
+                            output.feed(data)
+                        else:
+                            buffer_.append(self.decode(data))
+                if ended or self._expired():
+                    return
+                ready.poll(self._wake_in() * 1000)
+        finally:
+            for _, _, output, _ in streams:
+                if isinstance(output, OutputSink):
+                    output.close()
 
     def read_our_stdin(self, input_: IO) -> str | None:
         if isatty(input_):
@@ -129,6 +200,50 @@ def end_commands(connections: Iterable[Connection], within: float) -> None:
     deadline = time.monotonic() + within
     for channel in channels:
         channel.status_event.wait(max(0.0, deadline - time.monotonic()))
+
+
+_GLOB = re.compile(r"[*?\[!]")
+
+
+class SSHConfig(paramiko.SSHConfig):
+    """paramiko's ssh_config, without its cost per Host block. paramiko takes every lookup
+    through every block, asking the OS for the local user name (a passwd lookup when $USER is
+    unset) and running fnmatch at each, so the N lookups of a run over an ssh_config of N
+    `Host` blocks (one per machine, as generated ones are) cost N² of each: 1.4 s of the
+    controller's CPU before the first connection at 300 machines. Same answers: a lookup
+    sees only the blocks that can match the host (those naming it, and those with wildcards
+    or `Match`), in their order; a block with no `Match` does not match by Match, and a name
+    without wildcards matches only itself. With CanonicalizeHostname (a second pass under
+    another name) every lookup sees every block, as paramiko's."""
+
+    def parse(self, file_obj: IO[str]) -> None:
+        super().parse(file_obj)
+        self._named: dict[str, list[int]] = {}  # literal host name -> its blocks
+        self._open: list[int] = []  # blocks with wildcards, negations or Match
+        for index, context in enumerate(self._config):
+            hosts = context.get("host")
+            if hosts and not any(_GLOB.search(h) for h in hosts):
+                for host in hosts:
+                    self._named.setdefault(host, []).append(index)
+            else:
+                self._open.append(index)
+        self._canonical = any("canonicalizehostname" in c["config"] for c in self._config)
+
+    def lookup(self, hostname: str) -> paramiko.SSHConfigDict:
+        if not hasattr(self, "_named") or self._canonical:  # not parsed: paramiko's own
+            return super().lookup(hostname)
+        view = copy.copy(self)
+        blocks = sorted(self._open + self._named.get(hostname, []))
+        view._config = [self._config[index] for index in blocks]
+        return paramiko.SSHConfig.lookup(view, hostname)
+
+    def _does_match(self, match_list: list, *args: object) -> object:
+        return match_list and super()._does_match(match_list, *args)
+
+    def _pattern_matches(self, patterns: list | str, target: str) -> bool:
+        if isinstance(patterns, list) and not any(_GLOB.search(p) for p in patterns):
+            return target in patterns
+        return super()._pattern_matches(patterns, target)
 
 
 class KnownHosts:
@@ -285,9 +400,7 @@ class Connector:
                 if path is None and USER_SSH_CONFIG.exists():
                     path = USER_SSH_CONFIG
                 try:
-                    ssh_config = (
-                        paramiko.SSHConfig.from_path(str(path)) if path else paramiko.SSHConfig()
-                    )
+                    ssh_config = SSHConfig.from_path(str(path)) if path else SSHConfig()
                 except OSError as exc:
                     raise ConfigError(f"cannot read the ssh_config file {path}: {exc}") from None
                 config = Config(ssh_config=ssh_config)

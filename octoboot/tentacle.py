@@ -478,11 +478,15 @@ def service_command(
     flags = {"install": ["--install", "--start"], "restart": ["--restart"], "start": ["--start"]}
     unit = shlex.quote(unit_name(instance))
     tries = max(1, int(wait_seconds / 0.2))
+    # A listening Tentacle: LISTEN sockets on the port, from /proc (no ss/netstat needed):
+    # "...:<PORT hex> ... 0A"; looked at first: it is what is missing while the service
+    # starts, and a grep costs the host less than a systemctl (the sandbox's is a Python
+    # program).
     ready = f"systemctl is-active --quiet {unit}"
     what = "become active"
     if port is not None:
-        # LISTEN sockets on the port, from /proc (no ss/netstat needed): "...:<PORT hex> ... 0A"
-        ready += f" && grep -q ':{port:04X} [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6"
+        listening = f"grep -q ':{port:04X} [0-9A-F]*:0000 0A' /proc/net/tcp /proc/net/tcp6"
+        ready = f"{listening} && {ready}"
         what = f"start listening on port {port}"
     return (
         f"{_tentacle('service', '--instance', instance, *flags[action])} || exit $?; "

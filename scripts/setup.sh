@@ -32,3 +32,8 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+# Bytecode for the project's own modules, as pip writes it for installed packages: where
+# PYTHONDONTWRITEBYTECODE is set (containers, some CI), Python would compile every module
+# of octoboot again at every start of `inv`, before the first connection
+# (docs/performance.md). A module edited since is compiled afresh in memory, as usual.
+.venv/bin/python -m compileall -q octoboot tasks.py

@@ -8,6 +8,12 @@ extracting it into /opt/octopus gives /opt/octopus/tentacle/Tentacle. Ours holds
     tentacle/configure-tentacle.sh  placeholder for the real interactive wizard
     tentacle/lib/tentacle_standin/  the stand-in, copied from octoboot/sandbox/tentacle_standin
     tentacle/lib/octoboot/          __init__, errors, certificates, copied from this tree
+    tentacle/lib/*/__pycache__/     their bytecode for the hosts' Python
+
+Every Tentacle command is a new Python process on the host, and an unpacked archive has no
+bytecode cache (nor gets one where PYTHONDONTWRITEBYTECODE is set): the bytecode is packed
+with the sources, as pip does for what it installs, in hash-based form that the source's
+time cannot invalidate (PEP 552, unchecked: the archive's sources never change).
 
 The archive is deterministic (sorted entries, fixed owners and times, gzip mtime 0), so the same
 inputs always give the same bytes and the same checksum.
@@ -18,9 +24,11 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import py_compile
 import shlex
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 import octoboot
@@ -29,7 +37,7 @@ from octoboot.sandbox import tentacle_standin
 DEFAULT_TENTACLE_VERSION = "8.3.2977"
 _MTIME = 1_704_067_200  # 2024-01-01: fixed, and recent enough that tar does not complain
 _SHARED_MODULES = ("__init__.py", "errors.py", "certificates.py")
-_SYSTEMCTL_STANDIN = Path(__file__).with_name("systemctl_standin.py")
+_PROJECT_DIR = Path(__file__).resolve().parents[2]  # where `octoboot` is imported from
 
 _LAUNCHER = """#!/bin/sh
 # Octopus Tentacle stand-in (octoboot sandbox): the Python package in lib/ plays the Tentacle.
@@ -58,11 +66,20 @@ def _files(python: str, version: str) -> dict[str, tuple[bytes, int]]:
         "tentacle/configure-tentacle.sh": (_CONFIGURE_PLACEHOLDER.encode(), 0o755),
     }
     shared = Path(octoboot.__file__).parent
-    for name in _SHARED_MODULES:
-        files[f"tentacle/lib/octoboot/{name}"] = ((shared / name).read_bytes(), 0o644)
     package = Path(tentacle_standin.__file__).parent
-    for module in package.glob("*.py"):
-        files[f"tentacle/lib/tentacle_standin/{module.name}"] = (module.read_bytes(), 0o644)
+    modules = [("octoboot", shared / name) for name in _SHARED_MODULES]
+    modules += [("tentacle_standin", module) for module in sorted(package.glob("*.py"))]
+    tag = sys.implementation.cache_tag
+    with tempfile.TemporaryDirectory() as tmp:
+        for folder, module in modules:
+            files[f"tentacle/lib/{folder}/{module.name}"] = (module.read_bytes(), 0o644)
+            compiled = Path(tmp) / f"{folder}.{module.stem}.pyc"
+            py_compile.compile(
+                str(module), cfile=str(compiled), doraise=True,
+                invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+            )  # fmt: skip
+            name = f"tentacle/lib/{folder}/__pycache__/{module.stem}.{tag}.pyc"
+            files[name] = (compiled.read_bytes(), 0o644)
     return files
 
 
@@ -104,11 +121,13 @@ def build_tentacle_archive(
 
 
 def write_systemctl_launcher(path: Path, *, python: str = sys.executable) -> None:
-    """An executable `systemctl` that runs the systemctl stand-in with the given interpreter."""
+    """An executable `systemctl` that runs the systemctl stand-in with the given interpreter,
+    as a module: a script is compiled at every run, a module's bytecode is kept."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         "#!/bin/sh\n# systemctl stand-in (octoboot sandbox)\n"
-        f'exec {shlex.quote(python)} {shlex.quote(str(_SYSTEMCTL_STANDIN))} "$@"\n',
+        f"PYTHONPATH={shlex.quote(str(_PROJECT_DIR))} "
+        f'exec {shlex.quote(python)} -m octoboot.sandbox.systemctl_standin "$@"\n',
         encoding="utf-8",
     )
     path.chmod(0o755)

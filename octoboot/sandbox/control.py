@@ -96,7 +96,7 @@ class Sandbox:
 
     def hosts(self) -> list[Host]:
         state = self.state()
-        return [self._host(h, net.Slot(state["slot"])) for h in state["hosts"]]
+        return [self._host(h) for h in state["hosts"]]
 
     def host(self, name: str) -> Host:
         for host in self.hosts():
@@ -106,7 +106,7 @@ class Sandbox:
         raise SandboxError(f"no sandbox host {name!r} (hosts: {known})")
 
     def endpoints(self) -> Endpoints:
-        slot = net.Slot(self.state()["slot"])
+        slot = self._slot()
         return Endpoints(
             octopus_url=f"http://{slot.octopus_address}:{OCTOPUS_PORT}",
             package_url=f"http://{slot.octopus_address}:{PACKAGE_PORT}",
@@ -178,11 +178,12 @@ class Sandbox:
         self.root.chmod(0o700)
         _create_mount_points()
         with net.slot_lock():
-            slot = net.free_slot()
+            slot = net.free_slot(wide=hosts > net.HOSTS_PER_SLOT)
             # Record the slot before making anything, so `down` can clean up a half start.
             self._save(
                 {
                     "slot": slot.number,
+                    "wide": slot.wide,
                     "hosts": [],
                     "servers": {},
                     "settings": settings.to_json(),
@@ -236,7 +237,7 @@ class Sandbox:
             processes.Recorded.from_json(h["process"]) for h in state["hosts"] if h.get("process")
         ]
         servers = [processes.Recorded.from_json(p) for p in state["servers"].values()]
-        slot = net.Slot(state["slot"])
+        slot = self._slot(state)
         processes.terminate(hosts, first=signal.SIGKILL)
         processes.terminate(servers)
         _wait_until_gone(net.namespaces(slot.prefix))
@@ -398,11 +399,15 @@ class Sandbox:
         return {**host.faults(), "blackhole": blackhole}
 
     def _controller_address(self) -> str:
-        return net.Slot(self.state()["slot"]).controller_address
+        return self._slot().controller_address
 
     # --- internals ----------------------------------------------------------------------
 
-    def _host(self, entry: dict, slot: net.Slot) -> Host:
+    def _slot(self, state: dict | None = None) -> net.Slot:
+        state = state or self.state()
+        return net.Slot(state["slot"], wide=state.get("wide", False))
+
+    def _host(self, entry: dict) -> Host:
         return Host(
             name=entry["name"],
             index=entry["index"],
@@ -481,7 +486,7 @@ class Sandbox:
 
     def start_octopus(self) -> None:
         if "octopus" not in self.state()["servers"]:
-            self._start_server("octopus", net.Slot(self.state()["slot"]))
+            self._start_server("octopus", self._slot())
 
     def change_settings(self, **changes: Any) -> StandInSettings:
         """Make the stand-ins more or less real (StandInSettings' fields); the Octopus

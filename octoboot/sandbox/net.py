@@ -2,10 +2,13 @@
 
 Each sandbox takes a *slot* k (1..250) and with it the names `ob<k>br` (bridge),
 `ob<k>-<host>` (namespaces), `ob<k>h<i>` (host ends of the veth pairs) and the subnet
-10.77.<k>.0/24: the controller is .1, the Octopus stand-in .2, hosts from .11. Everything
-is derived from the slot, so `down` can remove it all after a crash from the slot alone.
-Nothing here is reachable from outside this machine: the bridge has no uplink and no route
-leads out of the namespaces.
+10.77.<k>.0/24: the controller is .1, the Octopus stand-in .2, hosts from .11 to .250 (240).
+A *wide* sandbox, for more hosts than that, takes two slots k and k+1 (k even) and their
+subnets together as 10.77.<k>.0/23: hosts 241 and on are 10.77.<k+1>.11 and up, and an
+empty bridge `ob<k+1>br` keeps slot k+1 taken for every checkout. Everything is derived
+from the slot, so `down` can remove it all after a crash from the slot alone. Nothing here
+is reachable from outside this machine: the bridge has no uplink and no route leads out of
+the namespaces.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from octoboot.errors import SandboxError
 
 SUBNET_BASE = "10.77"
 FIRST_HOST_OCTET = 11
-MAX_HOSTS = 240
+HOSTS_PER_SLOT = 240
+MAX_HOSTS = 2 * HOSTS_PER_SLOT  # a wide sandbox
 _SLOT_LOCK = Path("/run/octoboot-sandbox-slots.lock")
 _NAMED_NAMESPACES = Path("/run/netns")  # where `ip netns add` keeps them
 
@@ -32,10 +36,24 @@ _NAMED_NAMESPACES = Path("/run/netns")  # where `ip netns add` keeps them
 @dataclass(frozen=True)
 class Slot:
     number: int
+    wide: bool = False  # with slot number + 1: up to MAX_HOSTS hosts
 
     @property
     def bridge(self) -> str:
         return f"ob{self.number}br"
+
+    @property
+    def reserved_bridge(self) -> str | None:
+        """The empty bridge that keeps a wide sandbox's second slot taken."""
+        return f"ob{self.number + 1}br" if self.wide else None
+
+    @property
+    def prefix_length(self) -> int:
+        return 23 if self.wide else 24
+
+    @property
+    def max_hosts(self) -> int:
+        return MAX_HOSTS if self.wide else HOSTS_PER_SLOT
 
     @property
     def controller_address(self) -> str:
@@ -53,9 +71,10 @@ class Slot:
         return f"{self.prefix}{host}"
 
     def host_address(self, index: int) -> str:
-        if not 1 <= index <= MAX_HOSTS:
-            raise SandboxError(f"a sandbox holds 1 to {MAX_HOSTS} hosts, not {index}")
-        return f"{SUBNET_BASE}.{self.number}.{FIRST_HOST_OCTET + index - 1}"
+        if not 1 <= index <= self.max_hosts:
+            raise SandboxError(f"a sandbox holds 1 to {self.max_hosts} hosts, not {index}")
+        third, place = divmod(index - 1, HOSTS_PER_SLOT)
+        return f"{SUBNET_BASE}.{self.number + third}.{FIRST_HOST_OCTET + place}"
 
     def veth(self, index: int) -> str:
         return f"ob{self.number}h{index}"
@@ -86,19 +105,22 @@ def slots_in_use() -> set[int]:
     return {n for n in range(1, 251) if Slot(n).bridge in bridges}
 
 
-def free_slot() -> Slot:
-    """The lowest slot with no bridge yet; call under slot_lock() and create the bridge."""
+def free_slot(wide: bool = False) -> Slot:
+    """The lowest slot with no bridge yet (wide: an even one whose next is free too); call
+    under slot_lock() and create the bridge."""
     used = slots_in_use()
-    for number in range(1, 251):
-        if number not in used:
-            return Slot(number)
+    for number in range(2, 250, 2) if wide else range(1, 251):
+        if number not in used and not (wide and number + 1 in used):
+            return Slot(number, wide)
     raise SandboxError("no free sandbox slot: run `inv sandbox.down` in other checkouts")
 
 
 def create_bridge(slot: Slot) -> None:
     ip("link", "add", slot.bridge, "type", "bridge")
-    ip("addr", "add", f"{slot.controller_address}/24", "dev", slot.bridge)
+    ip("addr", "add", f"{slot.controller_address}/{slot.prefix_length}", "dev", slot.bridge)
     ip("link", "set", slot.bridge, "up")
+    if slot.reserved_bridge:
+        ip("link", "add", slot.reserved_bridge, "type", "bridge")
 
 
 def create_namespaces(slot: Slot, members: Sequence[tuple[str, int, str]]) -> None:
@@ -114,7 +136,8 @@ def create_namespaces(slot: Slot, members: Sequence[tuple[str, int, str]]) -> No
     ip("-batch", "-", stdin="\n".join(root) + "\n")
     for ns, _, address in members:
         ipaddress.ip_address(address)
-        batch = f"addr add {address}/24 dev eth0\nlink set eth0 up\nlink set lo up\n"
+        up = "link set eth0 up\nlink set lo up\n"
+        batch = f"addr add {address}/{slot.prefix_length} dev eth0\n{up}"
         ip("-netns", ns, "-batch", "-", stdin=batch)
 
 
@@ -158,7 +181,8 @@ def remove_slot(slot: Slot) -> None:
             ip("netns", "delete", ns)
         links = [line.split(":")[1].strip().split("@")[0] for line in ip("-o", "link").splitlines()]
         veths = [name for name in links if name.startswith(f"ob{slot.number}h")]
-        for name in [*veths, *([slot.bridge] if slot.bridge in links else [])]:
+        bridges = [b for b in (slot.bridge, slot.reserved_bridge) if b and b in links]
+        for name in [*veths, *bridges]:
             try:
                 ip("link", "delete", name)
             except SandboxError as exc:

@@ -17,16 +17,20 @@ environment, so a service finds the same overrides as the command that started i
 
 from __future__ import annotations
 
-import configparser
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import configparser
+
 import contextlib
-import datetime as dt
 import os
-import shlex
-import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
+
+# Only os and sys for every call, and paths as strings (pathlib imports half the standard
+# library): the probe and a service's start run `is-active` and `is-enabled` several times
+# per machine, each a new Python process, and two thirds of their CPU went to imports.
+# configparser, subprocess, shlex, signal and datetime come with the verbs that use them.
 
 STOP_TIMEOUT_SECONDS = 10.0
 _POLL_SECONDS = 0.05
@@ -42,33 +46,41 @@ EXIT_NO_SUCH_UNIT = 4
 EXIT_NOT_LOADED = 5
 
 
-def units_dir() -> Path:
-    return Path(os.environ.get("OCTOBOOT_SANDBOX_SYSTEMD_DIR") or "/etc/systemd/system")
+def units_dir() -> str:
+    return os.environ.get("OCTOBOOT_SANDBOX_SYSTEMD_DIR") or "/etc/systemd/system"
 
 
-def state_dir() -> Path:
-    return Path(os.environ.get("OCTOBOOT_SANDBOX_HOST_DIR") or "/run/octoboot-sandbox") / "units"
+def state_dir() -> str:
+    return os.path.join(
+        os.environ.get("OCTOBOOT_SANDBOX_HOST_DIR") or "/run/octoboot-sandbox", "units"
+    )
 
 
 def unit_name(name: str) -> str:
     return name if "." in name else f"{name}.service"
 
 
-def pid_file(unit: str) -> Path:
-    return state_dir() / f"{unit}.pid"
+def pid_file(unit: str) -> str:
+    return os.path.join(state_dir(), f"{unit}.pid")
 
 
-def _unit_file(unit: str) -> Path:
-    return units_dir() / unit
+def _unit_file(unit: str) -> str:
+    return os.path.join(units_dir(), unit)
 
 
-class _UnitParser(configparser.ConfigParser):
-    def optionxform(self, optionstr: str) -> str:
-        return optionstr  # keys keep their case (ExecStart, WantedBy)
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as file:
+        return file.read()
 
 
 def _read_unit(unit: str) -> configparser.ConfigParser:
-    parser = _UnitParser(interpolation=None, strict=False, delimiters=("=",))
+    import configparser  # only the verbs that read units pay for it
+
+    class UnitParser(configparser.ConfigParser):
+        def optionxform(self, optionstr: str) -> str:
+            return optionstr  # keys keep their case (ExecStart, WantedBy)
+
+    parser = UnitParser(interpolation=None, strict=False, delimiters=("=",))
     parser.read(_unit_file(unit), encoding="utf-8")
     return parser
 
@@ -76,7 +88,7 @@ def _read_unit(unit: str) -> configparser.ConfigParser:
 def _alive(pid: int) -> bool:
     """Running and not a zombie (a zombie's parent may never reap it in a sandbox namespace)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = _read(f"/proc/{pid}/stat")
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
@@ -85,7 +97,7 @@ def _alive(pid: int) -> bool:
 def main_pid(unit: str) -> int | None:
     """The PID of the unit's running process, if it runs."""
     try:
-        pid = int(pid_file(unit).read_text().strip())
+        pid = int(_read(pid_file(unit)).strip())
     except (OSError, ValueError):
         return None
     return pid if _alive(pid) else None
@@ -94,23 +106,31 @@ def main_pid(unit: str) -> int | None:
 def _state(unit: str) -> str:
     if main_pid(unit):
         return "active"
-    return "failed" if pid_file(unit).exists() else "inactive"
+    return "failed" if os.path.exists(pid_file(unit)) else "inactive"
 
 
-def _wants_links(unit: str) -> list[Path]:
-    return sorted(units_dir().glob(f"*.wants/{unit}"))
+def _wants_links(unit: str) -> list[str]:
+    """The unit's links in every `<target>.wants/` folder."""
+    try:
+        wants = [e.path for e in os.scandir(units_dir()) if e.name.endswith(".wants")]
+    except OSError:
+        return []
+    return sorted(link for w in wants if os.path.islink(link := os.path.join(w, unit)))
 
 
 def start(unit: str) -> int:
+    import shlex
+    import subprocess
+
     if main_pid(unit):
         return 0
-    if not _unit_file(unit).is_file():
+    if not os.path.isfile(_unit_file(unit)):
         print(f"Failed to start {unit}: Unit {unit} not found.", file=sys.stderr)
         return EXIT_NOT_LOADED
     command = shlex.split(_read_unit(unit).get("Service", "ExecStart", fallback=""))
     environment = {k: v for k, v in os.environ.items() if k in _PASSED_ENVIRONMENT}
-    state_dir().mkdir(parents=True, exist_ok=True)
-    with open(state_dir() / f"{unit}.log", "ab") as log:
+    os.makedirs(state_dir(), exist_ok=True)
+    with open(os.path.join(state_dir(), f"{unit}.log"), "ab") as log:
         try:
             process = subprocess.Popen(
                 command,
@@ -124,17 +144,20 @@ def start(unit: str) -> int:
         except OSError as exc:
             print(f"Job for {unit} failed: {exc}", file=sys.stderr)
             return 1
-    pid_file(unit).write_text(f"{process.pid}\n")
+    with open(pid_file(unit), "w", encoding="utf-8") as file:
+        file.write(f"{process.pid}\n")
     return 0
 
 
 def stop(unit: str) -> int:
+    import signal
+
     pid = main_pid(unit)
     if pid is None:
-        if not _unit_file(unit).is_file() and not pid_file(unit).exists():
+        if not os.path.isfile(_unit_file(unit)) and not os.path.exists(pid_file(unit)):
             print(f"Failed to stop {unit}: Unit {unit} not loaded.", file=sys.stderr)
             return EXIT_NOT_LOADED
-        pid_file(unit).unlink(missing_ok=True)
+        _remove(pid_file(unit))
         return 0
     _signal_group(pid, signal.SIGTERM)
     # systemd follows the kill signal with SIGCONT, so a stopped (SIGSTOP) process can act
@@ -147,8 +170,13 @@ def stop(unit: str) -> int:
         _signal_group(pid, signal.SIGKILL)
         while _alive(pid):
             time.sleep(_POLL_SECONDS)
-    pid_file(unit).unlink(missing_ok=True)
+    _remove(pid_file(unit))
     return 0
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _signal_group(pid: int, signum: int) -> None:
@@ -158,26 +186,26 @@ def _signal_group(pid: int, signum: int) -> None:
 
 
 def enable(unit: str) -> int:
-    if not _unit_file(unit).is_file():
+    if not os.path.isfile(_unit_file(unit)):
         print(f"Failed to enable unit: Unit file {unit} does not exist.", file=sys.stderr)
         return 1
     targets = _read_unit(unit).get("Install", "WantedBy", fallback="multi-user.target").split()
     for target in targets:
-        link = units_dir() / f"{target}.wants" / unit
-        if not link.is_symlink():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(_unit_file(unit))
+        link = os.path.join(units_dir(), f"{target}.wants", unit)
+        if not os.path.islink(link):
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(_unit_file(unit), link)
             print(f"Created symlink {link} \u2192 {_unit_file(unit)}.", file=sys.stderr)
     return 0
 
 
 def disable(unit: str) -> int:
     links = _wants_links(unit)
-    if not links and not _unit_file(unit).is_file():
+    if not links and not os.path.isfile(_unit_file(unit)):
         print(f"Failed to disable unit: Unit file {unit} does not exist.", file=sys.stderr)
         return 1
     for link in links:
-        link.unlink()
+        os.unlink(link)
         print(f'Removed "{link}".', file=sys.stderr)
     return 0
 
@@ -190,7 +218,7 @@ def is_active(unit: str, quiet: bool) -> int:
 
 
 def is_enabled(unit: str, quiet: bool) -> int:
-    if not _unit_file(unit).is_file():
+    if not os.path.isfile(_unit_file(unit)):
         print(
             f"Failed to get unit file state for {unit}: No such file or directory", file=sys.stderr
         )
@@ -202,7 +230,7 @@ def is_enabled(unit: str, quiet: bool) -> int:
 
 
 def status(unit: str) -> int:
-    if not _unit_file(unit).is_file() and not pid_file(unit).exists():
+    if not os.path.isfile(_unit_file(unit)) and not os.path.exists(pid_file(unit)):
         print(f"Unit {unit} could not be found.", file=sys.stderr)
         return EXIT_NO_SUCH_UNIT
     description = _read_unit(unit).get("Unit", "Description", fallback=unit)
@@ -211,7 +239,9 @@ def status(unit: str) -> int:
     print(f"     Loaded: loaded ({_unit_file(unit)}; {enabled}; vendor preset: enabled)")
     pid, state = main_pid(unit), _state(unit)
     if pid:
-        since = dt.datetime.fromtimestamp(pid_file(unit).stat().st_mtime).strftime("%c")
+        import datetime as dt
+
+        since = dt.datetime.fromtimestamp(os.stat(pid_file(unit)).st_mtime).strftime("%c")
         print(f"     Active: active (running) since {since}")
         print(f"   Main PID: {pid}")
         return 0
@@ -232,7 +262,8 @@ def main(argv: list[str]) -> int:
         return 0
     if verb == "default":
         # What booting does: start every unit the default target wants (host_init.sh).
-        wanted = sorted({link.name for link in units_dir().glob("multi-user.target.wants/*")})
+        target = os.path.join(units_dir(), "multi-user.target.wants")
+        wanted = sorted(os.listdir(target)) if os.path.isdir(target) else []
         return max((start(unit) for unit in wanted), default=0)
     per_unit = {
         "start": start,

@@ -4,6 +4,7 @@ folders and processes; they can be stopped, started and rebuilt; down removes al
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -184,3 +185,43 @@ def test_down_returns_only_when_every_host_process_is_gone(sandbox_factory):
     finally:
         slow.kill()
         slow.wait()
+
+
+def test_a_wide_slot_joins_both_halves_and_keeps_its_second_slot_taken():
+    with net.slot_lock():
+        slot = net.free_slot(wide=True)
+        net.create_bridge(slot)
+    server = None
+    try:
+        assert {slot.number, slot.number + 1} <= net.slots_in_use()
+        with net.slot_lock():
+            assert net.free_slot().number not in (slot.number, slot.number + 1)
+        near, far = slot.namespace("near"), slot.namespace("far")
+        net.create_namespaces(
+            slot, [(near, 1, slot.host_address(1)), (far, 241, slot.host_address(241))]
+        )
+        address = slot.host_address(241)  # in the second slot's 24
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", far, sys.executable, "-m", "http.server", "8000",
+             "--bind", address],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:  # the controller reaches it, once it listens
+            try:
+                socket.create_connection((address, 8000), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"{address}:8000 never answered"
+                time.sleep(0.05)
+        reach = f"import socket; socket.create_connection(({address!r}, 8000), timeout=5)"
+        # and so does a host in the first slot's 24, on the same link
+        subprocess.run(["ip", "netns", "exec", near, sys.executable, "-c", reach], check=True)
+    finally:
+        if server:
+            server.kill()
+            server.wait()
+        net.remove_slot(slot)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert f"{slot.bridge}:" not in links and f"{slot.reserved_bridge}:" not in links
+    assert net.namespaces(slot.prefix) == []

@@ -4,6 +4,7 @@ changes update records in place, deregister, dry run, exec and retry of failures
 import os
 import re
 import secrets
+import threading
 from pathlib import Path
 
 import pytest
@@ -168,19 +169,51 @@ def test_deregister_of_an_unreachable_host_still_removes_the_record(
 
 
 def test_exec_runs_one_command_everywhere(bootstrapped, settings):
+    lines: list[str] = []
     report = jobs.exec_command(
-        ALL, quiet(), settings, command="systemctl is-active Tentacle; hostname"
+        ALL,
+        jobs.RunOptions(parallel=True, console=lines.append),
+        settings,
+        command="systemctl is-active Tentacle; hostname; echo note >&2",
     )
     rows = by_name(report)
     assert report.exit_code == EXIT_OK
+    shown = "\n".join(lines).splitlines()
     for name in ("sbx01", "sbx02", "sbx03"):
         assert rows[name].state == State.OK
         assert rows[name].facts["stdout"] == f"active\n{name}\n"
-        assert rows[name].reason == name
+        # Each line of output under the machine's name, as parallel-ssh -P and pyinfra show
+        # it, before the machine's one summary line; the row says how it ended, not what
+        # it printed.
+        summary = next(
+            i
+            for i, line in enumerate(shown)
+            if line.startswith(f"[{rows[name].job_id}] {name}: ok (")
+        )
+        mine = [line for line in shown[:summary] if line.startswith(name)]
+        assert [line for line in mine if not line.startswith(f"{name} stderr")] == [
+            f"{name}: active",
+            f"{name}: {name}",
+        ]
+        assert f"{name} stderr: note" in mine
+        assert shown[summary].endswith(")") and rows[name].reason == ""
     failing = jobs.exec_command(ALL, quiet(), settings, command="test $(hostname) != sbx02")
     assert failing.exit_code == EXIT_FAILED
     assert by_name(failing)["sbx02"].state == State.FAILED
     assert by_name(failing)["sbx01"].state == State.OK
+
+
+def test_a_command_costs_no_thread_of_its_own(bootstrapped, settings, monkeypatch):
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda t: started.append(t) or start(t))
+    report = jobs.exec_command(ALL, quiet(), settings, command="echo out; echo err >&2")
+    assert report.exit_code == EXIT_OK
+    for row in report.results:
+        assert (row.facts["stdout"], row.facts["stderr"]) == ("out\n", "err\n")
+    # Per machine: its worker, paramiko's transport and its handshake timer; not also
+    # Invoke's stdout, stderr and timeout threads for the command.
+    assert len(started) <= 3 * len(report.results), [t.name for t in started]
 
 
 def test_retry_failed_runs_exactly_the_machines_that_failed(bootstrapped, sandbox, settings):
@@ -253,7 +286,7 @@ def test_exec_output_of_any_size_goes_whole_to_the_log_and_bounded_everywhere_el
     row = report.results[0]
     numbers = [str(n) for n in range(1, 400001)]
     size = sum(len(n) + 1 for n in numbers)  # 2.7 MB
-    assert row.state == State.OK and row.reason == "400000", row
+    assert row.state == State.OK and row.reason == "", row
     excerpt = row.facts["stdout"]
     assert len(excerpt) < 20_000 and f"{size} bytes" in excerpt
     assert row.facts["stdout_bytes"] == str(size) and row.facts["stderr"] == "done\n"
@@ -280,7 +313,6 @@ def test_exec_escapes_control_characters_from_hosts(bootstrapped, settings):
         (Path(report.run_dir) / "report.txt").read_text(),
     ):
         assert not any(c in text for c in "\x1b\x07\r"), text
-    assert row.reason == r"title\x1b]0;owned\x07 \x1b[2Jcleared back"
     assert r"\x1b[2Jcleared\x0dback" in "\n".join(lines)
     # the log and the JSON keep what the host said (JSON escapes it its own way)
     assert row.facts["stdout"] == "title\x1b]0;owned\x07 \x1b[2Jcleared\rback\n"
@@ -292,7 +324,7 @@ def test_a_command_that_reads_stdin_gets_end_of_input_at_once(bootstrapped, sett
         jobs.Selection(hosts=("sbx01",)), quiet(deadline=20), settings, command="cat; echo read-all"
     )
     row = report.results[0]
-    assert row.state == State.OK and row.reason == "read-all", row
+    assert row.state == State.OK and row.facts["stdout"] == "read-all\n", row
 
 
 def test_finished_machines_hold_no_file_descriptors(bootstrapped, settings):

@@ -96,7 +96,8 @@ def ids(n, first=1):
 
 def test_machines_asking_together_share_one_task_and_get_their_own_results():
     octopus = FakeOctopus(unhealthy={"Machines-4"})
-    coordinator = HealthCoordinator(octopus, gather_seconds=0.3)
+    # a window wide enough for six threads to ask on a busy machine
+    coordinator = HealthCoordinator(octopus, gather_seconds=1.0)
     try:
         results = check_all(coordinator, ids(6))
     finally:
@@ -147,6 +148,21 @@ def test_at_most_max_tasks_in_flight_and_latecomers_wait_together():
     assert octopus.peak_in_flight <= 2
     assert 3 <= len(octopus.tasks) <= 6  # not one per machine
     assert sorted(m for t in octopus.tasks.values() for m in t["ids"]) == sorted(ids(12))
+
+
+def test_per_machine_gives_each_machine_its_own_task_at_once():
+    # OCTOBOOT_HEALTH_TASKS=per-machine, octoboot's way before shared tasks: no gathering and
+    # no cap of its own (Octopus' task cap queues them).
+    octopus = FakeOctopus(seconds=0.3, unhealthy={"Machines-2"})
+    coordinator = HealthCoordinator(octopus, gather_seconds=5, max_tasks=2, per_machine=True)
+    try:
+        results = check_all(coordinator, ids(6))
+    finally:
+        coordinator.close()
+    assert sorted(tuple(t["ids"]) for t in octopus.tasks.values()) == [(m,) for m in ids(6)]
+    assert octopus.peak_in_flight > 2
+    assert not results.pop("Machines-2").healthy
+    assert all(r.healthy for r in results.values()), results
 
 
 def test_each_machine_keeps_its_own_deadline():

@@ -11,6 +11,7 @@ import pytest
 from octoboot import octopus
 from octoboot.errors import ConfigError
 from octoboot.octopus import (
+    NotOctopus,
     OctopusAuthError,
     OctopusClient,
     OctopusError,
@@ -256,13 +257,30 @@ def test_connect_finds_the_space_the_thumbprint_and_environments_across_pages():
     assert client.connect(["QA"]) == {"QA": "Environments-2"}
     assert client.server_thumbprint() == "AB" * 20
     paths = [r.url.path for r in sent.requests]
-    assert paths == ["/api", "/api/spaces/all",
+    assert paths == ["/api/spaces/all",
                      "/api/configuration/certificates/certificate-global",
                      "/api/Spaces-1/environments", "/api/Spaces-1/environments"]  # fmt: skip
-    assert sent.requests[3].url.params["name"] == "QA"
+    assert sent.requests[2].url.params["name"] == "QA"
     # looked up once per run
     client.environment_id("QA")
-    assert len(sent.requests) == 5
+    assert len(sent.requests) == 4
+
+
+def test_a_refused_key_is_told_from_a_server_that_is_not_octopus():
+    # The spaces are asked for first; when they are refused, the root document shows that
+    # this is Octopus, so the refusal is what to report.
+    def refusing(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/spaces/all":
+            return httpx.Response(401, json={"ErrorMessage": "You must be logged in"})
+        return route(request)
+
+    client, sent = client_for(refusing)
+    with pytest.raises(OctopusAuthError, match="refused the API key"):
+        client.connect(["QA"])
+    assert [r.url.path for r in sent.requests] == ["/api/spaces/all", "/api"]
+    page, _ = client_for(lambda request: httpx.Response(401, text="<html>log in</html>"))
+    with pytest.raises(NotOctopus, match="is not Octopus' API: GET /api answered 401"):
+        page.connect(["QA"])
 
 
 def test_a_space_or_environment_that_does_not_exist_is_one_line():
@@ -298,6 +316,7 @@ def test_paging_stops_at_an_empty_page_even_if_it_links_another():
     client.connect([])
     assert client.machines_named("web01") == []
     assert [r.url.path for r in sent.requests] == [
+        "/api/spaces/all",  # not found before spaces: the root document says so
         "/api",
         "/api/configuration/certificates/certificate-global",
         "/api/machines",

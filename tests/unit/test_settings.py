@@ -129,6 +129,13 @@ def test_every_key(tmp_path, monkeypatch):
     assert loaded.workers == 4
 
 
+def test_health_tasks_are_shared_unless_per_machine_is_asked_for(tmp_path):
+    assert settings(tmp_path, "").health_tasks == "shared"
+    assert settings(tmp_path, "OCTOBOOT_HEALTH_TASKS=per-machine\n").health_tasks == "per-machine"
+    with pytest.raises(ConfigError, match="OCTOBOOT_HEALTH_TASKS must be shared or per-machine"):
+        settings(tmp_path, "OCTOBOOT_HEALTH_TASKS=one\n")
+
+
 def test_process_environment_wins_over_dotenv(tmp_path):
     loaded = settings(
         tmp_path, "OCTOBOOT_WORKERS=4\nOCTOPUS_SPACE=FromFile\n", OCTOBOOT_WORKERS="9"

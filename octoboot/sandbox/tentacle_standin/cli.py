@@ -11,7 +11,6 @@ first argument, lower-cased, with leading `-` and `/` trimmed. Exit codes: 0 suc
 from __future__ import annotations
 
 import importlib
-import traceback
 
 from . import control, instances
 from .command import EXECUTABLE, INSTALL_DIR, Command, Invocation
@@ -131,6 +130,8 @@ def main(args: list[str]) -> int:
     except Exception as exc:
         log.error("=" * 79)
         log.error(f"{type(exc).__name__}: {exc}")
+        import traceback  # only here: it costs every call a tenth of its imports
+
         log.verbose(traceback.format_exc())
         return EXIT_GENERAL_EXCEPTION
 
