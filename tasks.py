@@ -112,6 +112,31 @@ class FleetTask(Task):
         )
 
 
+# Selection.from_flags' flags, in its order; RunOptions.from_flags', as each fleet task has
+# them (status and exec: no dry_run).
+_SELECTION_FLAGS = ("env", "host", "limit", "retry_failed")
+_OPTION_FLAGS = (
+    "parallel", "workers", "batch", "max_fail", "verbose", "deadline", "connect_timeout",
+    "accept_new_host_key", "dry_run",
+)  # fmt: skip
+
+
+def run_fleet(run: Callable[..., RunReport], flags: dict[str, Any], **own: Any) -> None:
+    """A fleet task's one library call: its shared flags (the task's locals()) as a
+    Selection and RunOptions, its own flags as they are; then the report and exit code."""
+    with user_errors():
+        output = report_format(flags["format"])
+        report = run(
+            Selection.from_flags(
+                flags["env"], flags["host"], flags["limit"], flags["retry_failed"]
+            ),
+            RunOptions.from_flags(**{name: flags[name] for name in _OPTION_FLAGS if name in flags}),
+            settings(),
+            **own,
+        )
+    print_report(report, output)
+
+
 REGISTRATION_HELP = {
     "take_over": "a record with this machine's name but another certificate is given this "
     "machine's certificate (instead of failing)",
@@ -128,20 +153,7 @@ def bootstrap(
     renamed_from=None,
 ):  # fmt: skip
     """Make machines ready Octopus targets: install, identity, register, start, health."""
-    with user_errors():
-        output = report_format(format)
-        report = jobs.bootstrap(
-            Selection.from_flags(env, host, limit, retry_failed),
-            RunOptions.from_flags(
-                parallel=parallel, workers=workers, batch=batch, max_fail=max_fail,
-                verbose=verbose, deadline=deadline, connect_timeout=connect_timeout,
-                accept_new_host_key=accept_new_host_key, dry_run=dry_run,
-            ),
-            settings(),
-            take_over=take_over,
-            renamed_from=renamed_from,
-        )  # fmt: skip
-    print_report(report, output)
+    run_fleet(jobs.bootstrap, locals(), take_over=take_over, renamed_from=renamed_from)
 
 
 @task(klass=FleetTask)
@@ -151,18 +163,7 @@ def install(
     connect_timeout=None, accept_new_host_key=False, dry_run=False,
 ):  # fmt: skip
     """Install or upgrade the Tentacle on machines, and nothing else."""
-    with user_errors():
-        output = report_format(format)
-        report = jobs.install(
-            Selection.from_flags(env, host, limit, retry_failed),
-            RunOptions.from_flags(
-                parallel=parallel, workers=workers, batch=batch, max_fail=max_fail,
-                verbose=verbose, deadline=deadline, connect_timeout=connect_timeout,
-                accept_new_host_key=accept_new_host_key, dry_run=dry_run,
-            ),
-            settings(),
-        )  # fmt: skip
-    print_report(report, output)
+    run_fleet(jobs.install, locals())
 
 
 @task(klass=FleetTask, help=REGISTRATION_HELP)
@@ -173,20 +174,7 @@ def register(
     renamed_from=None,
 ):  # fmt: skip
     """Identity, configure, register with Octopus, start and health-check installed machines."""
-    with user_errors():
-        output = report_format(format)
-        report = jobs.register(
-            Selection.from_flags(env, host, limit, retry_failed),
-            RunOptions.from_flags(
-                parallel=parallel, workers=workers, batch=batch, max_fail=max_fail,
-                verbose=verbose, deadline=deadline, connect_timeout=connect_timeout,
-                accept_new_host_key=accept_new_host_key, dry_run=dry_run,
-            ),
-            settings(),
-            take_over=take_over,
-            renamed_from=renamed_from,
-        )  # fmt: skip
-    print_report(report, output)
+    run_fleet(jobs.register, locals(), take_over=take_over, renamed_from=renamed_from)
 
 
 @task(
@@ -200,19 +188,7 @@ def status(
     connect_timeout=None, accept_new_host_key=False, health=False,
 ):  # fmt: skip
     """Show what hosts, the identity store and Octopus say per machine, and any drift (read-only)."""  # noqa: E501 (one line: inv --list shows the first)
-    with user_errors():
-        output = report_format(format)
-        report = machine_status(
-            Selection.from_flags(env, host, limit, retry_failed),
-            RunOptions.from_flags(
-                parallel=parallel, workers=workers, batch=batch, max_fail=max_fail,
-                verbose=verbose, deadline=deadline, connect_timeout=connect_timeout,
-                accept_new_host_key=accept_new_host_key,
-            ),
-            settings(),
-            health=health,
-        )  # fmt: skip
-    print_report(report, output)
+    run_fleet(machine_status, locals(), health=health)
 
 
 @task(
@@ -233,21 +209,13 @@ def deregister(
     forget_identity=False, record=None,
 ):  # fmt: skip
     """Remove machines from Octopus (and with --uninstall, their Tentacle service and instance)."""
-    with user_errors():
-        output = report_format(format)
-        report = jobs.deregister(
-            Selection.from_flags(env, host, limit, retry_failed),
-            RunOptions.from_flags(
-                parallel=parallel, workers=workers, batch=batch, max_fail=max_fail,
-                verbose=verbose, deadline=deadline, connect_timeout=connect_timeout,
-                accept_new_host_key=accept_new_host_key, dry_run=dry_run,
-            ),
-            settings(),
-            uninstall=uninstall,
-            forget_identity=forget_identity,
-            records=tuple(record or ()),
-        )  # fmt: skip
-    print_report(report, output)
+    run_fleet(
+        jobs.deregister,
+        locals(),
+        uninstall=uninstall,
+        forget_identity=forget_identity,
+        records=tuple(record or ()),
+    )
 
 
 @task(
@@ -264,20 +232,7 @@ def prune(
     only_unavailable=False,
 ):  # fmt: skip
     """Remove the records of an environment (or a workers file's pools) no inventory lists."""
-    with user_errors():
-        output = report_format(format)
-        report = prune_records(
-            Selection.from_flags(env, host, limit, retry_failed),
-            RunOptions.from_flags(
-                parallel=parallel, workers=workers, batch=batch, max_fail=max_fail,
-                verbose=verbose, deadline=deadline, connect_timeout=connect_timeout,
-                accept_new_host_key=accept_new_host_key, dry_run=dry_run,
-            ),
-            settings(),
-            older_than=older_than,
-            only_unavailable=only_unavailable,
-        )  # fmt: skip
-    print_report(report, output)
+    run_fleet(prune_records, locals(), older_than=older_than, only_unavailable=only_unavailable)
 
 
 @task(klass=FleetTask, help={"command": "the shell command to run (or give it after --)"})
@@ -292,19 +247,7 @@ def exec_(
     if command is None and "--" in sys.argv:
         # Words joined with spaces, as ssh does: `-- 'df -h | tail -1'` is a pipeline.
         command = " ".join(sys.argv[sys.argv.index("--") + 1 :])
-    with user_errors():
-        output = report_format(format)
-        report = jobs.exec_command(
-            Selection.from_flags(env, host, limit, retry_failed),
-            RunOptions.from_flags(
-                parallel=parallel, workers=workers, batch=batch, max_fail=max_fail,
-                verbose=verbose, deadline=deadline, connect_timeout=connect_timeout,
-                accept_new_host_key=accept_new_host_key,
-            ),
-            settings(),
-            command=command or "",
-        )  # fmt: skip
-    print_report(report, output)
+    run_fleet(jobs.exec_command, locals(), command=command or "")
 
 
 # --- sandbox ---------------------------------------------------------------------------
