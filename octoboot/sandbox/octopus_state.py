@@ -471,36 +471,24 @@ class OctopusState:
             errors.append(
                 f"TenantedDeploymentParticipation must be one of {', '.join(_PARTICIPATIONS)}."
             )
-        if errors:
-            raise ValidationError(*errors)
-        for other in self._doc["machines"]:
-            if other is not existing and same_name(other["Name"], name):
-                raise ValidationError(
-                    f"A machine named '{name}' already exists. Please choose a different name."
-                )
-
-        stored_endpoint = _stored_endpoint(endpoint, thumb, existing)
-        slug = body.get("Slug")
-        return {
-            "Id": existing["Id"] if existing else None,
-            "Name": name,
-            "Slug": slug if isinstance(slug, str) and slug else slugify(name),
-            "SpaceId": SPACE_ID,
-            "EnvironmentIds": env_ids,
-            "Roles": roles,
-            "TenantedDeploymentParticipation": participation,
-            "TenantIds": tenant_ids,
-            "TenantTags": tenant_tags,
-            "Thumbprint": thumb,
-            "Uri": stored_endpoint.get("Uri"),
-            "IsDisabled": bool(body.get("IsDisabled", False)),
-            "MachinePolicyId": policy_id,
-            **_server_set(existing),
-            "Endpoint": stored_endpoint,
-            "SkipInitialHealthCheck": bool(body.get("SkipInitialHealthCheck", False)),
-            "LastModifiedOn": iso(now()),
-            "LastModifiedBy": USER_NAME,
-        }
+        return self._record(
+            "machines",
+            body,
+            existing,
+            name,
+            endpoint,
+            thumb,
+            errors,
+            {
+                "EnvironmentIds": env_ids,
+                "Roles": roles,
+                "TenantedDeploymentParticipation": participation,
+                "TenantIds": tenant_ids,
+                "TenantTags": tenant_tags,
+                "MachinePolicyId": policy_id,
+                "SkipInitialHealthCheck": bool(body.get("SkipInitialHealthCheck", False)),
+            },
+        )
 
     def _worker_from(
         self,
@@ -526,12 +514,29 @@ class OctopusState:
         policy_id = body.get("MachinePolicyId") or next(p["Id"] for p in policies if p["IsDefault"])
         if not known(policies, policy_id):
             errors.append(f"The machine policy '{policy_id}' does not exist.")
+        fields = {"WorkerPoolIds": pool_ids, "MachinePolicyId": policy_id}
+        return self._record("workers", body, existing, name, endpoint, thumb, errors, fields)
+
+    def _record(
+        self,
+        collection: str,
+        body: Resource,
+        existing: Resource | None,
+        name: str,
+        endpoint: Resource,
+        thumb: str,
+        errors: list[str],
+        fields: Resource,
+    ) -> Resource:
+        """What every machine-based record (a target's, a worker's) has around its own
+        fields, once its body is checked (errors, then a name taken in its collection)."""
         if errors:
             raise ValidationError(*errors)
-        for other in self._doc["workers"]:
+        kind = "machine" if collection == "machines" else "worker"
+        for other in self._doc[collection]:
             if other is not existing and same_name(other["Name"], name):
                 raise ValidationError(
-                    f"A worker named '{name}' already exists. Please choose a different name."
+                    f"A {kind} named '{name}' already exists. Please choose a different name."
                 )
         stored_endpoint = _stored_endpoint(endpoint, thumb, existing)
         slug = body.get("Slug")
@@ -540,11 +545,10 @@ class OctopusState:
             "Name": name,
             "Slug": slug if isinstance(slug, str) and slug else slugify(name),
             "SpaceId": SPACE_ID,
-            "WorkerPoolIds": pool_ids,
+            **fields,
             "Thumbprint": thumb,
             "Uri": stored_endpoint.get("Uri"),
             "IsDisabled": bool(body.get("IsDisabled", False)),
-            "MachinePolicyId": policy_id,
             **_server_set(existing),
             "Endpoint": stored_endpoint,
             "LastModifiedOn": iso(now()),
