@@ -99,15 +99,19 @@ def append(fd: int, data: bytes) -> None:
 
 def check_writable(state_dir: Path) -> None:
     """Before a run: the state directory exists (made 0700 if not) and takes a write.
-    A read-only or full one is a ConfigError, one line."""
-    probe = state_dir / ".octoboot-write-check"
+    A read-only or full one is a ConfigError, one line. The probe file has a name of its
+    own, so two runs starting at once never remove each other's."""
+    where = f"the state directory {state_dir}"
     try:
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise StateWriteError(state_dir, exc) from None
-        write_atomic(probe, bytes(_CHECK_BYTES))
-        probe.unlink()
-    except StateWriteError as exc:
-        where = f"the state directory {state_dir}"
-        raise ConfigError(f"cannot write to {where}: {exc.reason}") from None
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, probe = tempfile.mkstemp(dir=state_dir, prefix=".octoboot-write-check.")
+    except OSError as exc:
+        raise ConfigError(f"cannot write to {where}: {describe(exc)}") from None
+    try:
+        append(fd, bytes(_CHECK_BYTES))
+        os.fsync(fd)
+    except OSError as exc:
+        raise ConfigError(f"cannot write to {where}: {describe(exc)}") from None
+    finally:
+        os.close(fd)
+        Path(probe).unlink(missing_ok=True)

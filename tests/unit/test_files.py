@@ -1,6 +1,7 @@
 import errno
 import os
 import stat
+import threading
 
 import pytest
 
@@ -89,4 +90,25 @@ def test_a_state_dir_that_cannot_be_written_is_one_config_error(tmp_path, monkey
         f"cannot write to the state directory {tmp_path}: No space left on device "
         "(free some space and run again)"
     )
+    assert os.listdir(tmp_path) == []
+
+
+def test_two_runs_checking_the_state_dir_at_once_do_not_collide(tmp_path):
+    # Two runs started together each probe the directory; a shared probe name let one
+    # remove the other's file mid-check (FileNotFoundError, a traceback from `inv`).
+    errors: list[BaseException] = []
+
+    def check_often() -> None:
+        try:
+            for _ in range(150):
+                check_writable(tmp_path)
+        except BaseException as exc:  # collected, so the main thread can assert on it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=check_often) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
     assert os.listdir(tmp_path) == []
