@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from octoboot import certificates
-from octoboot.sandbox.octopus_api import OctopusStandIn
+from octoboot.sandbox.octopus_api.server import OctopusStandIn
 from tests.sandbox.project import FAST
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from octoboot.sandbox.octopus_api import OctopusStandIn
-from octoboot.sandbox.octopus_state import DYNAMIC_POOL, STATIC_POOL
+from octoboot.sandbox.octopus_api.server import OctopusStandIn
+from octoboot.sandbox.octopus_api.state import DYNAMIC_POOL, STATIC_POOL
 from tests.sandbox import test_tentacle_standin_local as local
 from tests.sandbox.test_octopus_api import assert_error_body, wait_for_task
 

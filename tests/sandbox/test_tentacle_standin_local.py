@@ -33,7 +33,7 @@ from octoboot.sandbox.archive import (
     build_tentacle_archive,
     write_systemctl_launcher,
 )
-from octoboot.sandbox.octopus_api import OctopusStandIn
+from octoboot.sandbox.octopus_api.server import OctopusStandIn
 
 PFX_PASSWORD = "test-only-pfx-password"
 API_KEY = "API-TENTACLESTANDINTEST0001"

@@ -9,7 +9,7 @@ models and the REST API reference (octopus-facts §6); what the stand-in stores 
 server answers, except a proxy's password, which is answered as {HasValue, NewValue: null}.
 
 OctopusState keeps the items (`catalog`, `add_catalog_item`) and checks machines' references
-against them; octopus_api serves the routes.
+against them; `routes` serves them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from octoboot.sandbox.octopus_state import (
+from octoboot.sandbox.octopus_api.records import (
     SPACE_ID,
     USER_NAME,
     Resource,

@@ -1,5 +1,5 @@
 """The Octopus stand-in's model: one space, environments, machines (deployment targets),
-worker pools, workers, server tasks, and the catalog machines refer to (octopus_catalog:
+worker pools, workers, server tasks, and the catalog machines refer to (`catalog`:
 machine policies, tenants, tag sets, proxies).
 
 Everything lives in one JSON document that is rewritten atomically on every change, so a
@@ -12,21 +12,33 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-import re
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from octoboot.errors import SandboxError
 from octoboot.files import write_atomic
+from octoboot.sandbox.octopus_api.catalog import machine_references, seeds
+from octoboot.sandbox.octopus_api.records import (
+    GENERIC_PROBLEM,
+    SPACE_ID,
+    USER_NAME,
+    NotFoundError,
+    Resource,
+    ValidationError,
+    human_duration,
+    human_time,
+    iso,
+    known,
+    now,
+    parse_timespan,
+    same_name,
+    slugify,
+    string_list,
+)
 
-Resource = dict[str, Any]
-
-SPACE_ID = "Spaces-1"
-USER_NAME = "admin"
 DEFAULT_MACHINE_TIMEOUT = 60.0
 DEFAULT_TASK_TIMEOUT = 300.0
 
@@ -62,81 +74,6 @@ _SERVER_SET = (
     "Architecture",
 )
 _ID_PREFIX = {"machines": "Machines", "workers": "Workers"}
-_TIMESPAN = re.compile(r"(?:(?P<d>\d+)\.)?(?P<h>\d+):(?P<m>\d{1,2}):(?P<s>\d{1,2}(?:\.\d+)?)")
-
-
-GENERIC_PROBLEM = "There was a problem with your request."
-
-
-class ValidationError(Exception):
-    """A request the server refuses with 400: ErrorMessage plus the list of Errors."""
-
-    def __init__(self, *errors: str, headline: str | None = None) -> None:
-        # One problem is its own headline; several get Octopus's generic one.
-        super().__init__(headline or (errors[0] if len(errors) == 1 else GENERIC_PROBLEM))
-        self.errors = list(errors)
-
-
-class NotFoundError(Exception):
-    """No resource with that Id: 404."""
-
-
-class ServerError(Exception):
-    """What the real server does not handle but fails on: 500 with its message."""
-
-
-def now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def iso(moment: dt.datetime) -> str:
-    """Octopus's timestamp form: 2024-08-27T17:39:57.123+00:00."""
-    return moment.isoformat(timespec="milliseconds")
-
-
-def human_time(moment: dt.datetime) -> str:
-    """The long form Octopus puts in summaries: Tuesday, 27 August 2024 5:39:57 PM +00:00."""
-    hour = moment.hour % 12 or 12
-    return f"{moment:%A}, {moment.day} {moment:%B %Y} {hour}:{moment:%M:%S %p} +00:00"
-
-
-def human_duration(seconds: float) -> str:
-    if seconds < 1:
-        return "less than a second"
-    if seconds < 60:
-        whole = int(seconds)
-        return f"{whole} second" if whole == 1 else f"{whole} seconds"
-    minutes = int(seconds // 60)
-    return f"{minutes} minute" if minutes == 1 else f"{minutes} minutes"
-
-
-def parse_timespan(text: object, default: float) -> float:
-    """Seconds in a .NET TimeSpan string ("00:05:00", "1.02:00:00"); default when absent."""
-    if text is None or text == "":
-        return default
-    match = _TIMESPAN.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        raise ValidationError(f"'{text}' is not a valid time span; use HH:MM:SS.")
-    days = int(match["d"] or 0)
-    return ((days * 24 + int(match["h"])) * 60 + int(match["m"])) * 60 + float(match["s"])
-
-
-def slugify(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
-def same_name(a: str, b: str) -> bool:
-    return a.strip().casefold() == b.strip().casefold()
-
-
-def string_list(body: Resource, field: str, errors: list[str]) -> list[str]:
-    value = body.get(field)
-    if value is None:
-        return []
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return value
-    errors.append(f"{field} must be a list of strings.")
-    return []
 
 
 def _endpoint_problems(endpoint: Resource) -> list[str]:
@@ -193,18 +130,6 @@ def _server_set(existing: Resource | None) -> Resource:
     }
 
 
-def known(records: list[Resource], record_id: str) -> bool:
-    """Whether a resource with this Id (without case) is among records."""
-    return any(record["Id"].casefold() == record_id.casefold() for record in records)
-
-
-def octopus_catalog() -> ModuleType:
-    """The catalog's rules (octopus_catalog), which build on this module's model."""
-    from octoboot.sandbox import octopus_catalog
-
-    return octopus_catalog
-
-
 def _find(records: list[Resource], record_id: str) -> Resource:
     for record in records:
         if record["Id"].casefold() == record_id.casefold():
@@ -230,7 +155,7 @@ class OctopusState:
         changed = not path.exists()
         # The catalog as a new server has it; a state from before a kind existed gets it too.
         counters = self._doc["counters"]
-        for route, seed in octopus_catalog().seeds().items():
+        for route, seed in seeds().items():
             if route not in self._doc["catalog"]:
                 self._doc["catalog"][route] = seed
                 changed = True
@@ -463,9 +388,7 @@ class OctopusState:
             if env_id.casefold() not in known_envs
         ]
         roles = string_list(body, "Roles", errors)
-        policy_id, tenant_ids, tenant_tags = octopus_catalog().machine_references(
-            body, self._doc["catalog"], errors
-        )
+        policy_id, tenant_ids, tenant_tags = machine_references(body, self._doc["catalog"], errors)
         participation = body.get("TenantedDeploymentParticipation") or "Untenanted"
         if participation not in _PARTICIPATIONS:
             errors.append(
