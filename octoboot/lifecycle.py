@@ -15,12 +15,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from octoboot import tentacle
 from octoboot.identity import DamagedIdentity
+from octoboot.inventory import Machine
 from octoboot.octopus import Resource, registered_thumbprint
-from octoboot.pipeline import Job, Pipeline, StepFailed, last_lines
+from octoboot.pipeline import (
+    Change,
+    Command,
+    IdentityAction,
+    Job,
+    Noop,
+    Pipeline,
+    Plan,
+    StepFailed,
+    last_lines,
+    plan_delete,
+)
 from octoboot.report import State, one_line
 
 
@@ -55,50 +67,32 @@ class Deregister(Pipeline[DeregisterOptions]):
         return ("deregister", *host, "forget")
 
     def step_deregister(self) -> tuple[str, str]:
-        octopus, name = self._octopus(), self.machine.name
-        assert self.job.identities is not None
+        name = self.machine.name
         try:
-            identity, damaged = self.job.identities.get(name), None
+            identity, damaged = self._identities().get(name), None
         except DamagedIdentity as exc:
             identity, damaged = None, exc
         thumbprint = identity.thumbprint if identity else None
         self.job.result.thumbprint = thumbprint
-        records = octopus.machines_named(name, self.collection)
-        if not records:
-            return "unchanged", "not registered in Octopus"
-        record = records[0]
-        registered = registered_thumbprint(record)
-        self.job.result.octopus_id = record["Id"]
-        if damaged and self.job.options.forget_identity:
+        records = self._octopus().machines_named(name, self.collection)
+        if records:
+            self.job.result.octopus_id = records[0]["Id"]
+        plan = plan_deregister(
+            name,
+            records,
+            thumbprint=thumbprint,
+            damaged=str(damaged) if damaged else None,
+            forget_identity=self.job.options.forget_identity,
+            collection=self.collection,
+        )
+        if isinstance(plan, Noop) and plan.status == "skipped":
             # Said in the row's reason too: the record outlives this "changed" machine.
-            self.job.result.reason = (
-                f"{record['Id']} kept: a damaged identity cannot show it is this machine's; "
-                f"`inv bootstrap --host {name} --take-over` gives it the new certificate"
-            )
-            return "skipped", self.job.result.reason
-        if damaged:
-            raise StepFailed(f"{damaged}; {record['Id']} was not removed")
-        if thumbprint is None:
-            raise StepFailed(
-                f"{record['Id']} is named {name}, but the identity store has no certificate "
-                "for it, so it cannot be told from another machine's record; not removed "
-                "(restore the store, or delete it in Octopus)"
-            )
-        if registered != thumbprint:
-            raise StepFailed(
-                f"{record['Id']} is named {name} but has thumbprint {registered}, not this "
-                f"machine's {thumbprint}: it is another machine's record; not removed"
-            )
-        return self._delete(record)
+            self.job.result.reason = plan.reason
+        return self.apply(plan, then=self._deleted)
 
-    def _delete(self, record: Resource) -> tuple[str, str]:
-        if self.job.dry_run:
-            return self.plan(
-                f"would delete {record['Id']}", f"DELETE {self.collection}/{record['Id']}"
-            )
-        self._octopus().delete_machine(record["Id"], self.collection)
-        self.removed = record["Id"]
-        return "changed", f"deleted {record['Id']}"
+    def _deleted(self, results: list[Any]) -> str:
+        self.removed = self.job.result.octopus_id
+        return f"deleted {self.removed}"
 
     def step_connect(self) -> tuple[str, str]:
         try:
@@ -111,26 +105,13 @@ class Deregister(Pipeline[DeregisterOptions]):
             raise
 
     def step_uninstall(self) -> tuple[str, str]:
-        probe, instance = self._probe(), self.machine.tentacle.instance
-        if not probe.instance_exists and not probe.service_enabled:
-            return "unchanged", "no Tentacle instance on the host"
-        command = tentacle.uninstall_command(instance, service_installed=probe.service_enabled)
-        if self.job.dry_run:
-            return self.plan(f"would remove the service and instance {instance}", command)
-        self.remote(command)
-        return "changed", f"removed the service and instance {instance}"
+        return self.apply(plan_uninstall(self._probe(), self.machine.tentacle.instance))
 
     def step_forget(self) -> tuple[str, str]:
-        store = self.job.identities
-        assert store is not None
-        if not self.job.options.forget_identity:
-            return "unchanged", "identity kept: the machine comes back with the same thumbprint"
-        if not store.path(self.machine.name).exists():  # a damaged one is forgotten too
-            return "unchanged", "no identity in the store"
-        if self.job.dry_run:
-            return self.plan("would delete the identity from the store")
-        store.forget(self.machine.name)
-        return "changed", "identity deleted: a machine of this name gets a new certificate"
+        name = self.machine.name
+        # A damaged identity is forgotten too: whether its file is there, not what it holds.
+        stored = self._identities().path(name).exists()
+        return self.apply(plan_forget(name, forget=self.job.options.forget_identity, stored=stored))
 
 
 class DeregisterRecord(Deregister):
@@ -141,26 +122,112 @@ class DeregisterRecord(Deregister):
         return ("deregister", "forget")
 
     def step_deregister(self) -> tuple[str, str]:
-        octopus, name = self._octopus(), self.machine.name
-        records = octopus.machines_named(name)
-        if not records:
-            return "unchanged", "not registered in Octopus"
-        record, registered = records[0], registered_thumbprint(records[0])
-        self.job.result.octopus_id = record["Id"]
-        self.job.result.thumbprint = registered or None
-        if self.job.environment_id not in (record.get("EnvironmentIds") or []):
-            raise StepFailed(
-                f"{record['Id']} ({name}) is not in {self.machine.environment}: not removed "
-                "(run with the --env of its environment)"
-            )
-        assert self.job.identities is not None
-        identity = self.job.identities.get(name)
-        if identity and identity.thumbprint != registered:
-            raise StepFailed(
-                f"{record['Id']} ({name}) has thumbprint {registered or '(none)'}, not the "
-                f"stored identity of {name} ({identity.thumbprint}): not removed"
-            )
-        return self._delete(record)
+        name = self.machine.name
+        records = self._octopus().machines_named(name)
+        if records:
+            self.job.result.octopus_id = records[0]["Id"]
+            self.job.result.thumbprint = registered_thumbprint(records[0]) or None
+        identity = self._identities().get(name) if records else None
+        plan = plan_deregister_record(
+            self.machine,
+            records,
+            environment_id=self.job.environment_id,
+            stored_thumbprint=identity.thumbprint if identity else None,
+        )
+        return self.apply(plan, then=self._deleted)
+
+
+# --- planning: from data alone ---------------------------------------------------------------
+
+
+def plan_deregister(
+    name: str,
+    records: Sequence[Resource],
+    *,
+    thumbprint: str | None,
+    damaged: str | None = None,
+    forget_identity: bool = False,
+    collection: str = "machines",
+) -> Plan:
+    """Delete the record named name (records: Octopus' by that name) if it is this
+    machine's: its thumbprint is the stored identity's (thumbprint; damaged: why the
+    store's cannot be read)."""
+    if not records:
+        return Noop("unchanged", "not registered in Octopus")
+    record = records[0]
+    registered = registered_thumbprint(record)
+    if damaged and forget_identity:
+        return Noop(
+            "skipped",
+            f"{record['Id']} kept: a damaged identity cannot show it is this machine's; "
+            f"`inv bootstrap --host {name} --take-over` gives it the new certificate",
+        )
+    if damaged:
+        raise StepFailed(f"{damaged}; {record['Id']} was not removed")
+    if thumbprint is None:
+        raise StepFailed(
+            f"{record['Id']} is named {name}, but the identity store has no certificate "
+            "for it, so it cannot be told from another machine's record; not removed "
+            "(restore the store, or delete it in Octopus)"
+        )
+    if registered != thumbprint:
+        raise StepFailed(
+            f"{record['Id']} is named {name} but has thumbprint {registered}, not this "
+            f"machine's {thumbprint}: it is another machine's record; not removed"
+        )
+    return plan_delete(record, collection)
+
+
+def plan_deregister_record(
+    machine: Machine,
+    records: Sequence[Resource],
+    *,
+    environment_id: str | None,
+    stored_thumbprint: str | None,
+) -> Plan:
+    """Delete the unlisted record named machine.name if it is in the environment asked
+    for, and has the stored identity's certificate when the store has one."""
+    name = machine.name
+    if not records:
+        return Noop("unchanged", "not registered in Octopus")
+    record, registered = records[0], registered_thumbprint(records[0])
+    if environment_id not in (record.get("EnvironmentIds") or []):
+        raise StepFailed(
+            f"{record['Id']} ({name}) is not in {machine.environment}: not removed "
+            "(run with the --env of its environment)"
+        )
+    if stored_thumbprint and stored_thumbprint != registered:
+        raise StepFailed(
+            f"{record['Id']} ({name}) has thumbprint {registered or '(none)'}, not the "
+            f"stored identity of {name} ({stored_thumbprint}): not removed"
+        )
+    return plan_delete(record, "machines")
+
+
+def plan_uninstall(probe: tentacle.Probe, instance: str) -> Plan:
+    """The Tentacle service and instance removed from the host."""
+    if not probe.instance_exists and not probe.service_enabled:
+        return Noop("unchanged", "no Tentacle instance on the host")
+    command = tentacle.uninstall_command(instance, service_installed=probe.service_enabled)
+    return Change(
+        f"would remove the service and instance {instance}",
+        (Command(command),),
+        done=f"removed the service and instance {instance}",
+    )
+
+
+def plan_forget(name: str, *, forget: bool, stored: bool) -> Plan:
+    """The machine's identity deleted from the store, when asked (forget) and there
+    (stored)."""
+    if not forget:
+        return Noop("unchanged", "identity kept: the machine comes back with the same thumbprint")
+    if not stored:
+        return Noop("unchanged", "no identity in the store")
+    return Change(
+        "would delete the identity from the store",
+        (IdentityAction("forget", name),),
+        done="identity deleted: a machine of this name gets a new certificate",
+    )
 
 
 class Exec(Pipeline[ExecOptions]):

@@ -37,7 +37,7 @@ from octoboot.errors import ConfigError
 from octoboot.inventory import SAFE_NAME, Machine
 from octoboot.jobs import Run, RunOptions, Selection
 from octoboot.octopus import Resource, registered_thumbprint
-from octoboot.pipeline import Pipeline
+from octoboot.pipeline import Change, Pipeline, plan_delete
 from octoboot.report import RunReport
 from octoboot.settings import Settings
 
@@ -157,11 +157,12 @@ class PruneRecord(Pipeline[PruneOptions]):
         self.job.result.thumbprint = registered_thumbprint(record) or None
         named = "" if record["Name"] == self.machine.name else f"{record['Name']}: "
         self.job.result.reason = named + doomed.why
-        if self.job.dry_run:
-            delete = f"DELETE {doomed.collection}/{record['Id']}"
-            return self.plan(f"would delete {record['Id']}", delete)
-        self._octopus().delete_machine(record["Id"], doomed.collection)
-        return "changed", f"deleted {record['Id']}"
+        return self.apply(plan_prune(doomed))
+
+
+def plan_prune(doomed: Doomed) -> Change:
+    """The doomed record deleted from Octopus: decided when the run read Octopus (check)."""
+    return plan_delete(doomed.record, doomed.collection)
 
 
 class PruneRun(Run[PruneOptions]):
