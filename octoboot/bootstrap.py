@@ -2,10 +2,11 @@
 
     connect → probe → install → identity → configure → register → service → health
 
-`Install` and `Register` run parts of it. Before a certificate is put on a host, Octopus is
-asked whether registering it would conflict (its thumbprint under another name, or the name
-under another thumbprint): a failed run must not leave a working target with a certificate
-Octopus does not know.
+`Install` and `Register` run parts of it; the three commands' entry functions are here too,
+with `RegistrationRun`, which checks --renamed-from before anything else. Before a
+certificate is put on a host, Octopus is asked whether registering it would conflict (its
+thumbprint under another name, or the name under another thumbprint): a failed run must not
+leave a working target with a certificate Octopus does not know.
 
 Targets and workers, listening and polling, go through the same steps; the record's place
 (environment and roles, or worker pools) and endpoint come from `drift.wanted_record`. A
@@ -23,9 +24,10 @@ from typing import Any, ClassVar
 
 from octoboot import drift, tentacle
 from octoboot.drift import COLLECTIONS
+from octoboot.errors import ConfigError
 from octoboot.health import HealthResult
 from octoboot.identity import Identity
-from octoboot.inventory import Machine, PollingProxy, TentacleOptions
+from octoboot.inventory import SAFE_NAME, Machine, PollingProxy, TentacleOptions
 from octoboot.octopus import MachineIndex, Resource, registered_thumbprint
 from octoboot.pipeline import (
     Action,
@@ -40,7 +42,9 @@ from octoboot.pipeline import (
     StepFailed,
     Upload,
 )
-from octoboot.report import State
+from octoboot.report import RunReport, State
+from octoboot.run import Run, RunOptions, Selection
+from octoboot.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,72 @@ class BootstrapOptions:
     # The one selected machine was called so: its identity and its Octopus record (same Id)
     # take the new name.
     renamed_from: str | None = None
+
+
+# --- the commands ------------------------------------------------------------------------
+
+
+def bootstrap(
+    selection: Selection,
+    options: RunOptions = RunOptions(),
+    settings: Settings | None = None,
+    *,
+    take_over: bool = False,
+    renamed_from: str | None = None,
+) -> RunReport:
+    """Install, identify, configure, register, start and health-check each machine.
+    take_over: a record with the machine's name but another certificate gets this one.
+    renamed_from: the one selected machine was called so: its identity and its Octopus
+    record (same Id) take the new name."""
+    own = BootstrapOptions(take_over=take_over, renamed_from=renamed_from)
+    return RegistrationRun("bootstrap", Bootstrap, selection, options, settings, own).execute()
+
+
+def install(
+    selection: Selection, options: RunOptions = RunOptions(), settings: Settings | None = None
+) -> RunReport:
+    """Install (or upgrade) the Tentacle on each machine; nothing else."""
+    return Run("install", Install, selection, options, settings, BootstrapOptions()).execute()
+
+
+def register(
+    selection: Selection,
+    options: RunOptions = RunOptions(),
+    settings: Settings | None = None,
+    *,
+    take_over: bool = False,
+    renamed_from: str | None = None,
+) -> RunReport:
+    """Identity, configuration, registration, service and health on installed machines."""
+    own = BootstrapOptions(take_over=take_over, renamed_from=renamed_from)
+    return RegistrationRun("register", Register, selection, options, settings, own).execute()
+
+
+class RegistrationRun(Run[BootstrapOptions]):
+    """bootstrap and register: --renamed-from is checked before anything else."""
+
+    def check(self) -> None:
+        if self.pipeline_options.renamed_from:
+            self._check_rename(self.pipeline_options.renamed_from)
+        super().check()
+
+    def _check_rename(self, old: str) -> None:
+        if len(self.machines) != 1:
+            raise ConfigError(
+                f"--renamed-from {old} renames one machine: select it alone with --host NEW"
+            )
+        new = self.machines[0].name
+        if not SAFE_NAME.fullmatch(old) or old.lower() == new.lower():
+            raise ConfigError(f"--renamed-from takes the machine's old name, not {old!r}")
+        listed = self.inventory.files_listing(old)
+        if listed:
+            raise ConfigError(
+                f"{old} is still listed in {', '.join(map(str, listed))}: remove it there "
+                f"(it is {new} now), then run again"
+            )
+
+
+# --- the pipeline ------------------------------------------------------------------------
 
 
 class Bootstrap(Pipeline[BootstrapOptions]):

@@ -222,7 +222,7 @@ class Job(Generic[OptionsT]):
 
 class Pipeline(Generic[OptionsT]):
     STEPS: ClassVar[Sequence[str]] = ("connect", "probe")
-    # What a run of this pipeline needs, checked before any host is touched (jobs.Run).
+    # What a run of this pipeline needs, checked before any host is touched (run.Run).
     NEEDS_OCTOPUS: ClassVar[bool] = False
     NEEDS_IDENTITIES: ClassVar[bool] = False
     # The inventory's registration fields resolved to Octopus Ids (job.registration).

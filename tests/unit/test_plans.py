@@ -21,6 +21,12 @@ from octoboot.bootstrap import (
     plan_register,
     plan_service,
 )
+from octoboot.deregister import (
+    plan_deregister,
+    plan_deregister_record,
+    plan_forget,
+    plan_uninstall,
+)
 from octoboot.drift import LISTENING, PollingServer, RegistrationIds, WantedRecord
 from octoboot.identity import IdentityStore
 from octoboot.inventory import (
@@ -31,7 +37,6 @@ from octoboot.inventory import (
     SshOptions,
     TentacleOptions,
 )
-from octoboot.lifecycle import plan_deregister, plan_deregister_record, plan_forget, plan_uninstall
 from octoboot.octopus import MachineIndex
 from octoboot.pipeline import (
     WOULD_CHANGE,

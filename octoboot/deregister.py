@@ -1,4 +1,4 @@
-"""Taking machines out, and looking at them: `deregister` and `exec`.
+"""`deregister`: taking machines out.
 
 Deregister removes the machine's record (a target's, or a worker's) from Octopus first
 (found by name and checked by thumbprint), so that a machine being destroyed leaves no
@@ -13,13 +13,14 @@ certificate (same Id).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from octoboot import tentacle
+from octoboot.errors import ConfigError
 from octoboot.identity import DamagedIdentity
-from octoboot.inventory import Machine
+from octoboot.inventory import SAFE_NAME, Machine
 from octoboot.octopus import Resource, registered_thumbprint
 from octoboot.pipeline import (
     Change,
@@ -30,10 +31,30 @@ from octoboot.pipeline import (
     Pipeline,
     Plan,
     StepFailed,
-    last_lines,
     plan_delete,
 )
-from octoboot.report import State, one_line
+from octoboot.report import RunReport
+from octoboot.run import Run, RunOptions, Selection
+from octoboot.settings import Settings
+
+
+def deregister(
+    selection: Selection,
+    options: RunOptions = RunOptions(),
+    settings: Settings | None = None,
+    *,
+    uninstall: bool = False,
+    forget_identity: bool = False,
+    records: Sequence[str] = (),
+) -> RunReport:
+    """Remove each machine's record from Octopus; with uninstall, also its service and
+    instance on the host; with forget_identity, also its certificate from the store.
+    records: instead of machines, these names' records in the Octopus of selection.env,
+    which no inventory lists any more (renamed or gone machines)."""
+    own = DeregisterOptions(uninstall, forget_identity, tuple(records))
+    if own.records:
+        return UnlistedRecords(selection, options, settings, own).execute()
+    return Run("deregister", Deregister, selection, options, settings, own).execute()
 
 
 @dataclass(frozen=True)
@@ -44,13 +65,6 @@ class DeregisterOptions:
     forget_identity: bool = False  # also the certificate in the store
     # Instead of machines: these names' records, which no inventory lists any more.
     records: Sequence[str] = ()
-
-
-@dataclass(frozen=True)
-class ExecOptions:
-    """exec's own flag: the command."""
-
-    command: str
 
 
 class Deregister(Pipeline[DeregisterOptions]):
@@ -135,6 +149,44 @@ class DeregisterRecord(Deregister):
             stored_thumbprint=identity.thumbprint if identity else None,
         )
         return self.apply(plan, then=self._deleted)
+
+
+class UnlistedRecords(Run[DeregisterOptions]):
+    """`deregister --record NAME`: records that no inventory lists any more (a machine
+    renamed or gone), looked for in the Octopus of one environment file. There is no host
+    to go to: each name is a machine with that name, the file's Octopus and nothing else."""
+
+    def __init__(
+        self,
+        selection: Selection,
+        options: RunOptions,
+        settings: Settings | None,
+        pipeline_options: DeregisterOptions,
+    ) -> None:
+        super().__init__(
+            "deregister", DeregisterRecord, selection, options, settings, pipeline_options
+        )
+
+    def _select(self, selection: Selection) -> list[Machine]:
+        if not selection.env or selection.hosts or selection.limits or selection.retry_failed:
+            raise ConfigError(
+                "--record needs --env (the environment whose Octopus has the record) and "
+                "takes no --host, --limit or --retry-failed"
+            )
+        if self.pipeline_options.uninstall:
+            raise ConfigError("--record removes Octopus records only: no host to --uninstall")
+        environment = self.inventory.environment(selection.env)
+        names = list(dict.fromkeys(self.pipeline_options.records))
+        for name in names:
+            if not SAFE_NAME.fullmatch(name):
+                raise ConfigError(f"--record {name!r} is not a machine name")
+            listed = self.inventory.files_listing(name)
+            if listed:
+                raise ConfigError(
+                    f"{name} is listed in {', '.join(map(str, listed))}: deregister it with "
+                    f"--host {name}"
+                )
+        return [environment.unlisted_machine(name) for name in names]
 
 
 # --- planning: from data alone ---------------------------------------------------------------
@@ -228,40 +280,3 @@ def plan_forget(name: str, *, forget: bool, stored: bool) -> Plan:
         (IdentityAction("forget", name),),
         done="identity deleted: a machine of this name gets a new certificate",
     )
-
-
-class Exec(Pipeline[ExecOptions]):
-    """One command on each machine, as root, through the same runner as everything else.
-    Its stdin is empty (a command that reads it gets end-of-input at once); its output, of
-    any size, streams into the machine's log, and the report keeps a head and a tail of it
-    with its byte count (runlog.CommandOutput). The same head and tail are shown as they
-    come (Job.on_output: `name: line` in a parallel run); the machine's row says how it
-    ended, not what it printed."""
-
-    STEPS: ClassVar = ("connect", "exec")
-    RECORDS_OUTCOME = False  # looking at machines must not change what a retry re-runs
-    # The operator's own command, often run to look at a machine another run is busy with.
-    TAKES_LOCKS = False
-
-    def step_exec(self) -> tuple[str, str]:
-        command = self.job.options.command  # its stdin is empty (tentacle.supervised)
-        out, err = (self.job.log.output(s, self._shower(s)) for s in ("stdout", "stderr"))
-        result = self.remote(command, check=False, output=(out, err))
-        stdout, stderr = out.excerpt(), err.excerpt()
-        self.job.result.facts.update(
-            exit_code=str(result.exited),
-            stdout=stdout,
-            stderr=stderr,
-            stdout_bytes=str(out.size),
-            stderr_bytes=str(err.size),
-        )
-        if result.exited != 0:
-            raise StepFailed(one_line(last_lines(stderr or stdout, result.exited)))
-        return "ok", "exit 0"
-
-    def _shower(self, stream: str) -> Callable[[str], None] | None:
-        show = self.job.on_output
-        return None if show is None else lambda text: show(self.job, stream, text)
-
-    def final_state(self, statuses: list[str]) -> State:
-        return State.OK
