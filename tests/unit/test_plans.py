@@ -180,13 +180,13 @@ def test_identity_plan_holds_no_secret_the_pfx_goes_as_stdin_when_applied(tmp_pa
     assert isinstance(command, Command) and command.pfx_of == "web01"
     assert pfx not in repr(plan)
 
-    sent: list[str | None] = []
+    sent = []
     for dry_run in (True, False):
         pipeline, log = recording(dry_run, identities=store)
-        pipeline.remote = lambda command, *, stdin=None, **_: sent.append(stdin)  # type: ignore[method-assign]
         pipeline.apply(plan, then=lambda results: "imported")
         assert not any(pfx in line for line in log.lines)
-    (stdin,) = sent  # the real run only
+        sent += pipeline.sent
+    ((_, stdin),) = sent  # the real run only
     assert stdin is not None
     _, cert = certificates.load_pfx(base64.b64decode(stdin), None)
     assert certificates.thumbprint(cert) == identity.thumbprint
@@ -431,18 +431,16 @@ class Log:
 
 
 class Recording(Bootstrap):
-    """Bootstrap's own steps, with the host's commands and uploads recorded instead of
-    run; the controller's own actions (the identity store) are carried out."""
+    """Bootstrap's own steps and apply, with what would reach the host recorded instead:
+    each command with its input."""
 
     def __init__(self, job: Job) -> None:
         super().__init__(job)
-        self.carried_out: list = []
+        self.sent: list[tuple[str, str | None]] = []
 
-    def _carry_out(self, action):
-        if isinstance(action, Command | Upload | ApiCall) and self.remote == super().remote:
-            self.carried_out.append(action)
-            return SimpleNamespace(stdout="8.2.0+build\n", exited=0)
-        return super()._carry_out(action)
+    def remote(self, command, *, stdin=None, **_):
+        self.sent.append((command, stdin))
+        return SimpleNamespace(stdout="8.2.0+build\n", exited=0)
 
 
 def recording(dry_run: bool, **job) -> tuple[Recording, Log]:
@@ -464,10 +462,10 @@ def test_a_dry_run_shows_the_actions_a_real_run_carries_out_and_goes_on_from_the
     older = probe(version="8.1.0")
     dry, log, dry_answers = run_steps(True, older)
     real, _, real_answers = run_steps(False, older)
-    assert dry.carried_out == []  # a dry run applies nothing
-    assert real.carried_out  # the upgrade, then the restart it makes due
+    assert dry.sent == []  # a dry run applies nothing
+    assert len(real.sent) == 2  # the upgrade, then the restart it makes due
     assert [line for line in log.lines if line.startswith("would ")] == [
-        f"would {action}" for action in real.carried_out
+        f"would run: {command}" for command, _ in real.sent
     ]
     assert [status for status, _ in dry_answers] == [WOULD_CHANGE, WOULD_CHANGE]
     assert dry_answers[0][1] == "would install Tentacle 8.1.0 → 8.2.0"
