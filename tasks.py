@@ -24,18 +24,20 @@ PROJECT = Path(__file__).resolve().parent
 # octoboot (PYTHONPATH, an editable install's .pth) would lose.
 sys.path[:] = [str(PROJECT), *(p for p in sys.path if Path(p or os.curdir).resolve() != PROJECT)]
 
-from octoboot import jobs  # noqa: E402
+import octoboot.bootstrap  # noqa: E402
+import octoboot.deregister  # noqa: E402
+import octoboot.exec  # noqa: E402
+import octoboot.prune  # noqa: E402
+import octoboot.status  # noqa: E402
 from octoboot.errors import OctobootError  # noqa: E402
 from octoboot.interrupts import Terminated  # noqa: E402
 from octoboot.inventory import SshOptions  # noqa: E402
-from octoboot.jobs import RunOptions, Selection, report_format  # noqa: E402
-from octoboot.prune import prune as prune_records  # noqa: E402
 from octoboot.report import EXIT_INTERRUPTED, EXIT_TERMINATED, RunReport  # noqa: E402
+from octoboot.run import RunOptions, Selection, report_format  # noqa: E402
 from octoboot.sandbox.control import Sandbox  # noqa: E402
 from octoboot.sandbox.standin_settings import StandInSettings  # noqa: E402
 from octoboot.settings import load_settings  # noqa: E402
-from octoboot.status import Status  # noqa: E402
-from octoboot.status import status as machine_status  # noqa: E402
+from octoboot.status.steps import Status  # noqa: E402
 
 # OCTOBOOT_SANDBOX_DIR lets the sandbox tests drive the sandbox tasks on a sandbox of their own.
 SANDBOX = Sandbox(Path(os.environ.get("OCTOBOOT_SANDBOX_DIR") or PROJECT / ".sandbox"))
@@ -153,7 +155,9 @@ def bootstrap(
     renamed_from=None,
 ):  # fmt: skip
     """Make machines ready Octopus targets: install, identity, register, start, health."""
-    run_fleet(jobs.bootstrap, locals(), take_over=take_over, renamed_from=renamed_from)
+    run_fleet(
+        octoboot.bootstrap.bootstrap, locals(), take_over=take_over, renamed_from=renamed_from
+    )
 
 
 @task(klass=FleetTask)
@@ -163,7 +167,7 @@ def install(
     connect_timeout=None, accept_new_host_key=False, dry_run=False,
 ):  # fmt: skip
     """Install or upgrade the Tentacle on machines, and nothing else."""
-    run_fleet(jobs.install, locals())
+    run_fleet(octoboot.bootstrap.install, locals())
 
 
 @task(klass=FleetTask, help=REGISTRATION_HELP)
@@ -174,7 +178,7 @@ def register(
     renamed_from=None,
 ):  # fmt: skip
     """Identity, configure, register with Octopus, start and health-check installed machines."""
-    run_fleet(jobs.register, locals(), take_over=take_over, renamed_from=renamed_from)
+    run_fleet(octoboot.bootstrap.register, locals(), take_over=take_over, renamed_from=renamed_from)
 
 
 @task(
@@ -188,7 +192,7 @@ def status(
     connect_timeout=None, accept_new_host_key=False, health=False,
 ):  # fmt: skip
     """Show what hosts, the identity store and Octopus say per machine, and any drift (read-only)."""  # noqa: E501 (one line: inv --list shows the first)
-    run_fleet(machine_status, locals(), health=health)
+    run_fleet(octoboot.status.status, locals(), health=health)
 
 
 @task(
@@ -210,7 +214,7 @@ def deregister(
 ):  # fmt: skip
     """Remove machines from Octopus (and with --uninstall, their Tentacle service and instance)."""
     run_fleet(
-        jobs.deregister,
+        octoboot.deregister.deregister,
         locals(),
         uninstall=uninstall,
         forget_identity=forget_identity,
@@ -232,7 +236,9 @@ def prune(
     only_unavailable=False,
 ):  # fmt: skip
     """Remove the records of an environment (or a workers file's pools) no inventory lists."""
-    run_fleet(prune_records, locals(), older_than=older_than, only_unavailable=only_unavailable)
+    run_fleet(
+        octoboot.prune.prune, locals(), older_than=older_than, only_unavailable=only_unavailable
+    )
 
 
 @task(klass=FleetTask, help={"command": "the shell command to run (or give it after --)"})
@@ -247,7 +253,7 @@ def exec_(
     if command is None and "--" in sys.argv:
         # Words joined with spaces, as ssh does: `-- 'df -h | tail -1'` is a pipeline.
         command = " ".join(sys.argv[sys.argv.index("--") + 1 :])
-    run_fleet(jobs.exec_command, locals(), command=command or "")
+    run_fleet(octoboot.exec.exec_command, locals(), command=command or "")
 
 
 # --- sandbox ---------------------------------------------------------------------------

@@ -30,7 +30,8 @@ from pathlib import Path
 from tabulate import tabulate
 
 from benchmarks.measure import host_cpu, load, run_child, server_cpu
-from octoboot import jobs
+from octoboot.bootstrap import bootstrap
+from octoboot.run import RunOptions, Selection
 from octoboot.sandbox.control import Sandbox
 from octoboot.sandbox.standin_settings import StandInSettings
 from octoboot.settings import HEALTH_TASKS, load_settings
@@ -47,9 +48,9 @@ def child(project: Path, workers: int, health_tasks: str) -> None:
         dotenv_path=project / ".env",
     )
     started = time.monotonic()
-    report = jobs.bootstrap(
-        jobs.Selection(env="sandbox"),
-        jobs.RunOptions(parallel=True, workers=workers, console=lambda line: None),
+    report = bootstrap(
+        Selection(env="sandbox"),
+        RunOptions(parallel=True, workers=workers, console=lambda line: None),
         settings,
     )
     wall = time.monotonic() - started

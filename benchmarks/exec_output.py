@@ -22,7 +22,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from octoboot import jobs
+from octoboot.exec import exec_command
+from octoboot.run import RunOptions, Selection
 from octoboot.sandbox.control import Sandbox
 from octoboot.settings import load_settings
 
@@ -45,9 +46,9 @@ def child(project: Path, hosts: int, megabytes: float) -> None:
         dotenv_path=project / ".env",
     )
     started = time.monotonic()
-    report = jobs.exec_command(
-        jobs.Selection(env="sandbox"),
-        jobs.RunOptions(parallel=True, workers=hosts, console=lambda line: None),
+    report = exec_command(
+        Selection(env="sandbox"),
+        RunOptions(parallel=True, workers=hosts, console=lambda line: None),
         settings,
         command=command(megabytes),
     )

@@ -2,10 +2,11 @@
 
     connect → probe → install → identity → configure → register → service → health
 
-`Install` and `Register` run parts of it. Before a certificate is put on a host, Octopus is
-asked whether registering it would conflict (its thumbprint under another name, or the name
-under another thumbprint): a failed run must not leave a working target with a certificate
-Octopus does not know.
+`Install` and `Register` run parts of it; the three commands' entry functions are here too,
+with `RegistrationRun`, which checks --renamed-from before anything else. Before a
+certificate is put on a host, Octopus is asked whether registering it would conflict (its
+thumbprint under another name, or the name under another thumbprint): a failed run must not
+leave a working target with a certificate Octopus does not know.
 
 Targets and workers, listening and polling, go through the same steps; the record's place
 (environment and roles, or worker pools) and endpoint come from `drift.wanted_record`. A
@@ -16,22 +17,34 @@ keeps its record (found by name, same certificate) with its new id.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import ClassVar
-
-import paramiko
+from typing import Any, ClassVar
 
 from octoboot import drift, tentacle
 from octoboot.drift import COLLECTIONS
+from octoboot.errors import ConfigError
 from octoboot.health import HealthResult
 from octoboot.identity import Identity
-from octoboot.inventory import PollingProxy
-from octoboot.octopus import Resource, registered_thumbprint
-from octoboot.pipeline import Job, Pipeline, StepFailed
-from octoboot.report import State
+from octoboot.inventory import SAFE_NAME, Machine, PollingProxy, TentacleOptions
+from octoboot.octopus import MachineIndex, Resource, registered_thumbprint
+from octoboot.pipeline import (
+    Action,
+    ApiCall,
+    Change,
+    Command,
+    IdentityAction,
+    Job,
+    Noop,
+    Pipeline,
+    Plan,
+    StepFailed,
+    Upload,
+)
+from octoboot.report import RunReport, State
+from octoboot.run import Run, RunOptions, Selection
+from octoboot.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,72 @@ class BootstrapOptions:
     renamed_from: str | None = None
 
 
+# --- the commands ------------------------------------------------------------------------
+
+
+def bootstrap(
+    selection: Selection,
+    options: RunOptions = RunOptions(),
+    settings: Settings | None = None,
+    *,
+    take_over: bool = False,
+    renamed_from: str | None = None,
+) -> RunReport:
+    """Install, identify, configure, register, start and health-check each machine.
+    take_over: a record with the machine's name but another certificate gets this one.
+    renamed_from: the one selected machine was called so: its identity and its Octopus
+    record (same Id) take the new name."""
+    own = BootstrapOptions(take_over=take_over, renamed_from=renamed_from)
+    return RegistrationRun("bootstrap", Bootstrap, selection, options, settings, own).execute()
+
+
+def install(
+    selection: Selection, options: RunOptions = RunOptions(), settings: Settings | None = None
+) -> RunReport:
+    """Install (or upgrade) the Tentacle on each machine; nothing else."""
+    return Run("install", Install, selection, options, settings, BootstrapOptions()).execute()
+
+
+def register(
+    selection: Selection,
+    options: RunOptions = RunOptions(),
+    settings: Settings | None = None,
+    *,
+    take_over: bool = False,
+    renamed_from: str | None = None,
+) -> RunReport:
+    """Identity, configuration, registration, service and health on installed machines."""
+    own = BootstrapOptions(take_over=take_over, renamed_from=renamed_from)
+    return RegistrationRun("register", Register, selection, options, settings, own).execute()
+
+
+class RegistrationRun(Run[BootstrapOptions]):
+    """bootstrap and register: --renamed-from is checked before anything else."""
+
+    def check(self) -> None:
+        if self.pipeline_options.renamed_from:
+            self._check_rename(self.pipeline_options.renamed_from)
+        super().check()
+
+    def _check_rename(self, old: str) -> None:
+        if len(self.machines) != 1:
+            raise ConfigError(
+                f"--renamed-from {old} renames one machine: select it alone with --host NEW"
+            )
+        new = self.machines[0].name
+        if not SAFE_NAME.fullmatch(old) or old.lower() == new.lower():
+            raise ConfigError(f"--renamed-from takes the machine's old name, not {old!r}")
+        listed = self.inventory.files_listing(old)
+        if listed:
+            raise ConfigError(
+                f"{old} is still listed in {', '.join(map(str, listed))}: remove it there "
+                f"(it is {new} now), then run again"
+            )
+
+
+# --- the pipeline ------------------------------------------------------------------------
+
+
 class Bootstrap(Pipeline[BootstrapOptions]):
     STEPS: ClassVar[Sequence[str]] = (
         "connect", "probe", "install", "identity", "configure", "register", "service", "health",
@@ -53,324 +132,144 @@ class Bootstrap(Pipeline[BootstrapOptions]):
 
     def __init__(self, job: Job[BootstrapOptions]) -> None:
         super().__init__(job)
-        self.identity: Identity | None = None
         self.thumbprint: str | None = None  # None in a dry run when it would be minted
+        self.stored_as: str | None = None  # the name the store holds the identity under
         self.record: Resource | None = None
         self.conflict: str | None = None
-        self.created_instance = False
         self.service_started = False  # (re)started by this run
 
-    # --- install ------------------------------------------------------------------------
+    # Each step gathers the facts that need I/O, plans from them (the module's plan_*
+    # functions) and hands the plan to apply(); the real run's detail may come from what
+    # the commands printed.
 
     def step_install(self) -> tuple[str, str]:
-        options, probe = self.machine.tentacle, self._probe()
-        wanted = options.version
-        if probe.installed and (wanted is None or _version(probe.version) >= _version(wanted)):
-            return "unchanged", f"Tentacle {probe.version}"
-        source = options.resolved_source()
-        if source is None:
-            raise StepFailed(
-                f"Tentacle is not installed and {self.machine.source_file} has no "
-                "[tentacle] source to install it from"
-            )
-        before = f"{probe.version} → " if probe.installed else ""
-        restart = options.instance if probe.instance_exists else None
-        if self.job.dry_run:
-            self.probe = tentacle.with_version(probe, wanted or "?")
-            return self.plan(
-                f"would install Tentacle {before}{wanted or source}",
-                tentacle.install_from_url_command(source, restart_instance=restart),
-            )
-        if options.source_is_local:
-            remote_file = f"/tmp/octoboot-{uuid.uuid4().hex}.tar.gz"
-            self.job.log.write(f"upload {source} → {remote_file}")
-            self._put(source, remote_file)
-            command = tentacle.install_from_file_command(remote_file, restart_instance=restart)
-        else:
-            command = tentacle.install_from_url_command(source, restart_instance=restart)
-        result = self.remote(command)
-        version = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "?"
-        version = version.split("+")[0]
-        if wanted and _version(version) < _version(wanted):
-            raise StepFailed(f"installed {version}, but {wanted} was wanted: check the source")
-        self.probe = tentacle.with_version(probe, version, restart_pending=bool(restart))
-        return "changed", f"installed Tentacle {before}{version}"
+        probe, options = self._probe(), self.machine.tentacle
+        plan = plan_install(
+            probe,
+            options,
+            source_file=str(self.machine.source_file),
+            upload_to=f"/tmp/octoboot-{uuid.uuid4().hex}.tar.gz",
+        )
 
-    def _put(self, local: str, remote_path: str) -> None:
-        self._check_cancelled()  # Fabric would reopen a connection the runner closed
-        try:
-            self.job.conn.put(local, remote_path)
-        except FileNotFoundError as exc:
-            raise StepFailed(f"cannot read the Tentacle archive: {exc}") from None
-        except (OSError, paramiko.SSHException, EOFError) as exc:
-            self._check_cancelled()
-            raise StepFailed(f"upload failed: {exc}", State.UNREACHABLE) from None
+        def installed(results: list[Any]) -> str:
+            stdout = results[-1].stdout.strip()
+            version = (stdout.splitlines()[-1] if stdout else "?").split("+")[0]
+            wanted = options.version
+            if wanted and _version(version) < _version(wanted):
+                raise StepFailed(f"installed {version}, but {wanted} was wanted: check the source")
+            restart = probe.instance_exists
+            self.probe = tentacle.with_version(probe, version, restart_pending=restart)
+            before = f"{probe.version} → " if probe.installed else ""
+            return f"installed Tentacle {before}{version}"
 
-    # --- identity -------------------------------------------------------------------------
+        return self.apply(plan, then=installed)
 
     def step_identity(self) -> tuple[str, str]:
-        probe, store, name = self._probe(), self.job.identities, self.machine.name
-        if not probe.installed:
-            raise StepFailed("Tentacle is not installed: run `inv install` (or bootstrap) first")
-        assert store is not None
+        probe, store, name = self._probe(), self._identities(), self.machine.name
         renamed_from = self.job.options.renamed_from
-        if renamed_from and not self.job.dry_run:
-            store.rename(renamed_from, name)
-        # In a dry run the identity has not moved yet.
-        known = store.get(name) or (store.get(renamed_from) if renamed_from else None)
-        if probe.thumbprint and probe.thumbprint != (known.thumbprint if known else None):
-            self._refuse_another_machines_certificate(probe.thumbprint)
-        if known or self.job.dry_run:
-            self.identity = known
-        else:
-            self.identity = store.get_or_create(name)
-        self.thumbprint = self.identity.thumbprint if self.identity else None
+        known = store.get(name)
+        self.stored_as = name if known else None
+        if known is None and renamed_from:
+            known = store.get(renamed_from)  # moved to the new name by register
+            self.stored_as = renamed_from if known else None
+        self.thumbprint = known.thumbprint if known else None
         self.job.result.thumbprint = self.thumbprint
-        self.conflict = self._registration_conflict()
-        if self.conflict:
-            return "skipped", "not imported: Octopus has a conflicting record (see register)"
-        if probe.instance_exists and self.thumbprint and probe.thumbprint == self.thumbprint:
-            return "unchanged", self.thumbprint
-        # A damaged configuration is recreated: the identity and the settings it held are
-        # all in the store and the inventory, and the configure step follows.
-        damaged = probe.configuration_error is not None
-        create = not probe.instance_exists or damaged
-        command = tentacle.import_identity_command(
-            self.machine.tentacle.instance, create_instance=create, replace_configuration=damaged
-        )
-        repaired = " into a new configuration (the old one was damaged)" if damaged else ""
-        if self.job.dry_run:
-            what = self.thumbprint or "a new identity (minted on the controller)"
-            return self.plan(f"would import {what}{repaired}", command)
-        assert self.identity is not None
-        pfx = self.identity.unprotected_pfx()
-        self.remote(command, stdin=base64.b64encode(pfx).decode())
-        self.created_instance = create
-        self.probe = tentacle.with_version(probe, probe.version, restart_pending=True)
-        if damaged:  # what the probe read of the old file is gone with it
-            self.probe = replace(self.probe, polling_proxy=tentacle.PollingProxySettings())
-        minted = " (new identity)" if self.identity.created else ""
-        return "changed", f"imported {self.thumbprint}{minted}{repaired}"
-
-    def _refuse_another_machines_certificate(self, host_thumbprint: str) -> None:
-        """The host carries a certificate this machine's identity is not. If Octopus has it
-        under another name, the host is a registered machine under a new name (renamed in
-        the inventory, or the address is wrong): replacing its certificate would strand that
-        record and make a second one, so stop."""
-        name = self.machine.name
-        holders = [
-            m
-            for m in self._octopus().machines_with_thumbprint(host_thumbprint)
-            if m["Name"].strip().lower() != name.lower()
-        ]
-        if holders:
-            listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in holders)
-            old = holders[0]["Name"]
-            raise StepFailed(
-                f"the host already carries certificate {host_thumbprint}, which Octopus has "
-                f"registered as {listed}: if {old} was renamed {name}, run again with "
-                f"--renamed-from {old} (it keeps its identity and Octopus Id); otherwise check "
-                f"{name}'s address. Nothing was changed"
+        holders: list[Resource] = []
+        if probe.installed and probe.thumbprint and probe.thumbprint != self.thumbprint:
+            holders = self._octopus().machines_with_thumbprint(probe.thumbprint)
+        if probe.installed:
+            # The space's machines (or workers), read once per run, not per machine.
+            index = self._octopus().machine_index(self.collection)
+            elsewhere = []
+            if self.thumbprint:
+                other = next(c for c in COLLECTIONS.values() if c != self.collection)
+                elsewhere = self._octopus().machine_index(other).with_thumbprint(self.thumbprint)
+            self.record, self.conflict = find_record(
+                name,
+                self.thumbprint,
+                index=index,
+                elsewhere=elsewhere,
+                renamed_from=renamed_from,
+                take_over=self.job.options.take_over,
             )
-
-    def _registration_conflict(self) -> str | None:
-        """Why registering this machine's certificate would be refused, if it would."""
-        # The space's machines (or workers) are read once per run, not twice per machine.
-        octopus, name = self._octopus(), self.machine.name
-        known = octopus.machine_index(self.collection)
-        renamed_from = (self.job.options.renamed_from or "").lower()
-        previous: Resource | None = None  # the record to rename (--renamed-from)
-        if self.thumbprint:
-            others = []
-            for m in known.with_thumbprint(self.thumbprint):
-                if m["Name"].strip().lower() == renamed_from:
-                    previous = m
-                elif m["Name"].strip().lower() != name.lower():
-                    others.append(m)
-            if others:
-                return self._duplicate(others)
-        named = known.named(name)
-        if named and previous:
-            return (
-                f"both {named[0]['Name']} ({named[0]['Id']}) and {previous['Name']} "
-                f"({previous['Id']}) are registered: deregister the one that is not this "
-                "machine, then run again"
-            )
-        self.record = named[0] if named else previous
-        if self.record is None and self.thumbprint:
-            # A new record: the certificate must not be registered as the other kind either
-            # (a target that becomes a worker, or the reverse, is deregistered first).
-            other = next(c for c in COLLECTIONS.values() if c != self.collection)
-            elsewhere = octopus.machine_index(other).with_thumbprint(self.thumbprint)
-            if elsewhere:
-                return self._duplicate(elsewhere)
-        if self.record:
-            registered = registered_thumbprint(self.record)
-            if registered != (self.thumbprint or ""):
-                if self.job.options.take_over:
-                    return None
-                return (
-                    f"the name {name} is registered ({self.record['Id']}) with another "
-                    f"thumbprint {registered or '(none)'}, not this machine's "
-                    f"{self.thumbprint or '(new)'}: deregister it, rename one of them, or "
-                    "run with --take-over to give that record this machine's certificate"
-                )
-        return None
-
-    def _duplicate(self, others: list[Resource]) -> str:
-        listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in others)
-        return (
-            f"thumbprint {self.thumbprint} is already registered as {listed}: a second "
-            "record for one certificate would be a duplicate; deregister that one first"
+        plan = plan_identity(
+            probe,
+            self.machine,
+            self.thumbprint,
+            stored_as=self.stored_as,
+            holders=holders,
+            conflict=self.conflict,
         )
 
-    # --- configure ----------------------------------------------------------------------
+        def imported(results: list[Any]) -> str:
+            identity = results[0] if isinstance(results[0], Identity) else known
+            assert identity is not None
+            self.thumbprint = self.job.result.thumbprint = identity.thumbprint
+            self.stored_as = name if self.stored_as is None else self.stored_as
+            minted = " (new identity)" if identity.created else ""
+            return f"imported {identity.thumbprint}{minted}{_repaired(probe)}"
+
+        return self.apply(plan, then=imported)
 
     def step_configure(self) -> tuple[str, str]:
         if self.conflict:
-            return "skipped", "Octopus has a conflicting record (see register)"
-        probe, options = self._probe(), self.machine.tentacle
-        server = self._octopus().server_thumbprint()
-        if self.machine.is_polling:
-            return self._configure_polling(probe, server)
-        if (
-            not self.created_instance
-            and probe.instance_exists
-            and probe.port == options.port
-            and probe.no_listen is False
-            and probe.polling_address is None
-            and probe.app_dir == options.app_dir
-            and probe.trusted == (server,)
-        ):
-            return "unchanged", f"port {options.port}, trusts {server[:8]}…"
-        command = tentacle.configure_command(
-            options.instance, port=options.port, app_dir=options.app_dir, server_thumbprint=server
+            return self.apply(Noop("skipped", "Octopus has a conflicting record (see register)"))
+        probe = self._probe()
+        plan = plan_configure(
+            probe, self.machine, self._octopus().server_thumbprint(), self.job.polling
         )
-        what = f"listening on {options.port}, trusts only {server[:8]}…"
-        if self.job.dry_run:
-            return self.plan(f"would configure: {what}", command)
-        self.remote(command)
-        self.probe = tentacle.with_version(probe, probe.version, restart_pending=True)
-        return "changed", what
 
-    def _configure_polling(self, probe: tentacle.Probe, server: str) -> tuple[str, str]:
-        polling, app_dir = self.job.polling, self.machine.tentacle.app_dir
-        assert polling is not None
-        what = f"polls {polling.address}, trusts only {server[:8]}…"
-        # The Tentacle's own proxy is set in the same round trip as the rest, before it.
-        wanted_proxy = self.machine.registration.polling_proxy
-        proxy_drift = drift.polling_proxy_drift(probe, wanted_proxy)
-        proxy = ""
-        if proxy_drift:
-            proxy = self._polling_proxy_command(wanted_proxy)
-            wanted = drift.polling_proxy_settings(wanted_proxy)
-            what += f", polling proxy {probe.polling_proxy} → {wanted}"
-        if (
-            not self.created_instance
-            and probe.instance_exists
-            and probe.no_listen is True
-            and probe.app_dir == app_dir
-            and probe.trusted == (server,)
-            and probe.polling_address == polling.address
-            and probe.subscription
-        ):
-            if not proxy:
-                return "unchanged", f"{what}, as {probe.subscription}"
-            if self.job.dry_run:
-                return self.plan(f"would configure: {what}", proxy)
-            self.remote(proxy)
-            self.probe = tentacle.with_version(probe, probe.version, restart_pending=True)
-            return "changed", f"{what}, as {probe.subscription}"
-        command = tentacle.configure_polling_command(
-            self.machine.tentacle.instance,
-            app_dir=app_dir,
-            server_thumbprint=server,
-            server_host=polling.host,
-            server_port=polling.port,
-        )
-        if proxy:
-            command = f"{proxy} && {command}"
-        if self.job.dry_run:
-            # --reset-trust drops the subscription: server-comms makes a new one.
-            self.probe = replace(probe, subscription=None)
-            return self.plan(f"would configure: {what}, with a new subscription", command)
-        result = self.remote(command)
-        try:
-            self.probe = tentacle.reconfigured(probe, result.stdout)
-        except ValueError as exc:
-            raise StepFailed(f"configured, but {exc}") from None
-        return "changed", f"{what}, as {self.probe.subscription}"
+        def configured(results: list[Any]) -> str:
+            assert isinstance(plan, Change)
+            if plan.probe is None or plan.probe.subscription != NEW_SUBSCRIPTION:
+                return plan.done
+            # A new subscription: the one the Tentacle printed back.
+            try:
+                self.probe = tentacle.reconfigured(probe, results[-1].stdout)
+            except ValueError as exc:
+                raise StepFailed(f"configured, but {exc}") from None
+            return f"{plan.done}, as {self.probe.subscription}"
 
-    def _polling_proxy_command(self, wanted: PollingProxy | None) -> str:
-        instance = self.machine.tentacle.instance
-        if wanted is None:
-            return tentacle.polling_proxy_command(instance, None)
-        return tentacle.polling_proxy_command(instance, wanted.host, wanted.port, wanted.username)
-
-    # --- register -------------------------------------------------------------------------
+        return self.apply(plan, then=configured)
 
     def step_register(self) -> tuple[str, str]:
-        if self.conflict:
-            raise StepFailed(self.conflict)
-        octopus, collection = self._octopus(), self.collection
         subscription = self._probe().subscription or ""
-        if self.machine.is_polling and not subscription and not self.job.dry_run:
-            raise StepFailed(
-                "the Tentacle has no polling subscription to register (configure did not "
-                "leave one): run bootstrap again, or check `Tentacle show-configuration`"
-            )
         wanted = self.wanted_record(thumbprint=self.thumbprint or "", subscription=subscription)
-        if self.record is None:
-            if self.job.dry_run:
-                where = (
-                    f"a worker in {', '.join(self.machine.worker_pools)}"
-                    if self.machine.is_worker
-                    else f"a machine in {self.machine.environment}"
-                )
-                return self.plan(f"would create {where}", f"POST {collection}")
-            created = octopus.create_machine(wanted.new(self.machine.name), collection)
-            self.job.result.octopus_id = created["Id"]
-            return "changed", f"created {created['Id']}"
-        current = self.record
-        self.job.result.octopus_id = current["Id"]
-        differences = [d.what for d in drift.differences(wanted, current)]
-        renamed = current["Name"].strip().lower() != self.machine.name.lower()
-        if renamed:  # --renamed-from: the same record under its new name
-            differences.insert(0, f"name {current['Name']} → {self.machine.name}")
-        if not differences:
-            return "unchanged", current["Id"]
-        if self.job.dry_run:
-            return self.plan(
-                f"would update {current['Id']}: {', '.join(differences)}",
-                f"PUT {collection}/{current['Id']}",
-            )
-        name = self.machine.name if renamed else current["Name"]
-        updated = octopus.update_machine({**wanted.applied_to(current), "Name": name}, collection)
-        return "changed", f"updated {updated['Id']}: {', '.join(differences)}"
+        plan = plan_register(
+            self.machine,
+            wanted,
+            self.record,
+            conflict=self.conflict,
+            subscription=subscription,
+            collection=self.collection,
+            stored_as=self.stored_as,
+        )
+        if self.record is not None:
+            self.job.result.octopus_id = self.record["Id"]
 
-    # --- service and health -------------------------------------------------------------
+        def registered(results: list[Any]) -> str:
+            if self.record is None:
+                created = results[0]
+                self.job.result.octopus_id = created["Id"]
+                return f"created {created['Id']}"
+            assert isinstance(plan, Change)
+            return plan.done
+
+        return self.apply(plan, then=registered)
 
     def step_service(self) -> tuple[str, str]:
-        probe, options = self._probe(), self.machine.tentacle
-        unit = tentacle.unit_name(options.instance)
-        if not probe.service_enabled:
-            action, done = "install", "installed and started"
-        elif probe.restart_pending:
-            action, done = "restart", "restarted"
-        elif not probe.service_active:
-            action, done = "start", "started"
-        else:
-            return "unchanged", f"{unit} active"
-        command = self._service_command(action)
-        if self.job.dry_run:
-            return self.plan(f"would have {unit} {done}", command)
-        self.remote(command)
-        self.service_started = True
-        return "changed", f"{unit} {done}"
+        plan = plan_service(self._probe(), self.machine)
+
+        def started(results: list[Any]) -> str:
+            self.service_started = True
+            assert isinstance(plan, Change)
+            return plan.done
+
+        return self.apply(plan, then=started)
 
     def step_health(self) -> tuple[str, str]:
         octopus, machine_id = self._octopus(), self.job.result.octopus_id
-        if self.job.dry_run:
+        if not self.writes:  # a health check is a task in Octopus: a dry run only reads
             if machine_id is None:
                 return "skipped", "not registered yet"
             status = octopus.machine(machine_id, self.collection).get("HealthStatus", "Unknown")
@@ -381,7 +280,7 @@ class Bootstrap(Pipeline[BootstrapOptions]):
             # systemd said active, yet Octopus gets no answer: a hung service (stopped,
             # deadlocked) stays "active" for ever. Restart it once, then ask again.
             unit = tentacle.unit_name(self.machine.tentacle.instance)
-            self.remote(self._service_command("restart"))
+            self.remote(service_command(self.machine, "restart"))
             restarted = f" after restarting {unit}, active but Unavailable in {check.task_id}"
             check = self._check_health(machine_id)
         if not check.healthy and check.task_failed_itself:
@@ -395,11 +294,6 @@ class Bootstrap(Pipeline[BootstrapOptions]):
                 f"{restarted}): {check.reason}"
             )
         return ("changed" if restarted else "ok"), f"Healthy ({check.task_id}){restarted}"
-
-    def _service_command(self, action: str) -> str:
-        options = self.machine.tentacle
-        port = None if self.machine.is_polling else options.port
-        return tentacle.service_command(options.instance, action, port=port)
 
     def _check_health(self, machine_id: str) -> HealthResult:
         """This machine's health, from a Health task it may share with others (health.py)."""
@@ -427,6 +321,333 @@ class Register(Bootstrap):
     STEPS: ClassVar = (
         "connect", "probe", "identity", "configure", "register", "service", "health",
     )  # fmt: skip
+
+
+# --- planning: from data alone ---------------------------------------------------------------
+
+# A dry run's stand-in for the subscription id `server-comms` will make: the later steps
+# plan with it (register: the record's Uri changes) as a real run does with the new one.
+NEW_SUBSCRIPTION = "poll://(new subscription)/"
+
+
+def plan_install(
+    probe: tentacle.Probe, options: TentacleOptions, *, source_file: str, upload_to: str
+) -> Plan:
+    """Install (or upgrade to) the wanted Tentacle unless the host has it (or a newer one).
+    A local archive is uploaded to upload_to first; an instance there is restarted."""
+    wanted = options.version
+    if probe.installed and (wanted is None or _version(probe.version) >= _version(wanted)):
+        return Noop("unchanged", f"Tentacle {probe.version}")
+    source = options.resolved_source()
+    if source is None:
+        raise StepFailed(
+            f"Tentacle is not installed and {source_file} has no [tentacle] source to install "
+            "it from"
+        )
+    restart = options.instance if probe.instance_exists else None
+    actions: tuple[Action, ...]
+    if options.source_is_local:
+        command = tentacle.install_from_file_command(upload_to, restart_instance=restart)
+        actions = (Upload(source, upload_to), Command(command))
+    else:
+        actions = (Command(tentacle.install_from_url_command(source, restart_instance=restart)),)
+    before = f"{probe.version} → " if probe.installed else ""
+    return Change(
+        f"would install Tentacle {before}{wanted or source}",
+        actions,
+        done=f"installed Tentacle {before}{wanted or '?'}",
+        probe=tentacle.with_version(probe, wanted or "?", restart_pending=bool(restart)),
+    )
+
+
+def find_record(
+    name: str,
+    thumbprint: str | None,
+    *,
+    index: MachineIndex,
+    elsewhere: Sequence[Resource] = (),
+    renamed_from: str | None = None,
+    take_over: bool = False,
+) -> tuple[Resource | None, str | None]:
+    """This machine's Octopus record (by name, or by --renamed-from and its certificate),
+    and why registering its certificate would be refused, if it would. index: the space's
+    records of the machine's kind; elsewhere: the records of the other kind with this
+    thumbprint (a target that becomes a worker, or the reverse, is deregistered first)."""
+    old = (renamed_from or "").lower()
+    previous: Resource | None = None  # the record to rename (--renamed-from)
+    if thumbprint:
+        others = []
+        for m in index.with_thumbprint(thumbprint):
+            if m["Name"].strip().lower() == old:
+                previous = m
+            elif m["Name"].strip().lower() != name.lower():
+                others.append(m)
+        if others:
+            return None, _duplicate(thumbprint, others)
+    named = index.named(name)
+    if named and previous:
+        return None, (
+            f"both {named[0]['Name']} ({named[0]['Id']}) and {previous['Name']} "
+            f"({previous['Id']}) are registered: deregister the one that is not this "
+            "machine, then run again"
+        )
+    record = named[0] if named else previous
+    if record is None and thumbprint and elsewhere:
+        return None, _duplicate(thumbprint, elsewhere)
+    if record is not None:
+        registered = registered_thumbprint(record)
+        if registered != (thumbprint or "") and not take_over:
+            return record, (
+                f"the name {name} is registered ({record['Id']}) with another "
+                f"thumbprint {registered or '(none)'}, not this machine's "
+                f"{thumbprint or '(new)'}: deregister it, rename one of them, or "
+                "run with --take-over to give that record this machine's certificate"
+            )
+    return record, None
+
+
+def _duplicate(thumbprint: str, others: Sequence[Resource]) -> str:
+    listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in others)
+    return (
+        f"thumbprint {thumbprint} is already registered as {listed}: a second "
+        "record for one certificate would be a duplicate; deregister that one first"
+    )
+
+
+def plan_identity(
+    probe: tentacle.Probe,
+    machine: Machine,
+    thumbprint: str | None,
+    *,
+    stored_as: str | None = None,
+    holders: Sequence[Resource] = (),
+    conflict: str | None = None,
+) -> Plan:
+    """Give the host the machine's certificate (thumbprint: the store's, None when it is
+    to be minted; stored_as: the name the store holds it under). holders: Octopus' records
+    with the host's certificate when it is not the machine's; conflict: find_record's."""
+    name = machine.name
+    if not probe.installed:
+        raise StepFailed("Tentacle is not installed: run `inv install` (or bootstrap) first")
+    if probe.thumbprint and probe.thumbprint != thumbprint:
+        _refuse_another_machines_certificate(name, probe.thumbprint, holders)
+    if conflict:
+        return Noop("skipped", "not imported: Octopus has a conflicting record (see register)")
+    if probe.instance_exists and thumbprint and probe.thumbprint == thumbprint:
+        return Noop("unchanged", thumbprint)
+    # A damaged configuration is recreated: the identity and the settings it held are
+    # all in the store and the inventory, and the configure step follows.
+    damaged = probe.configuration_error is not None
+    create = not probe.instance_exists or damaged
+    command = tentacle.import_identity_command(
+        machine.tentacle.instance, create_instance=create, replace_configuration=damaged
+    )
+    mint: tuple[Action, ...] = () if thumbprint else (IdentityAction("mint", name),)
+    after = tentacle.with_version(probe, probe.version, restart_pending=True)
+    if create:  # a new configuration: none of the old settings are there to keep
+        after = replace(
+            after,
+            instance_exists=True,
+            configuration_error=None,
+            port=None,
+            no_listen=None,
+            app_dir=None,
+            trusted=(),
+            polling_address=None,
+            subscription=None,
+            polling_proxy=tentacle.PollingProxySettings(),
+        )
+    what = thumbprint or "a new identity (minted on the controller)"
+    return Change(
+        f"would import {what}{_repaired(probe)}",
+        (*mint, Command(command, pfx_of=stored_as or name)),
+        done=f"imported {thumbprint}{_repaired(probe)}",
+        probe=after,
+    )
+
+
+def _repaired(probe: tentacle.Probe) -> str:
+    if probe.configuration_error is None:
+        return ""
+    return " into a new configuration (the old one was damaged)"
+
+
+def _refuse_another_machines_certificate(
+    name: str, host_thumbprint: str, holders: Sequence[Resource]
+) -> None:
+    """The host carries a certificate this machine's identity is not. If Octopus has it
+    under another name, the host is a registered machine under a new name (renamed in
+    the inventory, or the address is wrong): replacing its certificate would strand that
+    record and make a second one, so stop."""
+    others = [m for m in holders if m["Name"].strip().lower() != name.lower()]
+    if others:
+        listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in others)
+        old = others[0]["Name"]
+        raise StepFailed(
+            f"the host already carries certificate {host_thumbprint}, which Octopus has "
+            f"registered as {listed}: if {old} was renamed {name}, run again with "
+            f"--renamed-from {old} (it keeps its identity and Octopus Id); otherwise check "
+            f"{name}'s address. Nothing was changed"
+        )
+
+
+def plan_configure(
+    probe: tentacle.Probe,
+    machine: Machine,
+    server_thumbprint: str,
+    polling: drift.PollingServer | None = None,
+) -> Plan:
+    """Listen on the inventory's port (or poll the server), trusting only this Octopus."""
+    if machine.is_polling:
+        assert polling is not None
+        return _plan_polling(probe, machine, server_thumbprint, polling)
+    options, server = machine.tentacle, server_thumbprint
+    if (
+        probe.instance_exists
+        and probe.port == options.port
+        and probe.no_listen is False
+        and probe.polling_address is None
+        and probe.app_dir == options.app_dir
+        and probe.trusted == (server,)
+    ):
+        return Noop("unchanged", f"port {options.port}, trusts {server[:8]}…")
+    command = tentacle.configure_command(
+        options.instance, port=options.port, app_dir=options.app_dir, server_thumbprint=server
+    )
+    what = f"listening on {options.port}, trusts only {server[:8]}…"
+    after = tentacle.with_version(probe, probe.version, restart_pending=True)
+    return Change(f"would configure: {what}", (Command(command),), done=what, probe=after)
+
+
+def _plan_polling(
+    probe: tentacle.Probe, machine: Machine, server: str, polling: drift.PollingServer
+) -> Plan:
+    app_dir, instance = machine.tentacle.app_dir, machine.tentacle.instance
+    what = f"polls {polling.address}, trusts only {server[:8]}…"
+    # The Tentacle's own proxy is set in the same round trip as the rest, before it.
+    wanted_proxy = machine.registration.polling_proxy
+    proxy = ""
+    if drift.polling_proxy_drift(probe, wanted_proxy):
+        proxy = _polling_proxy_command(instance, wanted_proxy)
+        wanted = drift.polling_proxy_settings(wanted_proxy)
+        what += f", polling proxy {probe.polling_proxy} → {wanted}"
+    restarted = tentacle.with_version(probe, probe.version, restart_pending=True)
+    if (
+        probe.instance_exists
+        and probe.no_listen is True
+        and probe.app_dir == app_dir
+        and probe.trusted == (server,)
+        and probe.polling_address == polling.address
+        and probe.subscription
+    ):
+        if not proxy:
+            return Noop("unchanged", f"{what}, as {probe.subscription}")
+        return Change(
+            f"would configure: {what}",
+            (Command(proxy),),
+            done=f"{what}, as {probe.subscription}",
+            probe=restarted,
+        )
+    command = tentacle.configure_polling_command(
+        instance,
+        app_dir=app_dir,
+        server_thumbprint=server,
+        server_host=polling.host,
+        server_port=polling.port,
+    )
+    if proxy:
+        command = f"{proxy} && {command}"
+    # --reset-trust drops the subscription: server-comms makes a new one, which a real run
+    # reads back from the command's output.
+    return Change(
+        f"would configure: {what}, with a new subscription",
+        (Command(command),),
+        done=what,
+        probe=replace(restarted, subscription=NEW_SUBSCRIPTION),
+    )
+
+
+def _polling_proxy_command(instance: str, wanted: PollingProxy | None) -> str:
+    if wanted is None:
+        return tentacle.polling_proxy_command(instance, None)
+    return tentacle.polling_proxy_command(instance, wanted.host, wanted.port, wanted.username)
+
+
+def plan_register(
+    machine: Machine,
+    wanted: drift.WantedRecord,
+    record: Resource | None,
+    *,
+    conflict: str | None = None,
+    subscription: str = "",
+    collection: str = "machines",
+    stored_as: str | None = None,
+) -> Plan:
+    """Create the machine's record, or update the one it has (record) where it differs
+    from wanted; a record found by --renamed-from takes the new name, and so does the
+    identity in the store (stored_as: the name it is under). subscription: a polling
+    Tentacle's, as the probe has it after configure."""
+    if conflict:
+        raise StepFailed(conflict)
+    if machine.is_polling and not subscription:
+        raise StepFailed(
+            "the Tentacle has no polling subscription to register (configure did not "
+            "leave one): run bootstrap again, or check `Tentacle show-configuration`"
+        )
+    rename: tuple[Action, ...] = ()
+    if stored_as and stored_as != machine.name:
+        rename = (IdentityAction("rename", machine.name, old=stored_as),)
+    if record is None:
+        where = (
+            f"a worker in {', '.join(machine.worker_pools)}"
+            if machine.is_worker
+            else f"a machine in {machine.environment}"
+        )
+        post = ApiCall("POST", collection, body=wanted.new(machine.name))
+        return Change(f"would create {where}", (*rename, post), done=f"created in {collection}")
+    differences = [d.what for d in drift.differences(wanted, record)]
+    renamed = record["Name"].strip().lower() != machine.name.lower()
+    if renamed:  # --renamed-from: the same record under its new name
+        differences.insert(0, f"name {record['Name']} → {machine.name}")
+    if not differences:
+        if rename:  # an earlier run renamed the record, and stopped before the identity
+            renamed_identity = f"renamed the identity {stored_as} → {machine.name}"
+            return Change(f"would {rename[0]}", rename, done=renamed_identity)
+        return Noop("unchanged", record["Id"])
+    name = machine.name if renamed else record["Name"]
+    put = ApiCall("PUT", collection, record["Id"], body={**wanted.applied_to(record), "Name": name})
+    listed = ", ".join(differences)
+    return Change(
+        f"would update {record['Id']}: {listed}",
+        (*rename, put),
+        done=f"updated {record['Id']}: {listed}",
+    )
+
+
+def plan_service(probe: tentacle.Probe, machine: Machine) -> Plan:
+    """The service installed and started, or restarted when a step asked for it."""
+    unit = tentacle.unit_name(machine.tentacle.instance)
+    if not probe.service_enabled:
+        action, done = "install", "installed and started"
+    elif probe.restart_pending:
+        action, done = "restart", "restarted"
+    elif not probe.service_active:
+        action, done = "start", "started"
+    else:
+        return Noop("unchanged", f"{unit} active")
+    after = replace(probe, service_enabled=True, service_active=True, restart_pending=False)
+    return Change(
+        f"would have {unit} {done}",
+        (Command(service_command(machine, action)),),
+        done=f"{unit} {done}",
+        probe=after,
+    )
+
+
+def service_command(machine: Machine, action: str) -> str:
+    options = machine.tentacle
+    port = None if machine.is_polling else options.port
+    return tentacle.service_command(options.instance, action, port=port)
 
 
 def _version(text: str | None) -> tuple[int, ...]:

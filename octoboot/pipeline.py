@@ -6,10 +6,19 @@ returning (status, detail): status is `changed`, `unchanged`, `ok` (a check), `s
 `would change` (dry run); a failure raises StepFailed with the reason for the report, and
 stops that machine only. Remote work goes through `remote()`, which runs the command as root,
 bounded by the machine's deadline on the host itself (`timeout`) and on our side.
+
+Plan apart from apply (as pyinfra does): a step that may change something gathers the facts
+that need I/O (the probe, Octopus' records, the identity store), hands them to a pure
+planning function of its module, which answers `Noop(status, reason)` or `Change(what,
+actions)`, and gives that to `Pipeline.apply`, the one place a plan is carried out. In a dry
+run apply logs the plan's actions and answers `would change`; otherwise it runs them. A
+Change also says what the host will be like after it (`probe`), so that the later steps of
+a dry run and of a real run go on from the same facts.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import threading
 import time
@@ -40,6 +49,97 @@ from octoboot.ssh import (
 from octoboot.ssh import close as close_connection
 
 WOULD_CHANGE = "would change"
+
+
+# --- plans -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command run as root on the host. pfx_of: the machine whose identity (the store's
+    PFX, unprotected, base64) is the command's one line of input, read only when it runs:
+    a plan never holds a secret."""
+
+    command: str
+    pfx_of: str | None = None
+
+    def __str__(self) -> str:
+        return f"run: {self.command}"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file of the controller copied to the host."""
+
+    local: str
+    remote: str
+
+    def __str__(self) -> str:
+        return f"upload {self.local} → {self.remote}"
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """A change to a record of Octopus: POST (body), PUT (body, with its Id) or DELETE."""
+
+    method: str
+    collection: str  # machines, or workers
+    record_id: str | None = None
+    body: dict[str, Any] | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        where = f"{self.collection}/{self.record_id}" if self.record_id else self.collection
+        return f"call Octopus: {self.method} {where}"
+
+
+@dataclass(frozen=True)
+class IdentityAction:
+    """A change to the controller's identity store: mint a machine's identity, rename it
+    (from old), or forget it."""
+
+    verb: str  # mint, rename, forget
+    machine: str
+    old: str | None = None
+
+    def __str__(self) -> str:
+        if self.verb == "rename":
+            return f"rename the identity {self.old} → {self.machine} in the store"
+        return f"{self.verb} the identity of {self.machine} in the store"
+
+
+Action = Command | Upload | ApiCall | IdentityAction
+
+
+@dataclass(frozen=True)
+class Noop:
+    """Nothing to do: the step's status (unchanged, ok, skipped) and why."""
+
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """Something to do. what: how a dry run says it ("would install Tentacle 7.1"); done:
+    how a real run says it once done, unless the step words it from what the actions
+    returned; probe: the host as it will be after (None: as it was)."""
+
+    what: str
+    actions: tuple[Action, ...]
+    done: str = ""
+    probe: tentacle.Probe | None = None
+
+
+Plan = Change | Noop
+
+
+def plan_delete(record: dict[str, Any], collection: str) -> Change:
+    """One record deleted from Octopus (deregister, prune)."""
+    return Change(
+        f"would delete {record['Id']}",
+        (ApiCall("DELETE", collection, record["Id"]),),
+        done=f"deleted {record['Id']}",
+    )
 
 
 class StepFailed(OctobootError):
@@ -122,7 +222,7 @@ class Job(Generic[OptionsT]):
 
 class Pipeline(Generic[OptionsT]):
     STEPS: ClassVar[Sequence[str]] = ("connect", "probe")
-    # What a run of this pipeline needs, checked before any host is touched (jobs.Run).
+    # What a run of this pipeline needs, checked before any host is touched (run.Run).
     NEEDS_OCTOPUS: ClassVar[bool] = False
     NEEDS_IDENTITIES: ClassVar[bool] = False
     # The inventory's registration fields resolved to Octopus Ids (job.registration).
@@ -143,6 +243,8 @@ class Pipeline(Generic[OptionsT]):
     def __init__(self, job: Job[OptionsT]) -> None:
         self.job = job
         self.machine = job.machine
+        # Whether this run writes anywhere: not in a dry run or a read-only pipeline.
+        self.writes = not (job.dry_run or self.READ_ONLY)
         self.collection = drift.collection(job.machine)  # where Octopus keeps its record
         self.probe: tentacle.Probe | None = None
 
@@ -283,11 +385,64 @@ class Pipeline(Generic[OptionsT]):
             raise StepFailed(last_lines(result.stderr or result.stdout, result.exited))
         return result
 
-    def plan(self, what: str, command: str | None = None) -> tuple[str, str]:
-        """A dry run's answer for a step that would change something: what, and how."""
-        if command:
-            self.job.log.write(f"would run: {command}")
-        return WOULD_CHANGE, what
+    # --- applying a plan ---------------------------------------------------------------
+
+    def apply(self, plan: Plan, then: Callable[[list[Any]], str] | None = None) -> tuple[str, str]:
+        """Carry out a step's plan: the one place where anything is changed. A Noop is the
+        step's answer as it is. A Change leaves self.probe as the plan says the host will be;
+        in a dry run its actions are logged and nothing is done (`would change`); otherwise
+        they run in order, and then(their results), if given, words the step's detail (and
+        may read what they printed, e.g. the version installed)."""
+        if isinstance(plan, Noop):
+            return plan.status, plan.reason
+        if plan.probe is not None:
+            self.probe = plan.probe
+        if self.job.dry_run:
+            for action in plan.actions:
+                self.job.log.write(f"would {action}")
+            return WOULD_CHANGE, plan.what
+        results = [self._carry_out(action) for action in plan.actions]
+        return "changed", then(results) if then else plan.done
+
+    def _carry_out(self, action: Action) -> Any:
+        if isinstance(action, Command):
+            stdin = None
+            if action.pfx_of is not None:
+                identity = self._identities().get(action.pfx_of)
+                assert identity is not None, f"{action.pfx_of} has no identity to send"
+                stdin = base64.b64encode(identity.unprotected_pfx()).decode()
+            return self.remote(action.command, stdin=stdin)
+        if isinstance(action, Upload):
+            return self._upload(action.local, action.remote)
+        if isinstance(action, ApiCall):
+            octopus = self._octopus()
+            if action.method == "POST":
+                assert action.body is not None
+                return octopus.create_machine(action.body, action.collection)
+            if action.method == "PUT":
+                assert action.body is not None
+                return octopus.update_machine(action.body, action.collection)
+            assert action.method == "DELETE" and action.record_id is not None
+            return octopus.delete_machine(action.record_id, action.collection)
+        store = self._identities()
+        if action.verb == "mint":
+            return store.get_or_create(action.machine)
+        if action.verb == "rename":
+            assert action.old is not None
+            return store.rename(action.old, action.machine)
+        assert action.verb == "forget"
+        return store.forget(action.machine)
+
+    def _upload(self, local: str, remote_path: str) -> None:
+        self._check_cancelled()  # Fabric would reopen a connection the runner closed
+        self.job.log.write(f"upload {local} → {remote_path}")
+        try:
+            self.job.conn.put(local, remote_path)
+        except FileNotFoundError as exc:
+            raise StepFailed(f"cannot read the Tentacle archive: {exc}") from None
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            self._check_cancelled()
+            raise StepFailed(f"upload failed: {exc}", State.UNREACHABLE) from None
 
     # --- shared steps ---------------------------------------------------------------------
 
@@ -314,9 +469,9 @@ class Pipeline(Generic[OptionsT]):
         return "ok", f"{conn.user}@{conn.host}:{conn.port}"
 
     def step_probe(self) -> tuple[str, str]:
-        # Cleaning stale uploads is a change: not in a dry run or a read-only pipeline.
-        clean = not (self.job.dry_run or self.READ_ONLY)
-        result = self.remote(tentacle.probe_command(self.machine.tentacle.instance, clean=clean))
+        # Cleaning stale uploads is a change: only in a run that writes.
+        command = tentacle.probe_command(self.machine.tentacle.instance, clean=self.writes)
+        result = self.remote(command)
         self.probe = probe = tentacle.parse_probe(result.stdout)
         if probe.problems:
             raise StepFailed("; ".join(probe.problems))
@@ -351,6 +506,11 @@ class Pipeline(Generic[OptionsT]):
         if self.probe is None:
             raise RuntimeError("the probe step must run first")
         return self.probe
+
+    def _identities(self) -> IdentityStore:
+        if self.job.identities is None:
+            raise RuntimeError("this job has no identity store")
+        return self.job.identities
 
     def _octopus(self) -> OctopusClient:
         if self.job.octopus is None:

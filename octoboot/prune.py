@@ -35,10 +35,10 @@ from typing import ClassVar
 from octoboot.drift import duplicates_of, listed, unlisted
 from octoboot.errors import ConfigError
 from octoboot.inventory import SAFE_NAME, Machine
-from octoboot.jobs import Run, RunOptions, Selection
 from octoboot.octopus import Resource, registered_thumbprint
-from octoboot.pipeline import Pipeline
+from octoboot.pipeline import Change, Pipeline, plan_delete
 from octoboot.report import RunReport
+from octoboot.run import Run, RunOptions, Selection
 from octoboot.settings import Settings
 
 UNAVAILABLE = "Unavailable"
@@ -48,7 +48,7 @@ _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def prune(
     selection: Selection,
-    options: RunOptions = RunOptions(),  # noqa: B008 (frozen, as in jobs)
+    options: RunOptions = RunOptions(),
     settings: Settings | None = None,
     *,
     older_than: str | None = None,
@@ -157,11 +157,12 @@ class PruneRecord(Pipeline[PruneOptions]):
         self.job.result.thumbprint = registered_thumbprint(record) or None
         named = "" if record["Name"] == self.machine.name else f"{record['Name']}: "
         self.job.result.reason = named + doomed.why
-        if self.job.dry_run:
-            delete = f"DELETE {doomed.collection}/{record['Id']}"
-            return self.plan(f"would delete {record['Id']}", delete)
-        self._octopus().delete_machine(record["Id"], doomed.collection)
-        return "changed", f"deleted {record['Id']}"
+        return self.apply(plan_prune(doomed))
+
+
+def plan_prune(doomed: Doomed) -> Change:
+    """The doomed record deleted from Octopus: decided when the run read Octopus (check)."""
+    return plan_delete(doomed.record, doomed.collection)
 
 
 class PruneRun(Run[PruneOptions]):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from octoboot import jobs
+from octoboot.run import RunOptions
 from octoboot.sandbox.control import Sandbox
 from octoboot.sandbox.standin_settings import StandInSettings
 from octoboot.settings import Settings, load_settings
@@ -48,8 +48,8 @@ def octopus_machines(octopus: httpx.Client) -> dict[str, dict]:
     return {m["Name"]: m for m in octopus.get("/api/Spaces-1/machines/all").json()}
 
 
-def quiet(parallel: bool = True, **options) -> jobs.RunOptions:
-    return jobs.RunOptions(parallel=parallel, console=lambda line: None, **options)
+def quiet(parallel: bool = True, **options) -> RunOptions:
+    return RunOptions(parallel=parallel, console=lambda line: None, **options)
 
 
 def by_name(report) -> dict:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from octoboot import jobs
+from octoboot.bootstrap import bootstrap
 from octoboot.report import EXIT_FAILED, EXIT_OK, State
+from octoboot.run import RunOptions, Selection
 from tests.sandbox.project import by_name, inv, octopus_machines, request_count, writes_since
 
 FIVE = ("sbx01", "sbx02", "sbx03", "sbx04", "sbx05")
@@ -20,13 +21,13 @@ def sandbox(sandbox_factory):
 
 def quiet():
     lines = []
-    return lines, jobs.RunOptions(parallel=True, console=lines.append)
+    return lines, RunOptions(parallel=True, console=lines.append)
 
 
 @pytest.fixture(scope="module")
 def first_run(sandbox, settings):
     lines, options = quiet()
-    report = jobs.bootstrap(jobs.Selection(env="sandbox", limits=("sbx0[1-5]",)), options, settings)
+    report = bootstrap(Selection(env="sandbox", limits=("sbx0[1-5]",)), options, settings)
     return report, lines
 
 
@@ -63,9 +64,9 @@ def test_rerun_sequentially_changes_nothing(first_run, octopus, settings, sandbo
     before = octopus_machines(octopus)
     offset = request_count(sandbox)
     lines = []
-    report = jobs.bootstrap(
-        jobs.Selection(env="sandbox", limits=("sbx0[1-5]",)),
-        jobs.RunOptions(parallel=False, console=lines.append),
+    report = bootstrap(
+        Selection(env="sandbox", limits=("sbx0[1-5]",)),
+        RunOptions(parallel=False, console=lines.append),
         settings,
     )
     assert report.exit_code == EXIT_OK, report.table()
@@ -87,7 +88,7 @@ def test_rerun_sequentially_changes_nothing(first_run, octopus, settings, sandbo
 
 def test_host_selects_only_that_machine(first_run, octopus, settings):
     _, options = quiet()
-    report = jobs.bootstrap(jobs.Selection(hosts=("sbx06",)), options, settings)
+    report = bootstrap(Selection(hosts=("sbx06",)), options, settings)
     assert [r.machine for r in report.results] == ["sbx06"]
     assert report.results[0].state == State.CHANGED
     assert octopus_machines(octopus)["sbx06"]["HealthStatus"] == "Healthy"
@@ -101,9 +102,7 @@ def test_an_untrusting_tentacle_fails_at_health_and_the_others_succeed(
     sandbox.start_host("sbx06")
     try:
         _, options = quiet()
-        report = jobs.bootstrap(
-            jobs.Selection(env="sandbox", hosts=("sbx06", "sbx01")), options, settings
-        )
+        report = bootstrap(Selection(env="sandbox", hosts=("sbx06", "sbx01")), options, settings)
     finally:
         sandbox.set_faults("sbx06", untrusting=False)
     rows = by_name(report)

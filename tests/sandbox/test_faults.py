@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from octoboot import jobs
+from octoboot.bootstrap import bootstrap
+from octoboot.deregister import deregister
 from octoboot.errors import ConfigError
+from octoboot.exec import exec_command
 from octoboot.octopus import OctopusUnavailable
 from octoboot.report import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, State
+from octoboot.run import RunOptions, Selection
 from tests.sandbox.conftest import connect, run
 from tests.sandbox.project import (
     by_name,
@@ -47,12 +50,12 @@ def faulty_run(sandbox, settings):
     sandbox.set_faults("sbx04", install_fails=True)
     sandbox.set_faults("sbx05", hang=["configure"])
     lines: list[str] = []
-    options = jobs.RunOptions(
+    options = RunOptions(
         parallel=True, deadline=DEADLINE, connect_timeout=CONNECT_TIMEOUT, verbose=True,
         console=lines.append,
     )  # fmt: skip
     started = time.monotonic()
-    report = jobs.bootstrap(jobs.Selection(env="sandbox"), options, settings)
+    report = bootstrap(Selection(env="sandbox"), options, settings)
     wall = time.monotonic() - started
     return report, wall, lines
 
@@ -142,8 +145,8 @@ def test_no_pfx_remains_on_any_host(faulty_run, sandbox):
 
 def test_retry_failed_after_the_faults_are_gone(faulty_run, sandbox, settings):
     clear_faults(sandbox)
-    report = jobs.bootstrap(
-        jobs.Selection(env="sandbox", retry_failed=True),
+    report = bootstrap(
+        Selection(env="sandbox", retry_failed=True),
         quiet(deadline=DEADLINE, connect_timeout=CONNECT_TIMEOUT),
         settings,
     )
@@ -168,9 +171,7 @@ def test_a_host_that_drops_during_install(faulty_run, sandbox, settings):
     calls_before = len(host.tentacle_calls())
     cutter.start()
     try:
-        report = jobs.bootstrap(
-            jobs.Selection(hosts=("sbx10",)), quiet(accept_new_host_key=True), settings
-        )
+        report = bootstrap(Selection(hosts=("sbx10",)), quiet(accept_new_host_key=True), settings)
     finally:
         cutter.join()
         sandbox.set_faults("sbx10", install_seconds=1)
@@ -186,7 +187,7 @@ def test_octopus_down_at_the_start_is_reported_before_any_host_is_touched(sandbo
     sandbox.stop_octopus()
     try:
         with pytest.raises(OctopusUnavailable, match="did not answer") as err:
-            jobs.bootstrap(jobs.Selection(env="sandbox"), quiet(octopus_retry_seconds=2), settings)
+            bootstrap(Selection(env="sandbox"), quiet(octopus_retry_seconds=2), settings)
     finally:
         sandbox.start_octopus()
     assert err.value.exit_code == 3
@@ -195,16 +196,14 @@ def test_octopus_down_at_the_start_is_reported_before_any_host_is_touched(sandbo
 
 def test_octopus_5xx_is_retried_and_then_reported_per_machine(sandbox, settings, octopus):
     sandbox.set_octopus_fault(503, 2, match="/machines")
-    report = jobs.bootstrap(jobs.Selection(hosts=("sbx06",)), quiet(), settings)
+    report = bootstrap(Selection(hosts=("sbx06",)), quiet(), settings)
     assert report.exit_code == EXIT_OK, report.table()  # two 503s, then fine
 
     sandbox.rebuild_host("sbx09")
-    jobs.deregister(jobs.Selection(hosts=("sbx09",)), quiet(), settings)
+    deregister(Selection(hosts=("sbx09",)), quiet(), settings)
     sandbox.set_octopus_fault(500, 50, match="/machines", methods=["POST"])
     try:
-        report = jobs.bootstrap(
-            jobs.Selection(hosts=("sbx09",)), quiet(accept_new_host_key=True), settings
-        )
+        report = bootstrap(Selection(hosts=("sbx09",)), quiet(accept_new_host_key=True), settings)
     finally:
         sandbox.set_octopus_fault(500, 0)
     row = report.results[0]
@@ -220,7 +219,7 @@ def test_a_missing_or_wrong_api_key_is_one_line_before_any_host(sandbox, setting
     key_file.write_text(key + "\n")
     try:
         with pytest.raises(ConfigError) as err:
-            jobs.bootstrap(jobs.Selection(env="sandbox"), quiet(), settings)
+            bootstrap(Selection(env="sandbox"), quiet(), settings)
     finally:
         key_file.write_text(original)
     message = str(err.value)
@@ -236,14 +235,14 @@ def test_a_name_registered_with_another_thumbprint_fails_at_register(sandbox, se
     machine = octopus_machines(octopus)["sbx07"]
     stranger = dict(machine, Endpoint=dict(machine["Endpoint"], Thumbprint="AB" * 20))
     octopus.put(f"/api/Spaces-1/machines/{machine['Id']}", json=stranger).raise_for_status()
-    report = jobs.bootstrap(jobs.Selection(hosts=("sbx07",)), quiet(), settings)
+    report = bootstrap(Selection(hosts=("sbx07",)), quiet(), settings)
     row = report.results[0]
     assert (row.state, row.failed_step) == (State.FAILED, "register")
     assert machine["Id"] in row.reason and "AB" * 20 in row.reason
     assert {s.name: s.status for s in row.steps}["identity"] == "skipped"
     assert octopus_machines(octopus)["sbx07"]["Endpoint"]["Thumbprint"] == "AB" * 20
 
-    taken = jobs.bootstrap(jobs.Selection(hosts=("sbx07",)), quiet(), settings, take_over=True)
+    taken = bootstrap(Selection(hosts=("sbx07",)), quiet(), settings, take_over=True)
     assert taken.exit_code == EXIT_OK, taken.table()
     after = octopus_machines(octopus)["sbx07"]
     assert after["Id"] == machine["Id"]
@@ -258,10 +257,8 @@ def test_a_hostile_role_name_reaches_octopus_verbatim_and_no_host_shell(sandbox,
         original.replace('name = "sbx08"', f'name = "sbx08"\nroles = [{json.dumps(hostile)}]')
     )
     try:
-        report = jobs.bootstrap(jobs.Selection(hosts=("sbx08",)), quiet(), settings)
-        executed = jobs.exec_command(
-            jobs.Selection(hosts=("sbx08",)), quiet(), settings, command="ls /tmp"
-        )
+        report = bootstrap(Selection(hosts=("sbx08",)), quiet(), settings)
+        executed = exec_command(Selection(hosts=("sbx08",)), quiet(), settings, command="ls /tmp")
     finally:
         inventory.write_text(original)
     assert report.exit_code == EXIT_OK, report.table()

@@ -7,9 +7,10 @@ import tomllib
 
 import pytest
 
-from octoboot import jobs
+from octoboot.bootstrap import bootstrap
 from octoboot.errors import ConfigError
 from octoboot.report import EXIT_OK, State
+from octoboot.run import Selection
 from octoboot.status import status
 from tests.sandbox.project import (
     by_name,
@@ -20,7 +21,7 @@ from tests.sandbox.project import (
     request_count,
 )
 
-ALL = jobs.Selection(env="sandbox")
+ALL = Selection(env="sandbox")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_the_sandbox_example_lists_its_hosts_with_a_command(sandbox, settings, o
     inventory = tomllib.loads(text)
     assert "machines" not in inventory and "list_hosts.py" in inventory["source"]["command"]
     hosts = {h.name: h.address for h in sandbox.hosts()}
-    report = jobs.bootstrap(ALL, quiet(), settings)
+    report = bootstrap(ALL, quiet(), settings)
     assert report.exit_code == EXIT_OK, report.table()
     assert {r.machine: r.state for r in report.results} == dict.fromkeys(hosts, State.CHANGED)
     records = octopus_machines(octopus)

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from octoboot import jobs
+from octoboot.bootstrap import bootstrap, install
+from octoboot.deregister import deregister
+from octoboot.exec import exec_command
 from octoboot.report import EXIT_FAILED, EXIT_OK, State
+from octoboot.run import RunOptions, Selection
 from tests.sandbox.project import (
     by_name,
     inv,
@@ -21,7 +24,7 @@ from tests.sandbox.project import (
     writes_since,
 )
 
-ALL = jobs.Selection(env="sandbox")
+ALL = Selection(env="sandbox")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,7 @@ def sandbox(sandbox_factory):
 
 @pytest.fixture(scope="module")
 def bootstrapped(sandbox, settings):
-    report = jobs.bootstrap(ALL, quiet(), settings)
+    report = bootstrap(ALL, quiet(), settings)
     assert report.exit_code == EXIT_OK, report.table()
     return report
 
@@ -40,15 +43,13 @@ def test_a_rebuilt_machine_comes_back_as_itself(bootstrapped, sandbox, settings,
     before = octopus_machines(octopus)["sbx03"]
     sandbox.rebuild_host("sbx03")
 
-    refused = jobs.bootstrap(jobs.Selection(hosts=("sbx03",)), quiet(), settings)
+    refused = bootstrap(Selection(hosts=("sbx03",)), quiet(), settings)
     row = refused.results[0]
     assert row.state == State.FAILED and row.failed_step == "connect"
     assert "host key changed" in row.reason and "--accept-new-host-key --host sbx03" in row.reason
     assert row.reason.count("SHA256:") == 2  # the old and the new fingerprint
 
-    report = jobs.bootstrap(
-        jobs.Selection(hosts=("sbx03",)), quiet(accept_new_host_key=True), settings
-    )
+    report = bootstrap(Selection(hosts=("sbx03",)), quiet(accept_new_host_key=True), settings)
     row = report.results[0]
     assert report.exit_code == EXIT_OK, report.table()
     assert row.state == State.CHANGED
@@ -58,7 +59,7 @@ def test_a_rebuilt_machine_comes_back_as_itself(bootstrapped, sandbox, settings,
     assert after["sbx03"]["Endpoint"]["Thumbprint"] == before["Endpoint"]["Thumbprint"]
     assert after["sbx03"]["HealthStatus"] == "Healthy"
     # the new key is remembered: the next run connects without the flag
-    again = jobs.bootstrap(jobs.Selection(hosts=("sbx03",)), quiet(), settings)
+    again = bootstrap(Selection(hosts=("sbx03",)), quiet(), settings)
     assert again.results[0].state == State.UNCHANGED
 
 
@@ -66,7 +67,7 @@ def test_accepting_new_keys_for_a_whole_environment_is_refused(bootstrapped, set
     from octoboot.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--host or --limit"):
-        jobs.bootstrap(ALL, quiet(accept_new_host_key=True), settings)
+        bootstrap(ALL, quiet(accept_new_host_key=True), settings)
 
 
 def test_changed_roles_in_the_inventory_update_the_record_in_place(bootstrapped, settings, octopus):
@@ -75,7 +76,7 @@ def test_changed_roles_in_the_inventory_update_the_record_in_place(bootstrapped,
     before = octopus_machines(octopus)["sbx01"]
     inventory.write_text(original.replace('name = "sbx01"', 'name = "sbx01"\nroles = ["api"]'))
     try:
-        report = jobs.bootstrap(jobs.Selection(hosts=("sbx01",)), quiet(), settings)
+        report = bootstrap(Selection(hosts=("sbx01",)), quiet(), settings)
     finally:
         inventory.write_text(original)
     row = report.results[0]
@@ -84,7 +85,7 @@ def test_changed_roles_in_the_inventory_update_the_record_in_place(bootstrapped,
     assert register.status == "changed" and "roles" in register.detail
     after = octopus_machines(octopus)["sbx01"]
     assert after["Id"] == before["Id"] and after["Roles"] == ["api"]
-    restored = jobs.bootstrap(jobs.Selection(hosts=("sbx01",)), quiet(), settings)
+    restored = bootstrap(Selection(hosts=("sbx01",)), quiet(), settings)
     assert octopus_machines(octopus)["sbx01"]["Roles"] == ["web"]
     assert restored.results[0].octopus_id == before["Id"]
 
@@ -100,8 +101,8 @@ def test_dry_run_changes_nothing_anywhere(bootstrapped, sandbox, settings, octop
     offset = request_count(sandbox)
     calls_before = len(host.tentacle_calls())
 
-    report = jobs.bootstrap(
-        jobs.Selection(hosts=("sbx04", "sbx02")), quiet(dry_run=True, accept_new_host_key=True),
+    report = bootstrap(
+        Selection(hosts=("sbx04", "sbx02")), quiet(dry_run=True, accept_new_host_key=True),
         settings,
     )  # fmt: skip
     rows = by_name(report)
@@ -124,23 +125,23 @@ def test_dry_run_changes_nothing_anywhere(bootstrapped, sandbox, settings, octop
 
 def test_deregister_without_and_with_uninstall(bootstrapped, sandbox, settings, octopus):
     sandbox.rebuild_host("sbx04")
-    jobs.bootstrap(jobs.Selection(hosts=("sbx04",)), quiet(accept_new_host_key=True), settings)
+    bootstrap(Selection(hosts=("sbx04",)), quiet(accept_new_host_key=True), settings)
     first = octopus_machines(octopus)["sbx04"]
 
-    report = jobs.deregister(jobs.Selection(hosts=("sbx04",)), quiet(), settings)
+    report = deregister(Selection(hosts=("sbx04",)), quiet(), settings)
     assert report.results[0].state == State.CHANGED
     assert "sbx04" not in octopus_machines(octopus)
     host = sandbox.host("sbx04")
     assert host.disk_path("/etc/octopus/Tentacle").exists()  # the host was not touched
 
     # back again: a new record, with the same certificate
-    report = jobs.bootstrap(jobs.Selection(hosts=("sbx04",)), quiet(), settings)
+    report = bootstrap(Selection(hosts=("sbx04",)), quiet(), settings)
     second = octopus_machines(octopus)["sbx04"]
     assert report.exit_code == EXIT_OK
     assert second["Id"] != first["Id"]
     assert second["Endpoint"]["Thumbprint"] == first["Endpoint"]["Thumbprint"]
 
-    report = jobs.deregister(jobs.Selection(hosts=("sbx04",)), quiet(), settings, uninstall=True)
+    report = deregister(Selection(hosts=("sbx04",)), quiet(), settings, uninstall=True)
     steps = {s.name: s.status for s in report.results[0].steps}
     assert steps == {"deregister": "changed", "connect": "ok", "probe": "ok",
                      "uninstall": "changed", "forget": "unchanged"}  # fmt: skip
@@ -153,13 +154,11 @@ def test_deregister_without_and_with_uninstall(bootstrapped, sandbox, settings, 
 def test_deregister_of_an_unreachable_host_still_removes_the_record(
     bootstrapped, sandbox, settings, octopus
 ):
-    jobs.bootstrap(jobs.Selection(hosts=("sbx04",)), quiet(), settings)
+    bootstrap(Selection(hosts=("sbx04",)), quiet(), settings)
     assert "sbx04" in octopus_machines(octopus)
     sandbox.stop_host("sbx04")
     try:
-        report = jobs.deregister(
-            jobs.Selection(hosts=("sbx04",)), quiet(), settings, uninstall=True
-        )
+        report = deregister(Selection(hosts=("sbx04",)), quiet(), settings, uninstall=True)
     finally:
         sandbox.start_host("sbx04")
     row = report.results[0]
@@ -170,9 +169,9 @@ def test_deregister_of_an_unreachable_host_still_removes_the_record(
 
 def test_exec_runs_one_command_everywhere(bootstrapped, settings):
     lines: list[str] = []
-    report = jobs.exec_command(
+    report = exec_command(
         ALL,
-        jobs.RunOptions(parallel=True, console=lines.append),
+        RunOptions(parallel=True, console=lines.append),
         settings,
         command="systemctl is-active Tentacle; hostname; echo note >&2",
     )
@@ -197,7 +196,7 @@ def test_exec_runs_one_command_everywhere(bootstrapped, settings):
         ]
         assert f"{name} stderr: note" in mine
         assert shown[summary].endswith(")") and rows[name].reason == ""
-    failing = jobs.exec_command(ALL, quiet(), settings, command="test $(hostname) != sbx02")
+    failing = exec_command(ALL, quiet(), settings, command="test $(hostname) != sbx02")
     assert failing.exit_code == EXIT_FAILED
     assert by_name(failing)["sbx02"].state == State.FAILED
     assert by_name(failing)["sbx01"].state == State.OK
@@ -207,7 +206,7 @@ def test_a_command_costs_no_thread_of_its_own(bootstrapped, settings, monkeypatc
     started: list[threading.Thread] = []
     start = threading.Thread.start
     monkeypatch.setattr(threading.Thread, "start", lambda t: started.append(t) or start(t))
-    report = jobs.exec_command(ALL, quiet(), settings, command="echo out; echo err >&2")
+    report = exec_command(ALL, quiet(), settings, command="echo out; echo err >&2")
     assert report.exit_code == EXIT_OK
     for row in report.results:
         assert (row.facts["stdout"], row.facts["stderr"]) == ("out\n", "err\n")
@@ -219,23 +218,23 @@ def test_a_command_costs_no_thread_of_its_own(bootstrapped, settings, monkeypatc
 def test_retry_failed_runs_exactly_the_machines_that_failed(bootstrapped, sandbox, settings):
     sandbox.stop_host("sbx02")
     try:
-        first = jobs.install(ALL, quiet(), settings)
+        first = install(ALL, quiet(), settings)
     finally:
         sandbox.start_host("sbx02")
     assert by_name(first)["sbx02"].state == State.UNREACHABLE
     # looking at the fleet does not change what a retry would re-run
-    jobs.exec_command(ALL, quiet(), settings, command="true")
-    retry = jobs.install(jobs.Selection(env="sandbox", retry_failed=True), quiet(), settings)
+    exec_command(ALL, quiet(), settings, command="true")
+    retry = install(Selection(env="sandbox", retry_failed=True), quiet(), settings)
     assert [r.machine for r in retry.results] == ["sbx02"]
     assert retry.results[0].state == State.UNCHANGED
-    nothing_left = jobs.install(jobs.Selection(env="sandbox", retry_failed=True), quiet(), settings)
+    nothing_left = install(Selection(env="sandbox", retry_failed=True), quiet(), settings)
     assert nothing_left.results == []
 
 
 def test_exec_output_is_masked_like_everything_else(bootstrapped, settings):
     password = settings.pfx_password().reveal()
-    report = jobs.exec_command(
-        jobs.Selection(hosts=("sbx01",)), quiet(), settings, command=f"echo {password}"
+    report = exec_command(
+        Selection(hosts=("sbx01",)), quiet(), settings, command=f"echo {password}"
     )
     assert password not in report.to_json()
     assert report.results[0].facts["stdout"].strip() == "********"
@@ -277,9 +276,9 @@ def test_exec_output_of_any_size_goes_whole_to_the_log_and_bounded_everywhere_el
     bootstrapped, settings
 ):
     lines: list[str] = []
-    report = jobs.exec_command(
-        jobs.Selection(hosts=("sbx01",)),
-        jobs.RunOptions(console=lines.append),  # sequential: output is shown as it comes
+    report = exec_command(
+        Selection(hosts=("sbx01",)),
+        RunOptions(console=lines.append),  # sequential: output is shown as it comes
         settings,
         command="seq 1 400000; echo done >&2",
     )
@@ -299,9 +298,9 @@ def test_exec_output_of_any_size_goes_whole_to_the_log_and_bounded_everywhere_el
 
 def test_exec_escapes_control_characters_from_hosts(bootstrapped, settings):
     lines: list[str] = []
-    report = jobs.exec_command(
-        jobs.Selection(hosts=("sbx01",)),
-        jobs.RunOptions(console=lines.append),
+    report = exec_command(
+        Selection(hosts=("sbx01",)),
+        RunOptions(console=lines.append),
         settings,
         command=r"printf 'title\033]0;owned\007 \033[2Jcleared\rback\n'",
     )
@@ -320,8 +319,8 @@ def test_exec_escapes_control_characters_from_hosts(bootstrapped, settings):
 
 
 def test_a_command_that_reads_stdin_gets_end_of_input_at_once(bootstrapped, settings):
-    report = jobs.exec_command(
-        jobs.Selection(hosts=("sbx01",)), quiet(deadline=20), settings, command="cat; echo read-all"
+    report = exec_command(
+        Selection(hosts=("sbx01",)), quiet(deadline=20), settings, command="cat; echo read-all"
     )
     row = report.results[0]
     assert row.state == State.OK and row.facts["stdout"] == "read-all\n", row
@@ -338,7 +337,7 @@ def test_finished_machines_hold_no_file_descriptors(bootstrapped, settings):
             during.append(open_files())
 
     before = open_files()
-    report = jobs.exec_command(ALL, jobs.RunOptions(console=console), settings, command="true")
+    report = exec_command(ALL, RunOptions(console=console), settings, command="true")
     assert report.exit_code == EXIT_OK and len(during) == 4
     # one machine at work at most (a socket and its log), however many have finished
     assert max(during) <= before + 3, during
@@ -360,9 +359,7 @@ def test_proxyjump_from_the_ssh_config_is_followed_and_host_keys_are_checked(
     )
     sandbox.set_blackhole("sbx03", True)
     try:
-        report = jobs.exec_command(
-            jobs.Selection(env="jumped"), quiet(), settings, command="hostname"
-        )
+        report = exec_command(Selection(env="jumped"), quiet(), settings, command="hostname")
     finally:
         sandbox.set_blackhole("sbx03", False)
         (settings.machines_dir / "jumped.toml").unlink()
@@ -383,8 +380,8 @@ def test_install_from_an_archive_pushed_from_the_controller(bootstrapped, sandbo
     )
     sandbox.rebuild_host("sbx02")
     try:
-        report = jobs.install(
-            jobs.Selection(env="pushed", hosts=("sbx02",)), quiet(accept_new_host_key=True),
+        report = install(
+            Selection(env="pushed", hosts=("sbx02",)), quiet(accept_new_host_key=True),
             settings,
         )  # fmt: skip
     finally:
@@ -396,5 +393,5 @@ def test_install_from_an_archive_pushed_from_the_controller(bootstrapped, sandbo
     assert host.disk_path("/opt/octopus/tentacle/Tentacle").exists()
     assert [p.name for p in host.disk_path("/tmp").iterdir() if "octoboot" in p.name] == []
     # and the machine is whole again
-    again = jobs.bootstrap(jobs.Selection(hosts=("sbx02",)), quiet(), settings)
+    again = bootstrap(Selection(hosts=("sbx02",)), quiet(), settings)
     assert again.exit_code == EXIT_OK, again.table()

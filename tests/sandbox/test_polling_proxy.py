@@ -13,15 +13,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from octoboot import jobs
+from octoboot.bootstrap import bootstrap, register
 from octoboot.report import EXIT_FAILED, EXIT_OK, State
+from octoboot.run import Selection
 from octoboot.sandbox import net
 from octoboot.status import status
 from tests.sandbox.conftest import connect, run
 from tests.sandbox.connect_proxy import ConnectProxy
 from tests.sandbox.project import by_name, inv, octopus_machines, quiet
 
-ALL = jobs.Selection(env="sandbox")
+ALL = Selection(env="sandbox")
 MACHINE = "sbx01"  # reachable over SSH only: it polls
 CONFIG = "/etc/octopus/Tentacle/tentacle-Tentacle.config"
 QUEUE_SECONDS = 4
@@ -83,8 +84,8 @@ def steps(report) -> dict[str, tuple[str, str]]:
 def through_first(sandbox, settings, proxies):
     first, _ = proxies
     with polling_proxy(settings, first.host, first.port):
-        report = jobs.bootstrap(ALL, quiet(), settings)
-        again = jobs.bootstrap(ALL, quiet(), settings)
+        report = bootstrap(ALL, quiet(), settings)
+        again = bootstrap(ALL, quiet(), settings)
         checked = status(ALL, quiet(), settings)
     return report, again, checked
 
@@ -119,7 +120,7 @@ def test_a_proxy_that_does_not_answer_leaves_the_machine_unavailable(
     host, port = closed.getsockname()[:2]
     closed.close()  # nothing listens there now
     with polling_proxy(settings, host, port):
-        report = jobs.register(ALL, quiet(), settings)
+        report = register(ALL, quiet(), settings)
     (row,) = report.results
     assert report.exit_code == EXIT_FAILED
     assert (row.state, row.failed_step) == (State.FAILED, "health"), row
@@ -132,7 +133,7 @@ def test_a_changed_proxy_is_drift_and_register_sets_it(
 ):
     first, second = proxies
     with polling_proxy(settings, first.host, first.port):
-        assert jobs.register(ALL, quiet(), settings).exit_code == EXIT_OK
+        assert register(ALL, quiet(), settings).exit_code == EXIT_OK
     with polling_proxy(settings, second.host, second.port):
         checked = inv(settings, "status", "--env", "sandbox", "--format", "json")
         assert checked.returncode == EXIT_FAILED, checked.stdout + checked.stderr
@@ -144,11 +145,11 @@ def test_a_changed_proxy_is_drift_and_register_sets_it(
             f"host {first.host}:{first.port}, inventory {second.host}:{second.port}"
             in (row["reason"])
         )
-        planned = jobs.register(ALL, quiet(dry_run=True), settings)
+        planned = register(ALL, quiet(dry_run=True), settings)
         status_, detail = steps(planned)["configure"]
         assert status_ == "would change" and f"polling proxy {wanted}" in detail
         assert host_settings(sandbox)[0]["ProxyHost"] == first.host  # not yet
-        updated = jobs.register(ALL, quiet(), settings)
+        updated = register(ALL, quiet(), settings)
         assert updated.exit_code == EXIT_OK, updated.table()
         status_, detail = steps(updated)["configure"]
         assert status_ == "changed" and f"polling proxy {wanted}" in detail
@@ -158,7 +159,7 @@ def test_a_changed_proxy_is_drift_and_register_sets_it(
         assert octopus_machines(octopus)[MACHINE]["HealthStatus"] == "Healthy"
         assert status(ALL, quiet(), settings).exit_code == EXIT_OK
     # None in the inventory: the proxy is cleared, and the Tentacle polls directly.
-    cleared = jobs.register(ALL, quiet(), settings)
+    cleared = register(ALL, quiet(), settings)
     assert cleared.exit_code == EXIT_OK, cleared.table()
     assert f"polling proxy {second.host}:{second.port} → none" in steps(cleared)["configure"][1]
     found, _ = host_settings(sandbox)

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from octoboot import jobs
+from octoboot.bootstrap import bootstrap as run_bootstrap
+from octoboot.deregister import deregister
 from octoboot.report import EXIT_FAILED, State
+from octoboot.run import RunOptions, Selection
 from octoboot.sandbox import net
-from octoboot.status import StatusReport, status
+from octoboot.status import status
+from octoboot.status.table import StatusReport
 from tests.sandbox.conftest import connect, run
 from tests.sandbox.project import by_name, inv, request_count, writes_since
 
@@ -58,17 +61,17 @@ def inventory(project):
     return project
 
 
-def quiet(**options) -> jobs.RunOptions:
-    return jobs.RunOptions(parallel=True, console=lambda line: None, **options)
+def quiet(**options) -> RunOptions:
+    return RunOptions(parallel=True, console=lambda line: None, **options)
 
 
 def bootstrap(settings, **selection):
     options = {k: selection.pop(k) for k in ("dry_run", "accept_new_host_key") if k in selection}
-    return jobs.bootstrap(jobs.Selection(**selection), quiet(**options), settings)
+    return run_bootstrap(Selection(**selection), quiet(**options), settings)
 
 
 def run_status(settings, health=False, **selection) -> StatusReport:
-    return status(jobs.Selection(**selection), quiet(), settings, health=health)
+    return status(Selection(**selection), quiet(), settings, health=health)
 
 
 def records(octopus, collection: str) -> dict[str, dict]:
@@ -289,7 +292,7 @@ def test_a_polling_tentacle_that_cannot_connect_is_unavailable_and_retried(
         assert "did not collect the request within the allowed time" in row.reason
     finally:
         net.set_blackhole(host.namespace, octopus_address, False)
-    retried = jobs.bootstrap(jobs.Selection(env="workers", retry_failed=True), quiet(), settings)
+    retried = run_bootstrap(Selection(env="workers", retry_failed=True), quiet(), settings)
     assert [(r.machine, r.state) for r in retried.results] == [(POLLING_WORKER, State.UNCHANGED)]
 
 
@@ -318,9 +321,7 @@ def test_dynamic_pools_and_workers_with_roles_are_one_line_and_exit_2(
 
 
 def test_deregister_removes_a_worker_from_its_pool(workers_run, settings, octopus):
-    report = jobs.deregister(
-        jobs.Selection(env="workers", hosts=(LISTENING_WORKER,)), quiet(), settings
-    )
+    report = deregister(Selection(env="workers", hosts=(LISTENING_WORKER,)), quiet(), settings)
     (row,) = report.results
     assert row.state == State.CHANGED and "deleted Workers-" in row.steps[0].detail
     assert LISTENING_WORKER not in records(octopus, "workers")

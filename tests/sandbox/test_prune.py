@@ -5,15 +5,16 @@ import time
 
 import pytest
 
-from octoboot import jobs
+from octoboot.bootstrap import bootstrap
 from octoboot.errors import ConfigError
 from octoboot.prune import prune
 from octoboot.report import EXIT_FAILED, EXIT_OK, State
+from octoboot.run import RunOptions, Selection
 from octoboot.status import status
 from tests.sandbox.project import by_name, inv, octopus_machines, quiet, writes_since
 from tests.sandbox.project import request_count as requests_so_far
 
-ALL = jobs.Selection(env="sandbox")
+ALL = Selection(env="sandbox")
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def herd(sandbox, settings, octopus):
     """Two machines bootstrapped, and the debris of a herd: a machine gone from the
     inventory (Unavailable), sbx01 registered a second time under its old name, and a
     machine another inventory file lists."""
-    report = jobs.bootstrap(ALL, quiet(), settings)
+    report = bootstrap(ALL, quiet(), settings)
     assert report.exit_code == EXIT_OK, report.table()
     records = octopus_machines(octopus)
     sbx01, environment = records["sbx01"], records["sbx01"]["EnvironmentIds"]
@@ -65,7 +66,7 @@ def herd(sandbox, settings, octopus):
 def run_prune(settings, lines=None, **options):
     flags = {k: options.pop(k) for k in ("older_than", "only_unavailable") if k in options}
     console = lines.append if lines is not None else (lambda line: None)
-    return prune(ALL, jobs.RunOptions(console=console, **options), settings, **flags)
+    return prune(ALL, RunOptions(console=console, **options), settings, **flags)
 
 
 def test_status_reports_the_duplicate_and_the_unlisted(herd, settings):
@@ -134,7 +135,7 @@ def test_prune_removes_the_duplicate_and_keeps_every_listed_record(herd, setting
 
 def test_prune_is_refused_without_an_environment_or_with_hosts(herd, settings):
     with pytest.raises(ConfigError, match="prune needs --env"):
-        prune(jobs.Selection(hosts=("sbx01",)), quiet(), settings)
+        prune(Selection(hosts=("sbx01",)), quiet(), settings)
     refused = inv(settings, "prune", "--env", "sandbox", "--older-than", "soon")
     assert refused.returncode == ConfigError.exit_code
     assert refused.stderr.strip() == (
@@ -177,7 +178,7 @@ def test_prune_of_a_workers_file_removes_the_workers_no_inventory_lists(herd, se
         targets = octopus_machines(octopus)
         lines: list[str] = []
         planned = prune(
-            jobs.Selection(env="workers"), jobs.RunOptions(console=lines.append, dry_run=True),
+            Selection(env="workers"), RunOptions(console=lines.append, dry_run=True),
             settings,
         )  # fmt: skip
         assert planned.exit_code == EXIT_OK, planned.table()
@@ -188,7 +189,7 @@ def test_prune_of_a_workers_file_removes_the_workers_no_inventory_lists(herd, se
         )
         assert sorted(workers()) == ["build01", "build01-old", "build09"]
 
-        narrowed = prune(jobs.Selection(env="workers"), quiet(), settings, older_than="1h")
+        narrowed = prune(Selection(env="workers"), quiet(), settings, older_than="1h")
         assert narrowed.results == [] and len(workers()) == 3  # all younger than 1h
 
         removed = inv(settings, "prune", "--env", "workers")

@@ -10,14 +10,15 @@ import time
 
 import pytest
 
-from octoboot import jobs
+from octoboot.bootstrap import bootstrap, register
 from octoboot.errors import ConfigError
 from octoboot.octopus import OctopusClient
 from octoboot.report import EXIT_OK, State
+from octoboot.run import Selection
 from tests.sandbox.conftest import run
 from tests.sandbox.project import inv, octopus_machines, quiet
 
-ALL = jobs.Selection(env="sandbox")
+ALL = Selection(env="sandbox")
 CONFIG = "/etc/octopus/Tentacle/tentacle-Tentacle.config"
 SERVICE_PID = "/run/octoboot-sandbox/units/Tentacle.service.pid"
 
@@ -29,13 +30,13 @@ def sandbox(sandbox_factory):
 
 @pytest.fixture(scope="module")
 def bootstrapped(sandbox, settings):
-    report = jobs.bootstrap(jobs.Selection(env="sandbox", limits=("sbx0[1-5]",)), quiet(), settings)
+    report = bootstrap(Selection(env="sandbox", limits=("sbx0[1-5]",)), quiet(), settings)
     assert report.exit_code == EXIT_OK, report.table()
     return report
 
 
-def one(name: str) -> jobs.Selection:
-    return jobs.Selection(hosts=(name,))
+def one(name: str) -> Selection:
+    return Selection(hosts=(name,))
 
 
 def steps(row) -> dict[str, str]:
@@ -73,13 +74,13 @@ def octopus_fault(sandbox):
 
 def test_503s_on_posts_are_retried_and_make_one_record(sandbox, settings, octopus, octopus_fault):
     octopus_fault(503, 3, match="/machines", methods=["POST"])
-    created = jobs.bootstrap(one("sbx06"), quiet(), settings)
+    created = bootstrap(one("sbx06"), quiet(), settings)
     assert created.exit_code == EXIT_OK, created.table()
     records = [m for m in octopus_machines(octopus).values() if m["Name"] == "sbx06"]
     assert len(records) == 1 and created.results[0].octopus_id == records[0]["Id"]
 
     octopus_fault(503, 2, match="/tasks", methods=["POST"])
-    checked = jobs.register(one("sbx06"), quiet(), settings)
+    checked = register(one("sbx06"), quiet(), settings)
     assert checked.exit_code == EXIT_OK, checked.table()
     assert steps(checked.results[0])["health"].startswith("ok: Healthy")
 
@@ -132,7 +133,7 @@ def test_a_health_task_failed_by_an_octopus_restart_is_reported_with_its_error(
     pid = stop_service(ssh, sandbox, "sbx01")
     done: dict = {}
     runner = threading.Thread(
-        target=lambda: done.update(report=jobs.register(one("sbx01"), quiet(deadline=60), settings))
+        target=lambda: done.update(report=register(one("sbx01"), quiet(deadline=60), settings))
     )
     runner.start()
     try:
@@ -163,7 +164,7 @@ def test_a_hung_service_is_restarted_once_when_octopus_says_unavailable(
 ):
     pid = stop_service(ssh, sandbox, "sbx02")
     try:
-        report = jobs.bootstrap(one("sbx02"), quiet(deadline=60), settings)
+        report = bootstrap(one("sbx02"), quiet(deadline=60), settings)
     finally:
         resume(ssh, sandbox, "sbx02", pid)
     row = report.results[0]
@@ -194,7 +195,7 @@ def test_a_damaged_configuration_is_reported_and_repaired(
     assert "There is an error in XML document" in seen.reason
     assert "no host certificate" not in seen.reason
 
-    repaired = jobs.bootstrap(one("sbx03"), quiet(), settings)
+    repaired = bootstrap(one("sbx03"), quiet(), settings)
     row = repaired.results[0]
     assert repaired.exit_code == EXIT_OK and row.state == State.CHANGED, repaired.table()
     assert "the old one was damaged" in steps(row)["identity"]
@@ -202,7 +203,7 @@ def test_a_damaged_configuration_is_reported_and_repaired(
     after = octopus_machines(octopus)["sbx03"]
     assert after["Id"] == before["Id"] and after["HealthStatus"] == "Healthy"
     assert after["Endpoint"]["Thumbprint"] == before["Endpoint"]["Thumbprint"] == row.thumbprint
-    again = jobs.bootstrap(one("sbx03"), quiet(), settings)
+    again = bootstrap(one("sbx03"), quiet(), settings)
     assert again.results[0].state == State.UNCHANGED, again.table()
     assert status(settings, "sbx03").state == State.OK
 
@@ -229,7 +230,7 @@ def test_a_renamed_machine_is_stopped_and_renamed_in_place_when_asked(
         original.replace('name = "sbx04"', 'name = "sbx04-new"\naddress = "sbx04"')
     )
     try:
-        refused = jobs.bootstrap(one("sbx04-new"), quiet(), settings)
+        refused = bootstrap(one("sbx04-new"), quiet(), settings)
         row = refused.results[0]
         assert (row.state, row.failed_step) == (State.FAILED, "identity"), refused.table()
         assert "\n" not in row.reason
@@ -239,7 +240,7 @@ def test_a_renamed_machine_is_stopped_and_renamed_in_place_when_asked(
         assert not (store / "sbx04-new.pfx").exists()
         assert "sbx04-new" not in octopus_machines(octopus)
 
-        renamed = jobs.bootstrap(one("sbx04-new"), quiet(), settings, renamed_from="sbx04")
+        renamed = bootstrap(one("sbx04-new"), quiet(), settings, renamed_from="sbx04")
         row = renamed.results[0]
         assert renamed.exit_code == EXIT_OK and row.state == State.CHANGED, renamed.table()
         assert "name sbx04 → sbx04-new" in steps(row)["register"]
@@ -252,7 +253,7 @@ def test_a_renamed_machine_is_stopped_and_renamed_in_place_when_asked(
         assert after["HealthStatus"] == "Healthy"
         assert (store / "sbx04-new.pfx").exists() and not (store / "sbx04.pfx").exists()
 
-        again = jobs.bootstrap(one("sbx04-new"), quiet(), settings, renamed_from="sbx04")
+        again = bootstrap(one("sbx04-new"), quiet(), settings, renamed_from="sbx04")
         assert again.results[0].state == State.UNCHANGED, again.table()
     finally:
         inventory.write_text(original)
@@ -260,9 +261,9 @@ def test_a_renamed_machine_is_stopped_and_renamed_in_place_when_asked(
 
 def test_renamed_from_is_checked_before_any_host(bootstrapped, settings):
     with pytest.raises(ConfigError, match="renames one machine"):
-        jobs.bootstrap(ALL, quiet(), settings, renamed_from="old01")
+        bootstrap(ALL, quiet(), settings, renamed_from="old01")
     with pytest.raises(ConfigError, match="sbx02 is still listed"):
-        jobs.bootstrap(one("sbx01"), quiet(), settings, renamed_from="sbx02")
+        bootstrap(one("sbx01"), quiet(), settings, renamed_from="sbx02")
 
 
 def test_deregister_removes_a_record_no_inventory_lists(bootstrapped, sandbox, settings, octopus):

@@ -14,15 +14,16 @@ from typing import Any
 import httpx
 import pytest
 
-from octoboot import jobs
+from octoboot.bootstrap import bootstrap, register
 from octoboot.errors import ConfigError
 from octoboot.report import EXIT_FAILED, EXIT_OK, State
+from octoboot.run import Selection
 from octoboot.sandbox import net
 from octoboot.status import status
 from tests.sandbox.connect_proxy import ConnectProxy
 from tests.sandbox.project import by_name, inv, octopus_machines, quiet, request_count
 
-ALL = jobs.Selection(env="sandbox")
+ALL = Selection(env="sandbox")
 S = "/api/Spaces-1"
 
 
@@ -33,7 +34,7 @@ def sandbox(sandbox_factory):
 
 @pytest.fixture(scope="module")
 def bootstrapped(sandbox, settings):
-    report = jobs.bootstrap(ALL, quiet(), settings)
+    report = bootstrap(ALL, quiet(), settings)
     assert report.exit_code == EXIT_OK, report.table()
     return report
 
@@ -73,7 +74,7 @@ def round_trip(
     place."""
     before = octopus_machines(octopus)
     with inventory(settings, **first):
-        report = jobs.register(ALL, quiet(), settings)
+        report = register(ALL, quiet(), settings)
         assert report.exit_code == EXIT_OK, report.table()
         records = octopus_machines(octopus)
         for name in ("sbx01", "sbx02"):
@@ -86,14 +87,14 @@ def round_trip(
         for row in json.loads(checked.stdout)["machines"]:
             assert (row["state"], row["failed_step"]) == ("failed", "drift")
             assert row["facts"]["drift"] == drift, row["reason"]
-        planned = jobs.register(ALL, quiet(dry_run=True), settings)
+        planned = register(ALL, quiet(dry_run=True), settings)
         plan = {s.name: s for s in by_name(planned)["sbx01"].steps}["register"]
         assert (plan.status, plan.detail) == (
             "would change",
             f"would update {before['sbx01']['Id']}: {drift}",
         )
         assert field(octopus_machines(octopus)["sbx01"]) == first_value  # not yet
-        updated = jobs.register(ALL, quiet(), settings)
+        updated = register(ALL, quiet(), settings)
         assert updated.exit_code == EXIT_OK, updated.table()
         step = {s.name: s for s in by_name(updated)["sbx01"].steps}["register"]
         expected = ("changed", f"updated {before['sbx01']['Id']}: {drift}")
@@ -104,7 +105,7 @@ def round_trip(
             assert records[name]["Id"] == before[name]["Id"]  # in place
         assert len(records) == len(before)
         assert status(ALL, quiet(), settings).exit_code == EXIT_OK
-        again = jobs.register(ALL, quiet(), settings)
+        again = register(ALL, quiet(), settings)
         steps = {s.name: s.status for s in by_name(again)["sbx01"].steps}
         assert steps["register"] == "unchanged"  # re-running does not toggle anything
 
@@ -147,7 +148,7 @@ def test_machine_policy(bootstrapped, sandbox, settings, octopus):
     )
     # Without the key, the wanted policy is the server's default again.
     assert status(ALL, quiet(), settings).results[0].facts["drift"] == "machine policy"
-    assert jobs.register(ALL, quiet(), settings).exit_code == EXIT_OK
+    assert register(ALL, quiet(), settings).exit_code == EXIT_OK
     assert octopus_machines(octopus)["sbx01"]["MachinePolicyId"] == default
     refused_before_any_machine(
         sandbox, settings, 'has no machine policy "Windows pets"', machine_policy="Windows pets"
@@ -208,7 +209,7 @@ def test_tenanted(bootstrapped, tenancy, settings, octopus):
         drift="tenanted",
     )
     # Without the keys the record goes back to Octopus' defaults: no tenants, Untenanted.
-    assert jobs.register(ALL, quiet(), settings).exit_code == EXIT_OK
+    assert register(ALL, quiet(), settings).exit_code == EXIT_OK
     record = octopus_machines(octopus)["sbx01"]
     assert (record["TenantIds"], record["TenantTags"]) == ([], [])
     assert record["TenantedDeploymentParticipation"] == "Untenanted"
@@ -245,10 +246,10 @@ def test_proxy_of_a_listening_machine(bootstrapped, proxies, sandbox, settings, 
     # A proxy that does not answer makes the machines Unavailable, as on a real server.
     create(octopus, "proxies", {"Name": "Dead proxy", "Host": first.host, "Port": 1})
     with inventory(settings, proxy="Dead proxy"):
-        report = jobs.register(ALL, quiet(), settings)
+        report = register(ALL, quiet(), settings)
     assert {(r.state, r.failed_step) for r in report.results} == {(State.FAILED, "health")}
     assert "Unavailable" in report.results[0].reason
-    assert jobs.register(ALL, quiet(), settings).exit_code == EXIT_OK  # direct again
+    assert register(ALL, quiet(), settings).exit_code == EXIT_OK  # direct again
     assert octopus_machines(octopus)["sbx01"]["Endpoint"]["ProxyId"] is None
     refused_before_any_machine(sandbox, settings, 'has no proxy "Squid"', proxy="Squid")
 
@@ -287,7 +288,7 @@ def test_each_list_is_read_once_per_run_and_only_when_named(
     def reads(**keys: Any) -> Counter[str]:
         offset = request_count(sandbox)
         with inventory(settings, **keys):
-            report = jobs.register(ALL, quiet(), settings)
+            report = register(ALL, quiet(), settings)
         assert report.exit_code == EXIT_OK, report.table()
         lines = (sandbox.root / "octopus" / "requests.jsonl").read_text().splitlines()[offset:]
         paths = [json.loads(line)["path"].split("?")[0] for line in lines]
@@ -298,4 +299,4 @@ def test_each_list_is_read_once_per_run_and_only_when_named(
     assert not {"tenants", "tagsets", "proxies"} & set(plain)
     named = reads(tenants=["Acme Corp"], tenant_tags=["Region/EU"])
     assert (named["machinepolicies"], named["tenants"], named["tagsets"]) == (1, 1, 1)
-    assert jobs.register(ALL, quiet(), settings).exit_code == EXIT_OK  # back to untenanted
+    assert register(ALL, quiet(), settings).exit_code == EXIT_OK  # back to untenanted

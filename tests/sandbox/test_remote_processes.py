@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from octoboot import jobs, tentacle
+from octoboot import tentacle
+from octoboot.bootstrap import bootstrap
+from octoboot.exec import exec_command
 from octoboot.report import State
+from octoboot.run import Selection
 from octoboot.status import status
 from tests.sandbox.conftest import connect, run
 from tests.sandbox.project import REPO, quiet
@@ -107,8 +110,8 @@ def kill(proc: subprocess.Popen) -> None:
 
 
 def test_what_a_command_leaves_behind_ends_when_it_returns(sandbox, settings, host_shell):
-    report = jobs.exec_command(
-        jobs.Selection(hosts=("sbx01",)),
+    report = exec_command(
+        Selection(hosts=("sbx01",)),
         quiet(deadline=20),
         settings,
         command="sleep 601 & sh -c 'trap \"\" TERM; exec sleep 602' & echo started",
@@ -121,8 +124,8 @@ def test_what_a_command_leaves_behind_ends_when_it_returns(sandbox, settings, ho
 
 
 def test_the_deadline_ends_the_command_and_everything_it_started(sandbox, settings, host_shell):
-    report = jobs.exec_command(
-        jobs.Selection(hosts=("sbx01",)),
+    report = exec_command(
+        Selection(hosts=("sbx01",)),
         quiet(deadline=4),
         settings,
         command="sleep 603 & sleep 604",
@@ -289,14 +292,14 @@ def test_a_key_an_earlier_run_left_is_removed_at_the_next_contact(sandbox, setti
     assert host_shell("sbx04", plant).ok
     assert len(key_files(host_shell, "sbx04")) == 4
     # status only looks, and still does not leave a private key lying there
-    status(jobs.Selection(hosts=("sbx04",)), quiet(), settings)
+    status(Selection(hosts=("sbx04",)), quiet(), settings)
     assert key_files(host_shell, "sbx04") == []
 
 
 def test_after_the_faults_the_machine_bootstraps_through_the_private_tmpfs(
     sandbox, settings, host_shell
 ):
-    report = jobs.bootstrap(jobs.Selection(hosts=("sbx04",)), quiet(), settings)
+    report = bootstrap(Selection(hosts=("sbx04",)), quiet(), settings)
     assert report.results[0].state == State.CHANGED, report.table()
     identity = next(s for s in report.results[0].steps if s.name == "identity")
     assert identity.status == "changed"

@@ -10,8 +10,10 @@ import sys
 import paramiko
 import pytest
 
-from octoboot import jobs
+from octoboot.bootstrap import bootstrap as run_bootstrap
+from octoboot.bootstrap import install as run_install
 from octoboot.report import MachineResult, State
+from octoboot.run import Selection
 from tests.sandbox.conftest import connect, run
 from tests.sandbox.project import REPO, by_name, quiet
 
@@ -83,7 +85,7 @@ def test_refuse_login_on_and_off(sandbox):
 
 
 def install(settings) -> MachineResult:
-    report = jobs.install(jobs.Selection(hosts=("sbx02",)), quiet(), settings)
+    report = run_install(Selection(hosts=("sbx02",)), quiet(), settings)
     return by_name(report)["sbx02"]
 
 
@@ -105,7 +107,7 @@ def bootstrap(sandbox, settings) -> MachineResult:
     # The Tentacle service reads the fault when it starts: power-cycle the host first.
     sandbox.stop_host("sbx02")
     sandbox.start_host("sbx02")
-    report = jobs.bootstrap(jobs.Selection(hosts=("sbx02",)), quiet(), settings)
+    report = run_bootstrap(Selection(hosts=("sbx02",)), quiet(), settings)
     return by_name(report)["sbx02"]
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from octoboot import jobs
+from octoboot.bootstrap import bootstrap
 from octoboot.report import EXIT_FAILED, EXIT_OK, EXIT_STOPPED, State
+from octoboot.run import RunOptions, Selection
 from tests.sandbox.project import FAST, by_name, inv, octopus_machines, quiet
 
 TWENTY = [f"sbx{i:02d}" for i in range(1, 21)]
@@ -51,10 +52,10 @@ def twenty(sandbox, settings):
     # A wider gathering window than the default half second: on a loaded machine the twenty
     # reach their health step further apart, and the unhealthy one must share a task.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(jobs, "GATHER_SECONDS", 3.0)
-        report = jobs.bootstrap(
-            jobs.Selection(env="sandbox", hosts=tuple(TWENTY)),
-            jobs.RunOptions(parallel=True, console=lines.append),
+        patch.setattr("octoboot.run.GATHER_SECONDS", 3.0)
+        report = bootstrap(
+            Selection(env="sandbox", hosts=tuple(TWENTY)),
+            RunOptions(parallel=True, console=lines.append),
             settings,
         )
     return report, requests_since(sandbox, offset), lines
@@ -119,9 +120,9 @@ def test_a_health_task_queued_behind_the_task_cap_is_waited_for_and_reported(
             json={"Name": "Health", "Arguments": {"MachineIds": [machine_id]}},
         ).json()
         lines: list[str] = []
-        report = jobs.bootstrap(
-            jobs.Selection(hosts=("sbx01", "sbx02")),
-            jobs.RunOptions(parallel=True, console=lines.append),
+        report = bootstrap(
+            Selection(hosts=("sbx01", "sbx02")),
+            RunOptions(parallel=True, console=lines.append),
             settings,
         )
         assert report.exit_code == EXIT_OK, report.table()
@@ -148,9 +149,7 @@ def test_a_rate_limited_api_is_waited_out_and_the_run_succeeds(sandbox, settings
     sandbox.change_settings(rate_limit=60, rate_burst=1)
     offset = request_offset(sandbox)
     try:
-        report = jobs.bootstrap(
-            jobs.Selection(hosts=("sbx21", "sbx22", "sbx23", "sbx24")), quiet(), settings
-        )
+        report = bootstrap(Selection(hosts=("sbx21", "sbx22", "sbx23", "sbx24")), quiet(), settings)
     finally:
         sandbox.change_settings(rate_limit=0)
     assert report.exit_code == EXIT_OK, report.table()
@@ -203,8 +202,8 @@ def test_max_fail_percentage_of_a_whole_run(sandbox, settings, twenty):
     for name in ("sbx01", "sbx02"):
         sandbox.set_faults(name, refuse_login=True)
     try:
-        report = jobs.bootstrap(
-            jobs.Selection(env="sandbox", limits=("sbx0[1-6]",)),
+        report = bootstrap(
+            Selection(env="sandbox", limits=("sbx0[1-6]",)),
             quiet(parallel=False, max_fail="20%"),  # 20% of 6 is 1.2: the second stops it
             settings,
         )

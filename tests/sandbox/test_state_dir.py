@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from octoboot import certificates, jobs
+from octoboot import certificates
+from octoboot.bootstrap import bootstrap
 from octoboot.identity import VERIFIER
 from octoboot.locks import WAIT_SECONDS
 from octoboot.report import EXIT_FAILED, EXIT_OK, State
+from octoboot.run import RunOptions, Selection
 from octoboot.settings import Secret
 from octoboot.status import status
 from tests.sandbox.project import by_name, inv, inv_started, octopus_machines, quiet, tree_digest
@@ -239,7 +241,7 @@ def test_a_full_disk_fails_the_machine_it_hits_and_leaves_nothing_half_written(
         elif line.startswith("[2] sbx05:"):
             filler[0].unlink()
 
-    report = jobs.bootstrap(jobs.Selection(hosts=FRESH), jobs.RunOptions(console=console), on_disk)
+    report = bootstrap(Selection(hosts=FRESH), RunOptions(console=console), on_disk)
     rows = by_name(report)
     identities = small_disk / "identities"
     assert filler and rows["sbx04"].state == State.CHANGED, report.table()
@@ -254,7 +256,7 @@ def test_a_full_disk_fails_the_machine_it_hits_and_leaves_nothing_half_written(
     assert [m["machine"] for m in written["machines"]] == list(FRESH)
     assert (run_dir / "sbx05.log").read_text().endswith("\n")
 
-    again = jobs.bootstrap(jobs.Selection(hosts=FRESH), quiet(parallel=False), on_disk)
+    again = bootstrap(Selection(hosts=FRESH), quiet(parallel=False), on_disk)
     assert {r.machine: r.state for r in again.results} == {
         "sbx04": State.UNCHANGED,
         "sbx05": State.CHANGED,
@@ -270,7 +272,7 @@ def test_a_report_the_disk_cannot_take_is_said_on_the_terminal(sandbox, settings
         if line.startswith("[1] sbx04 ("):
             fill(small_disk)
 
-    report = status(jobs.Selection(hosts=("sbx04",)), jobs.RunOptions(console=console), on_disk)
+    report = status(Selection(hosts=("sbx04",)), RunOptions(console=console), on_disk)
     row = report.results[0]
     assert row.state == State.FAILED and "cannot write its log" in row.reason
     assert (

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from octoboot import jobs
+from octoboot.bootstrap import bootstrap
 from octoboot.inventory import load_inventory
 from octoboot.report import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, State
+from octoboot.run import RunOptions, Selection
 from octoboot.status import status
 from tests.sandbox.project import by_name, inv, octopus_machines
 from tests.sandbox.project import tree_digest as snapshot
@@ -32,9 +33,9 @@ def known_hosts(settings):
 
 
 def run_status(settings, health=False, deadline=None, **selection):
-    options = jobs.RunOptions(parallel=True, deadline=deadline, console=lambda line: None)
+    options = RunOptions(parallel=True, deadline=deadline, console=lambda line: None)
     selection = {"env": "sandbox", **selection}
-    return status(jobs.Selection(**selection), options, settings, health=health)
+    return status(Selection(**selection), options, settings, health=health)
 
 
 def octopus_requests(sandbox) -> list[dict]:
@@ -81,9 +82,9 @@ def test_before_bootstrap_every_machine_is_missing(sandbox, settings, known_host
 
 @pytest.fixture(scope="module")
 def bootstrapped(sandbox, settings):
-    report = jobs.bootstrap(
-        jobs.Selection(env="sandbox"),
-        jobs.RunOptions(parallel=True, console=lambda line: None),
+    report = bootstrap(
+        Selection(env="sandbox"),
+        RunOptions(parallel=True, console=lambda line: None),
         settings,
     )
     assert report.exit_code == EXIT_OK, report.table()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from octoboot.fleet import DeadlineExceeded, Interrupted
 from octoboot.inventory import load_inventory
-from octoboot.jobs import _result_of
 from octoboot.pipeline import Job, Pipeline
 from octoboot.report import State
+from octoboot.run import _result_of
 from octoboot.runlog import Masker
 
 AT_WORK = 0.3  # seconds the step is kept busy before the runner gives up on it

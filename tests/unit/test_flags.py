@@ -3,7 +3,7 @@
 import pytest
 
 from octoboot.errors import ConfigError
-from octoboot.jobs import RunOptions, Selection, report_format
+from octoboot.run import RunOptions, Selection, report_format
 
 
 def test_a_selection_from_flags_as_invoke_gives_them():

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from octoboot import jobs
 from octoboot.errors import ConfigError
+from octoboot.exec import Exec, ExecOptions
 from octoboot.inventory import host_problem, load_environment, load_inventory
-from octoboot.lifecycle import Exec, ExecOptions
+from octoboot.run import Run, RunOptions, Selection
 from octoboot.settings import load_settings
 
 ACCEPTED = [
@@ -197,10 +197,10 @@ def project_settings(folder: Path):
     )
 
 
-def accepting_run(settings, **selection) -> jobs.Run:
-    options = jobs.RunOptions(accept_new_host_key=True)
-    selected = jobs.Selection(env="qa", **selection)
-    return jobs.Run("exec", Exec, selected, options, settings, ExecOptions("true"))
+def accepting_run(settings, **selection) -> Run:
+    options = RunOptions(accept_new_host_key=True)
+    selected = Selection(env="qa", **selection)
+    return Run("exec", Exec, selected, options, settings, ExecOptions("true"))
 
 
 @pytest.mark.parametrize("limits", [(), ("*",), ("*", "web01"), ("web*", "db*"), ("[wd]*",)])

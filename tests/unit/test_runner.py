@@ -1,4 +1,4 @@
-"""jobs.Run without hosts: a pipeline whose one step touches nothing, over an inventory of
+"""run.Run without hosts: a pipeline whose one step touches nothing, over an inventory of
 unopened connections. What the runner gives each job (its options, its deadline), and the
 report it builds once, with the rows a run adds through `extra_rows`."""
 
@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from octoboot.jobs import Run, RunOptions, Selection
 from octoboot.pipeline import Pipeline
 from octoboot.report import MachineResult, RunReport, State
+from octoboot.run import Run, RunOptions, Selection
 from octoboot.settings import Settings, load_settings
 
 

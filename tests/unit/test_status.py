@@ -1,7 +1,8 @@
 import json
 
 from octoboot.report import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, MachineResult, State
-from octoboot.status import StatusReport, unlisted_result
+from octoboot.status.table import StatusReport
+from octoboot.status.unlisted import unlisted_result
 
 HOST = "A" * 40
 
@@ -55,9 +56,10 @@ def test_status_table_and_exit_code():
 
 
 def test_status_has_its_own_short_deadline_and_deadline_changes_it(tmp_path):
-    from octoboot.jobs import RunOptions, Selection
+    from octoboot.run import RunOptions, Selection
     from octoboot.settings import load_settings
-    from octoboot.status import Status, StatusOptions, StatusRun
+    from octoboot.status import StatusRun
+    from octoboot.status.steps import Status, StatusOptions
 
     machines = tmp_path / "machines"
     machines.mkdir()

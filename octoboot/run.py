@@ -1,7 +1,11 @@
-"""The library's front door: bootstrap, install, register, deregister and exec (status is
-in octoboot.status).
+"""A run of a pipeline over the selected machines: `Run` (checks first, a `Job` per
+machine, the fleet batch by batch, one report), what selects the machines (`Selection`),
+the flags every fleet command shares (`RunOptions`), and the outcome file --retry-failed
+reads. Each command's entry function lives with its pipeline (bootstrap.bootstrap,
+deregister.deregister, exec.exec_command, status.status, prune.prune); this module knows
+none of them.
 
-    report = octoboot.jobs.bootstrap(Selection(env="qa"), RunOptions(parallel=True))
+    report = octoboot.bootstrap.bootstrap(Selection(env="qa"), RunOptions(parallel=True))
     print(report.table()); sys.exit(report.exit_code)
 
 Everything that can be checked before touching a host is checked first (inventory,
@@ -28,7 +32,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
-from octoboot.bootstrap import Bootstrap, BootstrapOptions, Install, Register
 from octoboot.drift import PollingServer, RegistrationIds, polling_server
 from octoboot.errors import ConfigError
 from octoboot.files import StateWriteError, check_writable, describe, write_atomic
@@ -44,8 +47,7 @@ from octoboot.fleet import (
 from octoboot.health import GATHER_SECONDS, HealthCoordinator
 from octoboot.identity import IdentityStore
 from octoboot.interrupts import signal_of, sigterm_interrupts
-from octoboot.inventory import SAFE_NAME, Inventory, Machine, load_inventory
-from octoboot.lifecycle import Deregister, DeregisterOptions, DeregisterRecord, Exec, ExecOptions
+from octoboot.inventory import Inventory, Machine, load_inventory
 from octoboot.locks import Locks
 from octoboot.octopus import OctopusClient
 from octoboot.pipeline import Job, Pipeline
@@ -148,75 +150,6 @@ def report_format(value: str) -> str:
     if value not in REPORT_FORMATS:
         raise ConfigError(f"--format must be table or json, not {value!r}")
     return value
-
-
-def bootstrap(
-    selection: Selection,
-    options: RunOptions = RunOptions(),
-    settings: Settings | None = None,
-    *,
-    take_over: bool = False,
-    renamed_from: str | None = None,
-) -> RunReport:
-    """Install, identify, configure, register, start and health-check each machine.
-    take_over: a record with the machine's name but another certificate gets this one.
-    renamed_from: the one selected machine was called so: its identity and its Octopus
-    record (same Id) take the new name."""
-    own = BootstrapOptions(take_over=take_over, renamed_from=renamed_from)
-    return RegistrationRun("bootstrap", Bootstrap, selection, options, settings, own).execute()
-
-
-def install(
-    selection: Selection, options: RunOptions = RunOptions(), settings: Settings | None = None
-) -> RunReport:
-    """Install (or upgrade) the Tentacle on each machine; nothing else."""
-    return Run("install", Install, selection, options, settings, BootstrapOptions()).execute()
-
-
-def register(
-    selection: Selection,
-    options: RunOptions = RunOptions(),
-    settings: Settings | None = None,
-    *,
-    take_over: bool = False,
-    renamed_from: str | None = None,
-) -> RunReport:
-    """Identity, configuration, registration, service and health on installed machines."""
-    own = BootstrapOptions(take_over=take_over, renamed_from=renamed_from)
-    return RegistrationRun("register", Register, selection, options, settings, own).execute()
-
-
-def deregister(
-    selection: Selection,
-    options: RunOptions = RunOptions(),
-    settings: Settings | None = None,
-    *,
-    uninstall: bool = False,
-    forget_identity: bool = False,
-    records: Sequence[str] = (),
-) -> RunReport:
-    """Remove each machine's record from Octopus; with uninstall, also its service and
-    instance on the host; with forget_identity, also its certificate from the store.
-    records: instead of machines, these names' records in the Octopus of selection.env,
-    which no inventory lists any more (renamed or gone machines)."""
-    own = DeregisterOptions(uninstall, forget_identity, tuple(records))
-    if own.records:
-        return UnlistedRecords(selection, options, settings, own).execute()
-    return Run("deregister", Deregister, selection, options, settings, own).execute()
-
-
-def exec_command(
-    selection: Selection,
-    options: RunOptions = RunOptions(),
-    settings: Settings | None = None,
-    *,
-    command: str,
-) -> RunReport:
-    """Run one shell command (as root) on each machine; its output is in the logs and JSON."""
-    if not command.strip():
-        raise ConfigError("no command to run: give --command 'CMD' (or -- CMD)")
-    options = replace(options, dry_run=False)
-    return Run("exec", Exec, selection, options, settings, ExecOptions(command)).execute()
 
 
 # A pipeline's own options (bootstrap.BootstrapOptions, ...), given to each of its jobs.
@@ -554,68 +487,6 @@ class Run(Generic[OptionsT]):
                 f"{wanted} machines at once: running {fitting} at a time (raise it to run more)"
             )
         return fitting
-
-
-class RegistrationRun(Run[BootstrapOptions]):
-    """bootstrap and register: --renamed-from is checked before anything else."""
-
-    def check(self) -> None:
-        if self.pipeline_options.renamed_from:
-            self._check_rename(self.pipeline_options.renamed_from)
-        super().check()
-
-    def _check_rename(self, old: str) -> None:
-        if len(self.machines) != 1:
-            raise ConfigError(
-                f"--renamed-from {old} renames one machine: select it alone with --host NEW"
-            )
-        new = self.machines[0].name
-        if not SAFE_NAME.fullmatch(old) or old.lower() == new.lower():
-            raise ConfigError(f"--renamed-from takes the machine's old name, not {old!r}")
-        listed = self.inventory.files_listing(old)
-        if listed:
-            raise ConfigError(
-                f"{old} is still listed in {', '.join(map(str, listed))}: remove it there "
-                f"(it is {new} now), then run again"
-            )
-
-
-class UnlistedRecords(Run[DeregisterOptions]):
-    """`deregister --record NAME`: records that no inventory lists any more (a machine
-    renamed or gone), looked for in the Octopus of one environment file. There is no host
-    to go to: each name is a machine with that name, the file's Octopus and nothing else."""
-
-    def __init__(
-        self,
-        selection: Selection,
-        options: RunOptions,
-        settings: Settings | None,
-        pipeline_options: DeregisterOptions,
-    ) -> None:
-        super().__init__(
-            "deregister", DeregisterRecord, selection, options, settings, pipeline_options
-        )
-
-    def _select(self, selection: Selection) -> list[Machine]:
-        if not selection.env or selection.hosts or selection.limits or selection.retry_failed:
-            raise ConfigError(
-                "--record needs --env (the environment whose Octopus has the record) and "
-                "takes no --host, --limit or --retry-failed"
-            )
-        if self.pipeline_options.uninstall:
-            raise ConfigError("--record removes Octopus records only: no host to --uninstall")
-        environment = self.inventory.environment(selection.env)
-        names = list(dict.fromkeys(self.pipeline_options.records))
-        for name in names:
-            if not SAFE_NAME.fullmatch(name):
-                raise ConfigError(f"--record {name!r} is not a machine name")
-            listed = self.inventory.files_listing(name)
-            if listed:
-                raise ConfigError(
-                    f"{name} is listed in {', '.join(map(str, listed))}: deregister it with "
-                    f"--host {name}"
-                )
-        return [environment.unlisted_machine(name) for name in names]
 
 
 def _result_of(job: Job, value: object, masker: Masker) -> MachineResult:
