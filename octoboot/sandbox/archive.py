@@ -32,12 +32,11 @@ import tempfile
 from pathlib import Path
 
 import octoboot
-from octoboot.sandbox import tentacle_standin
+from octoboot.sandbox import systemctl_standin, tentacle_standin
 
 DEFAULT_TENTACLE_VERSION = "8.3.2977"
 _MTIME = 1_704_067_200  # 2024-01-01: fixed, and recent enough that tar does not complain
 _SHARED_MODULES = ("__init__.py", "errors.py", "certificates.py")
-_PROJECT_DIR = Path(__file__).resolve().parents[2]  # where `octoboot` is imported from
 
 _LAUNCHER = """#!/bin/sh
 # Octopus Tentacle stand-in (octoboot sandbox): the Python package in lib/ plays the Tentacle.
@@ -122,12 +121,15 @@ def build_tentacle_archive(
 
 def write_systemctl_launcher(path: Path, *, python: str = sys.executable) -> None:
     """An executable `systemctl` that runs the systemctl stand-in with the given interpreter,
-    as a module: a script is compiled at every run, a module's bytecode is kept."""
+    from its bytecode compiled beside the launcher: a script is compiled at every run, and
+    `-m` costs runpy's imports. The stand-in is stdlib only, so the interpreter starts
+    isolated and without `site` (-I -S)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    compiled = path.with_name(f".{path.name}.pyc")
+    py_compile.compile(systemctl_standin.__file__, cfile=str(compiled), doraise=True)
     path.write_text(
         "#!/bin/sh\n# systemctl stand-in (octoboot sandbox)\n"
-        f"PYTHONPATH={shlex.quote(str(_PROJECT_DIR))} "
-        f'exec {shlex.quote(python)} -m octoboot.sandbox.systemctl_standin "$@"\n',
+        f'exec {shlex.quote(python)} -I -S {shlex.quote(str(compiled))} "$@"\n',
         encoding="utf-8",
     )
     path.chmod(0o755)
