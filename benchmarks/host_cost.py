@@ -35,7 +35,7 @@ def kind(cmdline: list[str]) -> str:
     if "tentacle_standin" in cmdline:
         words = [a for a in cmdline[cmdline.index("tentacle_standin") + 1 :] if a[:1] != "-"]
         return f"Tentacle {words[0] if words else ''}".strip()
-    if "octoboot.sandbox.systemctl_standin" in cmdline:
+    if any(word.endswith(("systemctl_standin", "systemctl.pyc")) for word in cmdline):
         return "systemctl"
     program = Path(cmdline[0].split()[0].rstrip(":")).name
     if program == "Tentacle" and len(cmdline) > 1:  # the launcher before it execs python

@@ -11,7 +11,6 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeGuard
 
 from . import crypto, instances
 from .command import INSTALL_DIR, Command, Invocation
@@ -28,7 +27,10 @@ from .settings import (
     TRUSTED_SERVERS,
 )
 
+TYPE_CHECKING = False  # typing's import alone is a tenth of a short command's CPU
 if TYPE_CHECKING:
+    from typing import TypeGuard
+
     from .pfx import Identity
 
 RECOMMENDED_KEY_BITS = 2048
