@@ -3,7 +3,10 @@ password, the same key and certificate, and refuses (None: cryptography decides)
 
 from __future__ import annotations
 
+import socket
+import ssl
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,22 @@ def test_the_configuration_keeps_an_imported_plain_pfx_as_it_came(pair: tuple) -
     kept = crypto.open_pfx(certificates.to_pfx(*pair, "a-password"), "a-password")
     assert pfx.open_plain(kept.pfx) is not None
     assert kept.thumbprint == certificates.thumbprint(pair[1])
+
+
+def test_an_ssl_context_gets_the_identity_from_memory(pair: tuple) -> None:
+    found = pfx.open_plain(certificates.to_pfx(*pair, None))
+    assert found is not None
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    found.load_into(server)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+    left, right = socket.socketpair()
+    with left, right:
+        serving = threading.Thread(
+            target=lambda: server.wrap_socket(right, server_side=True).close()
+        )
+        serving.start()
+        with client.wrap_socket(left) as tls:
+            presented = tls.getpeercert(binary_form=True)
+        serving.join()
+    assert presented == found.cert_der

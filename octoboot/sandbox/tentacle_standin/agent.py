@@ -16,7 +16,6 @@ import json
 import signal
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -76,13 +75,8 @@ def accept_any_client_certificate(context: ssl.SSLContext) -> None:
 def server_context(settings: Settings) -> ssl.SSLContext:
     identity = settings.identity()
     assert identity is not None, "run generates a certificate before it listens"
-    key_pem, cert_pem = identity.pem()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    # load_cert_chain reads files only; the key lives in a private temporary directory briefly.
-    with tempfile.TemporaryDirectory() as private:
-        (Path(private) / "key.pem").write_bytes(key_pem)
-        (Path(private) / "cert.pem").write_bytes(cert_pem)
-        context.load_cert_chain(Path(private) / "cert.pem", Path(private) / "key.pem")
+    identity.load_into(context)
     accept_any_client_certificate(context)
     return context
 

@@ -16,6 +16,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ssl
 
 _SEQUENCE, _SET, _INTEGER, _OCTETS, _BITS, _OID = 0x30, 0x31, 0x02, 0x04, 0x03, 0x06
 _EXPLICIT_0 = 0xA0
@@ -140,8 +145,18 @@ class Identity:
         return thumbprint_of_der(self.cert_der)
 
     def pem(self) -> tuple[bytes, bytes]:
-        """(PKCS #8 key PEM, certificate PEM), for an ssl context's files."""
+        """(PKCS #8 key PEM, certificate PEM)."""
         return _pem("PRIVATE KEY", self.key_der), _pem("CERTIFICATE", self.cert_der)
+
+    def load_into(self, context: ssl.SSLContext) -> None:
+        """Give context this certificate and key. load_cert_chain reads files only: the key
+        goes into an anonymous memory file of this process, on no file system, closed at once."""
+        fd = os.memfd_create("tentacle-identity", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, b"".join(self.pem()))
+            context.load_cert_chain(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
 
 
 def thumbprint_of_der(der: bytes) -> str:

@@ -22,9 +22,7 @@ import json
 import select
 import socket
 import ssl
-import tempfile
 import threading
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from .log import Log
@@ -62,14 +60,10 @@ def proxy_of(settings: Settings) -> tuple[str, int, str, str] | None:
 def client_context(settings: Settings) -> ssl.SSLContext:
     identity = settings.identity()
     assert identity is not None, "run generates a certificate before it polls"
-    key_pem, cert_pem = identity.pem()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # trust is the server's thumbprint, checked below
-    with tempfile.TemporaryDirectory() as private:
-        (Path(private) / "key.pem").write_bytes(key_pem)
-        (Path(private) / "cert.pem").write_bytes(cert_pem)
-        context.load_cert_chain(Path(private) / "cert.pem", Path(private) / "key.pem")
+    identity.load_into(context)
     return context
 
 
