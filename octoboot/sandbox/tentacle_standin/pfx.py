@@ -120,7 +120,7 @@ def _integer(data: bytes, element: _Element) -> int:
     return int.from_bytes(_content(data, element, _INTEGER), "big", signed=True)
 
 
-def _pbkdf_mac_key(name: str, block: int, password: bytes, salt: bytes, rounds: int) -> bytes:
+def _pkcs12_mac_key(name: str, block: int, password: bytes, salt: bytes, rounds: int) -> bytes:
     """RFC 7292 B.2 for one hash's worth of key, which is all a MAC key needs."""
 
     def fill(value: bytes) -> bytes:
@@ -236,7 +236,7 @@ def _mac_verifies(data: bytes, mac_data: _Element, safes: bytes) -> bool:
         raise _Refused
     salt_bytes, wanted = _content(data, salt, _OCTETS), _content(data, expected, _OCTETS)
     for password in (b"", b"\0\0"):  # none, then "" as a BMPString with its terminator
-        key = _pbkdf_mac_key(name, block, password, salt_bytes, count)
+        key = _pkcs12_mac_key(name, block, password, salt_bytes, count)
         if hmac.compare_digest(hmac.new(key, safes, name).digest(), wanted):
             return True
     return False
