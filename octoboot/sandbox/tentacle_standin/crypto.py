@@ -1,7 +1,7 @@
 """octoboot.certificates, imported on first use: most calls (version, show-configuration,
 configure, service) need no certificate, and importing cryptography costs more than all the
 rest of a call. The archive is started for every command, like the real Tentacle; a plain
-PFX, the one a bootstrap meets, needs no cryptography at all (`pfx.py`)."""
+PFX, the one a bootstrap meets, is opened by the `openssl` command (`pfx.py`)."""
 
 from __future__ import annotations
 
@@ -23,24 +23,17 @@ def __getattr__(name: str) -> Any:
 
 def identity(key: rsa.RSAPrivateKey, cert: x509.Certificate) -> Identity:
     """key and cert as the stand-in keeps them: in a PFX without a password."""
-    from cryptography.hazmat.primitives import serialization
-
     from octoboot import certificates
 
     from .pfx import Identity
 
-    key_der = key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    cert_der = cert.public_bytes(serialization.Encoding.DER)
-    return Identity(certificates.to_pfx(key, cert, None), key_der, cert_der, key.key_size)
+    key_pem, cert_pem = certificates.to_pem(key, cert)
+    return Identity(certificates.to_pfx(key, cert, None), key_pem, cert_pem, key.key_size)
 
 
 def open_pfx(data: bytes, password: str | None) -> Identity:
     """The identity in a PFX; octoboot.certificates.CertificateError if it cannot be
-    opened. Only a PFX with a password, or one the light reader refuses, loads
+    opened. Only a PFX with a password, or one `openssl` refuses, loads
     cryptography."""
     from .pfx import open_plain
 
