@@ -13,6 +13,8 @@ command -v ssh >/dev/null 2>&1 || need="$need openssh-client"
 # pgrep/ps for the tests that look at a host's processes.
 command -v curl >/dev/null 2>&1 || need="$need curl"
 command -v pgrep >/dev/null 2>&1 || need="$need procps"
+# The Tentacle stand-in opens a plain PFX with `openssl pkcs12` (cheaper than cryptography).
+command -v openssl >/dev/null 2>&1 || need="$need openssl"
 # `inv sandbox.up --ssh-only N` keeps hosts to inbound SSH with nftables.
 command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || need="$need nftables"
 if [ -n "$need" ]; then

@@ -3,7 +3,7 @@
 The real `tentacle-<version>-net8.0-linux-x64.tar.gz` has a top folder `tentacle/`, so
 extracting it into /opt/octopus gives /opt/octopus/tentacle/Tentacle. Ours holds:
 
-    tentacle/Tentacle               /bin/sh launcher: runs `python -m tentacle_standin` from lib/
+    tentacle/Tentacle               /bin/sh launcher: `python -S -m tentacle_standin` from lib/
     tentacle/VERSION                the version `Tentacle version` reports
     tentacle/configure-tentacle.sh  placeholder for the real interactive wizard
     tentacle/lib/tentacle_standin/  the stand-in, copied from octoboot/sandbox/tentacle_standin
@@ -26,24 +26,29 @@ import io
 import os
 import py_compile
 import shlex
+import site
 import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 import octoboot
-from octoboot.sandbox import tentacle_standin
+from octoboot.sandbox import systemctl_standin, tentacle_standin
 
 DEFAULT_TENTACLE_VERSION = "8.3.2977"
 _MTIME = 1_704_067_200  # 2024-01-01: fixed, and recent enough that tar does not complain
 _SHARED_MODULES = ("__init__.py", "errors.py", "certificates.py")
-_PROJECT_DIR = Path(__file__).resolve().parents[2]  # where `octoboot` is imported from
 
+# Every Tentacle command starts this, so it keeps its own cost down: readlink and dirname
+# (two processes) only when it is called through a symlink, and Python without `site`
+# (-S: the venv's .pth hooks), given the interpreter's site-packages for cryptography.
 _LAUNCHER = """#!/bin/sh
 # Octopus Tentacle stand-in (octoboot sandbox): the Python package in lib/ plays the Tentacle.
-here=$(dirname "$(readlink -f "$0")")
-export PYTHONPATH="$here/lib"
-exec {python} -m tentacle_standin "$@"
+if [ -L "$0" ]; then here=$(dirname "$(readlink -f "$0")")
+else case $0 in */*) here=${{0%/*}} ;; *) here=. ;; esac; fi
+case $here in /*) ;; *) here=$PWD/$here ;; esac
+export PYTHONPATH="$here/lib:{site_packages}"
+exec {python} -S -m tentacle_standin "$@"
 """
 
 _CONFIGURE_PLACEHOLDER = """#!/bin/sh
@@ -61,7 +66,12 @@ def archive_name(version: str = DEFAULT_TENTACLE_VERSION) -> str:
 def _files(python: str, version: str) -> dict[str, tuple[bytes, int]]:
     """Archive path -> (content, mode) for every file."""
     files = {
-        "tentacle/Tentacle": (_LAUNCHER.format(python=shlex.quote(python)).encode(), 0o755),
+        "tentacle/Tentacle": (
+            _LAUNCHER.format(
+                python=shlex.quote(python), site_packages=":".join(site.getsitepackages())
+            ).encode(),
+            0o755,
+        ),
         "tentacle/VERSION": (f"{version}\n".encode(), 0o644),
         "tentacle/configure-tentacle.sh": (_CONFIGURE_PLACEHOLDER.encode(), 0o755),
     }
@@ -95,7 +105,8 @@ def _entry(name: str, mode: int, size: int = 0, *, directory: bool = False) -> t
 def build_tentacle_archive(
     dest_dir: Path, *, python: str = sys.executable, version: str = DEFAULT_TENTACLE_VERSION
 ) -> Path:
-    """Write the stand-in archive into dest_dir; python is the interpreter hosts will run."""
+    """Write the stand-in archive into dest_dir; python is the interpreter hosts will run
+    (with this interpreter's site-packages: the controller's own, or one like it)."""
     files = _files(python, version)
     directories = {str(Path(name).parent) for name in files}
     directories |= {str(parent) for d in directories for parent in Path(d).parents}
@@ -122,12 +133,15 @@ def build_tentacle_archive(
 
 def write_systemctl_launcher(path: Path, *, python: str = sys.executable) -> None:
     """An executable `systemctl` that runs the systemctl stand-in with the given interpreter,
-    as a module: a script is compiled at every run, a module's bytecode is kept."""
+    from its bytecode compiled beside the launcher: a script is compiled at every run, and
+    `-m` costs runpy's imports. The stand-in is stdlib only, so the interpreter starts
+    isolated and without `site` (-I -S)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    compiled = path.with_name(f".{path.name}.pyc")
+    py_compile.compile(systemctl_standin.__file__, cfile=str(compiled), doraise=True)
     path.write_text(
         "#!/bin/sh\n# systemctl stand-in (octoboot sandbox)\n"
-        f"PYTHONPATH={shlex.quote(str(_PROJECT_DIR))} "
-        f'exec {shlex.quote(python)} -m octoboot.sandbox.systemctl_standin "$@"\n',
+        f'exec {shlex.quote(python)} -I -S {shlex.quote(str(compiled))} "$@"\n',
         encoding="utf-8",
     )
     path.chmod(0o755)

@@ -17,20 +17,18 @@ environment, so a service finds the same overrides as the command that started i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import configparser
-
-import contextlib
 import os
 import sys
 import time
 
-# Only os and sys for every call, and paths as strings (pathlib imports half the standard
-# library): the probe and a service's start run `is-active` and `is-enabled` several times
-# per machine, each a new Python process, and two thirds of their CPU went to imports.
-# configparser, subprocess, shlex, signal and datetime come with the verbs that use them.
+# Only os, sys and time for every call, and paths as strings (pathlib imports half the
+# standard library): the probe and a service's start run `is-active` and `is-enabled`
+# several times per machine, each a new Python process, and two thirds of their CPU went to
+# imports. configparser, subprocess, shlex, signal and datetime come with the verbs that use
+# them; not even typing (mypy knows a TYPE_CHECKING of our own) nor contextlib.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import configparser
 
 STOP_TIMEOUT_SECONDS = 10.0
 _POLL_SECONDS = 0.05
@@ -175,14 +173,18 @@ def stop(unit: str) -> int:
 
 
 def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    try:  # noqa: SIM105 (contextlib would cost every call its imports)
         os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _signal_group(pid: int, signum: int) -> None:
     # The unit runs in its own session, so its process group is its PID.
-    with contextlib.suppress(ProcessLookupError):
+    try:  # noqa: SIM105
         os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def enable(unit: str) -> int:

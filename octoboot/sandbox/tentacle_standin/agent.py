@@ -16,7 +16,6 @@ import json
 import signal
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from .commands import version_info
 from .dotnet import parse_int
 from .log import Log
 from .options import Option
+from .pfx import thumbprint_of_der
 from .settings import Settings
 
 _REQUEST_LIMIT = 64 * 1024
@@ -73,15 +73,10 @@ def accept_any_client_certificate(context: ssl.SSLContext) -> None:
 
 
 def server_context(settings: Settings) -> ssl.SSLContext:
-    certificate = settings.certificate()
-    assert certificate is not None, "run generates a certificate before it listens"
-    key_pem, cert_pem = crypto.to_pem(*certificate)
+    identity = settings.identity()
+    assert identity is not None, "run generates a certificate before it listens"
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    # load_cert_chain reads files only; the key lives in a private temporary directory briefly.
-    with tempfile.TemporaryDirectory() as private:
-        (Path(private) / "key.pem").write_bytes(key_pem)
-        (Path(private) / "cert.pem").write_bytes(cert_pem)
-        context.load_cert_chain(Path(private) / "cert.pem", Path(private) / "key.pem")
+    identity.load_into(context)
     accept_any_client_certificate(context)
     return context
 
@@ -163,7 +158,7 @@ class Agent:
             connection.close()
 
     def _answer(self, client_der: bytes | None, peer: tuple) -> bytes:
-        client = crypto.thumbprint_of_der(client_der) if client_der else None
+        client = thumbprint_of_der(client_der) if client_der else None
         if client in self.trusted:
             self.log.info(f"Accepted a connection from {peer[0]} as {client}")
             body = json.dumps(self.capabilities()).encode()
@@ -196,7 +191,7 @@ def _run(inv: Invocation) -> None:
     if wait >= 20:
         inv.log.info(f"Sleeping for {wait}ms...")
         time.sleep(wait / 1000)
-    if settings.certificate() is None:
+    if settings.identity() is None:
         key, cert = crypto.new_self_signed()
         settings.set_certificate(key, cert)
         inv.log.info(

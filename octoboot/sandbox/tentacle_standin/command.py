@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from .instances import Instance
@@ -20,12 +19,13 @@ INSTANCE_OPTIONS = (
 )
 
 
-@dataclass
 class Invocation:
-    parsed: Parsed
-    log: Log
-    instance: Instance | None = None
-    restart_needed: bool = False
+    __slots__ = ("instance", "log", "parsed", "restart_needed")
+
+    def __init__(self, parsed: Parsed, log: Log) -> None:
+        self.parsed, self.log = parsed, log
+        self.instance: Instance | None = None
+        self.restart_needed = False
 
     def vote_for_restart(self) -> None:
         self.restart_needed = True
@@ -37,7 +37,6 @@ class Invocation:
         return self.instance
 
 
-@dataclass(frozen=True)
 class Command:
     """One Tentacle command.
 
@@ -49,14 +48,30 @@ class Command:
     command's option-set validation).
     """
 
-    name: str
-    description: str
-    run: Callable[[Invocation], None]
-    options: tuple[Option, ...] = ()
-    aliases: tuple[str, ...] = ()
-    standard: bool = True
-    quiet: bool = False
-    validate: Callable[[Parsed], None] | None = None
+    __slots__ = (
+        "aliases",
+        "description",
+        "name",
+        "options",
+        "quiet",
+        "run",
+        "standard",
+        "validate",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        run: Callable[[Invocation], None],
+        options: tuple[Option, ...] = (),
+        aliases: tuple[str, ...] = (),
+        standard: bool = True,
+        quiet: bool = False,
+        validate: Callable[[Parsed], None] | None = None,
+    ) -> None:
+        self.name, self.description, self.run, self.options = name, description, run, options
+        self.aliases, self.standard, self.quiet, self.validate = aliases, standard, quiet, validate
 
     @property
     def all_options(self) -> tuple[Option, ...]:

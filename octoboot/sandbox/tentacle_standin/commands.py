@@ -11,7 +11,6 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import TypeGuard
 
 from . import crypto, instances
 from .command import INSTALL_DIR, Command, Invocation
@@ -27,6 +26,12 @@ from .settings import (
     PORT,
     TRUSTED_SERVERS,
 )
+
+TYPE_CHECKING = False  # typing's import alone is a tenth of a short command's CPU
+if TYPE_CHECKING:
+    from typing import TypeGuard
+
+    from .pfx import Identity
 
 RECOMMENDED_KEY_BITS = 2048
 _FORMATS = ("text", "json")
@@ -152,21 +157,21 @@ def _import_certificate(inv: Invocation) -> None:
         # The real command reaches for the Windows registry, which .NET refuses on Linux.
         raise NotImplementedError("Registry is not supported on this platform.")
     if _given(from_file):
-        key, cert = _from_file(Path(from_file), p.value("pfx-password"), inv)
+        identity = _from_file(Path(from_file), p.value("pfx-password"), inv)
     else:
         log.info("Importing the certificate via base64...")
-        key, cert = crypto.load_pfx(base64.b64decode("".join(str(from_base64).split())), None)
-    inv.current.settings().set_certificate(key, cert)
+        identity = crypto.open_pfx(base64.b64decode("".join(str(from_base64).split())), None)
+    inv.current.settings().set_identity(identity)
     inv.vote_for_restart()
-    if key.key_size < RECOMMENDED_KEY_BITS:
+    if identity.key_bits < RECOMMENDED_KEY_BITS:
         log.warn(
             "The imported certificate's private key is smaller than the currently-recommended "
             "bit length; generating a new key for the tentacle is advised."
         )
-    log.info(f"Certificate with thumbprint {crypto.thumbprint(cert)} imported successfully.")
+    log.info(f"Certificate with thumbprint {identity.thumbprint} imported successfully.")
 
 
-def _from_file(path: Path, password: str | None, inv: Invocation):
+def _from_file(path: Path, password: str | None, inv: Invocation) -> Identity:
     if not path.is_file():
         raise ControlledFailure(f"Certificate '{path}' was not found.")
     if path.suffix.lower() != ".pfx":
@@ -174,13 +179,13 @@ def _from_file(path: Path, password: str | None, inv: Invocation):
         inv.log.info(f"Importing the certificate stored in {path}...")
         text = "".join(path.read_text(encoding="utf-8-sig", errors="replace").split())
         try:
-            return crypto.load_pfx(base64.b64decode(text, validate=True), None)
+            return crypto.open_pfx(base64.b64decode(text, validate=True), None)
         except binascii.Error:
             pass
     with_password = " using the provided password" if password else ""
     inv.log.info(f"Importing the certificate stored in PFX file in {path}{with_password}...")
     try:
-        return crypto.load_pfx(path.read_bytes(), password or None)
+        return crypto.open_pfx(path.read_bytes(), password or None)
     except crypto.CertificateError:
         # The real Tentacle lets .NET's CryptographicException escape here (exit 100); the
         # stand-in reports a wrong password as a controlled failure (exit 1) on purpose.

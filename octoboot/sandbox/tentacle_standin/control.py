@@ -14,12 +14,10 @@ time a real install takes, and is where an install failure shows.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 FIRST_RUN_MARKER = ".first-run-complete"
@@ -28,12 +26,18 @@ INSTALL_FAILURE_EXIT_CODE = 100
 _HANG_SECONDS = 24 * 60 * 60
 
 
-@dataclass(frozen=True)
 class Faults:
-    install_fails: bool = False
-    install_seconds: float = 0.0
-    hang: tuple[str, ...] = ()
-    untrusting: bool = False
+    __slots__ = ("hang", "install_fails", "install_seconds", "untrusting")
+
+    def __init__(
+        self,
+        install_fails: bool = False,
+        install_seconds: float = 0.0,
+        hang: tuple[str, ...] = (),
+        untrusting: bool = False,
+    ) -> None:
+        self.install_fails, self.install_seconds = install_fails, install_seconds
+        self.hang, self.untrusting = hang, untrusting
 
 
 def control_dir() -> Path:
@@ -43,10 +47,18 @@ def control_dir() -> Path:
 def record_invocation(argv: list[str]) -> None:
     directory = control_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    line = {"time": dt.datetime.now(dt.UTC).isoformat(), "pid": os.getpid(), "argv": argv}
+    line = {"time": _utc_now(), "pid": os.getpid(), "argv": argv}
     # One write on an O_APPEND file, so concurrent invocations never interleave their lines.
     with open(directory / "argv.jsonl", "a", encoding="utf-8") as out:
         out.write(json.dumps(line) + "\n")
+
+
+def _utc_now() -> str:
+    """datetime.now(UTC).isoformat(), without importing datetime for every command."""
+    now = time.time_ns()
+    seconds, micros = divmod(now // 1000, 1_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{text}.{micros:06d}+00:00" if micros else f"{text}+00:00"
 
 
 def load_faults() -> Faults:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from .failures import ControlledFailure
@@ -22,12 +21,13 @@ DEFAULT_INSTANCE = APPLICATION
 ROOTLESS_CONFIG = f"{APPLICATION}.config"
 
 
-@dataclass(frozen=True)
 class Instance:
     """The instance a command works on; name is None for one given only by --config."""
 
-    name: str | None
-    config_path: Path
+    __slots__ = ("config_path", "name")
+
+    def __init__(self, name: str | None, config_path: Path) -> None:
+        self.name, self.config_path = name, config_path
 
     def settings(self) -> Settings:
         return Settings(self.config_path)

@@ -8,44 +8,60 @@ Command lines are never logged, so no secret given as an option reaches the file
 
 from __future__ import annotations
 
-import logging
+import _thread
+import os
 import sys
+import time
 from pathlib import Path
 
 LOG_FILE_NAME = "OctopusTentacle.txt"
-_FORMAT = "%(asctime)s %(process)7d %(thread)15d %(levelname)5s  %(message)s"
+# Each line as logging's Formatter("%(asctime)s %(process)7d %(thread)15d %(levelname)5s
+# %(message)s") wrote it; written directly, because importing logging was a tenth of a
+# short command's CPU (every Tentacle command is a new process).
+_LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "error": "ERROR"}
 
 
 class Log:
     def __init__(self, *, console: bool = True) -> None:
         self.console = console
-        self._file = logging.getLogger("tentacle_standin")
-        self._file.setLevel(logging.DEBUG)
-        self._file.propagate = False
-        if not self._file.handlers:  # keep logging's last-resort handler off the console
-            self._file.addHandler(logging.NullHandler())
+        self._files: list[Path] = []
+        self._lock = _thread.allocate_lock()  # the service logs from several threads
 
     def write_to(self, home_dir: Path) -> None:
         """Also append everything to <home>/Logs/OctopusTentacle.txt."""
         logs = home_dir / "Logs"
         logs.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(logs / LOG_FILE_NAME, encoding="utf-8")
-        handler.setFormatter(logging.Formatter(_FORMAT))
-        self._file.addHandler(handler)
+        open(logs / LOG_FILE_NAME, "a").close()  # there from now on, as a FileHandler made it
+        self._files.append(logs / LOG_FILE_NAME)
+
+    def _file(self, level: str, message: str) -> None:
+        if not self._files:
+            return
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        millis = int((now - int(now)) * 1000)
+        line = (
+            f"{stamp},{millis:03d} {os.getpid():7d} {_thread.get_ident():15d} "
+            f"{_LEVELS[level]:>5s}  {message}\n"
+        )
+        with self._lock:
+            for path in self._files:
+                with open(path, "a", encoding="utf-8") as out:
+                    out.write(line)
 
     def verbose(self, message: str) -> None:
-        self._file.debug(message)
+        self._file("debug", message)
 
     def info(self, message: str) -> None:
-        self._file.info(message)
+        self._file("info", message)
         if self.console:
             print(message, flush=True)
 
     def warn(self, message: str) -> None:
-        self._file.warning(message)
+        self._file("warn", message)
         if self.console:
             print(message, flush=True)
 
     def error(self, message: str) -> None:
-        self._file.error(message)
+        self._file("error", message)
         print(message, file=sys.stderr, flush=True)

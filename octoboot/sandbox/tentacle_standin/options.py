@@ -14,9 +14,7 @@ Faithful to `Octopus.Tentacle/Internals/Options/OptionSet.cs`:
 from __future__ import annotations
 
 import re
-import textwrap
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 _OPTION = re.compile(r"^(?P<flag>--|-|/)(?P<name>[^:=]+)(?:(?P<sep>[:=])(?P<value>.*))?$", re.S)
 _HELP_COLUMN = 29
@@ -27,31 +25,31 @@ class OptionError(Exception):
     """The command line cannot be parsed (Mono.Options' OptionException)."""
 
 
-@dataclass(frozen=True)
+# Plain classes, not dataclasses: every Tentacle command is a new process, and importing
+# dataclasses (inspect, ast, dis...) was a tenth of a short command's CPU.
 class Option:
     """One option, declared with a Mono.Options prototype such as `f|from-file=`."""
 
-    prototype: str
-    description: str = ""
-    hidden: bool = False
-    names: tuple[str, ...] = field(init=False)
-    takes_value: bool = field(init=False)
+    __slots__ = ("description", "hidden", "names", "prototype", "takes_value")
 
-    def __post_init__(self) -> None:
-        parts = self.prototype.split("|")
-        object.__setattr__(self, "takes_value", any(p.endswith("=") for p in parts))
-        object.__setattr__(self, "names", tuple(p.rstrip("=") for p in parts))
+    def __init__(self, prototype: str, description: str = "", hidden: bool = False) -> None:
+        self.prototype, self.description, self.hidden = prototype, description, hidden
+        parts = prototype.split("|")
+        self.takes_value = any(p.endswith("=") for p in parts)
+        self.names = tuple(p.rstrip("=") for p in parts)
 
     def matches(self, name: str) -> bool:
         return name.lower() in (n.lower() for n in self.names)
 
 
-@dataclass
 class Parsed:
     """What one parse found: (option, value) pairs in command-line order, and the leftovers."""
 
-    pairs: list[tuple[Option, str | None]] = field(default_factory=list)
-    unrecognized: list[str] = field(default_factory=list)
+    __slots__ = ("pairs", "unrecognized")
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[Option, str | None]] = []
+        self.unrecognized: list[str] = []
 
     def flag(self, name: str) -> bool:
         return any(opt.matches(name) for opt, _ in self.pairs)
@@ -140,6 +138,8 @@ def describe(options: Sequence[Option]) -> str:
         head += "".join((", -" if len(n) == 1 else ", --") + n for n in others)
         if option.takes_value:
             head += "=VALUE"
+        import textwrap  # help only
+
         text = textwrap.wrap(option.description, _HELP_WIDTH - _HELP_COLUMN) or [""]
         if len(head) < _HELP_COLUMN:
             lines.append(head.ljust(_HELP_COLUMN) + text[0])

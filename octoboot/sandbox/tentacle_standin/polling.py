@@ -22,13 +22,11 @@ import json
 import select
 import socket
 import ssl
-import tempfile
 import threading
-from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import crypto
 from .log import Log
+from .pfx import thumbprint_of_der
 from .proxy import PROXY_HOST, PROXY_PASSWORD, PROXY_PORT, PROXY_USERNAME, USE_DEFAULT_PROXY
 from .settings import Settings
 
@@ -60,16 +58,12 @@ def proxy_of(settings: Settings) -> tuple[str, int, str, str] | None:
 
 
 def client_context(settings: Settings) -> ssl.SSLContext:
-    certificate = settings.certificate()
-    assert certificate is not None, "run generates a certificate before it polls"
-    key_pem, cert_pem = crypto.to_pem(*certificate)
+    identity = settings.identity()
+    assert identity is not None, "run generates a certificate before it polls"
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # trust is the server's thumbprint, checked below
-    with tempfile.TemporaryDirectory() as private:
-        (Path(private) / "key.pem").write_bytes(key_pem)
-        (Path(private) / "cert.pem").write_bytes(cert_pem)
-        context.load_cert_chain(Path(private) / "cert.pem", Path(private) / "key.pem")
+    identity.load_into(context)
     return context
 
 
@@ -110,7 +104,7 @@ class Poller:
             socket.create_connection(address, timeout=_CONNECT_SECONDS) as raw,
             self.context.wrap_socket(self._tunnel(raw)) as tls,
         ):
-            presented = crypto.thumbprint_of_der(tls.getpeercert(binary_form=True) or b"")
+            presented = thumbprint_of_der(tls.getpeercert(binary_form=True) or b"")
             if presented not in self.trusted:
                 raise ValueError(f"the server presented thumbprint {presented}, not trusted")
             tls.sendall(f"MX-SUBSCRIBER 1.0 {self.subscription}\r\n\r\n".encode())

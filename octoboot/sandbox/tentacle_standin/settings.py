@@ -11,13 +11,15 @@ import json
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from . import crypto
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from .pfx import Identity
 
 HOME = "Octopus.Home"
 PORT = "Tentacle.Services.PortNumber"
@@ -145,15 +147,19 @@ class Settings:
         # Exact match, case and all, like the real RemoveTrustedOctopusServersWithThumbprint.
         self.set_trusted_servers([s for s in self.trusted_servers if s["Thumbprint"] != thumb])
 
-    def certificate(self) -> tuple[rsa.RSAPrivateKey, x509.Certificate] | None:
+    def identity(self) -> Identity | None:
         encoded = self.get(CERTIFICATE)
-        return crypto.load_pfx(base64.b64decode(encoded), None) if encoded else None
+        return crypto.open_pfx(base64.b64decode(encoded), None) if encoded else None
+
+    def set_identity(self, identity: Identity) -> None:
+        # The real Tentacle encrypts this PFX with a machine key (/etc/machine-id), so a copied
+        # config file does not carry the identity; the stand-in keeps it as a plain base64 PFX
+        # (an imported plain PFX as it came).
+        self.set(CERTIFICATE, base64.b64encode(identity.pfx).decode())
+        self.set(CERTIFICATE_THUMBPRINT, identity.thumbprint)
 
     def set_certificate(self, key: rsa.RSAPrivateKey, cert: x509.Certificate) -> None:
-        # The real Tentacle encrypts this PFX with a machine key (/etc/machine-id), so a copied
-        # config file does not carry the identity; the stand-in keeps it as a plain base64 PFX.
-        self.set(CERTIFICATE, base64.b64encode(crypto.to_pfx(key, cert, None)).decode())
-        self.set(CERTIFICATE_THUMBPRINT, crypto.thumbprint(cert))
+        self.set_identity(crypto.identity(key, cert))
 
     @property
     def thumbprint(self) -> str | None:

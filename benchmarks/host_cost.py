@@ -1,0 +1,132 @@
+"""Benchmark: where the sandbox hosts' CPU goes during a bootstrap, per kind of process.
+
+    python -m benchmarks.host_cost --hosts 10 --install-seconds 5
+
+A new sandbox of N hosts comes up with the stand-ins' defaults; one bootstrap runs in
+parallel (as `benchmarks.bootstrap` runs it), then the same again with nothing to change.
+Meanwhile every process of the hosts is sampled every 10 ms: its CPU so far and what it
+is (a Tentacle command by its name, `Tentacle run` the service, the systemctl stand-in,
+sshd, a shell...). A process's last sample is its cost; processes that live less than a
+sample go unseen, and what the hosts used in all (`measure.host_cpu`, ended children
+included) less what was seen is printed as `unseen`. Figures are CPU seconds per machine,
+with the load average at the start: this machine's two cores run other work too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+from collections import defaultdict
+from pathlib import Path
+
+from tabulate import tabulate
+
+from benchmarks.bootstrap import run_once
+from benchmarks.measure import _tree, host_cpu
+from octoboot.sandbox.control import Sandbox
+from octoboot.sandbox.standin_settings import StandInSettings
+
+
+def kind(cmdline: list[str]) -> str:
+    """What a host process is, from its command line."""
+    if not cmdline:
+        return "?"
+    if "tentacle_standin" in cmdline:
+        words = [a for a in cmdline[cmdline.index("tentacle_standin") + 1 :] if a[:1] != "-"]
+        return f"Tentacle {words[0] if words else ''}".strip()
+    if any(word.endswith(("systemctl_standin", "systemctl.pyc")) for word in cmdline):
+        return "systemctl"
+    program = Path(cmdline[0].split()[0].rstrip(":")).name
+    if program == "Tentacle" and len(cmdline) > 1:  # the launcher before it execs python
+        return f"Tentacle {cmdline[1]}"
+    return program
+
+
+class Sampler:
+    """Samples every process under the given roots until stopped."""
+
+    def __init__(self, roots: list[int], every: float = 0.01) -> None:
+        self.roots, self.every = roots, every
+        self.seen: dict[tuple[int, int], tuple[str, int]] = {}  # (pid, start) -> (kind, ns)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            for pid in _tree(self.roots):
+                try:
+                    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    # Time on a CPU in ns (stat's utime and stime count whole 10 ms ticks,
+                    # which most of a shell's or a short command's cost falls below).
+                    ran = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+                    raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                key = (pid, int(stat[19]))  # a pid and its start time: one process
+                name = kind(raw.decode(errors="replace").split("\0")[:-1])
+                if name == "?" and key in self.seen:  # a zombie has no command line left
+                    name = self.seen[key][0]
+                self.seen[key] = (name, ran)
+
+    def by_kind(self, since: dict[tuple[int, int], int]) -> dict[str, tuple[int, float]]:
+        """kind -> (processes, CPU seconds) used after `since` (an earlier `snapshot`)."""
+        totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+        for key, (name, ran) in self.seen.items():
+            used = (ran - since.get(key, 0)) / 1e9
+            if used or key not in since:
+                totals[name][0] += key not in since
+                totals[name][1] += used
+        return {name: (int(n), cpu) for name, (n, cpu) in totals.items()}
+
+    def snapshot(self) -> dict[tuple[int, int], int]:
+        return {key: ticks for key, (_, ticks) in self.seen.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hosts", type=int, default=10)
+    parser.add_argument("--install-seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    size = args.hosts
+    with tempfile.TemporaryDirectory(prefix="octoboot-bench-") as tmp:
+        project = Path(tmp)
+        sandbox = Sandbox(project / ".sandbox")
+        sandbox.up(size, install_seconds=args.install_seconds, settings=StandInSettings())
+        try:
+            sandbox.write_target_files(project / "machines", project / ".env")
+            roots = [h["process"]["pid"] for h in sandbox.state()["hosts"] if h.get("process")]
+            with Sampler(roots) as sampler:
+                runs = []
+                for label in ("first run", "rerun"):
+                    before, total = sampler.snapshot(), host_cpu(sandbox)
+                    figures = run_once(project, sandbox, size, "shared")
+                    runs.append(
+                        (label, figures, sampler.by_kind(before), host_cpu(sandbox) - total)
+                    )
+        finally:
+            sandbox.down()
+    for label, figures, kinds, total in runs:
+        seen = sum(cpu for _, cpu in kinds.values())
+        rows = [
+            [name, f"{n / size:.1f}", f"{cpu / size:.3f}"]
+            for name, (n, cpu) in sorted(kinds.items(), key=lambda kv: -kv[1][1])
+        ]
+        rows.append(["unseen (short-lived, ended)", "", f"{(total - seen) / size:.3f}"])
+        rows.append(["hosts in all", "", f"{total / size:.3f}"])
+        rows.append(["controller", "", f"{figures['controller']:.3f}"])
+        print(f"\n{label}: {size} machines, {figures['wall']:.1f} s, load {figures['load']}, "
+              f"{figures['counts']}")  # fmt: skip
+        print(tabulate(rows, headers=["per machine", "processes", "CPU-s"]))
+
+
+if __name__ == "__main__":
+    main()
