@@ -70,10 +70,12 @@ while True:
 """
 
 
-def supervise(command: str, seconds: float = 30, line: str | None = None) -> subprocess.Popen:
+def supervise(
+    command: str, seconds: float = 30, line: str | None = None, grace=tentacle.GRACE_SECONDS
+) -> subprocess.Popen:
     """tentacle.supervised(command) in a local shell, its stdin held open as an SSH channel's
     is while the session lasts."""
-    supervised = tentacle.supervised(command, seconds, stdin_line=line is not None)
+    supervised = tentacle.supervised(command, seconds, stdin_line=line is not None, grace=grace)
     proc = subprocess.Popen(
         [sys.executable, "-S", "-c", REAPER, supervised],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -122,9 +124,11 @@ def test_supervised_stops_a_hanging_command_at_its_deadline_with_124():
 
 
 def test_supervised_ends_what_the_command_left_running_when_it_returns():
-    # the second ignores SIGTERM (it says so once it does): SIGKILL follows
+    # the second ignores SIGTERM (it says so once it does): SIGKILL follows, after a short
+    # grace here
     proc = supervise(
-        "sleep 932 & { sh -c 'trap \"\" TERM; echo started; exec sleep 933' & } | head -n 1"
+        "sleep 932 & { sh -c 'trap \"\" TERM; echo started; exec sleep 933' & } | head -n 1",
+        grace=0.3,
     )
     assert proc.stdout.read() == b"started\n"
     assert proc.wait(20) == 0
