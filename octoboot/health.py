@@ -91,7 +91,7 @@ class _Watch:
     task: Resource
     requests: list[_Request]
     next_poll: float
-    delay: float = POLL_FIRST_SECONDS
+    delay: float
     queued_behind: int | None = None
 
     @property
@@ -107,6 +107,7 @@ class HealthCoordinator:
         octopus: OctopusClient,
         *,
         gather_seconds: float = GATHER_SECONDS,
+        first_poll_seconds: float = POLL_FIRST_SECONDS,
         max_tasks: int = MAX_OWN_TASKS,
         per_machine: bool = False,
         announce: Note | None = None,
@@ -114,6 +115,7 @@ class HealthCoordinator:
         self._octopus = octopus
         self._per_machine = per_machine
         self._gather = 0 if per_machine else gather_seconds
+        self._first_poll = first_poll_seconds
         self._max_tasks = max_tasks
         self._announce = announce  # run-wide lines (a task queued), for quiet parallel runs
         self._cond = threading.Condition()
@@ -252,7 +254,8 @@ class HealthCoordinator:
         for request in batch:
             request.task_id, request.state = task["Id"], task["State"]
             request.note(f"health: {task['Id']} checks {len(batch)} machine(s)")
-        self._watches.append(_Watch(task, batch, time.monotonic() + POLL_FIRST_SECONDS))
+        first = self._first_poll
+        self._watches.append(_Watch(task, batch, time.monotonic() + first, first))
 
     def _poll(self, watch: _Watch) -> None:
         live = [r for r in watch.requests if not r.abandoned]

@@ -57,19 +57,23 @@ def as_root(command: str, *, sudo: bool) -> str:
     return shlex.join(["sudo", "-n", "sh", "-c", command]) if sudo else command
 
 
+# How long what a remote command left running has between SIGTERM and SIGKILL.
+GRACE_SECONDS = 2.0
+
 # The host side of every remote command (see docs/design.md, "Remote commands end with their
-# session"). $1: seconds, $2: the command, $3: "1" when one line of input comes first on stdin.
-# The command runs in a session (and process group) of its own under `timeout`; the SSH
-# channel's stdin stays with this script, and its end (the controller said stop, or the
-# connection is gone) ends that whole group: SIGTERM, then SIGKILL after 2 s. The group is
-# ended the same way when the command returns, so nothing it started outlives it; at the
-# deadline `timeout` signals the group itself.
+# session"). $1: seconds, $2: the command, $3: "1" when one line of input comes first on stdin,
+# $4: the grace in tenths of a second. The command runs in a session (and process group) of
+# its own under `timeout`; the SSH channel's stdin stays with this script, and its end (the
+# controller said stop, or the connection is gone) ends that whole group: SIGTERM, then
+# SIGKILL after the grace. The group is ended the same way when the command returns, so
+# nothing it started outlives it; at the deadline `timeout` signals the group itself.
 _SUPERVISOR = """\
 exec 3<&0 </dev/null
+grace=$4
 end() {
   kill -TERM -"$g" 2>/dev/null || return 0
   i=0
-  while kill -0 -"$g" 2>/dev/null && [ "$i" -lt 20 ]; do i=$((i + 1)); sleep 0.1; done
+  while kill -0 -"$g" 2>/dev/null && [ "$i" -lt "$grace" ]; do i=$((i + 1)); sleep 0.1; done
   kill -KILL -"$g" 2>/dev/null
   return 0
 }
@@ -92,15 +96,19 @@ exit "$rc"
 """
 
 
-def supervised(command: str, seconds: float, *, stdin_line: bool = False) -> str:
+def supervised(
+    command: str, seconds: float, *, stdin_line: bool = False, grace: float = GRACE_SECONDS
+) -> str:
     """Run command on the host bounded by seconds (exit 124 when they ran out), in a process
     group of its own that ends with the SSH session, whatever ends it: the command's return,
     the deadline, the controller's EOF on stdin, or the connection dropping. stdin_line: the
     first line sent on stdin is the command's whole input (it gets end-of-input after it);
-    otherwise the command's stdin is empty."""
+    otherwise the command's stdin is empty. grace: the seconds between SIGTERM and SIGKILL
+    when the group is ended."""
     limit = str(max(1, int(seconds)))
     line = "1" if stdin_line else ""
-    return shlex.join(["sh", "-c", _SUPERVISOR, "octoboot", limit, command, line])
+    tenths = str(round(grace * 10))
+    return shlex.join(["sh", "-c", _SUPERVISOR, "octoboot", limit, command, line, tenths])
 
 
 # --- probe -------------------------------------------------------------------------------

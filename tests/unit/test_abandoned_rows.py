@@ -12,7 +12,7 @@ from octoboot.report import State
 from octoboot.run import _result_of
 from octoboot.runlog import Masker
 
-AT_WORK = 0.3  # seconds the step is kept busy before the runner gives up on it
+AT_WORK = 0.1  # seconds the step is kept busy before the runner gives up on it
 
 
 class Log:

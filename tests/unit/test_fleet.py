@@ -72,7 +72,7 @@ def test_a_job_past_its_deadline_is_cut_loose_and_the_others_finish():
             stuck.wait(30)  # hangs until the test ends
         return "done"
 
-    jobs = members(4, deadline=0.5)
+    jobs = members(4, deadline=0.2)
     started = time.monotonic()
     outcomes = run_jobs(
         jobs,
@@ -93,12 +93,12 @@ def test_a_job_past_its_deadline_is_cut_loose_and_the_others_finish():
 
 
 def test_deadline_counts_from_when_a_job_starts_not_from_the_run():
-    # one worker: the third job starts ~0.6 s in, yet its 0.5 s deadline is its own
+    # one worker: the third job starts ~0.3 s in, yet its 0.3 s deadline is its own
     def work(job):
-        time.sleep(0.3)
+        time.sleep(0.15)
         return "done"
 
-    outcomes = run_jobs(members(3, deadline=0.5), work, workers=1)
+    outcomes = run_jobs(members(3, deadline=0.3), work, workers=1)
     assert all(v == "done" for v in outcomes.values())
 
 

@@ -9,12 +9,15 @@ import pytest
 from octoboot.health import HealthCoordinator, machine_outcome, tasks_ahead
 
 ENV = "Environments-1"
+# The first poll of a task, sooner than octoboot's (polls grow from there as octoboot's do):
+# the fake's tasks last tenths of a second, not the seconds a real one takes.
+FIRST_POLL = 0.05
 
 
 class FakeOctopus:
     """Tasks that run `seconds` after they start; `unhealthy` machines fail in them."""
 
-    def __init__(self, *, seconds=0.3, unhealthy=(), queued_for=0.0, others=0):
+    def __init__(self, *, seconds=0.1, unhealthy=(), queued_for=0.0, others=0):
         self.seconds, self.unhealthy, self.queued_for = seconds, set(unhealthy), queued_for
         self.others = [  # the server's other unfinished tasks, queued before ours
             {"Id": f"ServerTasks-9{n}", "State": "Executing", "QueueTime": "2026-01-01T00:00"}
@@ -66,6 +69,10 @@ def name(machine_id):
     return "web" + machine_id.split("-")[1]
 
 
+def coordinator_for(octopus, **options):
+    return HealthCoordinator(octopus, first_poll_seconds=FIRST_POLL, **options)
+
+
 def check_all(coordinator, machine_ids, *, deadline_in=10, notes=None, stagger=0.0):
     """Each machine asks from its own thread, as pipelines do; returns id -> result/error."""
     results, threads = {}, []
@@ -96,10 +103,10 @@ def ids(n, first=1):
 
 def test_machines_asking_together_share_one_task_and_get_their_own_results():
     octopus = FakeOctopus(unhealthy={"Machines-4"})
-    # a window wide enough for six threads to ask on a busy machine
-    coordinator = HealthCoordinator(octopus, gather_seconds=1.0)
+    coordinator = coordinator_for(octopus)  # octoboot's own gathering window
     try:
-        results = check_all(coordinator, ids(6))
+        # one after the other, well within the window even on a busy machine
+        results = check_all(coordinator, ids(6), stagger=0.02)
     finally:
         coordinator.close()
     assert [t["ids"] for t in octopus.tasks.values()] == [ids(6)]
@@ -126,7 +133,7 @@ class RestartedOctopus(FakeOctopus):
 
 def test_a_task_that_failed_on_its_own_is_told_from_an_unhealthy_machine():
     octopus = RestartedOctopus()
-    coordinator = HealthCoordinator(octopus, gather_seconds=0.1)
+    coordinator = coordinator_for(octopus, gather_seconds=0.1)
     try:
         results = check_all(coordinator, ids(2))
     finally:
@@ -137,11 +144,11 @@ def test_a_task_that_failed_on_its_own_is_told_from_an_unhealthy_machine():
 
 
 def test_at_most_max_tasks_in_flight_and_latecomers_wait_together():
-    octopus = FakeOctopus(seconds=0.3)
-    coordinator = HealthCoordinator(octopus, gather_seconds=0.02, max_tasks=2)
+    octopus = FakeOctopus(seconds=0.2)
+    coordinator = coordinator_for(octopus, gather_seconds=0.02, max_tasks=2)
     try:
-        # 12 machines arriving one every 0.05 s: two tasks start, the rest wait for a slot
-        results = check_all(coordinator, ids(12), stagger=0.05)
+        # 12 machines arriving one every 0.02 s: two tasks start, the rest wait for a slot
+        results = check_all(coordinator, ids(12), stagger=0.02)
     finally:
         coordinator.close()
     assert all(r.healthy for r in results.values()), results
@@ -153,8 +160,8 @@ def test_at_most_max_tasks_in_flight_and_latecomers_wait_together():
 def test_per_machine_gives_each_machine_its_own_task_at_once():
     # OCTOBOOT_HEALTH_TASKS=per-machine, octoboot's way before shared tasks: no gathering and
     # no cap of its own (Octopus' task cap queues them).
-    octopus = FakeOctopus(seconds=0.3, unhealthy={"Machines-2"})
-    coordinator = HealthCoordinator(octopus, gather_seconds=5, max_tasks=2, per_machine=True)
+    octopus = FakeOctopus(unhealthy={"Machines-2"})
+    coordinator = coordinator_for(octopus, gather_seconds=5, max_tasks=2, per_machine=True)
     try:
         results = check_all(coordinator, ids(6))
     finally:
@@ -167,10 +174,10 @@ def test_per_machine_gives_each_machine_its_own_task_at_once():
 
 def test_each_machine_keeps_its_own_deadline():
     octopus = FakeOctopus(seconds=None)  # the task never ends
-    coordinator = HealthCoordinator(octopus, gather_seconds=0.05)
+    coordinator = coordinator_for(octopus, gather_seconds=0.05)
     try:
         started = time.monotonic()
-        results = check_all(coordinator, ids(2), deadline_in=0.6)
+        results = check_all(coordinator, ids(2), deadline_in=0.3)
     finally:
         coordinator.close()
     assert time.monotonic() - started < 3
@@ -180,8 +187,8 @@ def test_each_machine_keeps_its_own_deadline():
 
 
 def test_a_queued_task_says_how_many_tasks_are_ahead():
-    octopus = FakeOctopus(queued_for=0.4, seconds=0.1, others=3)
-    coordinator, notes = HealthCoordinator(octopus, gather_seconds=0.05), {}
+    octopus = FakeOctopus(queued_for=0.1, seconds=0.05, others=3)
+    coordinator, notes = coordinator_for(octopus, gather_seconds=0.05), {}
     try:
         results = check_all(coordinator, ids(2), notes=notes)
     finally:
@@ -198,7 +205,7 @@ def test_a_refused_task_fails_its_machines_with_octopus_message():
         def start_health_task(self, machine_ids, environment_id, *, machine_timeout=60):
             raise OctopusValidationError("The resource 'Machines-1' was not found.")
 
-    coordinator = HealthCoordinator(Refusing(), gather_seconds=0.05)
+    coordinator = coordinator_for(Refusing(), gather_seconds=0.05)
     try:
         results = check_all(coordinator, ids(2))
     finally:

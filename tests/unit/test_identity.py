@@ -1,13 +1,29 @@
 import errno
+import itertools
 import os
 import shutil
 import stat
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from octoboot import certificates, files
 from octoboot.files import StateWriteError
 from octoboot.identity import VERIFIER, DamagedIdentity, IdentityStore, IdentityStoreError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def cheap_minting():
+    """Minting at a fraction of its cost, which is not what these tests are about: the
+    password verifier's scrypt cheaper (the verifier records the parameters it was made with,
+    so it proves and refuses the same at any cost), and the RSA keys taken in turn from three
+    made once (each certificate is still new: its own serial, its own thumbprint). New keys
+    are test_certificates' subject."""
+    keys = itertools.cycle([rsa.generate_private_key(65537, 2048) for _ in range(3)])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("octoboot.identity._SCRYPT", {"n": 2**4, "r": 8, "p": 1})
+        patch.setattr(rsa, "generate_private_key", lambda public_exponent, key_size: next(keys))
+        yield
 
 
 def test_first_use_mints_and_later_uses_return_the_same_identity(tmp_path):

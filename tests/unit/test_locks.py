@@ -14,7 +14,7 @@ def test_a_second_run_gets_the_free_machines_and_is_told_who_holds_the_others(tm
     try:
         assert first.acquire_machines(["web01", "WEB02"]) == {}
         waited: list[str] = []
-        busy = second.acquire_machines(["web02", "web03"], wait=0.3, on_wait=waited.append)
+        busy = second.acquire_machines(["web02", "web03"], wait=0.1, on_wait=waited.append)
         assert list(busy) == ["web02"] and second.machines == {"web03"}
         match = HOLDER.fullmatch(busy["web02"])
         assert match and int(match[1]) == os.getpid()
@@ -29,7 +29,7 @@ def test_a_second_run_gets_the_free_machines_and_is_told_who_holds_the_others(tm
 def test_a_machine_freed_while_waiting_is_taken(tmp_path):
     first, second = Locks(tmp_path, "bootstrap"), Locks(tmp_path, "bootstrap")
     first.acquire_machines(["web01"])
-    releasing = threading.Timer(0.3, first.release)
+    releasing = threading.Timer(0.1, first.release)
     releasing.start()
     try:
         assert second.acquire_machines(["web01"], wait=10) == {}

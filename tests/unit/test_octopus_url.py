@@ -34,9 +34,10 @@ ANSWERS = {
 }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, dict]]:
-    """A web server on loopback that answers every request with answer["now"]."""
+    """A web server on loopback that answers every request with answer["now"] (each test
+    sets it): one for the module, as stopping one waits out its poll."""
     answer: dict = {}
 
     class Handler(BaseHTTPRequestHandler):

@@ -48,8 +48,8 @@ def test_waiting_for_the_gate_counts_as_waiting_for_the_api():
     holder = threading.Thread(target=hold)
     holder.start()
     inside.wait(5)
-    threading.Timer(0.3, release.set).start()
+    threading.Timer(0.1, release.set).start()
     with api_budget(time.monotonic() + 10) as budget, gate.turn():
         pass
     holder.join()
-    assert budget.waited >= 0.25
+    assert budget.waited >= 0.08

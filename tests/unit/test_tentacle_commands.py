@@ -6,6 +6,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -53,11 +54,30 @@ def test_as_root_wraps_in_sudo_only_when_asked():
     ]  # fmt: skip
 
 
-def supervise(command: str, seconds: float = 30, line: str | None = None) -> subprocess.Popen:
+# A host's init reaps what a command left behind as soon as it ends; this machine's PID 1 may
+# take a second or more, and until then the supervisor, waiting for the command's process
+# group to be gone, counts the zombies as running. This reaper stands in for the host's init:
+# it runs the supervisor's shell and reaps every orphan at once, and exits with its code.
+REAPER = """
+import ctypes, os, sys
+ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans below come to this process
+shell = os.spawnvp(os.P_NOWAIT, "sh", ["sh", "-c", sys.argv[1]])
+while True:
+    pid, status = os.wait()
+    if pid == shell:
+        code = os.waitstatus_to_exitcode(status)
+        sys.exit(code if code >= 0 else 128 - code)
+"""
+
+
+def supervise(
+    command: str, seconds: float = 30, line: str | None = None, grace=tentacle.GRACE_SECONDS
+) -> subprocess.Popen:
     """tentacle.supervised(command) in a local shell, its stdin held open as an SSH channel's
     is while the session lasts."""
+    supervised = tentacle.supervised(command, seconds, stdin_line=line is not None, grace=grace)
     proc = subprocess.Popen(
-        ["sh", "-c", tentacle.supervised(command, seconds, stdin_line=line is not None)],
+        [sys.executable, "-S", "-c", REAPER, supervised],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     if line is not None:
@@ -104,8 +124,12 @@ def test_supervised_stops_a_hanging_command_at_its_deadline_with_124():
 
 
 def test_supervised_ends_what_the_command_left_running_when_it_returns():
-    # the second ignores SIGTERM: SIGKILL follows
-    proc = supervise("sleep 932 & sh -c 'trap \"\" TERM; exec sleep 933' & echo started")
+    # the second ignores SIGTERM (it says so once it does): SIGKILL follows, after a short
+    # grace here
+    proc = supervise(
+        "sleep 932 & { sh -c 'trap \"\" TERM; echo started; exec sleep 933' & } | head -n 1",
+        grace=0.3,
+    )
     assert proc.stdout.read() == b"started\n"
     assert proc.wait(20) == 0
     wait_gone("sleep 93[23]")
