@@ -17,6 +17,7 @@ keeps its record (found by name, same certificate) with its new id.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -180,18 +181,23 @@ class Bootstrap(Pipeline[BootstrapOptions]):
         if probe.installed:
             # The space's machines (or workers), read once per run, not per machine.
             index = self._octopus().machine_index(self.collection)
-            elsewhere = []
-            if self.thumbprint:
-                other = next(c for c in COLLECTIONS.values() if c != self.collection)
-                elsewhere = self._octopus().machine_index(other).with_thumbprint(self.thumbprint)
-            self.record, self.conflict = find_record(
+            find = functools.partial(
+                find_record,
                 name,
                 self.thumbprint,
                 index=index,
-                elsewhere=elsewhere,
                 renamed_from=renamed_from,
                 take_over=self.job.options.take_over,
             )
+            self.record, self.conflict = find()
+            if self.record is None and self.conflict is None and self.thumbprint:
+                # A new record: the other kind's records are read only then (not on a
+                # rerun), for the same certificate registered as a worker, or a target.
+                other = next(c for c in COLLECTIONS.values() if c != self.collection)
+                index_of_other = self._octopus().machine_index(other)
+                self.record, self.conflict = find(
+                    elsewhere=index_of_other.with_thumbprint(self.thumbprint)
+                )
         plan = plan_identity(
             probe,
             self.machine,
