@@ -13,6 +13,12 @@ With `per_machine` (OCTOBOOT_HEALTH_TASKS=per-machine) each machine gets a Healt
 its own as soon as it asks, and Octopus' task cap alone queues them: octoboot's way before
 shared tasks, kept to compare with (benchmarks/bootstrap.py).
 
+A task is polled ever less often (POLL_FIRST_SECONDS growing to POLL_MAX_SECONDS) until one
+of octoboot's tasks has ended; from then on a running task is next looked at when it should
+end: its start (the server's StartTime less its QueueTime, so no clock offset between us
+matters) plus the run time of the last one. Found done late, a task keeps its machines, and
+those waiting for a free task slot, waiting for nothing.
+
 Each machine still waits only until its own deadline (or until its run gives up on it):
 its result is then a TimeoutError, and the task goes on for the others. While a task is
 `Queued` behind other tasks, each of its machines is told (`note`) how many are ahead.
@@ -20,6 +26,7 @@ its result is then a TimeoutError, and the task goes on for the others. While a 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import threading
 import time
@@ -92,6 +99,7 @@ class _Watch:
     requests: list[_Request]
     next_poll: float
     delay: float
+    posted: float  # time.monotonic() when it was started: Octopus' QueueTime, here
     queued_behind: int | None = None
 
     @property
@@ -122,6 +130,7 @@ class HealthCoordinator:
         self._pending: list[_Request] = []
         self._first_pending_at = 0.0
         self._watches: list[_Watch] = []  # touched by the coordinator's thread only
+        self._task_seconds: float | None = None  # how long the last finished task ran
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -255,7 +264,8 @@ class HealthCoordinator:
             request.task_id, request.state = task["Id"], task["State"]
             request.note(f"health: {task['Id']} checks {len(batch)} machine(s)")
         first = self._first_poll
-        self._watches.append(_Watch(task, batch, time.monotonic() + first, first))
+        now = time.monotonic()
+        self._watches.append(_Watch(task, batch, now + first, first, posted=now))
 
     def _poll(self, watch: _Watch) -> None:
         live = [r for r in watch.requests if not r.abandoned]
@@ -269,6 +279,7 @@ class HealthCoordinator:
                     request.state = task["State"]
                 if task["State"] in TASK_DONE:
                     self._watches.remove(watch)
+                    self._task_seconds = task_seconds(task) or self._task_seconds
                     self._deliver(task, live)
                     return
                 if task["State"] == "Queued":
@@ -279,8 +290,23 @@ class HealthCoordinator:
             for request in live:
                 request.finish(error=exc)
             return
-        watch.next_poll = time.monotonic() + watch.delay
+        now, expected = time.monotonic(), self._expected_end(watch)
+        if expected is not None and expected > now + watch.delay:
+            # Running, and a task of ours took so long before: nothing to learn until then,
+            # and every second it is found done late, machines wait for nothing.
+            watch.next_poll, watch.delay = expected, self._first_poll
+            return
+        watch.next_poll = now + watch.delay
         watch.delay = min(watch.delay * 1.5, POLL_MAX_SECONDS)
+
+    def _expected_end(self, watch: _Watch) -> float | None:
+        """When the watched task should end (time.monotonic()), if it runs and an earlier
+        one of ours has ended: its start as the server counts from its queueing (so no
+        clock between us matters), plus the last task's run time."""
+        queued = seconds_between(watch.task.get("QueueTime"), watch.task.get("StartTime"))
+        if queued is None or self._task_seconds is None:
+            return None
+        return watch.posted + queued + self._task_seconds
 
     def _tell_queue(self, watch: _Watch, live: list[_Request]) -> None:
         ahead = tasks_ahead(watch.task, self._octopus.unfinished_tasks())
@@ -318,6 +344,22 @@ class HealthCoordinator:
                 task["Id"], task["State"], status, healthy, reason, error, checked
             )
             request.finish(result)
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one of a task's times to another (ISO 8601, as Octopus writes them);
+    None if either is not set (a task not started yet) or unreadable."""
+    if not start or not end:
+        return None
+    try:
+        return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds()
+    except ValueError:
+        return None
+
+
+def task_seconds(task: Resource) -> float | None:
+    """How long a finished task ran, by the server's clock."""
+    return seconds_between(task.get("StartTime"), task.get("CompletedTime"))
 
 
 def tasks_ahead(task: Resource, unfinished: Sequence[Resource]) -> int:

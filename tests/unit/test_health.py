@@ -1,6 +1,7 @@
 """The health coordinator's grouping, limits and per-machine results (octoboot.health),
 against a fake Octopus that answers like the task API: pure logic, no HTTP."""
 
+import datetime as dt
 import threading
 import time
 
@@ -235,3 +236,46 @@ def test_machine_outcome_finds_the_machines_own_activity(element_name, found):
             {"Category": "Error", "MessageText": "refused"}]}]}]}  # fmt: skip
     expected = ("Failed", "refused") if found else ("Pending", "")
     assert machine_outcome(details, "web1") == expected
+
+
+class TimedOctopus(FakeOctopus):
+    """Tasks with the server's QueueTime, StartTime and CompletedTime, and a count of the
+    polls each task gets."""
+
+    EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.polls = {}
+
+    def _time(self, task_id, after):
+        seconds = self.tasks[task_id]["at"] + after
+        return (self.EPOCH + dt.timedelta(seconds=seconds)).isoformat()
+
+    def task(self, task_id):
+        self.polls[task_id] = self.polls.get(task_id, 0) + 1
+        state = self._state(task_id)
+        started = state != "Queued"
+        done = state in ("Success", "Failed")
+        return {
+            **super().task(task_id),
+            "QueueTime": self._time(task_id, 0),
+            "StartTime": self._time(task_id, self.queued_for) if started else None,
+            "CompletedTime": self._time(task_id, self.queued_for + self.seconds) if done else None,
+        }
+
+
+def test_a_task_is_looked_at_again_when_the_last_one_took_as_long():
+    # The first task is polled ever less often (it could take any time), so its end is
+    # found late; once one has ended, the next is polled when it should be done.
+    octopus = TimedOctopus(seconds=1.0)
+    coordinator = coordinator_for(octopus, gather_seconds=0.01)
+    try:
+        first = check_all(coordinator, ids(1))
+        second = check_all(coordinator, ids(1, first=2))
+    finally:
+        coordinator.close()
+    assert first["Machines-1"].healthy and second["Machines-2"].healthy
+    polls = octopus.polls
+    assert polls["ServerTasks-1"] >= 5  # 0.05 s, growing by half each time
+    assert polls["ServerTasks-2"] <= 3  # its start, then at its expected end
