@@ -252,7 +252,7 @@ class HealthCoordinator:
         left = min(r.deadline for r in batch) - time.monotonic()
         machine_timeout = int(max(MACHINE_TIMEOUT_MIN, min(MACHINE_TIMEOUT_MAX, left / 3)))
         try:
-            with api_budget(max(r.deadline for r in batch)):
+            with api_budget(max(r.deadline for r in batch), urgent=True):
                 task = self._octopus.start_health_task(
                     ids, batch[0].environment_id, machine_timeout=machine_timeout
                 )
@@ -270,7 +270,7 @@ class HealthCoordinator:
     def _poll(self, watch: _Watch) -> None:
         live = [r for r in watch.requests if not r.abandoned]
         try:
-            with api_budget(watch.deadline):
+            with api_budget(watch.deadline, urgent=True):
                 if not live:  # every machine gave up: nobody waits for this task
                     self._watches.remove(watch)
                     return

@@ -7,7 +7,9 @@ for `Retry-After` and retries (Issues#10202). octoboot does the same, but bounds
 by the deadline of the machine the call is for, not by a count: each machine's thread runs
 under an `ApiBudget` (its deadline, and how long it has waited for the API so far, which
 the report shows). Calls per Octopus are also bounded (`MAX_CONCURRENT_CALLS`), so a
-hundred machines reaching `register` together queue on the controller, not on the server.
+hundred machines reaching `register` together queue on the controller, not on the server;
+the health coordinator's calls, which every machine in a Health task waits on, have one
+turn of their own beside those and never queue behind them.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ class ApiBudget:
 
     deadline: float
     waited: float = 0.0
+    # Calls that many machines wait on (the health coordinator's, one at a time): they
+    # have a turn of their own rather than queueing behind a hundred registrations.
+    urgent: bool = False
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -60,9 +65,10 @@ _budget: ContextVar[ApiBudget | None] = ContextVar("octoboot_api_budget", defaul
 
 
 @contextmanager
-def api_budget(deadline: float) -> Iterator[ApiBudget]:
-    """API calls made in this thread, inside the block, wait at most until `deadline`."""
-    budget = ApiBudget(deadline)
+def api_budget(deadline: float, *, urgent: bool = False) -> Iterator[ApiBudget]:
+    """API calls made in this thread, inside the block, wait at most until `deadline`;
+    urgent ones do not wait for the calls of others (ApiGate)."""
+    budget = ApiBudget(deadline, urgent=urgent)
     token = _budget.set(budget)
     try:
         yield budget
@@ -75,22 +81,25 @@ def current_budget() -> ApiBudget | None:
 
 
 class ApiGate:
-    """At most `limit` calls at once; the time a call waits for its turn counts as waiting
-    for the API."""
+    """At most `limit` calls at once, and one urgent call besides (api_budget(urgent=True));
+    the time a call waits for its turn counts as waiting for the API."""
 
     def __init__(self, limit: int = MAX_CONCURRENT_CALLS) -> None:
         self._slots = threading.BoundedSemaphore(limit)
+        self._urgent = threading.BoundedSemaphore(1)
 
     @contextmanager
     def turn(self) -> Iterator[None]:
-        if not self._slots.acquire(blocking=False):
+        budget = _budget.get()
+        slots = self._urgent if budget is not None and budget.urgent else self._slots
+        if not slots.acquire(blocking=False):
             started = time.monotonic()
-            self._slots.acquire()
+            slots.acquire()
             waited(time.monotonic() - started)
         try:
             yield
         finally:
-            self._slots.release()
+            slots.release()
 
 
 def waited(seconds: float) -> None:

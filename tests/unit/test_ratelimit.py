@@ -53,3 +53,36 @@ def test_waiting_for_the_gate_counts_as_waiting_for_the_api():
         pass
     holder.join()
     assert budget.waited >= 0.08
+
+
+def test_an_urgent_call_does_not_queue_behind_the_others():
+    # The health coordinator's poll, that every machine of a task waits on, gets its turn
+    # while the ordinary turns are all taken; a second ordinary call waits.
+    gate, inside, release = ApiGate(limit=1), threading.Event(), threading.Event()
+
+    def hold():
+        with gate.turn():
+            inside.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    inside.wait(5)
+    try:
+        with api_budget(time.monotonic() + 10, urgent=True) as urgent, gate.turn():
+            pass
+        assert urgent.waited == 0.0
+        ordinary_in = threading.Event()
+
+        def ordinary():
+            with api_budget(time.monotonic() + 10), gate.turn():
+                ordinary_in.set()
+
+        waiter = threading.Thread(target=ordinary)
+        waiter.start()
+        assert not ordinary_in.wait(0.2)  # still held by the first ordinary call
+    finally:
+        release.set()
+        holder.join()
+    waiter.join(5)
+    assert ordinary_in.is_set()
