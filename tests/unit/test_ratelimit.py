@@ -1,5 +1,6 @@
 """Retry-After parsing and the per-machine API budget (octoboot.ratelimit)."""
 
+import contextlib
 import threading
 import time
 from datetime import UTC, datetime
@@ -36,29 +37,10 @@ def test_a_budget_belongs_to_its_thread_and_block():
     assert current_budget() is None
 
 
-def test_waiting_for_the_gate_counts_as_waiting_for_the_api():
-    gate, inside = ApiGate(limit=1), threading.Event()
-    release = threading.Event()
-
-    def hold():
-        with gate.turn():
-            inside.set()
-            release.wait(5)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    inside.wait(5)
-    threading.Timer(0.1, release.set).start()
-    with api_budget(time.monotonic() + 10) as budget, gate.turn():
-        pass
-    holder.join()
-    assert budget.waited >= 0.08
-
-
-def test_an_urgent_call_does_not_queue_behind_the_others():
-    # The health coordinator's poll, that every machine of a task waits on, gets its turn
-    # while the ordinary turns are all taken; a second ordinary call waits.
-    gate, inside, release = ApiGate(limit=1), threading.Event(), threading.Event()
+@contextlib.contextmanager
+def gate_held(gate):
+    """The gate's one ordinary turn taken by another thread until the block ends."""
+    inside, release = threading.Event(), threading.Event()
 
     def hold():
         with gate.turn():
@@ -69,20 +51,36 @@ def test_an_urgent_call_does_not_queue_behind_the_others():
     holder.start()
     inside.wait(5)
     try:
-        with api_budget(time.monotonic() + 10, urgent=True) as urgent, gate.turn():
-            pass
-        assert urgent.waited == 0.0
-        ordinary_in = threading.Event()
-
-        def ordinary():
-            with api_budget(time.monotonic() + 10), gate.turn():
-                ordinary_in.set()
-
-        waiter = threading.Thread(target=ordinary)
-        waiter.start()
-        assert not ordinary_in.wait(0.2)  # still held by the first ordinary call
+        yield release
     finally:
         release.set()
         holder.join()
+
+
+def test_waiting_for_the_gate_counts_as_waiting_for_the_api():
+    gate = ApiGate(limit=1)
+    with gate_held(gate) as release:
+        threading.Timer(0.1, release.set).start()
+        with api_budget(time.monotonic() + 10) as budget, gate.turn():
+            pass
+    assert budget.waited >= 0.08
+
+
+def test_an_urgent_call_does_not_queue_behind_the_others():
+    # The health coordinator's poll, that every machine of a task waits on, gets its turn
+    # while the ordinary turns are all taken; a second ordinary call waits.
+    gate, ordinary_in = ApiGate(limit=1), threading.Event()
+
+    def ordinary():
+        with api_budget(time.monotonic() + 10), gate.turn():
+            ordinary_in.set()
+
+    with gate_held(gate):
+        with api_budget(time.monotonic() + 10, urgent=True) as urgent, gate.turn():
+            pass
+        assert urgent.waited == 0.0
+        waiter = threading.Thread(target=ordinary)
+        waiter.start()
+        assert not ordinary_in.wait(0.2)  # still held by the first ordinary call
     waiter.join(5)
     assert ordinary_in.is_set()
