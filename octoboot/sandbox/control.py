@@ -48,6 +48,7 @@ from octoboot.sandbox.archive import (
     write_unshare_launcher,
 )
 from octoboot.sandbox.host import Host, paths_to_keep_visible, write_ssh_key
+from octoboot.sandbox.octopus_api import API_KEY_ENV
 from octoboot.sandbox.standin_settings import StandInSettings
 
 ENVIRONMENT = "Sandbox"
@@ -453,7 +454,7 @@ class Sandbox:
         ns, address = slot.namespace("octopus"), slot.octopus_address
         env = {**os.environ, "PYTHONPATH": str(_PROJECT_DIR)}
         if which == "octopus":
-            env["OCTOPUS_STANDIN_API_KEY"] = self.api_key()
+            env[API_KEY_ENV] = self.api_key()
             argv = [
                 "-m", "octoboot.sandbox.octopus_api", "--state", str(self.root / "octopus"),
                 "--listen", f"{address}:{OCTOPUS_PORT}", "--environment", ENVIRONMENT,

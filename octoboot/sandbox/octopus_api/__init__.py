@@ -23,3 +23,6 @@ Modules, each building only on those listed before it:
     server     the HTTP server and the stand-in's life; a request from socket to answer
     __main__   the command line
 """
+
+# Where the command line reads its API key from (the sandbox sets it; never on argv).
+API_KEY_ENV = "OCTOPUS_STANDIN_API_KEY"

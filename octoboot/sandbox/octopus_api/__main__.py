@@ -17,13 +17,11 @@ import sys
 from pathlib import Path
 
 from octoboot.errors import SandboxError
-from octoboot.sandbox.octopus_api import polling
+from octoboot.sandbox.octopus_api import API_KEY_ENV, polling
 from octoboot.sandbox.octopus_api.health import DEFAULT_CONNECT_TIMEOUT
 from octoboot.sandbox.octopus_api.server import OctopusStandIn
 from octoboot.sandbox.octopus_api.state import DYNAMIC_POOL, STATIC_POOL
 from octoboot.sandbox.standin_settings import StandInSettings
-
-API_KEY_ENV = "OCTOPUS_STANDIN_API_KEY"
 
 
 def _parse_listen(text: str) -> tuple[str, int]:
