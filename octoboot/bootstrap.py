@@ -175,12 +175,13 @@ class Bootstrap(Pipeline[BootstrapOptions]):
             self.stored_as = renamed_from if known else None
         self.thumbprint = known.thumbprint if known else None
         self.job.result.thumbprint = self.thumbprint
-        holders: list[Resource] = []
-        if probe.installed and probe.thumbprint and probe.thumbprint != self.thumbprint:
-            holders = self._octopus().machines_with_thumbprint(probe.thumbprint)
+        holders: Sequence[Resource] = ()
         if probe.installed:
             # The space's machines (or workers), read once per run, not per machine.
             index = self._octopus().machine_index(self.collection)
+            if probe.thumbprint and probe.thumbprint != self.thumbprint:
+                # The records that hold the certificate the host carries, if not ours.
+                holders = index.with_thumbprint(probe.thumbprint)
             find = functools.partial(
                 find_record,
                 name,
