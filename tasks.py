@@ -114,9 +114,7 @@ class FleetTask(Task):
         )
 
 
-# Selection.from_flags' flags, in its order; RunOptions.from_flags', as each fleet task has
-# them (status and exec: no dry_run).
-_SELECTION_FLAGS = ("env", "host", "limit", "retry_failed")
+# RunOptions.from_flags' flags, as each fleet task has them (status and exec: no dry_run).
 _OPTION_FLAGS = (
     "parallel", "workers", "batch", "max_fail", "verbose", "deadline", "connect_timeout",
     "accept_new_host_key", "dry_run",

@@ -383,14 +383,6 @@ class OctopusClient:
             "GET", f"{self._space}/{collection}/all", params={"thumbprint": thumbprint}
         )
 
-    def machines_in_environment(self, environment_id: str) -> list[Resource]:
-        return self.request(
-            "GET", f"{self._space}/machines/all", params={"environmentIds": environment_id}
-        )
-
-    def workers_in_pool(self, pool_id: str) -> list[Resource]:
-        return self.request("GET", f"{self._space}/workers/all", params={"workerpoolIds": pool_id})
-
     def machine(self, machine_id: str, collection: str = "machines") -> Resource:
         return self.request("GET", f"{self._space}/{collection}/{machine_id}")
 

@@ -141,12 +141,6 @@ def create_namespaces(slot: Slot, members: Sequence[tuple[str, int, str]]) -> No
         ip("-netns", ns, "-batch", "-", stdin=batch)
 
 
-def delete_namespace(ns: str) -> None:
-    """Remove a namespace (its end of the veth goes with it, and so the pair)."""
-    if ns in namespaces():
-        ip("netns", "delete", ns)
-
-
 def namespaces(prefix: str = "") -> list[str]:
     return [
         line.split()[0]
