@@ -112,3 +112,36 @@ def test_two_runs_checking_the_state_dir_at_once_do_not_collide(tmp_path):
         thread.join()
     assert errors == []
     assert os.listdir(tmp_path) == []
+
+
+def test_a_full_disk_leaves_the_last_run_record_as_it_was(tmp_path, monkeypatch):
+    # --retry-failed reads this record; a truncated one would stop every later retry.
+    from octoboot.inventory import load_inventory
+    from octoboot.locks import Locks
+    from octoboot.report import MachineResult, RunReport, State
+    from octoboot.run import last_failures, record_outcome
+
+    (tmp_path / "qa.toml").write_text(
+        'roles = ["web"]\n[[machines]]\nname = "web01"\n[[machines]]\nname = "web02"\n'
+    )
+    machines = load_inventory(tmp_path).select("qa")
+    state = tmp_path / "state"
+
+    def record(*states: State) -> None:
+        pairs = enumerate(zip(machines, states, strict=True), 1)
+        rows = [MachineResult(n, m.name, "QA", s) for n, (m, s) in pairs]
+        locks = Locks(state, "bootstrap")
+        try:
+            record_outcome(state, RunReport("bootstrap", rows, 1.0, "/runs/1"), machines, locks)
+        finally:
+            locks.release()
+
+    record(State.FAILED, State.CHANGED)
+    path = state / "last-run" / "qa.json"
+    before = path.read_bytes()
+    full_disk_after(monkeypatch, 10)
+    with pytest.raises(StateWriteError, match=r"qa\.json: No space left on device"):
+        record(State.CHANGED, State.FAILED)
+    assert path.read_bytes() == before
+    assert os.listdir(path.parent) == ["qa.json"]  # no temporary left beside it
+    assert last_failures(state, "qa") == ["web01"]
