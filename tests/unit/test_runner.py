@@ -1,14 +1,18 @@
 """run.Run without hosts: a pipeline whose one step touches nothing, over an inventory of
 unopened connections. What the runner gives each job (its options, its deadline), and the
-report it builds once, with the rows a run adds through `extra_rows`."""
+report it builds once, with the rows a run adds through `extra_rows`; a last-run record
+the disk cannot take."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from octoboot import files
 from octoboot.pipeline import Pipeline
 from octoboot.report import MachineResult, RunReport, State
 from octoboot.run import Run, RunOptions, Selection
@@ -98,3 +102,30 @@ def test_extra_rows_join_the_report_which_is_built_and_written_once(tmp_path):
     assert report.run_dir is not None
     written = json.loads((Path(report.run_dir) / "report.json").read_text())
     assert [m["machine"] for m in written["machines"]] == ["web01", "web02", "ghost"]
+
+
+def test_a_last_run_record_the_disk_cannot_take_is_one_line_and_the_old_one_stays(
+    tmp_path, monkeypatch
+):
+    record = tmp_path / "state" / "last-run" / "qa.json"
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"command": "look", "run_dir": "earlier", "failed": ["web02"]}))
+    before = record.read_text()
+    write = os.write
+
+    def full_at_last_run(fd: int, data) -> int:
+        if "/last-run/" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(fd, data)
+
+    monkeypatch.setattr(files.os, "write", full_at_last_run)
+    report, lines = run(tmp_path)
+    assert [r.state for r in report.results[:2]] == [State.UNCHANGED, State.UNCHANGED]
+    assert report.run_dir is not None
+    assert (Path(report.run_dir) / "report.json").exists()  # the run's report is still written
+    said = [line for line in lines if "last-run" in line]
+    assert said == [
+        f"octoboot: --retry-failed will not know this run: cannot write {record}: "
+        "No space left on device (free some space and run again)"
+    ]
+    assert record.read_text() == before and os.listdir(record.parent) == ["qa.json"]
