@@ -457,7 +457,7 @@ class Run(Generic[OptionsT]):
         if self.records_outcome:
             try:
                 record_outcome(self.settings.state_dir, report, self.machines, locks)
-            except StateWriteError as exc:
+            except (StateWriteError, ConfigError) as exc:  # a record it cannot write or read
                 console(f"octoboot: --retry-failed will not know this run: {exc}")
         return report
 
@@ -592,10 +592,12 @@ def _outcome_file(state_dir: Path, env_key: str) -> Path:
 
 def last_failures(state_dir: Path, env_key: str) -> list[str]:
     path = _outcome_file(state_dir, env_key)
-    if not path.exists():
-        return []
     try:
         return list(json.loads(path.read_text())["failed"])
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {describe(exc)}") from None
     except (ValueError, KeyError, TypeError):
         raise ConfigError(f"{path} is not a record octoboot wrote: delete it") from None
 

@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+import pytest
+
 from octoboot import files
+from octoboot.errors import ConfigError
 from octoboot.pipeline import Pipeline
 from octoboot.report import MachineResult, RunReport, State
-from octoboot.run import Run, RunOptions, Selection
+from octoboot.run import Run, RunOptions, Selection, last_failures
 from octoboot.settings import Settings, load_settings
 
 
@@ -129,3 +132,18 @@ def test_a_last_run_record_the_disk_cannot_take_is_one_line_and_the_old_one_stay
         "No space left on device (free some space and run again)"
     ]
     assert record.read_text() == before and os.listdir(record.parent) == ["qa.json"]
+
+
+def test_a_last_run_record_that_cannot_be_read_is_one_line_and_the_report_comes_back(tmp_path):
+    record = tmp_path / "state" / "last-run" / "qa.json"
+    record.mkdir(parents=True)  # a folder where the record belongs: reading it is EISDIR
+    report, lines = run(tmp_path)
+    assert [r.state for r in report.results[:2]] == [State.UNCHANGED, State.UNCHANGED]
+    assert report.run_dir is not None
+    assert (Path(report.run_dir) / "report.json").exists()
+    said = [line for line in lines if "last-run" in line]
+    assert said == [
+        f"octoboot: --retry-failed will not know this run: cannot read {record}: Is a directory"
+    ]
+    with pytest.raises(ConfigError, match=f"^cannot read {record}: Is a directory$"):
+        last_failures(tmp_path / "state", "qa")
