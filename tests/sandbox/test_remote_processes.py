@@ -86,10 +86,13 @@ def inv_env(settings) -> dict[str, str]:
 
 
 def start_inv(settings, *args: str) -> subprocess.Popen:
+    # SIGINT as a terminal's Ctrl-C finds it, even when pytest runs as a background job
+    # (`cmd &`), whose children start with SIGINT ignored.
     return subprocess.Popen(
         [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
         env=inv_env(settings), text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
 
 
