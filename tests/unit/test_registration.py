@@ -51,6 +51,7 @@ def test_tenants_by_name_slug_or_id_and_tags_by_canonical_name():
     found = ids(
         tenants=("Acme Corp", "globex", "TENANTS-1"), tenant_tags=("region/eu", "Tier/Gold")
     )
+    assert ids(tenants=("acme-corp",)).tenant_ids == ("Tenants-1",)  # by a slug that is no name
     assert (found.tenant_ids, found.tenant_tags) == (
         ("Tenants-1", "Tenants-2"), ("Region/EU", "Tier/Gold"),
     )  # fmt: skip
