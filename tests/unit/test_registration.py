@@ -126,6 +126,20 @@ def test_a_polling_proxy_on_a_listening_machine_is_refused_before_octopus_is_ask
     )
 
 
+def test_an_octopus_side_proxy_on_a_polling_machine_is_refused_before_octopus_is_asked(tmp_path):
+    path = tmp_path / "qa.toml"
+    path.write_text('roles = ["web"]\nproxy = "DMZ proxy"\ncommunication = "polling"\n'
+                    '[[machines]]\nname = "web01"\n')  # fmt: skip
+    (machine,) = load_environment(path).machines
+    with pytest.raises(ConfigError) as caught:
+        resolve_all([machine], clients={})  # no Octopus to ask: refused first
+    assert str(caught.value) == (
+        f"{path}: machine 'web01': proxy is the Octopus-side proxy Octopus reaches a listening "
+        "Tentacle through; this machine polls, so it reaches Octopus itself, through the "
+        "proxy that `polling_proxy` names if any"
+    )
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [
