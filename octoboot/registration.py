@@ -125,11 +125,20 @@ def resolve_all(
     problems: dict[str, None] = {}  # ordered, without repeats
     catalogs: dict[int, Catalog] = {}
     for machine in machines:
-        if machine.registration.polling_proxy and communication_style(machine) != POLLING:
+        polls = communication_style(machine) == POLLING
+        if machine.registration.polling_proxy and not polls:
             raise ConfigError(
                 f"{machine.source_file}: machine {machine.name!r}: polling_proxy is the proxy a "
                 "polling Tentacle reaches Octopus through; this machine listens, so Octopus "
                 "reaches it, through the Octopus proxy that `proxy` names if any"
+            )
+        if machine.registration.proxy and polls:
+            # As `register-with --proxy` refuses it (octopus-facts §6.3): a polling endpoint
+            # has no ProxyId, so the name would be resolved and then ignored.
+            raise ConfigError(
+                f"{machine.source_file}: machine {machine.name!r}: proxy is the Octopus-side "
+                "proxy Octopus reaches a listening Tentacle through; this machine polls, so it "
+                "reaches Octopus itself, through the proxy that `polling_proxy` names if any"
             )
         client = clients[machine.env_key]
         if id(client) not in catalogs:

@@ -134,6 +134,7 @@ def test_a_changed_proxy_is_drift_and_register_sets_it(
     first, second = proxies
     with polling_proxy(settings, first.host, first.port):
         assert register(ALL, quiet(), settings).exit_code == EXIT_OK
+    record_id = octopus_machines(octopus)[MACHINE]["Id"]
     with polling_proxy(settings, second.host, second.port):
         checked = inv(settings, "status", "--env", "sandbox", "--format", "json")
         assert checked.returncode == EXIT_FAILED, checked.stdout + checked.stderr
@@ -156,7 +157,8 @@ def test_a_changed_proxy_is_drift_and_register_sets_it(
         found, endpoint = host_settings(sandbox)
         assert (found["ProxyHost"], found["ProxyPort"]) == (second.host, str(second.port))
         assert endpoint in second.tunnels
-        assert octopus_machines(octopus)[MACHINE]["HealthStatus"] == "Healthy"
+        record = octopus_machines(octopus)[MACHINE]
+        assert (record["Id"], record["HealthStatus"]) == (record_id, "Healthy")  # in place
         assert status(ALL, quiet(), settings).exit_code == EXIT_OK
     # None in the inventory: the proxy is cleared, and the Tentacle polls directly.
     cleared = register(ALL, quiet(), settings)
@@ -164,6 +166,7 @@ def test_a_changed_proxy_is_drift_and_register_sets_it(
     assert f"polling proxy {second.host}:{second.port} → none" in steps(cleared)["configure"][1]
     found, _ = host_settings(sandbox)
     assert "ProxyHost" not in found and found["UseDefaultProxy"] == "false"
+    assert octopus_machines(octopus)[MACHINE]["Id"] == record_id
     used = len(second.tunnels)
     assert status(ALL, quiet(), settings, health=True).exit_code == EXIT_OK
     assert len(second.tunnels) == used  # Healthy without it

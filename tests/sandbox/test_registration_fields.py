@@ -170,7 +170,7 @@ def test_tenants(bootstrapped, tenancy, sandbox, settings, octopus):
         settings,
         octopus,
         first={"tenants": ["Acme Corp"]},
-        second={"tenants": ["globex", acme["Id"]]},  # by slug and by Id
+        second={"tenants": ["acme-corp", globex["Id"]]},  # by slug and by Id
         field=lambda record: sorted(record["TenantIds"]),
         first_value=[acme["Id"]],
         second_value=sorted([acme["Id"], globex["Id"]]),

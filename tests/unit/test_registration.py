@@ -1,5 +1,7 @@
 """Registration names from the inventory to Octopus Ids, from data alone."""
 
+from collections import Counter
+
 import pytest
 
 from octoboot.drift import RegistrationIds
@@ -49,6 +51,7 @@ def test_tenants_by_name_slug_or_id_and_tags_by_canonical_name():
     found = ids(
         tenants=("Acme Corp", "globex", "TENANTS-1"), tenant_tags=("region/eu", "Tier/Gold")
     )
+    assert ids(tenants=("acme-corp",)).tenant_ids == ("Tenants-1",)  # by a slug that is no name
     assert (found.tenant_ids, found.tenant_tags) == (
         ("Tenants-1", "Tenants-2"), ("Region/EU", "Tier/Gold"),
     )  # fmt: skip
@@ -71,6 +74,43 @@ def test_a_listening_machines_proxy_by_name_or_id():
     assert missing(proxy="Squid") == ['no proxy "Squid"']
 
 
+class CatalogOctopus:
+    """An Octopus as resolve_all asks it: its catalog, each list's reads counted."""
+
+    url = "https://octopus.example.com"
+
+    def __init__(self) -> None:
+        self.reads: Counter[str] = Counter()
+
+    def catalog(self, route: str) -> list[dict]:
+        self.reads[route] += 1
+        lists = {"machinepolicies": POLICIES, "tenants": TENANTS, "tagsets": TAG_SETS,
+                 "proxies": PROXIES}  # fmt: skip
+        return list(lists[route])
+
+
+def test_every_missing_name_of_a_run_is_named_once_in_one_line(tmp_path):
+    path = tmp_path / "qa.toml"
+    path.write_text(
+        'roles = ["web"]\nmachine_policy = "Windows pets"\n'
+        '[[machines]]\nname = "web01"\ntenants = ["Initech"]\n'
+        '[[machines]]\nname = "web02"\ntenants = ["Initech", "Acme Corp"]\n'
+        '[[machines]]\nname = "web03"\nmachine_policy = "Linux cattle"\nproxy = "Squid"\n'
+    )
+    machines = load_environment(path).machines
+    octopus = CatalogOctopus()
+    with pytest.raises(ConfigError) as caught:
+        resolve_all(machines, clients={"qa": octopus})  # type: ignore[dict-item]
+    assert str(caught.value) == (
+        f'{path}: Octopus at {octopus.url} has no machine policy "Windows pets"; '
+        f'{path}: Octopus at {octopus.url} has no tenant "Initech"; '
+        f'{path}: Octopus at {octopus.url} has no proxy "Squid": '
+        "create what is missing in Octopus, or fix the inventory"
+    )
+    # each list read once for the run, whatever number of machines name something in it
+    assert octopus.reads == {"machinepolicies": 1, "tenants": 1, "proxies": 1}
+
+
 def test_a_polling_proxy_on_a_listening_machine_is_refused_before_octopus_is_asked(tmp_path):
     path = tmp_path / "qa.toml"
     path.write_text('roles = ["web"]\n[polling_proxy]\nhost = "proxy.corp"\nport = 3128\n'
@@ -83,6 +123,20 @@ def test_a_polling_proxy_on_a_listening_machine_is_refused_before_octopus_is_ask
         f"{path}: machine 'web01': polling_proxy is the proxy a polling Tentacle reaches "
         "Octopus through; this machine listens, so Octopus reaches it, through the Octopus "
         "proxy that `proxy` names if any"
+    )
+
+
+def test_an_octopus_side_proxy_on_a_polling_machine_is_refused_before_octopus_is_asked(tmp_path):
+    path = tmp_path / "qa.toml"
+    path.write_text('roles = ["web"]\nproxy = "DMZ proxy"\ncommunication = "polling"\n'
+                    '[[machines]]\nname = "web01"\n')  # fmt: skip
+    (machine,) = load_environment(path).machines
+    with pytest.raises(ConfigError) as caught:
+        resolve_all([machine], clients={})  # no Octopus to ask: refused first
+    assert str(caught.value) == (
+        f"{path}: machine 'web01': proxy is the Octopus-side proxy Octopus reaches a listening "
+        "Tentacle through; this machine polls, so it reaches Octopus itself, through the "
+        "proxy that `polling_proxy` names if any"
     )
 
 
