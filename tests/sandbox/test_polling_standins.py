@@ -227,6 +227,33 @@ def test_an_unknown_certificate_is_turned_away_by_the_polling_endpoint(
         assert health(client, record)["HealthStatus"] == "Unavailable"
 
 
+def test_a_polling_tentacle_turns_away_a_server_it_does_not_trust(
+    host: local.Host, octopus: Callable[[], OctopusStandIn], tmp_path: Path
+) -> None:
+    """The other half of mutual TLS: the Tentacle checks the server's thumbprint."""
+    server = octopus()
+    identity = local.Identity.mint(tmp_path / "pki", "Octopus Tentacle")
+    local.create_default_instance(host)
+    local.import_identity(host, identity)
+    host.ok("configure", "--noListen", "True", "--reset-trust", "--trust", SERVER)
+    host.ok("server-comms", "--thumbprint", SERVER, "--style", "TentacleActive",
+            "--host", "127.0.0.1", "--port", str(server.polling_port))  # fmt: skip
+    host.ok("service", "--install", "--start")
+    subscription = trusted(host)[-1]["SubscriptionId"]
+    with client_of(server) as client:
+        record = client.post(
+            "/api/machines", json=polling_body("web01", identity.thumbprint, subscription)
+        ).json()
+        local.wait_for(
+            lambda: (
+                f"the server presented thumbprint {server.server_thumbprint}, not trusted"
+                in tentacle_log(host)
+            ),
+            "the Tentacle to refuse the server",
+        )
+        assert health(client, record)["HealthStatus"] == "Unavailable"
+
+
 # --- worker pools and workers -----------------------------------------------------------
 
 
