@@ -121,6 +121,11 @@ def client_of(server: OctopusStandIn) -> httpx.Client:
     return httpx.Client(base_url=server.url, headers={"X-Octopus-ApiKey": API_KEY}, timeout=10)
 
 
+def tentacle_log(host: local.Host) -> str:
+    """What the Tentacle's service wrote to its log so far."""
+    return "".join(p.read_text() for p in (host.config_root / "default" / "Logs").glob("*.txt"))
+
+
 def polling_tentacle(host: local.Host, server: OctopusStandIn, tmp_path: Path) -> local.Identity:
     """docs/polling-and-workers.md, "The host side", on a local host: identity, configure,
     server-comms, service."""
@@ -199,8 +204,7 @@ def test_a_polling_tentacle_connects_again_after_octopus_restarts(
     restarted = octopus()  # the same state and port, every connection gone
     with client_of(restarted) as client:
         assert health(client, record)["HealthStatus"] == "Healthy"
-    log = (host.config_root / "default" / "Logs").glob("*.txt")
-    assert any("Polling 127.0.0.1" in path.read_text() for path in log)
+    assert "Polling 127.0.0.1" in tentacle_log(host)
 
 
 def test_an_unknown_certificate_is_turned_away_by_the_polling_endpoint(
@@ -209,12 +213,44 @@ def test_an_unknown_certificate_is_turned_away_by_the_polling_endpoint(
     server = octopus()
     polling_tentacle(host, server, tmp_path)  # no record has its thumbprint
     subscription = trusted(host)[-1]["SubscriptionId"]
+    # The endpoint closes the connection before the Tentacle can name its subscription,
+    # every time it tries: it is never polling.
+    where = f"Polling 127.0.0.1:{server.polling_port}"
+    local.wait_for(lambda: tentacle_log(host).count(f"{where} failed") >= 2, "two refused attempts")
+    assert f"{where} as " not in tentacle_log(host)
     with client_of(server) as client:
         # a record with the subscription but another certificate, made after the Tentacle
         # was turned away: Octopus never let that connection in
         record = client.post(
             "/api/machines", json=polling_body("web01", "EF" * 20, subscription)
         ).json()
+        assert health(client, record)["HealthStatus"] == "Unavailable"
+
+
+def test_a_polling_tentacle_turns_away_a_server_it_does_not_trust(
+    host: local.Host, octopus: Callable[[], OctopusStandIn], tmp_path: Path
+) -> None:
+    """The other half of mutual TLS: the Tentacle checks the server's thumbprint."""
+    server = octopus()
+    identity = local.Identity.mint(tmp_path / "pki", "Octopus Tentacle")
+    local.create_default_instance(host)
+    local.import_identity(host, identity)
+    host.ok("configure", "--noListen", "True", "--reset-trust", "--trust", SERVER)
+    host.ok("server-comms", "--thumbprint", SERVER, "--style", "TentacleActive",
+            "--host", "127.0.0.1", "--port", str(server.polling_port))  # fmt: skip
+    host.ok("service", "--install", "--start")
+    subscription = trusted(host)[-1]["SubscriptionId"]
+    with client_of(server) as client:
+        record = client.post(
+            "/api/machines", json=polling_body("web01", identity.thumbprint, subscription)
+        ).json()
+        local.wait_for(
+            lambda: (
+                f"the server presented thumbprint {server.server_thumbprint}, not trusted"
+                in tentacle_log(host)
+            ),
+            "the Tentacle to refuse the server",
+        )
         assert health(client, record)["HealthStatus"] == "Unavailable"
 
 

@@ -78,14 +78,18 @@ def records(octopus, collection: str) -> dict[str, dict]:
     return {r["Name"]: r for r in octopus.get(f"/api/Spaces-1/{collection}/all").json()}
 
 
-def host_subscription(sandbox, name: str) -> str:
+def host_servers(sandbox, name: str) -> list[dict]:
+    """The Octopus Servers the host's Tentacle trusts, as show-configuration prints them."""
     conn = connect(sandbox, name)
     try:
         shown = run(conn, "/opt/octopus/tentacle/Tentacle show-configuration --instance Tentacle")
     finally:
         conn.close()
-    servers = json.loads(shown.stdout)["Tentacle"]["Communication"]["TrustedOctopusServers"]
-    (polling,) = [s for s in servers if s["CommunicationStyle"] == 2]
+    return json.loads(shown.stdout)["Tentacle"]["Communication"]["TrustedOctopusServers"]
+
+
+def host_subscription(sandbox, name: str) -> str:
+    (polling,) = [s for s in host_servers(sandbox, name) if s["CommunicationStyle"] == 2]
     return polling["SubscriptionId"]
 
 
@@ -184,6 +188,32 @@ def test_a_listening_and_a_polling_worker_are_healthy_in_their_static_pool(
     assert not {LISTENING_WORKER, POLLING_WORKER} & set(records(octopus, "machines"))
 
 
+def test_a_polling_host_configures_itself_and_never_runs_register_with(
+    workers_run, octopus, sandbox
+):
+    calls = sandbox.host(POLLING_WORKER).tentacle_calls()
+    commands = [argv[1] for argv in calls]
+    # what changes the host, in order (run: the service's own process); no register-with
+    assert [c for c in commands if c not in ("version", "show-configuration")] == [
+        "create-instance", "import-certificate", "configure", "server-comms", "service", "run",
+    ]  # fmt: skip
+    configure, server_comms = (calls[commands.index(c)] for c in ("configure", "server-comms"))
+
+    def option(argv: list[str], name: str) -> str:
+        return argv[argv.index(name) + 1]
+
+    server = octopus.get("/api/configuration/certificates/certificate-global").json()
+    thumbprint = server["Thumbprint"].upper()
+    assert (option(configure, "--noListen"), option(configure, "--trust")) == ("True", thumbprint)
+    assert configure.index("--reset-trust") < configure.index("--trust")
+    octopus_host = net.Slot(sandbox.state()["slot"]).octopus_address
+    assert [option(server_comms, o) for o in ("--thumbprint", "--style", "--host", "--port")] == [
+        thumbprint, "TentacleActive", octopus_host, "10943",
+    ]  # fmt: skip
+    # the subscription is read back (show-configuration) after server-comms made it
+    assert "show-configuration" in commands[commands.index("server-comms") :]
+
+
 def test_a_rerun_changes_nothing_for_targets_and_workers(workers_run, settings, sandbox):
     offset = request_count(sandbox)
     for env in ("targets", "workers"):
@@ -260,6 +290,41 @@ def test_a_rebuilt_polling_machine_keeps_its_record_and_thumbprint_with_its_new_
     same = octopus.get("/api/Spaces-1/machines/all", params={"thumbprint": row.thumbprint}).json()
     assert [r["Id"] for r in same] == [before["Id"]]
     assert len(after) == len(records(octopus, "machines"))
+
+
+def test_switched_back_to_listening_the_same_record_is_healthy(
+    workers_run, project, settings, octopus, sandbox
+):
+    """Polling to listening, in place (listening to polling: sbx03 above). sbx02 is
+    reachable, and in no other file of this module."""
+    machine = '[[machines]]\nname = "sbx02"\n'
+    write_inventory(project, "switch", TARGETS_TOP, f'{machine}communication = "polling"\n')
+    try:
+        (polled,) = bootstrap(settings, env="switch").results
+        assert polled.state == State.CHANGED, polled
+        before = records(octopus, "machines")["sbx02"]
+        assert before["Endpoint"]["CommunicationStyle"] == "TentacleActive"
+        assert before["HealthStatus"] == "Healthy"
+
+        write_inventory(project, "switch", TARGETS_TOP, machine)
+        (row,) = bootstrap(settings, env="switch").results
+        assert row.state == State.CHANGED, row
+        register = {s.name: s.detail for s in row.steps}["register"]
+        assert f"updated {before['Id']}" in register and "communication style" in register
+        record = records(octopus, "machines")["sbx02"]
+        assert record["Id"] == before["Id"] == row.octopus_id
+        assert record["Endpoint"]["CommunicationStyle"] == "TentaclePassive"
+        assert record["Endpoint"]["Uri"].endswith(":10933/")
+        assert record["Endpoint"]["Thumbprint"] == before["Endpoint"]["Thumbprint"]
+        assert record["HealthStatus"] == "Healthy"
+        assert [s["CommunicationStyle"] for s in host_servers(sandbox, "sbx02")] == [1]
+        same = octopus.get(
+            "/api/Spaces-1/machines/all", params={"thumbprint": row.thumbprint}
+        ).json()
+        assert [r["Id"] for r in same] == [before["Id"]]
+        assert run_status(settings, env="switch").results[0].state == State.OK
+    finally:
+        (project / "machines" / "switch.toml").unlink()
 
 
 def test_polling_tentacles_connect_again_after_octopus_restarts(workers_run, settings, sandbox):
