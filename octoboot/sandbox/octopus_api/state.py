@@ -653,4 +653,4 @@ class OctopusState:
 
     def _save(self) -> None:
         if not self._closed:
-            write_atomic(self._path, json.dumps(self._doc, indent=1), mode=0o644)
+            write_atomic(self._path, json.dumps(self._doc), mode=0o644)
