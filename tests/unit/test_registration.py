@@ -111,33 +111,38 @@ def test_every_missing_name_of_a_run_is_named_once_in_one_line(tmp_path):
     assert octopus.reads == {"machinepolicies": 1, "tenants": 1, "proxies": 1}
 
 
-def test_a_polling_proxy_on_a_listening_machine_is_refused_before_octopus_is_asked(tmp_path):
+def test_a_files_polling_proxy_is_each_machines(tmp_path):
     path = tmp_path / "qa.toml"
-    path.write_text('roles = ["web"]\n[polling_proxy]\nhost = "proxy.corp"\nport = 3128\n'
-                    '[[machines]]\nname = "web01"\n')  # fmt: skip
+    path.write_text('roles = ["web"]\ncommunication = "polling"\n[polling_proxy]\n'
+                    'host = "proxy.corp"\nport = 3128\n[[machines]]\nname = "web01"\n')  # fmt: skip
     (machine,) = load_environment(path).machines
     assert machine.registration.polling_proxy == PollingProxy("proxy.corp", 3128)
-    with pytest.raises(ConfigError) as caught:
-        resolve_all([machine], clients={})  # no Octopus to ask: refused first
-    assert str(caught.value) == (
-        f"{path}: machine 'web01': polling_proxy is the proxy a polling Tentacle reaches "
-        "Octopus through; this machine listens, so Octopus reaches it, through the Octopus "
-        "proxy that `proxy` names if any"
-    )
 
 
-def test_an_octopus_side_proxy_on_a_polling_machine_is_refused_before_octopus_is_asked(tmp_path):
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            '[polling_proxy]\nhost = "proxy.corp"\nport = 3128\n',
+            "polling_proxy is the proxy a polling Tentacle reaches Octopus through; this machine "
+            "listens, so Octopus reaches it, through the Octopus proxy that `proxy` names if any",
+        ),
+        (
+            'proxy = "DMZ proxy"\ncommunication = "polling"\n',
+            "proxy is the Octopus-side proxy Octopus reaches a listening Tentacle through; this "
+            "machine polls, so it reaches Octopus itself, through the proxy that "
+            "`polling_proxy` names if any",
+        ),
+    ],
+    ids=["polling_proxy on a listening machine", "proxy on a polling machine"],
+)
+def test_the_other_styles_proxy_is_refused_before_octopus_is_asked(tmp_path, settings, message):
     path = tmp_path / "qa.toml"
-    path.write_text('roles = ["web"]\nproxy = "DMZ proxy"\ncommunication = "polling"\n'
-                    '[[machines]]\nname = "web01"\n')  # fmt: skip
+    path.write_text(f'roles = ["web"]\n{settings}[[machines]]\nname = "web01"\n')
     (machine,) = load_environment(path).machines
     with pytest.raises(ConfigError) as caught:
         resolve_all([machine], clients={})  # no Octopus to ask: refused first
-    assert str(caught.value) == (
-        f"{path}: machine 'web01': proxy is the Octopus-side proxy Octopus reaches a listening "
-        "Tentacle through; this machine polls, so it reaches Octopus itself, through the "
-        "proxy that `polling_proxy` names if any"
-    )
+    assert str(caught.value) == f"{path}: machine 'web01': {message}"
 
 
 @pytest.mark.parametrize(
