@@ -29,7 +29,7 @@ from octoboot.errors import ConfigError
 from octoboot.health import HealthResult
 from octoboot.identity import Identity
 from octoboot.inventory import SAFE_NAME, Machine, PollingProxy, TentacleOptions
-from octoboot.octopus import MachineIndex, Resource, registered_thumbprint
+from octoboot.octopus import MachineIndex, Resource, name_key, registered_thumbprint
 from octoboot.pipeline import (
     Action,
     ApiCall,
@@ -112,7 +112,7 @@ class RegistrationRun(Run[BootstrapOptions]):
                 f"--renamed-from {old} renames one machine: select it alone with --host NEW"
             )
         new = self.machines[0].name
-        if not SAFE_NAME.fullmatch(old) or old.lower() == new.lower():
+        if not SAFE_NAME.fullmatch(old) or name_key(old) == name_key(new):
             raise ConfigError(f"--renamed-from takes the machine's old name, not {old!r}")
         listed = self.inventory.files_listing(old)
         if listed:
@@ -380,14 +380,14 @@ def find_record(
     and why registering its certificate would be refused, if it would. index: the space's
     records of the machine's kind; elsewhere: the records of the other kind with this
     thumbprint (a target that becomes a worker, or the reverse, is deregistered first)."""
-    old = (renamed_from or "").lower()
+    old = name_key(renamed_from or "")
     previous: Resource | None = None  # the record to rename (--renamed-from)
     if thumbprint:
         others = []
         for m in index.with_thumbprint(thumbprint):
-            if m["Name"].strip().lower() == old:
+            if name_key(m["Name"]) == old:
                 previous = m
-            elif m["Name"].strip().lower() != name.lower():
+            elif name_key(m["Name"]) != name_key(name):
                 others.append(m)
         if others:
             return None, _duplicate(thumbprint, others)
@@ -486,7 +486,7 @@ def _refuse_another_machines_certificate(
     under another name, the host is a registered machine under a new name (renamed in
     the inventory, or the address is wrong): replacing its certificate would strand that
     record and make a second one, so stop."""
-    others = [m for m in holders if m["Name"].strip().lower() != name.lower()]
+    others = [m for m in holders if name_key(m["Name"]) != name_key(name)]
     if others:
         listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in others)
         old = others[0]["Name"]
@@ -613,7 +613,7 @@ def plan_register(
         post = ApiCall("POST", collection, body=wanted.new(machine.name))
         return Change(f"would create {where}", (*rename, post), done=f"created in {collection}")
     differences = [d.what for d in drift.differences(wanted, record)]
-    renamed = record["Name"].strip().lower() != machine.name.lower()
+    renamed = name_key(record["Name"]) != name_key(machine.name)
     if renamed:  # --renamed-from: the same record under its new name
         differences.insert(0, f"name {record['Name']} → {machine.name}")
     if not differences:

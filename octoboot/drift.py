@@ -39,7 +39,7 @@ from octoboot.inventory import (
     OctopusOverride,
     PollingProxy,
 )
-from octoboot.octopus import Resource, registered_thumbprint
+from octoboot.octopus import Resource, name_key, registered_thumbprint
 from octoboot.tentacle import PollingProxySettings, Probe
 
 LISTENING = "TentaclePassive"  # Octopus' name for a listening Tentacle's endpoint
@@ -399,14 +399,14 @@ def unlisted(
     """The records in the group (an environment; WorkerPoolIds: a worker pool) whose names
     are not listed (case-insensitively) and match one of the --limit globs, if any; by
     name."""
-    known = {name.strip().lower() for name in listed}
+    known = {name_key(name) for name in listed}
     return sorted(
         (
             record
             for record in records
             # Filtered here too: the group filter is the server's to honour or not.
             if group_id in (record.get(field) or [])
-            and record["Name"].strip().lower() not in known
+            and name_key(record["Name"]) not in known
             and (not limits or any(fnmatchcase(record["Name"], p) for p in limits))
         ),
         key=lambda record: record["Name"].lower(),
@@ -416,14 +416,14 @@ def unlisted(
 def duplicates_of(record: Resource, records: Iterable[Resource]) -> list[Resource]:
     """The other records with this record's thumbprint: one certificate registered under
     several names (a machine re-registered under a new name, a clone). By name."""
-    thumbprint, name = registered_thumbprint(record), record["Name"].strip().lower()
+    thumbprint, name = registered_thumbprint(record), name_key(record["Name"])
     if not thumbprint:
         return []
     return sorted(
         (
             other
             for other in records
-            if registered_thumbprint(other) == thumbprint and other["Name"].strip().lower() != name
+            if registered_thumbprint(other) == thumbprint and name_key(other["Name"]) != name
         ),
         key=lambda other: other["Name"].lower(),
     )

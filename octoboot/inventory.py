@@ -25,6 +25,7 @@ from urllib.request import url2pathname
 
 from octoboot.errors import ConfigError
 from octoboot.inventory_source import DEFAULT_TIMEOUT, machines_from_command
+from octoboot.octopus import name_key
 
 # How a machine takes part in tenanted deployments (Octopus' TenantedDeploymentMode).
 UNTENANTED = "Untenanted"
@@ -220,7 +221,7 @@ class Inventory:
         return [
             environment.file
             for environment in self.environments.values()
-            if any(m.name.casefold() == name.casefold() for m in environment.machines)
+            if any(name_key(m.name) == name_key(name) for m in environment.machines)
         ]
 
     def environment(self, key: str) -> Environment:
@@ -463,7 +464,7 @@ def _refuse_duplicate(path: Path, machine: Machine, earlier: list[Machine], orig
     for other in earlier:
         if other.name == machine.name:
             raise ConfigError(f"{path}: {origin}machine {machine.name!r} is listed twice")
-        if other.name.casefold() == machine.name.casefold():
+        if name_key(other.name) == name_key(machine.name):
             raise ConfigError(
                 f"{path}: {origin}machines {other.name!r} and {machine.name!r} differ only in "
                 "case: give them names that differ in more than case"

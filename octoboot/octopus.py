@@ -72,8 +72,8 @@ class MachineIndex:
     records: tuple[Resource, ...]
 
     def named(self, name: str) -> list[Resource]:
-        wanted = name.strip().lower()
-        return [m for m in self.records if m["Name"].strip().lower() == wanted]
+        wanted = name_key(name)
+        return [m for m in self.records if name_key(m["Name"]) == wanted]
 
     def with_thumbprint(self, thumbprint: str) -> list[Resource]:
         return [m for m in self.records if registered_thumbprint(m) == thumbprint.upper()]
@@ -271,9 +271,9 @@ class OctopusClient:
             if "Spaces" in root.get("Links", {}):
                 raise exc from None  # an Octopus that refused the key, say
             return "/api"
-        wanted = (self.space_name or "").strip().lower()
+        wanted = name_key(self.space_name or "")
         for space in spaces:
-            if (space["Name"].lower() == wanted) if wanted else space.get("IsDefault"):
+            if (name_key(space["Name"]) == wanted) if wanted else space.get("IsDefault"):
                 return f"/api/{space['Id']}"
         names = ", ".join(s["Name"] for s in spaces)
         what = f'no space named "{self.space_name}"' if wanted else "no default space"
@@ -296,7 +296,7 @@ class OctopusClient:
             found = [
                 e
                 for e in self._paged(f"{self._space}/environments", {"name": name})
-                if e["Name"].strip().lower() == name.strip().lower()
+                if name_key(e["Name"]) == name_key(name)
             ]
             if not found:
                 raise ConfigError(
@@ -358,11 +358,11 @@ class OctopusClient:
 
     def machines_named(self, name: str, collection: str = "machines") -> list[Resource]:
         """Exact, case-insensitive name matches (the server's filter may be looser)."""
-        wanted = name.strip().lower()
+        wanted = name_key(name)
         return [
             m
             for m in self._paged(f"{self._space}/{collection}", {"name": name})
-            if m["Name"].strip().lower() == wanted
+            if name_key(m["Name"]) == wanted
         ]
 
     def machine_index(self, collection: str = "machines") -> MachineIndex:
@@ -390,14 +390,14 @@ class OctopusClient:
         """Create a machine (or worker), safe to retry: a POST that timed out or met a
         restarting Octopus may still have made the record, so before another attempt the
         record with this name and thumbprint is looked up, and returned if it exists."""
-        name, thumbprint = body["Name"].strip().lower(), body["Endpoint"]["Thumbprint"]
+        name, thumbprint = name_key(body["Name"]), body["Endpoint"]["Thumbprint"]
 
         def created() -> Resource | None:
             return next(
                 (
                     m
                     for m in self.machines_with_thumbprint(thumbprint, collection)
-                    if m["Name"].strip().lower() == name
+                    if name_key(m["Name"]) == name
                 ),
                 None,
             )
@@ -461,6 +461,13 @@ class OctopusClient:
             for record in self._paged(path, {"ids": ids, "take": "50"}):
                 found[record["Id"]] = record
         return found
+
+
+def name_key(name: str) -> str:
+    """What makes two Octopus names (machines, workers, environments, spaces) the same:
+    Octopus.Client's FindByName compares them trimmed and ignoring case
+    (OrdinalIgnoreCase), and the server refuses a second machine of the same name."""
+    return name.strip().casefold()
 
 
 def registered_thumbprint(record: Resource) -> str:

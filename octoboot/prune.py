@@ -35,7 +35,7 @@ from typing import ClassVar
 from octoboot.drift import duplicates_of, listed, unlisted
 from octoboot.errors import ConfigError
 from octoboot.inventory import SAFE_NAME, Machine
-from octoboot.octopus import Resource, registered_thumbprint
+from octoboot.octopus import Resource, name_key, registered_thumbprint
 from octoboot.pipeline import Change, Pipeline, plan_delete
 from octoboot.report import RunReport
 from octoboot.run import Run, RunOptions, Selection
@@ -103,17 +103,17 @@ def doomed_records(
     worker) of the space; environment_id: the group they are pruned from, an environment
     (field "WorkerPoolIds": a worker pool); names: every name any inventory file lists
     (never removed); kept: the names this environment's file lists, whose duplicates go."""
-    names = [name.strip().lower() for name in names]
+    names = [name_key(name) for name in names]
     found: dict[str, Doomed] = {
         record["Id"]: Doomed(record, "no inventory lists it", collection)
         for record in unlisted(records, environment_id, names, limits, field)
     }
-    wanted = {name.strip().lower() for name in kept}
+    wanted = {name_key(name) for name in kept}
     for record in records:
-        if record["Name"].strip().lower() not in wanted:
+        if name_key(record["Name"]) not in wanted:
             continue
         for other in duplicates_of(record, records):
-            if other["Name"].strip().lower() not in names and _matches(other, limits):
+            if name_key(other["Name"]) not in names and _matches(other, limits):
                 why = f"duplicate of {record['Name']} ({record['Id']}): the same certificate"
                 found[other["Id"]] = Doomed(other, why, collection)
     doomed = [

@@ -368,3 +368,16 @@ def test_a_dynamic_worker_pool_is_refused_in_one_line():
     assert "\n" not in message and caught.value.exit_code == 2
     assert '"Hosted Ubuntu" (WorkerPools-3) is a DynamicWorkerPool' in message
     assert "static pool" in message
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("web01", "WEB01", True),
+        (" Web01\t", "web01", True),  # Octopus.Client trims before comparing
+        ("web01", "web02", False),
+        ("web 01", "web01", False),  # only the ends are trimmed
+    ],
+)
+def test_name_key_is_the_octopus_same_name_rule(a: str, b: str, same: bool) -> None:
+    assert (octopus.name_key(a) == octopus.name_key(b)) is same
