@@ -407,10 +407,16 @@ def unlisted(
             # Filtered here too: the group filter is the server's to honour or not.
             if group_id in (record.get(field) or [])
             and name_key(record["Name"]) not in known
-            and (not limits or any(fnmatchcase(record["Name"], p) for p in limits))
+            and matches_limits(record["Name"], limits)
         ),
         key=lambda record: record["Name"].lower(),
     )
+
+
+def matches_limits(name: str, limits: Sequence[str]) -> bool:
+    """Whether a record of this name is within --limit: it matches one of the globs, or
+    there are none."""
+    return not limits or any(fnmatchcase(name, pattern) for pattern in limits)
 
 
 def duplicates_of(record: Resource, records: Iterable[Resource]) -> list[Resource]:

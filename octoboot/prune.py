@@ -28,11 +28,10 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from functools import partial
 from typing import ClassVar
 
-from octoboot.drift import duplicates_of, listed, unlisted
+from octoboot.drift import duplicates_of, listed, matches_limits, unlisted
 from octoboot.errors import ConfigError
 from octoboot.inventory import SAFE_NAME, Machine
 from octoboot.octopus import Resource, name_key, registered_thumbprint
@@ -113,7 +112,7 @@ def doomed_records(
         if name_key(record["Name"]) not in wanted:
             continue
         for other in duplicates_of(record, records):
-            if name_key(other["Name"]) not in names and _matches(other, limits):
+            if name_key(other["Name"]) not in names and matches_limits(other["Name"], limits):
                 why = f"duplicate of {record['Name']} ({record['Id']}): the same certificate"
                 found[other["Id"]] = Doomed(other, why, collection)
     doomed = [
@@ -123,10 +122,6 @@ def doomed_records(
         and (older_than is None or _age(d.record, now) >= older_than)
     ]
     return sorted(doomed, key=lambda d: d.record["Name"].lower())
-
-
-def _matches(record: Resource, limits: Sequence[str]) -> bool:
-    return not limits or any(fnmatchcase(record["Name"], pattern) for pattern in limits)
 
 
 def _age(record: Resource, now: dt.datetime) -> float:
