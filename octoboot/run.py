@@ -93,7 +93,6 @@ class RunOptions:
     connect_timeout: float | None = None
     accept_new_host_key: bool = False
     dry_run: bool = False
-    octopus_retry_seconds: float = 30.0  # how long to retry an Octopus that fails (5xx, down)
     console: Console = field(default=lambda line: print(line, file=sys.stderr, flush=True))
 
     @classmethod
@@ -262,7 +261,6 @@ class Run(Generic[OptionsT]):
                 target.api_key.reveal(),
                 space=target.space,
                 key_hint=target.key_source,
-                retry_seconds=self.options.octopus_retry_seconds,
             )
         client = self.clients[env_key] = self._servers[server]
         machines = [m for m in self.machines if m.env_key == env_key]

@@ -11,15 +11,17 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from octoboot import run as run_module
 from octoboot.bootstrap import bootstrap
 from octoboot.deregister import deregister
 from octoboot.errors import ConfigError
 from octoboot.exec import exec_command
-from octoboot.octopus import OctopusUnavailable
+from octoboot.octopus import OctopusClient, OctopusUnavailable
 from octoboot.report import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, State
 from octoboot.run import RunOptions, Selection
 from tests.sandbox.conftest import connect, run
@@ -182,12 +184,16 @@ def test_a_host_that_drops_during_install(faulty_run, sandbox, settings):
     assert row.seconds < 15
 
 
-def test_octopus_down_at_the_start_is_reported_before_any_host_is_touched(sandbox, settings):
+def test_octopus_down_at_the_start_is_reported_before_any_host_is_touched(
+    sandbox, settings, monkeypatch
+):
+    # the real client, with a retry budget shorter than its 30 s so the test does not wait
+    monkeypatch.setattr(run_module, "OctopusClient", partial(OctopusClient, retry_seconds=2))
     calls = {h.name: len(h.tentacle_calls()) for h in sandbox.hosts()}
     sandbox.stop_octopus()
     try:
         with pytest.raises(OctopusUnavailable, match="did not answer") as err:
-            bootstrap(Selection(env="sandbox"), quiet(octopus_retry_seconds=2), settings)
+            bootstrap(Selection(env="sandbox"), quiet(), settings)
     finally:
         sandbox.start_octopus()
     assert err.value.exit_code == 3
