@@ -26,7 +26,6 @@ EXECUTABLE = f"{INSTALL_ROOT}/tentacle/Tentacle"
 _SHM = "/dev/shm"
 _TRANSIENT_PREFIX = "octoboot-"
 _MARK = "@@octoboot:"
-_THUMBPRINT = re.compile(r"^[0-9A-F]{40}$")
 
 
 def unit_name(instance: str) -> str:
@@ -517,10 +516,6 @@ def uninstall_command(instance: str, *, service_installed: bool) -> str:
         f"rm -rf {shlex.quote(f'/etc/octopus/{instance}')}",
     ]
     return " && ".join(steps)
-
-
-def is_thumbprint(value: str) -> bool:
-    return bool(_THUMBPRINT.match(value))
 
 
 # --- a polling Tentacle's own proxy ----------------------------------------------------------
