@@ -29,7 +29,7 @@ from octoboot.errors import ConfigError
 from octoboot.health import HealthResult
 from octoboot.identity import Identity
 from octoboot.inventory import SAFE_NAME, Machine, PollingProxy, TentacleOptions
-from octoboot.octopus import MachineIndex, Resource, name_key, registered_thumbprint
+from octoboot.octopus import MachineIndex, Resource, label, name_key, registered_thumbprint
 from octoboot.pipeline import (
     Action,
     ApiCall,
@@ -394,9 +394,8 @@ def find_record(
     named = index.named(name)
     if named and previous:
         return None, (
-            f"both {named[0]['Name']} ({named[0]['Id']}) and {previous['Name']} "
-            f"({previous['Id']}) are registered: deregister the one that is not this "
-            "machine, then run again"
+            f"both {label(named[0])} and {label(previous)} are registered: deregister the "
+            "one that is not this machine, then run again"
         )
     record = named[0] if named else previous
     if record is None and thumbprint and elsewhere:
@@ -414,7 +413,7 @@ def find_record(
 
 
 def _duplicate(thumbprint: str, others: Sequence[Resource]) -> str:
-    listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in others)
+    listed = ", ".join(map(label, others))
     return (
         f"thumbprint {thumbprint} is already registered as {listed}: a second "
         "record for one certificate would be a duplicate; deregister that one first"
@@ -488,7 +487,7 @@ def _refuse_another_machines_certificate(
     record and make a second one, so stop."""
     others = [m for m in holders if name_key(m["Name"]) != name_key(name)]
     if others:
-        listed = ", ".join(f"{m['Name']} ({m['Id']})" for m in others)
+        listed = ", ".join(map(label, others))
         old = others[0]["Name"]
         raise StepFailed(
             f"the host already carries certificate {host_thumbprint}, which Octopus has "

@@ -470,6 +470,11 @@ def name_key(name: str) -> str:
     return name.strip().casefold()
 
 
+def label(record: Resource) -> str:
+    """A record as messages name it: "web01 (Machines-1)"."""
+    return f"{record['Name']} ({record['Id']})"
+
+
 def registered_thumbprint(record: Resource) -> str:
     """The thumbprint a machine record is registered with ('' if none), upper-case."""
     return str((record.get("Endpoint") or {}).get("Thumbprint") or "").upper()

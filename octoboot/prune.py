@@ -34,7 +34,7 @@ from typing import ClassVar
 from octoboot.drift import duplicates_of, listed, matches_limits, unlisted
 from octoboot.errors import ConfigError
 from octoboot.inventory import SAFE_NAME, Machine
-from octoboot.octopus import Resource, name_key, registered_thumbprint
+from octoboot.octopus import Resource, label, name_key, registered_thumbprint
 from octoboot.pipeline import Change, Pipeline, plan_delete
 from octoboot.report import RunReport
 from octoboot.run import Run, RunOptions, Selection
@@ -113,7 +113,7 @@ def doomed_records(
             continue
         for other in duplicates_of(record, records):
             if name_key(other["Name"]) not in names and matches_limits(other["Name"], limits):
-                why = f"duplicate of {record['Name']} ({record['Id']}): the same certificate"
+                why = f"duplicate of {label(record)}: the same certificate"
                 found[other["Id"]] = Doomed(other, why, collection)
     doomed = [
         d

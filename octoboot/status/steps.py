@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from octoboot.drift import POLLING, duplicates_of, find_drift
-from octoboot.octopus import Resource, registered_thumbprint
+from octoboot.octopus import Resource, label, registered_thumbprint
 from octoboot.pipeline import Job, Pipeline, StepFailed
 from octoboot.report import State
 
@@ -99,12 +99,10 @@ class Status(Pipeline[StatusOptions]):
         named = known.named(self.machine.name)
         if not named:
             if self.store_thumbprint:
-                self.registered_as = [
-                    f"{m['Name']} ({m['Id']})" for m in known.with_thumbprint(self.store_thumbprint)
-                ]
+                self.registered_as = list(map(label, known.with_thumbprint(self.store_thumbprint)))
             return "ok", "not registered"
         self.record = record = named[0]
-        self.duplicates = [f"{m['Name']} ({m['Id']})" for m in duplicates_of(record, known.records)]
+        self.duplicates = list(map(label, duplicates_of(record, known.records)))
         self.health = record.get("HealthStatus") or "Unknown"
         checked = ""
         if self.job.options.health:
