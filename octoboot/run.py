@@ -50,7 +50,7 @@ from octoboot.interrupts import signal_of, sigterm_interrupts
 from octoboot.inventory import Inventory, Machine, load_inventory
 from octoboot.locks import Locks
 from octoboot.octopus import OctopusClient
-from octoboot.pipeline import Job, Pipeline
+from octoboot.pipeline import Job, OptionsT, Pipeline
 from octoboot.registration import resolve_all
 from octoboot.report import MachineResult, RunReport, State, StepResult, printable
 from octoboot.rolling import Rollout, Share, batch_sizes
@@ -149,10 +149,6 @@ def report_format(value: str) -> str:
     if value not in REPORT_FORMATS:
         raise ConfigError(f"--format must be table or json, not {value!r}")
     return value
-
-
-# A pipeline's own options (bootstrap.BootstrapOptions, ...), given to each of its jobs.
-OptionsT = TypeVar("OptionsT")
 
 
 class Run(Generic[OptionsT]):
