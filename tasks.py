@@ -8,7 +8,6 @@ fleet tasks share their flags (FLEET_HELP); the library parses and checks them
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +29,7 @@ import octoboot.exec  # noqa: E402
 import octoboot.prune  # noqa: E402
 import octoboot.status  # noqa: E402
 from octoboot.errors import OctobootError  # noqa: E402
+from octoboot.flags import number  # noqa: E402
 from octoboot.interrupts import Terminated  # noqa: E402
 from octoboot.inventory import SshOptions  # noqa: E402
 from octoboot.report import EXIT_INTERRUPTED, EXIT_TERMINATED, RunReport  # noqa: E402
@@ -283,48 +283,38 @@ STANDIN_FLAGS = {
     }
 )
 def sandbox_up(
-    c, hosts=5, install_seconds=3.0, ssh_only=0, task_cap=None, health_seconds=None,
+    c, hosts="5", install_seconds="3", ssh_only="0", task_cap=None, health_seconds=None,
     health_seconds_per_machine=None, rate_limit=None, rate_burst=None,
     tentacle_startup_seconds=None, inventory_command=False,
 ):  # fmt: skip
     """Start a local fleet of sshd hosts plus Octopus and package stand-ins (or change how
     real the stand-ins are, if it is up)."""
+    # Every number flag defaults to text (or None): Invoke would convert an int or float
+    # default's flag itself, with a traceback for a wrong one.
     flags = dict(locals())
-    given = {
-        name: setting(flags[name], name, type(getattr(_REAL, name)))
-        for name in STANDIN_FLAGS
-        if flags[name] is not None
-    }
     with user_errors():
+        # Parsed before anything starts: a wrong number costs nothing. StandInSettings and
+        # Sandbox.up refuse what is out of range.
+        given = {
+            name: number(flags[name], "--" + name.replace("_", "-"), type(getattr(_REAL, name)))
+            for name in STANDIN_FLAGS
+            if flags[name] is not None
+        }
+        count = number(hosts, "--hosts", int)
+        seconds = number(install_seconds, "--install-seconds", float, at_least=0)
+        nat = number(ssh_only, "--ssh-only", int)
         if SANDBOX.is_up():
             print(f"sandbox already up in {SANDBOX.root}")
             if given:
                 SANDBOX.change_settings(**given)
         else:
             settings = StandInSettings(**given)
-            SANDBOX.up(
-                int(hosts),
-                install_seconds=float(install_seconds),
-                settings=settings,
-                ssh_only=int(ssh_only),
-            )
+            SANDBOX.up(count, install_seconds=seconds, settings=settings, ssh_only=nat)
         written = SANDBOX.write_target_files(
             PROJECT / "machines", PROJECT / ".env", from_command=inventory_command
         )
         print(SANDBOX.describe())
         print("wrote " + ", ".join(str(p.relative_to(PROJECT)) for p in written))
-
-
-def setting(value, name, kind):
-    """A stand-in setting from its flag (StandInSettings refuses what is out of range)."""
-    try:
-        parsed = kind(value)
-    except ValueError:
-        flag = "--" + name.replace("_", "-")
-        raise Exit(f"octoboot: {flag} takes a number, not {value!r}", 2) from None
-    if not math.isfinite(parsed):
-        raise Exit(f"octoboot: --{name.replace('_', '-')} takes a finite number", 2)
-    return parsed
 
 
 @task
@@ -394,7 +384,7 @@ def sandbox_fault(
         faults = SANDBOX.set_faults(
             host,
             install_fails=switch(install_fails, no_install_fails, "install-fails"),
-            install_seconds=None if install_seconds is None else float(install_seconds),
+            install_seconds=number(install_seconds, "--install-seconds", float, at_least=0),
             hang=[] if no_hang else (hang or None),
             untrusting=switch(untrusting, no_untrusting, "untrusting"),
             refuse_login=switch(refuse_login, no_refuse_login, "refuse-login"),
