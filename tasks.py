@@ -36,7 +36,7 @@ from octoboot.report import EXIT_INTERRUPTED, EXIT_TERMINATED, RunReport  # noqa
 from octoboot.run import RunOptions, Selection, report_format  # noqa: E402
 from octoboot.sandbox.control import Sandbox  # noqa: E402
 from octoboot.sandbox.standin_settings import StandInSettings  # noqa: E402
-from octoboot.settings import load_settings  # noqa: E402
+from octoboot.settings import DOTENV, MACHINES_DIR, load_settings  # noqa: E402
 from octoboot.status.steps import Status  # noqa: E402
 
 # OCTOBOOT_SANDBOX_DIR lets the sandbox tests drive the sandbox tasks on a sandbox of their own.
@@ -59,7 +59,7 @@ def user_errors() -> Iterator[None]:
 def settings():
     # Relative paths (machines/, .octoboot/) are the project's, wherever `inv` was run from.
     os.chdir(PROJECT)
-    return load_settings(dotenv_path=PROJECT / ".env")
+    return load_settings(dotenv_path=PROJECT / DOTENV)
 
 
 def print_report(report: RunReport, output_format: str) -> None:
@@ -311,7 +311,7 @@ def sandbox_up(
             settings = StandInSettings(**given)
             SANDBOX.up(count, install_seconds=seconds, settings=settings, ssh_only=nat)
         written = SANDBOX.write_target_files(
-            PROJECT / "machines", PROJECT / ".env", from_command=inventory_command
+            PROJECT / MACHINES_DIR, PROJECT / DOTENV, from_command=inventory_command
         )
         print(SANDBOX.describe())
         print("wrote " + ", ".join(str(p.relative_to(PROJECT)) for p in written))
