@@ -34,7 +34,11 @@ from octoboot.interrupts import Terminated  # noqa: E402
 from octoboot.inventory import SshOptions  # noqa: E402
 from octoboot.report import EXIT_INTERRUPTED, EXIT_TERMINATED, RunReport  # noqa: E402
 from octoboot.run import RunOptions, Selection, report_format  # noqa: E402
-from octoboot.sandbox.control import Sandbox  # noqa: E402
+from octoboot.sandbox.control import (  # noqa: E402
+    DEFAULT_HOSTS,
+    DEFAULT_INSTALL_SECONDS,
+    Sandbox,
+)
 from octoboot.sandbox.standin_settings import StandInSettings  # noqa: E402
 from octoboot.settings import DOTENV, MACHINES_DIR, load_settings  # noqa: E402
 from octoboot.status.steps import Status  # noqa: E402
@@ -273,8 +277,9 @@ STANDIN_FLAGS = {
 
 @task(
     help={
-        "hosts": "how many hosts (sbx01..sbxNN) to start (default 5)",
-        "install_seconds": "how long a Tentacle install takes on each host (default 3)",
+        "hosts": f"how many hosts (sbx01..sbxNN) to start (default {DEFAULT_HOSTS})",
+        "install_seconds": "how long a Tentacle install takes on each host (default "
+        f"{DEFAULT_INSTALL_SECONDS:g})",
         "ssh_only": "how many of the hosts (the last ones) Octopus cannot reach, only SSH can "
         "(as behind NAT): their inventory entries poll (default 0)",
         "inventory_command": "machines/sandbox.toml takes its machines from a command that "
@@ -283,9 +288,9 @@ STANDIN_FLAGS = {
     }
 )
 def sandbox_up(
-    c, hosts="5", install_seconds="3", ssh_only="0", task_cap=None, health_seconds=None,
-    health_seconds_per_machine=None, rate_limit=None, rate_burst=None,
-    tentacle_startup_seconds=None, inventory_command=False,
+    c, hosts=str(DEFAULT_HOSTS), install_seconds=str(DEFAULT_INSTALL_SECONDS), ssh_only="0",
+    task_cap=None, health_seconds=None, health_seconds_per_machine=None, rate_limit=None,
+    rate_burst=None, tentacle_startup_seconds=None, inventory_command=False,
 ):  # fmt: skip
     """Start a local fleet of sshd hosts plus Octopus and package stand-ins (or change how
     real the stand-ins are, if it is up)."""

@@ -5,6 +5,7 @@ is one line from the real command line."""
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 import subprocess
 import sys
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 import tasks
+from octoboot.flags import number
+from octoboot.sandbox.control import DEFAULT_HOSTS, DEFAULT_INSTALL_SECONDS, Sandbox
 
 # status only reads and exec is the change itself: neither has a dry run.
 WITHOUT_DRY_RUN = {"status", "exec"}
@@ -93,3 +96,12 @@ def test_a_wrong_number_is_one_line_and_exit_2_before_the_sandbox_is_touched(
     assert done.stderr.startswith(f"octoboot: {message}"), done.stderr
     assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
     assert not root.exists()
+
+
+def test_sandbox_up_defaults_are_the_sandbox_s_own():
+    args = arguments(tasks.ns["sandbox.up"])
+    up = inspect.signature(Sandbox.up).parameters
+    for flag, kind, default in [("hosts", int, DEFAULT_HOSTS),
+                                ("install_seconds", float, DEFAULT_INSTALL_SECONDS)]:  # fmt: skip
+        assert number(args[flag].default, flag, kind) == default == up[flag].default
+        assert args[flag].help.endswith(f"(default {default:g})")
