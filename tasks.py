@@ -40,7 +40,7 @@ from octoboot.sandbox.control import (  # noqa: E402
     Sandbox,
 )
 from octoboot.sandbox.standin_settings import StandInSettings  # noqa: E402
-from octoboot.settings import DOTENV, MACHINES_DIR, load_settings  # noqa: E402
+from octoboot.settings import DOTENV, MACHINES_DIR, Settings, load_settings  # noqa: E402
 from octoboot.status.steps import Status  # noqa: E402
 
 # OCTOBOOT_SANDBOX_DIR lets the sandbox tests drive the sandbox tasks on a sandbox of their own.
@@ -60,7 +60,7 @@ def user_errors() -> Iterator[None]:
         raise Exit("octoboot: interrupted", code=EXIT_INTERRUPTED) from None
 
 
-def settings():
+def settings() -> Settings:
     # Relative paths (machines/, .octoboot/) are the project's, wherever `inv` was run from.
     os.chdir(PROJECT)
     return load_settings(dotenv_path=PROJECT / DOTENV)
@@ -398,7 +398,7 @@ def sandbox_fault(
     print(f"{host}: {faults}")
 
 
-def switch(on, off, flag):
+def switch(on: bool, off: bool, flag: str) -> bool | None:
     """A fault turned on (--FLAG), off (--no-FLAG) or left as it is (neither): True, False,
     None. Invoke makes `--no-FLAG` only for flags that default to True, so each is a flag."""
     if on and off:

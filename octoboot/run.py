@@ -130,7 +130,7 @@ class RunOptions:
 def report_format(value: str) -> str:
     """--format: how the report is printed."""
     if value not in REPORT_FORMATS:
-        raise ConfigError(f"--format must be table or json, not {value!r}")
+        raise ConfigError(f"--format must be {' or '.join(REPORT_FORMATS)}, not {value!r}")
     return value
 
 
