@@ -8,7 +8,6 @@ fleet tasks share their flags (FLEET_HELP); the library parses and checks them
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -30,13 +29,18 @@ import octoboot.exec  # noqa: E402
 import octoboot.prune  # noqa: E402
 import octoboot.status  # noqa: E402
 from octoboot.errors import OctobootError  # noqa: E402
+from octoboot.flags import number  # noqa: E402
 from octoboot.interrupts import Terminated  # noqa: E402
 from octoboot.inventory import SshOptions  # noqa: E402
 from octoboot.report import EXIT_INTERRUPTED, EXIT_TERMINATED, RunReport  # noqa: E402
 from octoboot.run import RunOptions, Selection, report_format  # noqa: E402
-from octoboot.sandbox.control import Sandbox  # noqa: E402
+from octoboot.sandbox.control import (  # noqa: E402
+    DEFAULT_HOSTS,
+    DEFAULT_INSTALL_SECONDS,
+    Sandbox,
+)
 from octoboot.sandbox.standin_settings import StandInSettings  # noqa: E402
-from octoboot.settings import load_settings  # noqa: E402
+from octoboot.settings import DOTENV, MACHINES_DIR, Settings, load_settings  # noqa: E402
 from octoboot.status.steps import Status  # noqa: E402
 
 # OCTOBOOT_SANDBOX_DIR lets the sandbox tests drive the sandbox tasks on a sandbox of their own.
@@ -56,10 +60,10 @@ def user_errors() -> Iterator[None]:
         raise Exit("octoboot: interrupted", code=EXIT_INTERRUPTED) from None
 
 
-def settings():
+def settings() -> Settings:
     # Relative paths (machines/, .octoboot/) are the project's, wherever `inv` was run from.
     os.chdir(PROJECT)
-    return load_settings(dotenv_path=PROJECT / ".env")
+    return load_settings(dotenv_path=PROJECT / DOTENV)
 
 
 def print_report(report: RunReport, output_format: str) -> None:
@@ -273,8 +277,9 @@ STANDIN_FLAGS = {
 
 @task(
     help={
-        "hosts": "how many hosts (sbx01..sbxNN) to start (default 5)",
-        "install_seconds": "how long a Tentacle install takes on each host (default 3)",
+        "hosts": f"how many hosts (sbx01..sbxNN) to start (default {DEFAULT_HOSTS})",
+        "install_seconds": "how long a Tentacle install takes on each host (default "
+        f"{DEFAULT_INSTALL_SECONDS:g})",
         "ssh_only": "how many of the hosts (the last ones) Octopus cannot reach, only SSH can "
         "(as behind NAT): their inventory entries poll (default 0)",
         "inventory_command": "machines/sandbox.toml takes its machines from a command that "
@@ -283,48 +288,38 @@ STANDIN_FLAGS = {
     }
 )
 def sandbox_up(
-    c, hosts=5, install_seconds=3.0, ssh_only=0, task_cap=None, health_seconds=None,
-    health_seconds_per_machine=None, rate_limit=None, rate_burst=None,
-    tentacle_startup_seconds=None, inventory_command=False,
+    c, hosts=str(DEFAULT_HOSTS), install_seconds=str(DEFAULT_INSTALL_SECONDS), ssh_only="0",
+    task_cap=None, health_seconds=None, health_seconds_per_machine=None, rate_limit=None,
+    rate_burst=None, tentacle_startup_seconds=None, inventory_command=False,
 ):  # fmt: skip
     """Start a local fleet of sshd hosts plus Octopus and package stand-ins (or change how
     real the stand-ins are, if it is up)."""
+    # Every number flag defaults to text (or None): Invoke would convert an int or float
+    # default's flag itself, with a traceback for a wrong one.
     flags = dict(locals())
-    given = {
-        name: setting(flags[name], name, type(getattr(_REAL, name)))
-        for name in STANDIN_FLAGS
-        if flags[name] is not None
-    }
     with user_errors():
+        # Parsed before anything starts: a wrong number costs nothing. StandInSettings and
+        # Sandbox.up refuse what is out of range.
+        given = {
+            name: number(flags[name], "--" + name.replace("_", "-"), type(getattr(_REAL, name)))
+            for name in STANDIN_FLAGS
+            if flags[name] is not None
+        }
+        count = number(hosts, "--hosts", int)
+        seconds = number(install_seconds, "--install-seconds", float, at_least=0)
+        nat = number(ssh_only, "--ssh-only", int)
         if SANDBOX.is_up():
             print(f"sandbox already up in {SANDBOX.root}")
             if given:
                 SANDBOX.change_settings(**given)
         else:
             settings = StandInSettings(**given)
-            SANDBOX.up(
-                int(hosts),
-                install_seconds=float(install_seconds),
-                settings=settings,
-                ssh_only=int(ssh_only),
-            )
+            SANDBOX.up(count, install_seconds=seconds, settings=settings, ssh_only=nat)
         written = SANDBOX.write_target_files(
-            PROJECT / "machines", PROJECT / ".env", from_command=inventory_command
+            PROJECT / MACHINES_DIR, PROJECT / DOTENV, from_command=inventory_command
         )
         print(SANDBOX.describe())
         print("wrote " + ", ".join(str(p.relative_to(PROJECT)) for p in written))
-
-
-def setting(value, name, kind):
-    """A stand-in setting from its flag (StandInSettings refuses what is out of range)."""
-    try:
-        parsed = kind(value)
-    except ValueError:
-        flag = "--" + name.replace("_", "-")
-        raise Exit(f"octoboot: {flag} takes a number, not {value!r}", 2) from None
-    if not math.isfinite(parsed):
-        raise Exit(f"octoboot: --{name.replace('_', '-')} takes a finite number", 2)
-    return parsed
 
 
 @task
@@ -394,7 +389,7 @@ def sandbox_fault(
         faults = SANDBOX.set_faults(
             host,
             install_fails=switch(install_fails, no_install_fails, "install-fails"),
-            install_seconds=None if install_seconds is None else float(install_seconds),
+            install_seconds=number(install_seconds, "--install-seconds", float, at_least=0),
             hang=[] if no_hang else (hang or None),
             untrusting=switch(untrusting, no_untrusting, "untrusting"),
             refuse_login=switch(refuse_login, no_refuse_login, "refuse-login"),
@@ -403,7 +398,7 @@ def sandbox_fault(
     print(f"{host}: {faults}")
 
 
-def switch(on, off, flag):
+def switch(on: bool, off: bool, flag: str) -> bool | None:
     """A fault turned on (--FLAG), off (--no-FLAG) or left as it is (neither): True, False,
     None. Invoke makes `--no-FLAG` only for flags that default to True, so each is a flag."""
     if on and off:

@@ -86,7 +86,7 @@ class OctopusClient:
         api_key: str,
         *,
         space: str | None = None,
-        key_hint: str = "OCTOPUS_API_KEY",
+        key_hint: str,
         retry_seconds: float = 30.0,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,

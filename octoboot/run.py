@@ -23,7 +23,6 @@ be).
 from __future__ import annotations
 
 import json
-import math
 import sys
 import threading
 import time
@@ -35,6 +34,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from octoboot.drift import PollingServer, RegistrationIds, polling_server
 from octoboot.errors import ConfigError
 from octoboot.files import StateWriteError, check_writable, describe, write_atomic
+from octoboot.flags import number
 from octoboot.fleet import (
     FDS_PER_MACHINE,
     DeadlineExceeded,
@@ -115,39 +115,21 @@ class RunOptions:
             raise ConfigError("--workers applies only with --parallel")
         return cls(
             parallel=parallel,
-            workers=_positive(workers, "--workers", int),
+            workers=number(workers, "--workers", int, more_than=0),
             verbose=verbose,
             batch=batch,
             max_fail=max_fail,
-            deadline=_positive(deadline, "--deadline", float),
-            connect_timeout=_positive(connect_timeout, "--connect-timeout", float),
+            deadline=number(deadline, "--deadline", float, more_than=0),
+            connect_timeout=number(connect_timeout, "--connect-timeout", float, more_than=0),
             accept_new_host_key=accept_new_host_key,
             dry_run=dry_run,
         )
 
 
-N = TypeVar("N", int, float)
-
-
-def _positive(value: str | float | None, flag: str, kind: Callable[[Any], N]) -> N | None:
-    """A positive number from a flag, or None when the flag was not given."""
-    if value is None:
-        return None
-    try:
-        parsed = kind(value)
-    except ValueError:
-        raise ConfigError(f"{flag} takes a number, not {value!r}") from None
-    if not math.isfinite(parsed):
-        raise ConfigError(f"{flag} takes a finite number, not {value!r}")
-    if parsed <= 0:
-        raise ConfigError(f"{flag} must be more than 0, not {value}")
-    return parsed
-
-
 def report_format(value: str) -> str:
     """--format: how the report is printed."""
     if value not in REPORT_FORMATS:
-        raise ConfigError(f"--format must be table or json, not {value!r}")
+        raise ConfigError(f"--format must be {' or '.join(REPORT_FORMATS)}, not {value!r}")
     return value
 
 

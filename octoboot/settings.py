@@ -27,6 +27,14 @@ from octoboot.fleet import FDS_PER_MACHINE
 from octoboot.inventory import Environment, OctopusOverride
 
 DOTENV = Path(".env")
+# The defaults of OCTOBOOT_STATE_DIR and OCTOBOOT_MACHINES_DIR (relative: the working directory's).
+STATE_DIR = Path(".octoboot")
+MACHINES_DIR = Path("machines")
+# OCTOBOOT_HEALTH_TASKS: "shared": machines reaching health together share a Health task
+# (health.py); "per-machine": each gets its own, as before, for comparison
+# (benchmarks/bootstrap.py). The first is the default.
+HEALTH_TASKS = ("shared", "per-machine")
+API_KEY_VARIABLE = "OCTOPUS_API_KEY"  # where the settings' own API key is read from
 # What one machine in flight holds on the controller, measured at its peak (a parallel
 # bootstrap: 2.2 file descriptors and 6 threads), with room to spare; docs/performance.md.
 THREADS_PER_MACHINE = 8  # its worker, paramiko's transport, Invoke's stream and stdin threads
@@ -73,7 +81,7 @@ class OctopusTarget:
     api_key: Secret
     space: str | None  # a space name; None: the server's default space
     # Where the key came from, so an error can say what to fix; not part of the identity.
-    key_source: str = field(default="OCTOPUS_API_KEY", compare=False)
+    key_source: str = field(default=API_KEY_VARIABLE, compare=False)
 
 
 @dataclass(frozen=True)
@@ -82,12 +90,10 @@ class Settings:
     octopus_api_key: Secret | None = None
     octopus_api_key_file: Path | None = None
     octopus_space: str | None = None
-    state_dir: Path = field(default_factory=lambda: Path(".octoboot").absolute())
-    machines_dir: Path = Path("machines")
+    state_dir: Path = field(default_factory=lambda: STATE_DIR.absolute())
+    machines_dir: Path = MACHINES_DIR
     workers: int = field(default_factory=lambda: default_workers())
-    # "shared": machines reaching health together share a Health task (health.py);
-    # "per-machine": each gets its own, as before, for comparison (benchmarks/bootstrap.py).
-    health_tasks: str = "shared"
+    health_tasks: str = HEALTH_TASKS[0]
     pfx_secret: Secret | None = None
     # The merged environment and .env, where an inventory's api_key_env is looked up.
     variables: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -172,7 +178,7 @@ def load_settings(
     """Settings from `environ` (default: os.environ) over `dotenv_path` (None: no .env file)."""
     variables = _merge(os.environ if environ is None else environ, dotenv_path)
     url = variables.get("OCTOPUS_URL")
-    key = variables.get("OCTOPUS_API_KEY")
+    key = variables.get(API_KEY_VARIABLE)
     key_file = variables.get("OCTOPUS_API_KEY_FILE")
     if key and key_file:
         raise ConfigError("set OCTOPUS_API_KEY or OCTOPUS_API_KEY_FILE, not both")
@@ -182,13 +188,13 @@ def load_settings(
     password = variables.get("OCTOBOOT_PFX_PASSWORD")
     return Settings(
         octopus_url=_http_url(url, "OCTOPUS_URL") if url else None,
-        octopus_api_key=_api_key(key, "OCTOPUS_API_KEY") if key else None,
+        octopus_api_key=_api_key(key, API_KEY_VARIABLE) if key else None,
         octopus_api_key_file=_absolute(key_file) if key_file else None,
         octopus_space=space,
-        state_dir=_absolute(variables.get("OCTOBOOT_STATE_DIR", ".octoboot")),
-        machines_dir=Path(variables.get("OCTOBOOT_MACHINES_DIR", "machines")).expanduser(),
+        state_dir=_absolute(variables.get("OCTOBOOT_STATE_DIR", STATE_DIR)),
+        machines_dir=Path(variables.get("OCTOBOOT_MACHINES_DIR", MACHINES_DIR)).expanduser(),
         workers=_workers(variables.get("OCTOBOOT_WORKERS")),
-        health_tasks=_health_tasks(variables.get("OCTOBOOT_HEALTH_TASKS", "shared")),
+        health_tasks=_health_tasks(variables.get("OCTOBOOT_HEALTH_TASKS", HEALTH_TASKS[0])),
         pfx_secret=Secret(password) if password else None,
         variables=MappingProxyType(variables),
     )
@@ -206,7 +212,7 @@ def _merge(environ: Mapping[str, str], dotenv_path: Path | None) -> dict[str, st
     return merged
 
 
-def _absolute(value: str) -> Path:
+def _absolute(value: str | Path) -> Path:
     return Path(value).expanduser().absolute()
 
 
@@ -256,12 +262,11 @@ def _workers(value: str | None) -> int:
     return workers
 
 
-HEALTH_TASKS = ("shared", "per-machine")
-
-
 def _health_tasks(value: str) -> str:
     if value not in HEALTH_TASKS:
-        raise ConfigError(f"OCTOBOOT_HEALTH_TASKS must be shared or per-machine, not {value!r}")
+        raise ConfigError(
+            f"OCTOBOOT_HEALTH_TASKS must be {' or '.join(HEALTH_TASKS)}, not {value!r}"
+        )
     return value
 
 

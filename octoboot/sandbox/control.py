@@ -58,6 +58,7 @@ POLLING_PORT = 10943
 STATIC_WORKER_POOL = "Linux workers"
 DYNAMIC_WORKER_POOL = "Hosted Ubuntu"
 PACKAGE_PORT = 8081
+DEFAULT_HOSTS = 5
 DEFAULT_INSTALL_SECONDS = 3.0
 HOST_EXIT_SECONDS = 30.0  # how long a powered-off host's processes may take to end
 # Created on the controller as empty mount points when missing; removed by the last `down`.
@@ -159,7 +160,7 @@ class Sandbox:
 
     def up(
         self,
-        hosts: int = 5,
+        hosts: int = DEFAULT_HOSTS,
         *,
         install_seconds: float = DEFAULT_INSTALL_SECONDS,
         settings: StandInSettings = StandInSettings(),  # noqa: B008 (frozen)

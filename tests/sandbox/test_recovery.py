@@ -15,6 +15,7 @@ from octoboot.errors import ConfigError
 from octoboot.octopus import OctopusClient
 from octoboot.report import EXIT_OK, State
 from octoboot.run import Selection
+from octoboot.settings import API_KEY_VARIABLE
 from tests.sandbox.conftest import run
 from tests.sandbox.project import inv, octopus_machines, quiet
 
@@ -102,7 +103,13 @@ def test_a_create_answered_too_late_is_found_not_made_twice(sandbox, octopus, oc
     # gave up on it after 1 s, and Octopus creates it afterwards.
     octopus_fault(None, 1, match="/machines", methods=["POST"], delay=2)
     ends, sent = sandbox.endpoints(), dt.datetime.now(dt.UTC)
-    with OctopusClient(ends.octopus_url, sandbox.api_key(), timeout=1, retry_seconds=20) as client:
+    with OctopusClient(
+        ends.octopus_url,
+        sandbox.api_key(),
+        key_hint=API_KEY_VARIABLE,
+        timeout=1,
+        retry_seconds=20,
+    ) as client:
         client.connect([])
         created = client.create_machine(body)
 

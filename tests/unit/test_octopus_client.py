@@ -18,6 +18,7 @@ from octoboot.octopus import (
     OctopusUnavailable,
     OctopusValidationError,
 )
+from octoboot.settings import API_KEY_VARIABLE
 
 URL = "https://octopus.example.com"
 KEY = "API-UNITTESTKEY0000000000000"
@@ -61,7 +62,7 @@ class Recorder:
 
 def client_for(handler: Handler, **options) -> tuple[OctopusClient, Recorder]:
     recorder = Recorder(handler)
-    options = {"retry_seconds": 10.0, **options}
+    options = {"retry_seconds": 10.0, "key_hint": API_KEY_VARIABLE, **options}
     client = OctopusClient(URL, KEY, transport=httpx.MockTransport(recorder), **options)
     return client, recorder
 

@@ -17,6 +17,7 @@ import pytest
 
 from octoboot.errors import ConfigError
 from octoboot.octopus import OctopusClient, OctopusUnavailable
+from octoboot.settings import API_KEY_VARIABLE
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = (
@@ -71,7 +72,7 @@ def test_a_url_that_is_not_octopus_is_one_line_exit_2(server, kind):
     url, answer = server
     answer["now"] = ANSWERS[kind]
     status, content_type = ANSWERS[kind][:2]
-    client = OctopusClient(url, "API-KEY", retry_seconds=1)
+    client = OctopusClient(url, "API-KEY", key_hint=API_KEY_VARIABLE, retry_seconds=1)
     with client, pytest.raises(ConfigError) as caught:
         client.connect(["QA"])
     message = str(caught.value)
@@ -86,7 +87,7 @@ def test_a_url_that_is_not_octopus_is_one_line_exit_2(server, kind):
 def test_a_proxy_whose_octopus_is_down_is_still_unavailable_in_one_line(server):
     url, answer = server
     answer["now"] = (503, "text/html", PAGE, {})
-    client = OctopusClient(url, "API-KEY", retry_seconds=0)
+    client = OctopusClient(url, "API-KEY", key_hint=API_KEY_VARIABLE, retry_seconds=0)
     with client, pytest.raises(OctopusUnavailable) as caught:
         client.connect(["QA"])
     assert caught.value.exit_code == 3

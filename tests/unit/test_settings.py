@@ -322,3 +322,11 @@ def test_the_key_source_names_the_setting_to_fix(tmp_path):
     loaded = settings(tmp_path, "OCTOPUS_TEST_API_KEY=API-TEST\n", OCTOPUS_URL=URL)
     source = loaded.octopus_for(environment(tmp_path, override)).key_source
     assert source.startswith("OCTOPUS_TEST_API_KEY") and "api_key_env" in source
+
+
+def test_nothing_set_is_the_settings_defaults(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the state folder's default is the working directory's
+    loaded = load_settings({}, dotenv_path=None)
+    assert loaded == Settings()
+    assert (loaded.state_dir, loaded.machines_dir) == (tmp_path / ".octoboot", Path("machines"))
+    assert loaded.health_tasks == "shared"
