@@ -36,7 +36,7 @@ from octoboot.errors import OctobootError
 from octoboot.health import HealthCoordinator
 from octoboot.identity import IdentityStore
 from octoboot.inventory import Machine
-from octoboot.octopus import OctopusClient, OctopusError
+from octoboot.octopus import OctopusClient
 from octoboot.ratelimit import api_budget
 from octoboot.report import MachineResult, State, StepResult
 from octoboot.runlog import MachineLog
@@ -275,7 +275,7 @@ class Pipeline(Generic[OptionsT]):
                     self._record(name, "failed", str(exc), step_start)
                     result.state, result.failed_step, result.reason = exc.state, name, str(exc)
                     return result
-                except (OctobootError, OctopusError) as exc:
+                except OctobootError as exc:
                     self._record(name, "failed", str(exc), step_start)
                     result.state, result.failed_step, result.reason = State.FAILED, name, str(exc)
                     return result
