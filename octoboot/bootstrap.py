@@ -300,7 +300,7 @@ class Bootstrap(Pipeline[BootstrapOptions]):
                 f"Octopus says {check.health_status} ({check.task_id} {check.task_state}"
                 f"{restarted}): {check.reason}"
             )
-        return ("changed" if restarted else "ok"), f"Healthy ({check.task_id}){restarted}"
+        return (State.CHANGED if restarted else State.OK), f"Healthy ({check.task_id}){restarted}"
 
     def _check_health(self, machine_id: str) -> HealthResult:
         """This machine's health, from a Health task it may share with others (health.py)."""

@@ -48,9 +48,6 @@ from octoboot.ssh import (
 )
 from octoboot.ssh import close as close_connection
 
-WOULD_CHANGE = "would change"
-
-
 # --- plans -------------------------------------------------------------------------------
 
 
@@ -303,9 +300,9 @@ class Pipeline(Generic[OptionsT]):
         return self.STEPS
 
     def final_state(self, statuses: list[str]) -> State:
-        if WOULD_CHANGE in statuses:
+        if State.WOULD_CHANGE in statuses:
             return State.WOULD_CHANGE
-        return State.CHANGED if "changed" in statuses else State.UNCHANGED
+        return State.CHANGED if State.CHANGED in statuses else State.UNCHANGED
 
     def _record(self, name: str, status: str, detail: str, started: float) -> None:
         step = StepResult(name, status, detail, round(time.monotonic() - started, 3))
@@ -400,9 +397,9 @@ class Pipeline(Generic[OptionsT]):
         if self.job.dry_run:
             for action in plan.actions:
                 self.job.log.write(f"would {action}")
-            return WOULD_CHANGE, plan.what
+            return State.WOULD_CHANGE, plan.what
         results = [self._carry_out(action) for action in plan.actions]
-        return "changed", then(results) if then else plan.done
+        return State.CHANGED, then(results) if then else plan.done
 
     def _carry_out(self, action: Action) -> Any:
         if isinstance(action, Command):

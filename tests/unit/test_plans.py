@@ -39,7 +39,6 @@ from octoboot.inventory import (
 )
 from octoboot.octopus import MachineIndex
 from octoboot.pipeline import (
-    WOULD_CHANGE,
     ApiCall,
     Change,
     Command,
@@ -50,6 +49,7 @@ from octoboot.pipeline import (
     Upload,
 )
 from octoboot.prune import Doomed, plan_prune
+from octoboot.report import State
 from octoboot.tentacle import PollingProxySettings, Probe
 
 HOST = "A" * 40  # the machine's certificate
@@ -467,7 +467,7 @@ def test_a_dry_run_shows_the_actions_a_real_run_carries_out_and_goes_on_from_the
     assert [line for line in log.lines if line.startswith("would ")] == [
         f"would run: {command}" for command, _ in real.sent
     ]
-    assert [status for status, _ in dry_answers] == [WOULD_CHANGE, WOULD_CHANGE]
+    assert [status for status, _ in dry_answers] == [State.WOULD_CHANGE, State.WOULD_CHANGE]
     assert dry_answers[0][1] == "would install Tentacle 8.1.0 → 8.2.0"
     assert dry_answers[1][1].endswith(" restarted")
     assert real_answers == [
