@@ -16,10 +16,12 @@ from octoboot.bootstrap import (
     BootstrapOptions,
     find_record,
     plan_configure,
+    plan_hung_service_restart,
     plan_identity,
     plan_install,
     plan_register,
     plan_service,
+    service_command,
 )
 from octoboot.deregister import (
     plan_deregister,
@@ -352,6 +354,14 @@ def test_service_is_installed_restarted_or_started(host, action, said):
 def test_service_active_is_unchanged():
     plan = plan_service(probe(), machine())
     assert isinstance(plan, Noop) and plan.status == "unchanged"
+
+
+def test_a_hung_service_is_restarted_once_through_a_plan():
+    host = machine()
+    plan = plan_hung_service_restart(host, "ServerTasks-7")
+    assert plan.actions == (Command(service_command(host, "restart")),)
+    assert plan.what == "would restart Tentacle.service, active but Unavailable in ServerTasks-7"
+    assert plan.done == "after restarting Tentacle.service, active but Unavailable in ServerTasks-7"
 
 
 # --- deregister, uninstall, forget, prune ---------------------------------------------------
