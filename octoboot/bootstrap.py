@@ -302,18 +302,8 @@ class Bootstrap(Pipeline[BootstrapOptions]):
         return status, f"Healthy ({check.task_id}){restarted}"
 
     def _check_health(self, machine_id: str) -> HealthResult:
-        """This machine's health, from a Health task it may share with others (health.py)."""
-        assert self.job.health is not None
         try:
-            return self.job.health.check(
-                machine_id,
-                self.machine.name,
-                self.job.environment_id,
-                deadline=self.deadline - 1,
-                cancelled=self.job.cancelled,
-                note=self.job.note,
-                collection=self.collection,
-            )
+            return self.check_health(machine_id, self.machine.name, self.job.environment_id)
         except TimeoutError as exc:
             raise StepFailed(f"health check did not finish: {exc}", State.TIMED_OUT) from None
 

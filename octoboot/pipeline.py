@@ -33,7 +33,7 @@ from invoke.exceptions import CommandTimedOut
 
 from octoboot import drift, tentacle
 from octoboot.errors import OctobootError
-from octoboot.health import HealthCoordinator
+from octoboot.health import HealthCoordinator, HealthResult
 from octoboot.identity import IdentityStore
 from octoboot.inventory import Machine
 from octoboot.octopus import OctopusClient
@@ -497,6 +497,20 @@ class Pipeline(Generic[OptionsT]):
             registration=self.job.registration,
             subscription=subscription,
             worker_pool_ids=[self.job.worker_pool_ids[p] for p in self.machine.worker_pools],
+        )
+
+    def check_health(self, machine_id: str, name: str, environment_id: str | None) -> HealthResult:
+        """The machine's health, from a Health task it may share with others (health.py),
+        within its deadline; TimeoutError when that task does not finish in time."""
+        assert self.job.health is not None
+        return self.job.health.check(
+            machine_id,
+            name,
+            environment_id,
+            deadline=self.deadline - 1,
+            cancelled=self.job.cancelled,
+            note=self.job.note,
+            collection=self.collection,
         )
 
     def _probe(self) -> tentacle.Probe:

@@ -120,17 +120,8 @@ class Status(Pipeline[StatusOptions]):
     def _check_health(self, record: Resource) -> str:
         """Ask Octopus for a fresh health check; returns what to add to the step's detail."""
         environments = record.get("EnvironmentIds") or [self.job.environment_id]
-        assert self.job.health is not None
         try:
-            check = self.job.health.check(
-                record["Id"],
-                record["Name"],
-                environments[0],
-                deadline=self.deadline - 1,
-                cancelled=self.job.cancelled,
-                note=self.job.note,
-                collection=self.collection,
-            )
+            check = self.check_health(record["Id"], record["Name"], environments[0])
         except TimeoutError as exc:
             self.health = "Unknown (the health check did not finish)"
             return f" ({exc})"
