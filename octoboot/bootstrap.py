@@ -29,7 +29,13 @@ from octoboot.errors import ConfigError
 from octoboot.health import HealthResult
 from octoboot.identity import Identity
 from octoboot.inventory import SAFE_NAME, Machine, PollingProxy, TentacleOptions
-from octoboot.octopus import MachineIndex, Resource, registered_thumbprint
+from octoboot.octopus import (
+    UNAVAILABLE,
+    MachineIndex,
+    Resource,
+    health_status,
+    registered_thumbprint,
+)
 from octoboot.pipeline import (
     Action,
     ApiCall,
@@ -279,11 +285,11 @@ class Bootstrap(Pipeline[BootstrapOptions]):
         if not self.writes:  # a health check is a task in Octopus: a dry run only reads
             if machine_id is None:
                 return "skipped", "not registered yet"
-            status = octopus.machine(machine_id, self.collection).get("HealthStatus", "Unknown")
+            status = health_status(octopus.machine(machine_id, self.collection))
             return "skipped", f"last known: {status}"
         assert machine_id is not None
         check, status, restarted = self._check_health(machine_id), State.OK, ""
-        if check.health_status == "Unavailable" and not self.service_started:
+        if check.health_status == UNAVAILABLE and not self.service_started:
             # systemd said active, yet Octopus gets no answer: a hung service (stopped,
             # deadlocked) stays "active" for ever. Restart it once, then ask again.
             status, done = self.apply(plan_hung_service_restart(self.machine, check.task_id))

@@ -31,6 +31,9 @@ from octoboot.report import one_line
 Resource = dict[str, Any]
 TASK_DONE = frozenset({"Success", "Failed", "Canceled", "TimedOut"})
 STATIC_POOL = "StaticWorkerPool"
+# A machine record's HealthStatus values that octoboot acts on (health_status for the rest).
+HEALTHY = "Healthy"
+UNAVAILABLE = "Unavailable"
 
 
 class OctopusError(OctobootError):
@@ -461,6 +464,11 @@ class OctopusClient:
             for record in self._paged(path, {"ids": ids, "take": "50"}):
                 found[record["Id"]] = record
         return found
+
+
+def health_status(record: Resource) -> str:
+    """A machine record's HealthStatus; "Unknown" when Octopus gives none (absent or null)."""
+    return str(record.get("HealthStatus") or "Unknown")
 
 
 def registered_thumbprint(record: Resource) -> str:

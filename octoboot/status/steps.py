@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from octoboot.drift import POLLING, duplicates_of, find_drift
-from octoboot.octopus import Resource, registered_thumbprint
+from octoboot.octopus import Resource, health_status, registered_thumbprint
 from octoboot.pipeline import Job, Pipeline, StepFailed
 from octoboot.report import State
 
@@ -105,7 +105,7 @@ class Status(Pipeline[StatusOptions]):
             return "ok", "not registered"
         self.record = record = named[0]
         self.duplicates = [f"{m['Name']} ({m['Id']})" for m in duplicates_of(record, known.records)]
-        self.health = record.get("HealthStatus") or "Unknown"
+        self.health = health_status(record)
         checked = ""
         if self.job.options.health:
             checked = self._check_health(record)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from octoboot.drift import listed, unlisted
-from octoboot.octopus import Resource, registered_thumbprint
+from octoboot.octopus import Resource, health_status, registered_thumbprint
 from octoboot.report import MachineResult, State
 from octoboot.run import Run
 
@@ -42,7 +42,7 @@ def unlisted_rows(run: Run[Any], limits: Sequence[str], first_id: int) -> list[M
 
 
 def unlisted_result(job_id: int, record: Resource, environment: str) -> MachineResult:
-    health = record.get("HealthStatus") or "Unknown"
+    health = health_status(record)
     return MachineResult(
         job_id,
         record["Name"],

@@ -17,6 +17,7 @@ from octoboot.octopus import (
     OctopusError,
     OctopusUnavailable,
     OctopusValidationError,
+    health_status,
 )
 
 URL = "https://octopus.example.com"
@@ -368,3 +369,9 @@ def test_a_dynamic_worker_pool_is_refused_in_one_line():
     assert "\n" not in message and caught.value.exit_code == 2
     assert '"Hosted Ubuntu" (WorkerPools-3) is a DynamicWorkerPool' in message
     assert "static pool" in message
+
+
+@pytest.mark.parametrize("record", [{}, {"HealthStatus": None}, {"HealthStatus": ""}])
+def test_a_missing_or_null_health_status_reads_as_unknown(record):
+    assert health_status(record) == "Unknown"
+    assert health_status({"HealthStatus": "Unavailable"}) == "Unavailable"
