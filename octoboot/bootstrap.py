@@ -29,7 +29,15 @@ from octoboot.errors import ConfigError
 from octoboot.health import HealthResult
 from octoboot.identity import Identity
 from octoboot.inventory import SAFE_NAME, Machine, PollingProxy, TentacleOptions
-from octoboot.octopus import MachineIndex, Resource, label, name_key, registered_thumbprint
+from octoboot.octopus import (
+    UNAVAILABLE,
+    MachineIndex,
+    Resource,
+    health_status,
+    label,
+    name_key,
+    registered_thumbprint,
+)
 from octoboot.pipeline import (
     Action,
     ApiCall,
@@ -279,16 +287,15 @@ class Bootstrap(Pipeline[BootstrapOptions]):
         if not self.writes:  # a health check is a task in Octopus: a dry run only reads
             if machine_id is None:
                 return "skipped", "not registered yet"
-            status = octopus.machine(machine_id, self.collection).get("HealthStatus", "Unknown")
+            status = health_status(octopus.machine(machine_id, self.collection))
             return "skipped", f"last known: {status}"
         assert machine_id is not None
-        check, restarted = self._check_health(machine_id), ""
-        if check.health_status == "Unavailable" and not self.service_started:
+        check, status, restarted = self._check_health(machine_id), State.OK, ""
+        if check.health_status == UNAVAILABLE and not self.service_started:
             # systemd said active, yet Octopus gets no answer: a hung service (stopped,
             # deadlocked) stays "active" for ever. Restart it once, then ask again.
-            unit = tentacle.unit_name(self.machine.tentacle.instance)
-            self.remote(service_command(self.machine, "restart"))
-            restarted = f" after restarting {unit}, active but Unavailable in {check.task_id}"
+            status, done = self.apply(plan_hung_service_restart(self.machine, check.task_id))
+            restarted = f" {done}"
             check = self._check_health(machine_id)
         if not check.healthy and check.task_failed_itself:
             raise StepFailed(
@@ -300,21 +307,11 @@ class Bootstrap(Pipeline[BootstrapOptions]):
                 f"Octopus says {check.health_status} ({check.task_id} {check.task_state}"
                 f"{restarted}): {check.reason}"
             )
-        return ("changed" if restarted else "ok"), f"Healthy ({check.task_id}){restarted}"
+        return status, f"Healthy ({check.task_id}){restarted}"
 
     def _check_health(self, machine_id: str) -> HealthResult:
-        """This machine's health, from a Health task it may share with others (health.py)."""
-        assert self.job.health is not None
         try:
-            return self.job.health.check(
-                machine_id,
-                self.machine.name,
-                self.job.environment_id,
-                deadline=self.deadline - 1,
-                cancelled=self.job.cancelled,
-                note=self.job.note,
-                collection=self.collection,
-            )
+            return self.check_health(machine_id, self.machine.name, self.job.environment_id)
         except TimeoutError as exc:
             raise StepFailed(f"health check did not finish: {exc}", State.TIMED_OUT) from None
 
@@ -647,6 +644,18 @@ def plan_service(probe: tentacle.Probe, machine: Machine) -> Plan:
         (Command(service_command(machine, action)),),
         done=f"{unit} {done}",
         probe=after,
+    )
+
+
+def plan_hung_service_restart(machine: Machine, task_id: str) -> Change:
+    """The service restarted once: systemd says active, yet Octopus found it Unavailable
+    (in the Health task task_id)."""
+    unit = tentacle.unit_name(machine.tentacle.instance)
+    why = f"active but Unavailable in {task_id}"
+    return Change(
+        f"would restart {unit}, {why}",
+        (Command(service_command(machine, "restart")),),
+        done=f"after restarting {unit}, {why}",
     )
 
 

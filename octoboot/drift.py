@@ -39,12 +39,11 @@ from octoboot.inventory import (
     OctopusOverride,
     PollingProxy,
 )
-from octoboot.octopus import Resource, name_key, registered_thumbprint
+from octoboot.octopus import HEALTHY, Resource, health_status, name_key, registered_thumbprint
 from octoboot.tentacle import PollingProxySettings, Probe
 
 LISTENING = "TentaclePassive"  # Octopus' name for a listening Tentacle's endpoint
 POLLING = "TentacleActive"  # ... and for a polling one's
-HEALTHY = "Healthy"
 # Where Octopus keeps each kind of machine: /api/{space}/machines or /api/{space}/workers.
 COLLECTIONS = {TARGET: "machines", WORKER: "workers"}
 
@@ -332,7 +331,8 @@ def find_drift(
     Octopus record (`differences`) and its health. probe None: the host was not reached, so
     only the store and Octopus are compared; record None: Octopus has no machine of this
     name (thumbprint_registered_as: the records that have its thumbprint instead);
-    duplicates: the records that have the record's thumbprint under other names.
+    duplicates: the records that have the record's thumbprint under other names; health:
+    from a fresh check (None: the record's own HealthStatus).
     polling: where a polling machine's Tentacle should connect to; polling_proxy: the
     proxy it should connect through (None: none)."""
     drift: list[Drift] = []
@@ -366,8 +366,9 @@ def find_drift(
     if duplicates:
         also = ", ".join(duplicates)
         drift.append(Drift("duplicate records", f"its thumbprint is also registered as {also}"))
+    health = health_status(record) if health is None else health
     if health != HEALTHY:
-        drift.append(Drift("health", health or "Unknown"))
+        drift.append(Drift("health", health))
     return drift
 
 

@@ -33,7 +33,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from octoboot.octopus import TASK_DONE, OctopusClient, OctopusError, Resource
+from octoboot.octopus import (
+    HEALTHY,
+    TASK_DONE,
+    OctopusClient,
+    OctopusError,
+    Resource,
+    health_status,
+)
 from octoboot.ratelimit import api_budget
 
 # octoboot's own Health tasks queued or running at once, per Octopus: the rest of the
@@ -327,14 +334,14 @@ class HealthCoordinator:
         details = None if task["State"] == "Success" else self._octopus.task_details(task["Id"])
         for request in live:
             record = records.get(request.machine_id, {})
-            status = record.get("HealthStatus", "Unknown")
+            status = health_status(record)
             error = task.get("ErrorMessage") or ""
             if details is None:
-                result = HealthResult(task["Id"], task["State"], status, status == "Healthy")
+                result = HealthResult(task["Id"], task["State"], status, status == HEALTHY)
                 request.finish(result)
                 continue
             outcome, messages = machine_outcome(details, request.name)
-            healthy = outcome == "Success" and status == "Healthy"
+            healthy = outcome == "Success" and status == HEALTHY
             reason = "" if healthy else (
                 messages or record.get("StatusSummary") or task.get("ErrorMessage") or ""
             )  # fmt: skip

@@ -31,6 +31,9 @@ from octoboot.report import one_line
 Resource = dict[str, Any]
 TASK_DONE = frozenset({"Success", "Failed", "Canceled", "TimedOut"})
 STATIC_POOL = "StaticWorkerPool"
+# A machine record's HealthStatus values that octoboot acts on (health_status for the rest).
+HEALTHY = "Healthy"
+UNAVAILABLE = "Unavailable"
 
 
 class OctopusError(OctobootError):
@@ -473,6 +476,11 @@ def name_key(name: str) -> str:
 def label(record: Resource) -> str:
     """A record as messages name it: "web01 (Machines-1)"."""
     return f"{record['Name']} ({record['Id']})"
+
+
+def health_status(record: Resource) -> str:
+    """A machine record's HealthStatus; "Unknown" when Octopus gives none (absent or null)."""
+    return str(record.get("HealthStatus") or "Unknown")
 
 
 def registered_thumbprint(record: Resource) -> str:

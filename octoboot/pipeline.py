@@ -33,10 +33,10 @@ from invoke.exceptions import CommandTimedOut
 
 from octoboot import drift, tentacle
 from octoboot.errors import OctobootError
-from octoboot.health import HealthCoordinator
+from octoboot.health import HealthCoordinator, HealthResult
 from octoboot.identity import IdentityStore
 from octoboot.inventory import Machine
-from octoboot.octopus import OctopusClient, OctopusError
+from octoboot.octopus import OctopusClient
 from octoboot.ratelimit import api_budget
 from octoboot.report import MachineResult, State, StepResult
 from octoboot.runlog import MachineLog
@@ -47,9 +47,6 @@ from octoboot.ssh import (
     unreachable_reason,
 )
 from octoboot.ssh import close as close_connection
-
-WOULD_CHANGE = "would change"
-
 
 # --- plans -------------------------------------------------------------------------------
 
@@ -275,7 +272,7 @@ class Pipeline(Generic[OptionsT]):
                     self._record(name, "failed", str(exc), step_start)
                     result.state, result.failed_step, result.reason = exc.state, name, str(exc)
                     return result
-                except (OctobootError, OctopusError) as exc:
+                except OctobootError as exc:
                     self._record(name, "failed", str(exc), step_start)
                     result.state, result.failed_step, result.reason = State.FAILED, name, str(exc)
                     return result
@@ -303,9 +300,9 @@ class Pipeline(Generic[OptionsT]):
         return self.STEPS
 
     def final_state(self, statuses: list[str]) -> State:
-        if WOULD_CHANGE in statuses:
+        if State.WOULD_CHANGE in statuses:
             return State.WOULD_CHANGE
-        return State.CHANGED if "changed" in statuses else State.UNCHANGED
+        return State.CHANGED if State.CHANGED in statuses else State.UNCHANGED
 
     def _record(self, name: str, status: str, detail: str, started: float) -> None:
         step = StepResult(name, status, detail, round(time.monotonic() - started, 3))
@@ -400,9 +397,9 @@ class Pipeline(Generic[OptionsT]):
         if self.job.dry_run:
             for action in plan.actions:
                 self.job.log.write(f"would {action}")
-            return WOULD_CHANGE, plan.what
+            return State.WOULD_CHANGE, plan.what
         results = [self._carry_out(action) for action in plan.actions]
-        return "changed", then(results) if then else plan.done
+        return State.CHANGED, then(results) if then else plan.done
 
     def _carry_out(self, action: Action) -> Any:
         if isinstance(action, Command):
@@ -500,6 +497,20 @@ class Pipeline(Generic[OptionsT]):
             registration=self.job.registration,
             subscription=subscription,
             worker_pool_ids=[self.job.worker_pool_ids[p] for p in self.machine.worker_pools],
+        )
+
+    def check_health(self, machine_id: str, name: str, environment_id: str | None) -> HealthResult:
+        """The machine's health, from a Health task it may share with others (health.py),
+        within its deadline; TimeoutError when that task does not finish in time."""
+        assert self.job.health is not None
+        return self.job.health.check(
+            machine_id,
+            name,
+            environment_id,
+            deadline=self.deadline - 1,
+            cancelled=self.job.cancelled,
+            note=self.job.note,
+            collection=self.collection,
         )
 
     def _probe(self) -> tentacle.Probe:

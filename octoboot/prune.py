@@ -34,13 +34,19 @@ from typing import ClassVar
 from octoboot.drift import duplicates_of, listed, matches_limits, unlisted
 from octoboot.errors import ConfigError
 from octoboot.inventory import SAFE_NAME, Machine
-from octoboot.octopus import Resource, label, name_key, registered_thumbprint
+from octoboot.octopus import (
+    UNAVAILABLE,
+    Resource,
+    health_status,
+    label,
+    name_key,
+    registered_thumbprint,
+)
 from octoboot.pipeline import Change, Pipeline, plan_delete
 from octoboot.report import RunReport
 from octoboot.run import Run, RunOptions, Selection
 from octoboot.settings import Settings
 
-UNAVAILABLE = "Unavailable"
 _AGE = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[smhdw]?)")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -254,7 +260,7 @@ class PruneRun(Run[PruneOptions]):
         verb = "would remove" if self.options.dry_run else "removing"
         console(f"prune: {verb} {len(doomed)} record(s) in {environment}:")
         for d in doomed:
-            health = d.record.get("HealthStatus") or "Unknown"
+            health = health_status(d.record)
             console(f"  {d.record['Name']} ({d.record['Id']}, {health}): {d.why}")
 
 

@@ -15,9 +15,22 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from octoboot.drift import POLLING, duplicates_of, find_drift
-from octoboot.octopus import Resource, label, registered_thumbprint
+from octoboot.octopus import Resource, health_status, label, registered_thumbprint
 from octoboot.pipeline import Job, Pipeline, StepFailed
 from octoboot.report import State
+
+# What a status row's facts are called (`--format json`, the table's columns): the host's
+# side, the identity store's, Octopus'; the Octopus Id is the row's own `octopus_id`.
+REACHABLE = "reachable"
+VERSION = "version"
+SERVICE = "service"
+HOST_THUMBPRINT = "host_thumbprint"
+HOST_SUBSCRIPTION = "host_subscription"
+STORE_THUMBPRINT = "store_thumbprint"
+OCTOPUS_THUMBPRINT = "octopus_thumbprint"
+OCTOPUS_SUBSCRIPTION = "octopus_subscription"
+HEALTH = "health"
+DRIFT = "drift"
 
 
 @dataclass(frozen=True)
@@ -59,7 +72,7 @@ class Status(Pipeline[StatusOptions]):
             status, detail = super().step_connect()
         except StepFailed as exc:
             return self._host_failed("connect", exc)
-        self.facts["reachable"] = "yes"
+        self.facts[REACHABLE] = "yes"
         return status, detail
 
     def step_probe(self) -> tuple[str, str]:
@@ -71,17 +84,17 @@ class Status(Pipeline[StatusOptions]):
             return self._host_failed("probe", exc)
         probe = self._probe()
         if not probe.installed:
-            self.facts["version"] = "not installed"
+            self.facts[VERSION] = "not installed"
             return status, detail
-        self.facts["version"] = probe.version or "?"
+        self.facts[VERSION] = probe.version or "?"
         if probe.service_active:
-            self.facts["service"] = "active"
+            self.facts[SERVICE] = "active"
         else:
-            self.facts["service"] = "inactive" if probe.service_enabled else "absent"
+            self.facts[SERVICE] = "inactive" if probe.service_enabled else "absent"
         if probe.thumbprint:
-            self.facts["host_thumbprint"] = probe.thumbprint
+            self.facts[HOST_THUMBPRINT] = probe.thumbprint
         if probe.subscription:
-            self.facts["host_subscription"] = probe.subscription
+            self.facts[HOST_SUBSCRIPTION] = probe.subscription
         return status, detail
 
     def step_identity(self) -> tuple[str, str]:
@@ -90,7 +103,7 @@ class Status(Pipeline[StatusOptions]):
         if identity is None:
             return "ok", "no identity in the store"
         self.store_thumbprint = identity.thumbprint
-        self.job.result.thumbprint = self.facts["store_thumbprint"] = identity.thumbprint
+        self.job.result.thumbprint = self.facts[STORE_THUMBPRINT] = identity.thumbprint
         return "ok", identity.thumbprint
 
     def step_octopus(self) -> tuple[str, str]:
@@ -103,32 +116,23 @@ class Status(Pipeline[StatusOptions]):
             return "ok", "not registered"
         self.record = record = named[0]
         self.duplicates = list(map(label, duplicates_of(record, known.records)))
-        self.health = record.get("HealthStatus") or "Unknown"
+        self.health = health_status(record)
         checked = ""
         if self.job.options.health:
             checked = self._check_health(record)
-        self.job.result.octopus_id = self.facts["octopus_id"] = record["Id"]
-        self.facts["octopus_thumbprint"] = registered_thumbprint(record)
+        self.job.result.octopus_id = record["Id"]
+        self.facts[OCTOPUS_THUMBPRINT] = registered_thumbprint(record)
         endpoint = record.get("Endpoint") or {}
         if endpoint.get("CommunicationStyle") == POLLING:
-            self.facts["octopus_subscription"] = endpoint.get("Uri") or ""
-        self.facts["health"] = self.health
+            self.facts[OCTOPUS_SUBSCRIPTION] = endpoint.get("Uri") or ""
+        self.facts[HEALTH] = self.health
         return "ok", f"{record['Id']}, {self.health}{checked}"
 
     def _check_health(self, record: Resource) -> str:
         """Ask Octopus for a fresh health check; returns what to add to the step's detail."""
         environments = record.get("EnvironmentIds") or [self.job.environment_id]
-        assert self.job.health is not None
         try:
-            check = self.job.health.check(
-                record["Id"],
-                record["Name"],
-                environments[0],
-                deadline=self.deadline - 1,
-                cancelled=self.job.cancelled,
-                note=self.job.note,
-                collection=self.collection,
-            )
+            check = self.check_health(record["Id"], record["Name"], environments[0])
         except TimeoutError as exc:
             self.health = "Unknown (the health check did not finish)"
             return f" ({exc})"
@@ -158,7 +162,7 @@ class Status(Pipeline[StatusOptions]):
             polling_proxy=self.machine.registration.polling_proxy,
             duplicates=self.duplicates,
         )
-        self.facts["drift"] = ", ".join(d.what for d in drift)
+        self.facts[DRIFT] = ", ".join(d.what for d in drift)
         listed = "; ".join(map(str, drift))
         if self.host_failure is None:
             if drift:
@@ -179,5 +183,5 @@ class Status(Pipeline[StatusOptions]):
         result = self.job.result
         result.failed_step, result.reason = step, str(exc)
         if step == "connect":
-            self.facts["reachable"] = "no"
+            self.facts[REACHABLE] = "no"
         return "failed", str(exc)

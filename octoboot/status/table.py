@@ -5,6 +5,18 @@ machine polls, health and drift). Only how it is shown: the rows are the run's."
 from __future__ import annotations
 
 from octoboot.report import RunReport, one_line, short_thumbprint, table_text
+from octoboot.status.steps import (
+    DRIFT,
+    HEALTH,
+    HOST_SUBSCRIPTION,
+    HOST_THUMBPRINT,
+    OCTOPUS_SUBSCRIPTION,
+    OCTOPUS_THUMBPRINT,
+    REACHABLE,
+    SERVICE,
+    STORE_THUMBPRINT,
+    VERSION,
+)
 
 
 class StatusReport(RunReport):
@@ -12,7 +24,7 @@ class StatusReport(RunReport):
 
     def table(self) -> str:
         # Polling machines' subscription ids, on the host and in Octopus, when there are any.
-        polling = any("host_subscription" in r.facts or "octopus_subscription" in r.facts
+        polling = any(HOST_SUBSCRIPTION in r.facts or OCTOPUS_SUBSCRIPTION in r.facts
                       for r in self.results)  # fmt: skip
         rows = []
         for r in self.results:
@@ -22,25 +34,25 @@ class StatusReport(RunReport):
                     r.machine,
                     r.environment,
                     r.state,
-                    facts.get("reachable", ""),
-                    facts.get("version", ""),
-                    facts.get("service", ""),
-                    short_thumbprint(facts.get("host_thumbprint")),
-                    short_thumbprint(facts.get("store_thumbprint")),
-                    facts.get("octopus_id", ""),
-                    short_thumbprint(facts.get("octopus_thumbprint")),
+                    facts.get(REACHABLE, ""),
+                    facts.get(VERSION, ""),
+                    facts.get(SERVICE, ""),
+                    short_thumbprint(facts.get(HOST_THUMBPRINT)),
+                    short_thumbprint(facts.get(STORE_THUMBPRINT)),
+                    r.octopus_id or "",
+                    short_thumbprint(facts.get(OCTOPUS_THUMBPRINT)),
                     *(
                         (
-                            short_subscription(facts.get("host_subscription")),
-                            short_subscription(facts.get("octopus_subscription")),
+                            short_subscription(facts.get(HOST_SUBSCRIPTION)),
+                            short_subscription(facts.get(OCTOPUS_SUBSCRIPTION)),
                         )
                         if polling
                         else ()
                     ),
-                    facts.get("health", ""),
+                    facts.get(HEALTH, ""),
                     # A machine failed for another reason than drift (e.g. refused login)
                     # shows that reason instead.
-                    one_line(facts.get("drift") or r.reason, 60),
+                    one_line(facts.get(DRIFT) or r.reason, 60),
                 )
             )
         headers = ["machine", "environment", "state", "reachable", "version", "service",

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from octoboot.drift import listed, unlisted
-from octoboot.octopus import Resource, registered_thumbprint
+from octoboot.octopus import Resource, health_status, registered_thumbprint
 from octoboot.report import MachineResult, State
 from octoboot.run import Run
+from octoboot.status.steps import DRIFT, HEALTH, OCTOPUS_THUMBPRINT
 
 
 def unlisted_rows(run: Run[Any], limits: Sequence[str], first_id: int) -> list[MachineResult]:
@@ -42,7 +43,7 @@ def unlisted_rows(run: Run[Any], limits: Sequence[str], first_id: int) -> list[M
 
 
 def unlisted_result(job_id: int, record: Resource, environment: str) -> MachineResult:
-    health = record.get("HealthStatus") or "Unknown"
+    health = health_status(record)
     return MachineResult(
         job_id,
         record["Name"],
@@ -51,9 +52,8 @@ def unlisted_result(job_id: int, record: Resource, environment: str) -> MachineR
         octopus_id=record["Id"],
         reason=f"Octopus has {record['Id']} in {environment}, but no inventory file lists it",
         facts={
-            "octopus_id": record["Id"],
-            "octopus_thumbprint": registered_thumbprint(record),
-            "health": health,
-            "drift": "not in the inventory",
+            OCTOPUS_THUMBPRINT: registered_thumbprint(record),
+            HEALTH: health,
+            DRIFT: "not in the inventory",
         },
     )

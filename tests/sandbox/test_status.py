@@ -71,7 +71,7 @@ def test_before_bootstrap_every_machine_is_missing(sandbox, settings, known_host
         assert row.state == State.FAILED and row.failed_step == "drift"
         assert row.facts["reachable"] == "yes" and row.facts["version"] == "not installed"
         assert row.facts["drift"] == "not installed, no stored identity, missing from Octopus"
-        assert "octopus_id" not in row.facts
+        assert row.octopus_id is None
     # read-only: no host key remembered, no identity minted, no outcome recorded
     assert not known_hosts.exists()
     assert not (settings.state_dir / "identities").exists()
@@ -124,7 +124,6 @@ def test_after_bootstrap_every_machine_is_ok(bootstrapped, sandbox, settings, oc
             "service": "active",
             "host_thumbprint": thumbprint,
             "store_thumbprint": thumbprint,
-            "octopus_id": record["Id"],
             "octopus_thumbprint": thumbprint,
             "health": "Healthy",
             "drift": "",
@@ -242,7 +241,7 @@ def test_a_hung_host_is_timed_out_within_the_deadline_and_the_table_comes_back(
     assert row.state == State.TIMED_OUT and row.failed_step == "probe", row
     assert row.seconds < 6
     # what the store and Octopus say about it is still there
-    assert row.facts["octopus_id"] == record["Id"]
+    assert row.octopus_id == record["Id"]
     assert row.facts["store_thumbprint"] == record["Endpoint"]["Thumbprint"]
     assert row.facts["health"] == "Healthy"
     assert {by_name(report)[n].state for n in HOSTS if n != "sbx03"} == {State.OK}
@@ -263,7 +262,7 @@ def test_a_stopped_host_is_unreachable_with_its_octopus_columns(
     row = by_name(report)["sbx04"]
     assert row.state == State.UNREACHABLE and row.failed_step == "connect"
     assert row.facts["reachable"] == "no" and "version" not in row.facts
-    assert row.facts["octopus_id"] == record["Id"]
+    assert row.octopus_id == record["Id"]
     assert row.facts["octopus_thumbprint"] == record["Endpoint"]["Thumbprint"]
     assert row.facts["store_thumbprint"] == record["Endpoint"]["Thumbprint"]
     assert row.facts["health"] == "Healthy"  # the last known: nobody asked Octopus again

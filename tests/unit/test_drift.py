@@ -269,7 +269,7 @@ def test_octopus_side_drift():
         "environment (Octopus Environments-1 Environments-2, inventory Environments-1)"
     ]
     assert drift(health="Unavailable") == ["health (Unavailable)"]
-    assert drift(health=None) == ["health (Unknown)"]
+    assert drift(record=record(HealthStatus=None), health=None) == ["health (Unknown)"]
 
 
 def test_one_certificate_under_several_names_is_drift():

@@ -122,6 +122,24 @@ def test_machines_asking_together_share_one_task_and_get_their_own_results():
     assert not bad.task_failed_itself
 
 
+class UncheckedOctopus(FakeOctopus):
+    """Records that Octopus has never checked: HealthStatus null."""
+
+    def machines_by_id(self, machine_ids, collection="machines"):
+        return {m: {**record, "HealthStatus": None}
+                for m, record in super().machines_by_id(machine_ids).items()}  # fmt: skip
+
+
+def test_a_null_health_status_reads_as_unknown():
+    coordinator = coordinator_for(UncheckedOctopus(unhealthy={"Machines-2"}), gather_seconds=0.1)
+    try:
+        results = check_all(coordinator, ids(2))
+    finally:
+        coordinator.close()
+    assert {r.health_status for r in results.values()} == {"Unknown"}
+    assert not any(r.healthy for r in results.values())
+
+
 class RestartedOctopus(FakeOctopus):
     """A server restarted under its task: Failed with an error, no machine checked."""
 

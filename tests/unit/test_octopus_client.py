@@ -17,6 +17,7 @@ from octoboot.octopus import (
     OctopusError,
     OctopusUnavailable,
     OctopusValidationError,
+    health_status,
 )
 from octoboot.settings import API_KEY_VARIABLE
 
@@ -382,3 +383,9 @@ def test_a_dynamic_worker_pool_is_refused_in_one_line():
 )
 def test_name_key_is_the_octopus_same_name_rule(a: str, b: str, same: bool) -> None:
     assert (octopus.name_key(a) == octopus.name_key(b)) is same
+
+
+@pytest.mark.parametrize("record", [{}, {"HealthStatus": None}, {"HealthStatus": ""}])
+def test_a_missing_or_null_health_status_reads_as_unknown(record):
+    assert health_status(record) == "Unknown"
+    assert health_status({"HealthStatus": "Unavailable"}) == "Unavailable"

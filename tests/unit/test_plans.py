@@ -16,10 +16,12 @@ from octoboot.bootstrap import (
     BootstrapOptions,
     find_record,
     plan_configure,
+    plan_hung_service_restart,
     plan_identity,
     plan_install,
     plan_register,
     plan_service,
+    service_command,
 )
 from octoboot.deregister import (
     plan_deregister,
@@ -39,7 +41,6 @@ from octoboot.inventory import (
 )
 from octoboot.octopus import MachineIndex
 from octoboot.pipeline import (
-    WOULD_CHANGE,
     ApiCall,
     Change,
     Command,
@@ -50,6 +51,7 @@ from octoboot.pipeline import (
     Upload,
 )
 from octoboot.prune import Doomed, plan_prune
+from octoboot.report import State
 from octoboot.tentacle import PollingProxySettings, Probe
 
 HOST = "A" * 40  # the machine's certificate
@@ -354,6 +356,14 @@ def test_service_active_is_unchanged():
     assert isinstance(plan, Noop) and plan.status == "unchanged"
 
 
+def test_a_hung_service_is_restarted_once_through_a_plan():
+    host = machine()
+    plan = plan_hung_service_restart(host, "ServerTasks-7")
+    assert plan.actions == (Command(service_command(host, "restart")),)
+    assert plan.what == "would restart Tentacle.service, active but Unavailable in ServerTasks-7"
+    assert plan.done == "after restarting Tentacle.service, active but Unavailable in ServerTasks-7"
+
+
 # --- deregister, uninstall, forget, prune ---------------------------------------------------
 
 
@@ -467,7 +477,7 @@ def test_a_dry_run_shows_the_actions_a_real_run_carries_out_and_goes_on_from_the
     assert [line for line in log.lines if line.startswith("would ")] == [
         f"would run: {command}" for command, _ in real.sent
     ]
-    assert [status for status, _ in dry_answers] == [WOULD_CHANGE, WOULD_CHANGE]
+    assert [status for status, _ in dry_answers] == [State.WOULD_CHANGE, State.WOULD_CHANGE]
     assert dry_answers[0][1] == "would install Tentacle 8.1.0 → 8.2.0"
     assert dry_answers[1][1].endswith(" restarted")
     assert real_answers == [

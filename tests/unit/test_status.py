@@ -25,8 +25,9 @@ def test_status_table_and_exit_code():
         "web01",
         "QA",
         state=State.OK,
+        octopus_id="Machines-1",
         facts={"reachable": "yes", "version": "8.1.0", "service": "active",
-               "host_thumbprint": HOST, "store_thumbprint": HOST, "octopus_id": "Machines-1",
+               "host_thumbprint": HOST, "store_thumbprint": HOST,
                "octopus_thumbprint": HOST, "health": "Healthy", "drift": ""},
     )  # fmt: skip
     down = MachineResult(
@@ -35,8 +36,9 @@ def test_status_table_and_exit_code():
         "QA",
         state=State.UNREACHABLE,
         failed_step="connect",
+        octopus_id="Machines-2",
         reason="cannot reach 10.0.0.2:22: refused",
-        facts={"reachable": "no", "octopus_id": "Machines-2", "health": "Unavailable"},
+        facts={"reachable": "no", "health": "Unavailable"},
     )
     assert StatusReport("status", [ok], 1.0).exit_code == EXIT_OK
     extra = unlisted_result(3, record(Name="rogue", Id="Machines-9"), "QA")
@@ -52,7 +54,10 @@ def test_status_table_and_exit_code():
     assert "3 machine(s): 1 ok, 1 unknown, 1 unreachable" in lines[-2]
     assert lines[-1] == "logs: /x/runs/1"
     data = json.loads(report.to_json())
-    assert data["machines"][2]["facts"]["octopus_id"] == "Machines-9"
+    # The Octopus Id is the row's own field, in JSON as in the table: once, not also a fact.
+    assert data["machines"][2]["octopus_id"] == "Machines-9"
+    assert "octopus_id" not in data["machines"][2]["facts"]
+    assert "Machines-2" in lines[3]
 
 
 def test_status_has_its_own_short_deadline_and_deadline_changes_it(tmp_path):
