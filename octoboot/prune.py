@@ -179,11 +179,13 @@ class PruneRun(Run[PruneOptions]):
         older_than: str | None,
         only_unavailable: bool,
     ) -> None:
-        if not selection.env or selection.hosts or selection.retry_failed:
+        if selection.hosts or selection.retry_failed:
             raise ConfigError(
-                "prune needs --env (whose Octopus records to prune) and takes no --host or "
-                "--retry-failed: it removes records, the inventory's machines stay"
+                "prune takes no --host or --retry-failed: it removes records no inventory "
+                "lists, the inventory's machines stay"
             )
+        if not selection.env:
+            raise ConfigError("prune needs --env: the environment whose records to prune")
         if options.accept_new_host_key:
             raise ConfigError("prune connects to no host: --accept-new-host-key does not apply")
         self.selection = selection

@@ -134,8 +134,12 @@ def test_prune_removes_the_duplicate_and_keeps_every_listed_record(herd, setting
 
 
 def test_prune_is_refused_without_an_environment_or_with_hosts(herd, settings):
-    with pytest.raises(ConfigError, match="prune needs --env"):
+    with pytest.raises(ConfigError, match=r"^prune takes no --host or --retry-failed: "):
         prune(Selection(hosts=("sbx01",)), quiet(), settings)
+    with pytest.raises(ConfigError, match=r"^prune takes no --host or --retry-failed: "):
+        prune(Selection(env="sandbox", hosts=("sbx01",)), quiet(), settings)
+    with pytest.raises(ConfigError, match=r"^prune needs --env: "):
+        prune(Selection(), quiet(), settings)
     refused = inv(settings, "prune", "--env", "sandbox", "--older-than", "soon")
     assert refused.returncode == ConfigError.exit_code
     assert refused.stderr.strip() == (
