@@ -90,15 +90,18 @@ class OctopusClient:
         *,
         space: str | None = None,
         key_hint: str,
+        url_hint: str | None = None,
         retry_seconds: float = 30.0,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        """transport: httpx's default (real HTTP) unless given, e.g. an httpx.MockTransport
-        in unit tests."""
+        """key_hint, url_hint: the settings the key and the URL came from, for the errors
+        that ask to fix them. transport: httpx's default (real HTTP) unless given, e.g. an
+        httpx.MockTransport in unit tests."""
         self.url = url.rstrip("/")
         self.space_name = space
         self._key_hint = key_hint
+        self._url_hint = url_hint
         self._retry_seconds = retry_seconds
         self._http = httpx.Client(
             base_url=self.url,
@@ -154,8 +157,12 @@ class OctopusClient:
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 unsafe = method == "POST" and sent and recover is None
                 if unsafe or time.monotonic() + delay > deadline:
+                    where = (
+                        f"the URL is {self._url_hint}" if self._url_hint else "is the URL right?"
+                    )
                     raise OctopusUnavailable(
-                        f"Octopus at {self.url} did not answer: {exc or type(exc).__name__}"
+                        f"Octopus at {self.url} did not answer: {exc or type(exc).__name__} "
+                        f"(is it up and reachable from here? {where})"
                     ) from None
             else:
                 transient = response.status_code in (502, 503, 504)

@@ -239,6 +239,7 @@ class Run(Generic[OptionsT]):
                 target.api_key.reveal(),
                 space=target.space,
                 key_hint=target.key_source,
+                url_hint=target.url_source,
             )
         client = self.clients[env_key] = self._servers[server]
         machines = [m for m in self.machines if m.env_key == env_key]

@@ -35,6 +35,7 @@ MACHINES_DIR = Path("machines")
 # (benchmarks/bootstrap.py). The first is the default.
 HEALTH_TASKS = ("shared", "per-machine")
 API_KEY_VARIABLE = "OCTOPUS_API_KEY"  # where the settings' own API key is read from
+URL_VARIABLE = "OCTOPUS_URL"  # and their Octopus URL
 # What one machine in flight holds on the controller, measured at its peak (a parallel
 # bootstrap: 2.2 file descriptors and 6 threads), with room to spare; docs/performance.md.
 THREADS_PER_MACHINE = 8  # its worker, paramiko's transport, Invoke's stream and stdin threads
@@ -82,6 +83,7 @@ class OctopusTarget:
     space: str | None  # a space name; None: the server's default space
     # Where the key came from, so an error can say what to fix; not part of the identity.
     key_source: str = field(default=API_KEY_VARIABLE, compare=False)
+    url_source: str = field(default=URL_VARIABLE, compare=False)  # the same for the URL
 
 
 @dataclass(frozen=True)
@@ -102,11 +104,12 @@ class Settings:
         """The Octopus of `environment`: its [octopus] table wins, field by field."""
         override = environment.octopus or OctopusOverride()
         where = f"under [octopus] in {environment.file}"
-        url = _http_url(override.url, f"url {where}") if override.url else self.octopus_url
+        url_source = f"url {where}" if override.url else URL_VARIABLE
+        url = _http_url(override.url, url_source) if override.url else self.octopus_url
         if url is None:
             raise ConfigError(
                 f"no Octopus URL for environment {environment.key!r}: "
-                f"set OCTOPUS_URL in .env, or url {where}"
+                f"set {URL_VARIABLE} in .env, or url {where}"
             )
         api_key, key_source = self._api_key_for(environment, override, url)
         return OctopusTarget(
@@ -114,6 +117,7 @@ class Settings:
             api_key=api_key,
             space=override.space or self.octopus_space,
             key_source=key_source,
+            url_source=url_source,
         )
 
     def load_secrets(self, environments: Iterable[Environment]) -> None:
@@ -177,7 +181,7 @@ def load_settings(
 ) -> Settings:
     """Settings from `environ` (default: os.environ) over `dotenv_path` (None: no .env file)."""
     variables = _merge(os.environ if environ is None else environ, dotenv_path)
-    url = variables.get("OCTOPUS_URL")
+    url = variables.get(URL_VARIABLE)
     key = variables.get(API_KEY_VARIABLE)
     key_file = variables.get("OCTOPUS_API_KEY_FILE")
     if key and key_file:
@@ -187,7 +191,7 @@ def load_settings(
         _refuse_control_characters(space, "OCTOPUS_SPACE")
     password = variables.get("OCTOBOOT_PFX_PASSWORD")
     return Settings(
-        octopus_url=_http_url(url, "OCTOPUS_URL") if url else None,
+        octopus_url=_http_url(url, URL_VARIABLE) if url else None,
         octopus_api_key=_api_key(key, API_KEY_VARIABLE) if key else None,
         octopus_api_key_file=_absolute(key_file) if key_file else None,
         octopus_space=space,

@@ -115,9 +115,27 @@ def test_retries_stop_at_the_retry_budget(clock):
 
     clock.slept.clear()
     client, sent = client_for(answers(*[httpx.ConnectError("refused")] * 9), retry_seconds=2)
-    with pytest.raises(OctopusUnavailable, match=f"^Octopus at {URL} did not answer: refused$"):
+    with pytest.raises(OctopusUnavailable) as err:
         client.request("GET", "/api")
     assert len(sent.requests) == 3 and clock.slept == [0.5, 1.0]
+    assert str(err.value) == (
+        f"Octopus at {URL} did not answer: refused (is it up and reachable from here? is the "
+        "URL right?)"
+    )
+
+
+def test_an_octopus_that_does_not_answer_names_the_setting_its_url_came_from(clock):
+    client, _ = client_for(
+        answers(httpx.ConnectError("[Errno 111] Connection refused")),
+        retry_seconds=0,
+        url_hint="url under [octopus] in machines/qa.toml",
+    )
+    with pytest.raises(OctopusUnavailable) as err:
+        client.request("GET", "/api")
+    assert str(err.value) == (
+        f"Octopus at {URL} did not answer: [Errno 111] Connection refused (is it up and "
+        "reachable from here? the URL is url under [octopus] in machines/qa.toml)"
+    )
 
 
 def test_other_errors_are_not_retried(clock):

@@ -324,6 +324,15 @@ def test_the_key_source_names_the_setting_to_fix(tmp_path):
     assert source.startswith("OCTOPUS_TEST_API_KEY") and "api_key_env" in source
 
 
+def test_the_url_source_names_the_setting_to_fix(tmp_path):
+    loaded = settings(tmp_path, f"OCTOPUS_URL={URL}\nOCTOPUS_API_KEY={KEY}\n")
+    assert loaded.octopus_for(environment(tmp_path)).url_source == "OCTOPUS_URL"
+    override = OctopusOverride(url="https://test.example", api_key_env="OCTOPUS_TEST_API_KEY")
+    loaded = settings(tmp_path, "OCTOPUS_TEST_API_KEY=API-TEST\n", OCTOPUS_URL=URL)
+    env = environment(tmp_path, override)
+    assert loaded.octopus_for(env).url_source == f"url under [octopus] in {env.file}"
+
+
 def test_nothing_set_is_the_settings_defaults(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the state folder's default is the working directory's
     loaded = load_settings({}, dotenv_path=None)
