@@ -413,11 +413,18 @@ def import_identity_command(
     config = configuration_file(instance)
     if replace_configuration:
         steps.append(f"rm -f {shlex.quote(config)}")
+    # Each Tentacle command runs in the background and is waited for: a shell runs its
+    # traps only once its foreground command has returned, but interrupts `wait` at once,
+    # so the copy goes when the command's group is told to end, not only once a hung
+    # Tentacle has died of it (the supervisor's SIGKILL follows a short grace).
     if create_instance or replace_configuration:
-        steps.append(_tentacle("create-instance", "--instance", instance, "--config", config))
+        steps.append(
+            _tentacle("create-instance", "--instance", instance, "--config", config)
+            + " & wait $!"
+        )
     steps += [
         _tentacle("import-certificate", "--instance", instance, "--from-file")
-        + ' "$d/identity.pfx"',
+        + ' "$d/identity.pfx" & wait $!',
         _mark_restart(instance),
     ]
     private = "unshare --mount --propagation private"

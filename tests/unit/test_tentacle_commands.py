@@ -244,6 +244,34 @@ def test_import_identity_removes_the_pfx_when_it_is_terminated(tmp_path):
     assert list(shm.iterdir()) == []
 
 
+def test_the_pfx_goes_when_the_group_is_told_to_end_even_if_the_tentacle_hangs_on(tmp_path):
+    # A hung Tentacle that outlives SIGTERM: the copy must not wait for it to die, since
+    # the supervisor's SIGKILL (after a short grace) would end the shell before its trap.
+    started = tmp_path / "started"
+    hung = f"trap '' TERM\ntouch {started}\nexec sleep 942\n"
+    command, shm = local_import(tmp_path, hung, namespaces=False)
+    proc = subprocess.Popen(
+        ["setsid", "sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        proc.stdin.write(base64.b64encode(b"secret") + b"\n")
+        proc.stdin.close()
+        deadline = time.monotonic() + 10
+        while not started.exists():
+            assert time.monotonic() < deadline, "the import did not start"
+            time.sleep(0.05)
+        assert len(list(shm.iterdir())) == 1
+        os.killpg(proc.pid, signal.SIGTERM)  # as the supervisor ends a command's group
+        deadline = time.monotonic() + 10
+        while list(shm.iterdir()):
+            assert time.monotonic() < deadline, "the copy outlived SIGTERM"
+            time.sleep(0.05)
+        assert subprocess.run(["pgrep", "-g", str(proc.pid), "sleep"]).returncode == 0  # hangs on
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the supervisor's SIGKILL after its grace
+        proc.wait(10)
+
+
 def test_the_probe_removes_a_killed_imports_leftovers_and_keeps_a_running_ones(tmp_path):
     shm, old_tmp = tmp_path / "shm", tmp_path / "tmp"
     gone = subprocess.Popen(["true"])
