@@ -419,8 +419,7 @@ def import_identity_command(
     # Tentacle has died of it (the supervisor's SIGKILL follows a short grace).
     if create_instance or replace_configuration:
         steps.append(
-            _tentacle("create-instance", "--instance", instance, "--config", config)
-            + " & wait $!"
+            _tentacle("create-instance", "--instance", instance, "--config", config) + " & wait $!"
         )
     steps += [
         _tentacle("import-certificate", "--instance", instance, "--from-file")
