@@ -226,9 +226,13 @@ def test_import_identity_removes_the_pfx_even_when_the_import_fails(tmp_path, na
     assert list(shm.iterdir()) == []
 
 
-def test_import_identity_removes_the_pfx_when_it_is_terminated(tmp_path):
+def started_import(tmp_path, then: str, prelude: str = "") -> tuple[subprocess.Popen, Path]:
+    """A hung import without namespaces, in a process group (session) of its own, once its
+    stand-in Tentacle has started (prelude, then `then`): the process and the folder in
+    place of /dev/shm, holding the one transient copy."""
     started = tmp_path / "started"
-    command, shm = local_import(tmp_path, f"touch {started}\nexec sleep 941\n", namespaces=False)
+    fake = f"{prelude}touch {started}\n{then}"
+    command, shm = local_import(tmp_path, fake, namespaces=False)
     proc = subprocess.Popen(
         ["setsid", "sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
     )  # fmt: skip
@@ -239,6 +243,11 @@ def test_import_identity_removes_the_pfx_when_it_is_terminated(tmp_path):
         assert time.monotonic() < deadline, "the import did not start"
         time.sleep(0.05)
     assert len(list(shm.iterdir())) == 1
+    return proc, shm
+
+
+def test_import_identity_removes_the_pfx_when_it_is_terminated(tmp_path):
+    proc, shm = started_import(tmp_path, "exec sleep 941\n")
     os.killpg(proc.pid, signal.SIGTERM)  # as the supervisor ends a command's group
     proc.wait(10)
     assert list(shm.iterdir()) == []
@@ -247,20 +256,8 @@ def test_import_identity_removes_the_pfx_when_it_is_terminated(tmp_path):
 def test_the_pfx_goes_when_the_group_is_told_to_end_even_if_the_tentacle_hangs_on(tmp_path):
     # A hung Tentacle that outlives SIGTERM: the copy must not wait for it to die, since
     # the supervisor's SIGKILL (after a short grace) would end the shell before its trap.
-    started = tmp_path / "started"
-    hung = f"trap '' TERM\ntouch {started}\nexec sleep 942\n"
-    command, shm = local_import(tmp_path, hung, namespaces=False)
-    proc = subprocess.Popen(
-        ["setsid", "sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc, shm = started_import(tmp_path, "exec sleep 942\n", prelude="trap '' TERM\n")
     try:
-        proc.stdin.write(base64.b64encode(b"secret") + b"\n")
-        proc.stdin.close()
-        deadline = time.monotonic() + 10
-        while not started.exists():
-            assert time.monotonic() < deadline, "the import did not start"
-            time.sleep(0.05)
-        assert len(list(shm.iterdir())) == 1
         os.killpg(proc.pid, signal.SIGTERM)  # as the supervisor ends a command's group
         deadline = time.monotonic() + 10
         while list(shm.iterdir()):
