@@ -175,10 +175,12 @@ class HealthCoordinator:
                 self._abandon(request)
                 if request.done.is_set():  # the result came in meanwhile
                     break
-                what = request.task_id or "health task (not started)"
+                task = request.task_id
                 if cancelled.is_set():
-                    raise TimeoutError(f"gave up waiting for {what}")
-                raise TimeoutError(f"{what} still {request.state}")
+                    raise TimeoutError(f"gave up waiting for {task or 'a health task to start'}")
+                if task is None:  # octoboot's own tasks were all busy until the deadline
+                    raise TimeoutError("no health task had started for it yet")
+                raise TimeoutError(f"{task} still {request.state}")
         if request.error is not None:
             raise request.error
         assert request.result is not None

@@ -75,15 +75,17 @@ def coordinator_for(octopus, **options):
 
 
 def check_all(coordinator, machine_ids, *, deadline_in=10, notes=None, stagger=0.0):
-    """Each machine asks from its own thread, as pipelines do; returns id -> result/error."""
+    """Each machine asks from its own thread, as pipelines do; returns id -> result/error.
+    deadline_in: seconds for every machine, or a dict of them per machine."""
     results, threads = {}, []
 
     def one(machine_id):
+        seconds = deadline_in[machine_id] if isinstance(deadline_in, dict) else deadline_in
         try:
             results[machine_id] = coordinator.check(
                 machine_id, name(machine_id), ENV,
-                deadline=time.monotonic() + deadline_in, cancelled=threading.Event(),
-                note=(notes or {}).setdefault(machine_id, []).append if notes is not None
+                deadline=time.monotonic() + seconds, cancelled=threading.Event(),
+                note=notes.setdefault(machine_id, []).append if notes is not None
                 else lambda text: None,
             )  # fmt: skip
         except Exception as exc:
@@ -205,6 +207,34 @@ def test_each_machine_keeps_its_own_deadline():
         assert str(result) == "ServerTasks-1 still Executing"
 
 
+def test_machines_of_one_task_each_keep_their_own_deadline():
+    octopus = FakeOctopus(seconds=1.0)
+    coordinator = coordinator_for(octopus, gather_seconds=0.05)
+    try:
+        results = check_all(coordinator, ids(2), deadline_in={"Machines-1": 0.3, "Machines-2": 10})
+    finally:
+        coordinator.close()
+    assert [t["ids"] for t in octopus.tasks.values()] == [ids(2)]  # one task for both
+    assert isinstance(results["Machines-1"], TimeoutError)
+    assert str(results["Machines-1"]) == "ServerTasks-1 still Executing"
+    assert results["Machines-2"].healthy
+
+
+def test_a_machine_whose_deadline_comes_before_any_task_starts_says_so():
+    octopus = FakeOctopus(seconds=None)  # octoboot's one task never ends
+    coordinator = coordinator_for(octopus, gather_seconds=0.05, max_tasks=1)
+    try:  # Machines-2 asks once Machines-1's task is out, and gives up first
+        results = check_all(
+            coordinator, ids(2), deadline_in={"Machines-1": 1.5, "Machines-2": 0.3}, stagger=0.2
+        )
+    finally:
+        coordinator.close()
+    assert str(results["Machines-1"]) == "ServerTasks-1 still Executing"
+    assert isinstance(results["Machines-2"], TimeoutError)
+    assert str(results["Machines-2"]) == "no health task had started for it yet"
+    assert [t["ids"] for t in octopus.tasks.values()] == [["Machines-1"]]
+
+
 def test_a_queued_task_says_how_many_tasks_are_ahead():
     octopus = FakeOctopus(queued_for=0.1, seconds=0.05, others=3)
     coordinator, notes = coordinator_for(octopus, gather_seconds=0.05), {}
@@ -213,6 +243,7 @@ def test_a_queued_task_says_how_many_tasks_are_ahead():
     finally:
         coordinator.close()
     assert all(r.healthy for r in results.values())
+    assert set(notes) == set(ids(2))
     for machine_notes in notes.values():
         assert "health: queued behind 3 tasks (ServerTasks-1)" in machine_notes
 
