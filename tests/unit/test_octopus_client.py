@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import email.utils
+import threading
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -15,10 +19,12 @@ from octoboot.octopus import (
     OctopusAuthError,
     OctopusClient,
     OctopusError,
+    OctopusRateLimited,
     OctopusUnavailable,
     OctopusValidationError,
     health_status,
 )
+from octoboot.ratelimit import DEFAULT_RETRY_AFTER, MAX_CONCURRENT_CALLS, api_budget
 from octoboot.settings import API_KEY_VARIABLE
 
 URL = "https://octopus.example.com"
@@ -155,6 +161,66 @@ def test_a_create_that_cannot_have_arrived_is_sent_again(clock):
         "Id": "Machines-2"
     }
     assert [r.method for r in sent.requests] == ["POST", "POST"]
+
+
+# --- a rate-limited API ------------------------------------------------------------------------
+
+
+def test_a_429_is_waited_out_as_retry_after_says_and_counted_as_waiting_for_the_api(clock):
+    in_7_s = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=7), usegmt=True)
+    client, sent = client_for(
+        answers(httpx.Response(429, headers={"Retry-After": "3"}),
+                httpx.Response(429, headers={"Retry-After": in_7_s}),
+                httpx.Response(429),
+                httpx.Response(201, json={"Id": "Machines-1"}))
+    )  # fmt: skip
+    with api_budget(time.monotonic() + 60) as budget:
+        created = client.request("POST", "/api/Spaces-1/machines", json={"Name": "web01"})
+    assert created == {"Id": "Machines-1"}
+    # a 429 was not processed, so even a create is sent again
+    assert [r.method for r in sent.requests] == ["POST"] * 4
+    assert clock.slept[0] == 3.0
+    assert 5.0 <= clock.slept[1] <= 7.0  # the HTTP date, counted from now
+    assert clock.slept[2] == DEFAULT_RETRY_AFTER  # no Retry-After: the C# client's default
+    assert budget.waited == pytest.approx(sum(clock.slept))
+
+
+def test_a_429_asking_for_longer_than_the_deadline_leaves_fails_at_once(clock):
+    client, sent = client_for(lambda request: httpx.Response(429, headers={"Retry-After": "60"}))
+    with api_budget(time.monotonic() + 3), pytest.raises(OctopusRateLimited) as err:
+        client.request("GET", "/api/Spaces-1/machines/all")
+    assert len(sent.requests) == 1 and clock.slept == []
+    assert str(err.value) == (
+        f"GET /api/Spaces-1/machines/all: Octopus at {URL} is rate-limiting this API key (429) "
+        "and asks to wait 60 s, more than the machine's deadline leaves: run fewer machines at "
+        "once (--workers, --batch), or ask for a higher rate limit for the key"
+    )
+
+
+def test_no_more_than_max_concurrent_calls_reach_octopus_at_once():
+    in_flight, peak, lock = 0, 0, threading.Lock()
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        time.sleep(0.1)  # an answer that takes a while, so that callers pile up
+        with lock:
+            in_flight -= 1
+        return httpx.Response(200, json=[])
+
+    client, sent = client_for(slow)
+    callers = [
+        threading.Thread(target=client.request, args=("GET", f"/api/Spaces-1/machines/{n}"))
+        for n in range(3 * MAX_CONCURRENT_CALLS)
+    ]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(30)
+    assert len(sent.requests) == 3 * MAX_CONCURRENT_CALLS
+    assert peak == MAX_CONCURRENT_CALLS
 
 
 # --- error mapping ---------------------------------------------------------------------------
