@@ -548,6 +548,19 @@ def test_first_run_takes_the_install_time_once(host: Host) -> None:
     assert time.monotonic() - started < 1.0
 
 
+def test_every_command_first_sleeps_a_net_start_up(host: Host) -> None:
+    host.ok("version")  # the install's first run, out of the way
+    host.control_dir.mkdir(parents=True, exist_ok=True)
+    (host.control_dir / "latency.json").write_text(json.dumps({"startup_seconds": 0.5}))
+    before, started = os.times(), time.monotonic()
+    host.ok("version")
+    host.ok("help")
+    took, after = time.monotonic() - started, os.times()
+    cpu = sum(after[2:4]) - sum(before[2:4])  # the commands' (children's) user + system
+    assert took >= 1.0  # each command waits for its start-up...
+    assert cpu < took / 2, (cpu, took)  # ...asleep: a latency, not CPU the host spends
+
+
 def test_failed_install_fails_until_it_is_fixed(host: Host) -> None:
     write_faults(host, install_fails=True)
     for _ in range(2):
