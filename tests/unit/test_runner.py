@@ -8,7 +8,8 @@ from __future__ import annotations
 import errno
 import json
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -83,6 +84,28 @@ def test_each_job_gets_the_runs_options_and_its_own_deadline(tmp_path):
     assert [r.state for r in report.results[:2]] == [State.UNCHANGED, State.UNCHANGED]
     # the pipeline's own bound caps the inventory's 900 s; a shorter inventory deadline wins
     assert Look.seen == {"web01": (LookOptions("hello"), 30.0), "web02": (LookOptions("hello"), 5)}
+
+
+@pytest.mark.parametrize("workers, together", [(2, ["web01", "web02"]), (1, [])])
+def test_parallel_without_workers_runs_as_many_at_once_as_the_settings_say(
+    tmp_path, workers, together
+):
+    met: list[str] = []
+    both = threading.Barrier(2, timeout=1)
+
+    class Meet(Look):
+        def step_look(self) -> tuple[str, str]:
+            try:  # passes only if the other machine is at work at the same time
+                both.wait()
+                met.append(self.machine.name)
+            except threading.BrokenBarrierError:
+                pass
+            return "ok", "met"
+
+    settings = replace(project(tmp_path), workers=workers)
+    options = RunOptions(parallel=True, console=lambda line: None)  # no --workers
+    LookRun("look", Meet, Selection(env="qa"), options, settings, LookOptions("hi")).execute()
+    assert sorted(met) == together
 
 
 def test_deadline_flag_is_every_jobs_deadline(tmp_path):
