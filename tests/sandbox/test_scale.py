@@ -94,6 +94,7 @@ def test_reads_every_machine_needs_happen_once_per_run(twenty):
         "/api/spaces/all",
         "/api/configuration/certificates/certificate-global",
         "/api/Spaces-1/environments",
+        "/api/Spaces-1/machinepolicies/all",
         "/api/Spaces-1/machines/all",
     ):
         assert gets[path] == 1, (path, gets)
