@@ -38,6 +38,7 @@ from octoboot.sandbox import systemctl_standin, tentacle_standin
 DEFAULT_TENTACLE_VERSION = "8.3.2977"
 _MTIME = 1_704_067_200  # 2024-01-01: fixed, and recent enough that tar does not complain
 _SHARED_MODULES = ("__init__.py", "errors.py", "certificates.py")
+_SYSTEMCTL_SHELL = Path(systemctl_standin.__file__).with_suffix(".sh")
 
 # Every Tentacle command starts this, so it keeps its own cost down: readlink and dirname
 # (two processes) only when it is called through a symlink, and Python without `site`
@@ -132,16 +133,18 @@ def build_tentacle_archive(
 
 
 def write_systemctl_launcher(path: Path, *, python: str = sys.executable) -> None:
-    """An executable `systemctl` that runs the systemctl stand-in with the given interpreter,
-    from its bytecode compiled beside the launcher: a script is compiled at every run, and
-    `-m` costs runpy's imports. The stand-in is stdlib only, so the interpreter starts
-    isolated and without `site` (-I -S)."""
+    """An executable `systemctl`: a shell that answers the read-only verbs itself
+    (`systemctl_standin.sh`) and runs the systemctl stand-in with the given interpreter for
+    the rest, from its bytecode compiled beside the launcher: a script is compiled at every
+    run, and `-m` costs runpy's imports. The stand-in is stdlib only, so the interpreter
+    starts isolated and without `site` (-I -S)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     compiled = path.with_name(f".{path.name}.pyc")
     py_compile.compile(systemctl_standin.__file__, cfile=str(compiled), doraise=True)
     path.write_text(
-        "#!/bin/sh\n# systemctl stand-in (octoboot sandbox)\n"
-        f'exec {shlex.quote(python)} -I -S {shlex.quote(str(compiled))} "$@"\n',
+        "#!/bin/sh\n"
+        + _SYSTEMCTL_SHELL.read_text(encoding="utf-8")
+        + f'exec {shlex.quote(python)} -I -S {shlex.quote(str(compiled))} "$@"\n',
         encoding="utf-8",
     )
     path.chmod(0o755)

@@ -2,7 +2,9 @@
 
     systemctl [--quiet|-q] [--no-pager] [--no-block] [--system] VERB [UNIT ...]
 
-VERB: daemon-reload, enable, disable, start, stop, restart, is-active, is-enabled, status.
+VERB: daemon-reload, enable, disable, start, stop, restart, is-active, is-enabled, status;
+daemon-reload, is-active and is-enabled are answered by the launcher's shell before Python
+starts (`systemctl_standin.sh`: they are called several times per machine), the rest here.
 Unit files are read from $OCTOBOOT_SANDBOX_SYSTEMD_DIR, else /etc/systemd/system; `enable`
 links them into `<target>.wants/` there, as systemd does. `start` runs ExecStart detached (new
 session, stdin /dev/null, output to the unit's log) and keeps its PID in
@@ -22,8 +24,7 @@ import sys
 import time
 
 # Only os, sys and time for every call, and paths as strings (pathlib imports half the
-# standard library): the probe and a service's start run `is-active` and `is-enabled`
-# several times per machine, each a new Python process, and two thirds of their CPU went to
+# standard library): every call is a new Python process, and two thirds of its CPU went to
 # imports. configparser, subprocess, shlex, signal and datetime come with the verbs that use
 # them; not even typing (mypy knows a TYPE_CHECKING of our own) nor contextlib.
 TYPE_CHECKING = False
@@ -212,25 +213,6 @@ def disable(unit: str) -> int:
     return 0
 
 
-def is_active(unit: str, quiet: bool) -> int:
-    state = _state(unit)
-    if not quiet:
-        print(state)
-    return 0 if state == "active" else EXIT_NOT_RUNNING
-
-
-def is_enabled(unit: str, quiet: bool) -> int:
-    if not os.path.isfile(_unit_file(unit)):
-        print(
-            f"Failed to get unit file state for {unit}: No such file or directory", file=sys.stderr
-        )
-        return 1
-    enabled = bool(_wants_links(unit))
-    if not quiet:
-        print("enabled" if enabled else "disabled")
-    return 0 if enabled else 1
-
-
 def status(unit: str) -> int:
     if not os.path.isfile(_unit_file(unit)) and not os.path.exists(pid_file(unit)):
         print(f"Unit {unit} could not be found.", file=sys.stderr)
@@ -254,14 +236,11 @@ def status(unit: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    quiet = any(a in ("--quiet", "-q") for a in argv)
     words = [a for a in argv if not a.startswith("-")]
     if not words:
         print("systemctl stand-in: a verb is required", file=sys.stderr)
         return 1
     verb, units = words[0], [unit_name(u) for u in words[1:]]
-    if verb == "daemon-reload":
-        return 0
     if verb == "default":
         # What booting does: start every unit the default target wants (host_init.sh).
         target = os.path.join(units_dir(), "multi-user.target.wants")
@@ -273,8 +252,6 @@ def main(argv: list[str]) -> int:
         "restart": lambda u: stop(u) or start(u),
         "enable": enable,
         "disable": disable,
-        "is-active": lambda u: is_active(u, quiet),
-        "is-enabled": lambda u: is_enabled(u, quiet),
         "status": status,
     }
     if verb not in per_unit:
