@@ -40,8 +40,10 @@ def kind(cmdline: list[str]) -> str:
     if "tentacle_standin" in cmdline:
         words = [a for a in cmdline[cmdline.index("tentacle_standin") + 1 :] if a[:1] != "-"]
         return f"Tentacle {words[0] if words else ''}".strip()
-    if any(word.endswith(("systemctl_standin", "systemctl.pyc")) for word in cmdline):
-        return "systemctl"
+    for at, word in enumerate(cmdline):  # Python's (`.systemctl.pyc`) or the launcher's
+        if word.endswith(("systemctl.pyc", "sbin/systemctl")):
+            words = [a for a in cmdline[at + 1 :] if a[:1] != "-"]
+            return f"systemctl {words[0] if words else ''}".strip()
     program = Path(cmdline[0].split()[0].rstrip(":")).name
     if program == "Tentacle" and len(cmdline) > 1:  # the launcher before it execs python
         return f"Tentacle {cmdline[1]}"

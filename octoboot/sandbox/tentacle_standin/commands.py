@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -54,6 +53,8 @@ def version_info() -> dict:
     version = (INSTALL_DIR / "VERSION").read_text(encoding="utf-8").strip()
     core, _, prerelease = version.partition("-")
     # GitVersion's informational form; the "commit" is derived so it is stable per version.
+    import hashlib  # here only: its import loads libcrypto, which other commands do without
+
     commit = hashlib.sha1(version.encode()).hexdigest()
     return {
         "InformationalVersion": f"{version}+Branch.main.Sha.{commit}",
