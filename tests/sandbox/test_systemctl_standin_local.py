@@ -107,3 +107,63 @@ def test_the_verbs_python_answers_agree_with_the_shells(host: Host) -> None:
     assert host.run("is-active", "started") == (3, "inactive\n", "")
     assert host.run("disable", "started")[0] == 0
     assert host.run("is-enabled", "started") == (1, "disabled\n", "")
+
+
+def test_units_are_read_and_started_as_systemd_does(host: Host, tmp_path: Path) -> None:
+    # systemd.syntax(7): comments, a continued line, list settings that add up, an empty
+    # value that resets; systemd.service(5): quoted words in the command line.
+    (host.units / "quoted.service").write_text(
+        "[Unit]\n; a comment\nDescription=Quoted words\n"
+        "[Service]\nExecStart=/bin/sh -c 'printf \"<%s>\" \"$0\" \"$1\" >&2; exec sleep 60' \\\n"
+        '  "two  words" three\n'
+        "[Install]\nWantedBy=gone.target\nWantedBy=\nWantedBy=a.target b.target\n"
+        "WantedBy = c.target\n"
+    )
+    assert host.run("enable", "quoted") == (
+        0,
+        "",
+        "".join(
+            f"Created symlink {host.units}/{t}.target.wants/quoted.service \u2192 "
+            f"{host.units}/quoted.service.\n"
+            for t in "abc"
+        ),
+    )
+    assert not (host.units / "gone.target.wants").exists()
+    # A descriptor the caller leaves open (an SSH session's pipe) must not reach the service.
+    with open(tmp_path / "held", "w") as held:
+        os.set_inheritable(held.fileno(), True)
+        done = subprocess.run([host.exe, "start", "quoted"], env=host.env, close_fds=False)
+    assert done.returncode == 0
+    pid = int((host.control / "units" / "quoted.service.pid").read_text())
+    try:
+        assert sorted(os.listdir(f"/proc/{pid}/fd")) == ["0", "1", "2"]
+        assert os.readlink(f"/proc/{pid}/cwd") == "/"
+        log = host.control / "units" / "quoted.service.log"
+        deadline = time.monotonic() + 10
+        while "<two  words><three>" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.01)
+        assert host.run("status", "quoted")[1].startswith("\u25cf quoted.service - Quoted words\n")
+    finally:
+        assert host.run("stop", "quoted")[0] == 0
+
+
+def test_a_service_that_cannot_start_says_why(host: Host) -> None:
+    (host.units / "missing.service").write_text("[Service]\nExecStart=/nonexistent/tentacle run\n")
+    (host.units / "empty.service").write_text("[Service]\nType=simple\n")
+    assert host.run("start", "missing") == (
+        1,
+        "",
+        "Job for missing.service failed: [Errno 2] No such file or directory: "
+        "'/nonexistent/tentacle'\n",
+    )
+    assert host.run("start", "empty") == (
+        1,
+        "",
+        "Failed to start empty.service: Unit empty.service has a bad unit file setting.\n",
+    )
+    assert host.run("start", "absent") == (
+        5,
+        "",
+        "Failed to start absent.service: Unit absent.service not found.\n",
+    )
