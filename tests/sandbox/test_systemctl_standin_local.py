@@ -114,7 +114,7 @@ def test_units_are_read_and_started_as_systemd_does(host: Host, tmp_path: Path) 
     # value that resets; systemd.service(5): quoted words in the command line.
     (host.units / "quoted.service").write_text(
         "[Unit]\n; a comment\nDescription=Quoted words\n"
-        "[Service]\nExecStart=/bin/sh -c 'printf \"<%s>\" \"$0\" \"$1\" >&2; exec sleep 60' \\\n"
+        '[Service]\nExecStart=/bin/sh -c \'printf "<%s>" "$0" "$1" >&2; exec sleep 60\' \\\n'
         '  "two  words" three\n'
         "[Install]\nWantedBy=gone.target\nWantedBy=\nWantedBy=a.target b.target\n"
         "WantedBy = c.target\n"
