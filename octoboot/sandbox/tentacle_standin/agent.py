@@ -22,12 +22,12 @@ from pathlib import Path
 
 from . import control, crypto, polling
 from .command import Command, Invocation
-from .commands import version_info
 from .dotnet import parse_int
 from .log import Log
 from .options import Option
 from .pfx import thumbprint_of_der
 from .settings import CERTIFICATE, Settings
+from .version import version_info
 
 _REQUEST_LIMIT = 64 * 1024
 _REQUEST_SECONDS = 5.0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 
-from . import control, instances
+from . import control
 from .command import EXECUTABLE, INSTALL_DIR, Command, Invocation
 from .failures import ControlledFailure
 from .log import Log
@@ -56,9 +56,10 @@ HELP = Command("help", "Prints this help text", _help, aliases=("?", "h"), stand
 # (tests/unit/test_tentacle_options.py checks this against the modules' COMMANDS.)
 MODULES = {
     "commands": (
-        "create-instance", "delete-instance", "list-instances", "version", "new-certificate",
+        "create-instance", "delete-instance", "list-instances", "new-certificate",
         "import-certificate", "show-thumbprint", "show-configuration", "configure",
     ),
+    "version": ("version",),
     "service": ("service",),
     "comms": ("server-comms",),
     "agent": ("agent", "run"),
@@ -147,10 +148,14 @@ def _run(command: Command, args: list[str], log: Log) -> int:
         command.validate(parsed)
     inv = Invocation(parsed, log)
     if command.standard:
+        from . import instances  # not for version or help: the configuration's reader
+
         inv.instance = instances.select(parsed.value("instance"), parsed.value("config"))
         log.write_to(inv.instance.settings().home_dir)
     command.run(inv)
     if inv.restart_needed:
-        restarted = instances.APPLICATION if inv.current.name else "service"
+        from .instances import APPLICATION
+
+        restarted = APPLICATION if inv.current.name else "service"
         log.warn(f"These changes require a restart of the {restarted}.")
     return EXIT_SUCCESS
