@@ -32,22 +32,21 @@ from benchmarks.taskstats import Exit, Exits
 from octoboot.sandbox.control import Sandbox
 from octoboot.sandbox.standin_settings import StandInSettings
 
+_PROGRAMS = {"Tentacle": ("/Tentacle",), "systemctl": ("systemctl.pyc", "sbin/systemctl")}
+
 
 def kind(cmdline: list[str]) -> str:
     """What a host process is, from its command line."""
     if not cmdline:
         return "?"
-    if "tentacle_standin" in cmdline:
-        words = [a for a in cmdline[cmdline.index("tentacle_standin") + 1 :] if a[:1] != "-"]
-        return f"Tentacle {words[0] if words else ''}".strip()
-    for at, word in enumerate(cmdline):  # Python's (`.systemctl.pyc`) or the launcher's
-        if word.endswith(("systemctl.pyc", "sbin/systemctl")):
+    for at, word in enumerate(cmdline):
+        # The Tentacle launcher (`python -S .../Tentacle`), Python's systemctl (`.systemctl.pyc`)
+        # and the systemctl launcher's shell: by the command or verb that follows.
+        named = next((n for n in ("Tentacle", "systemctl") if word.endswith(_PROGRAMS[n])), None)
+        if named:
             words = [a for a in cmdline[at + 1 :] if a[:1] != "-"]
-            return f"systemctl {words[0] if words else ''}".strip()
-    program = Path(cmdline[0].split()[0].rstrip(":")).name
-    if program == "Tentacle" and len(cmdline) > 1:  # the launcher before it execs python
-        return f"Tentacle {cmdline[1]}"
-    return program
+            return f"{named} {words[0] if words else ''}".strip()
+    return Path(cmdline[0].split()[0].rstrip(":")).name
 
 
 class Sampler:

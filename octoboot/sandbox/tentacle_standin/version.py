@@ -27,9 +27,10 @@ def version_info() -> dict:
     version = (INSTALL_DIR / "VERSION").read_text(encoding="utf-8").strip()
     core, _, prerelease = version.partition("-")
     # GitVersion's informational form; the "commit" is derived so it is stable per version.
-    import hashlib  # here only: its import loads libcrypto, which other commands do without
+    # hashlib's own SHA-1 module: hashlib loads libcrypto first, 3 ms of CPU for 40 bytes.
+    import _sha1
 
-    commit = hashlib.sha1(version.encode()).hexdigest()
+    commit = _sha1.sha1(version.encode()).hexdigest()
     return {
         "InformationalVersion": f"{version}+Branch.main.Sha.{commit}",
         "MajorMinorPatch": core,
