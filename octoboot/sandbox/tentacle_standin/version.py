@@ -27,8 +27,7 @@ def version_info() -> dict:
     version = (INSTALL_DIR / "VERSION").read_text(encoding="utf-8").strip()
     core, _, prerelease = version.partition("-")
     # GitVersion's informational form; the "commit" is derived so it is stable per version.
-    # hashlib's own SHA-1 module: hashlib loads libcrypto first, 3 ms of CPU for 40 bytes.
-    import _sha1
+    import _sha1  # hashlib's own SHA-1: hashlib loads libcrypto first (3 ms of CPU)
 
     commit = _sha1.sha1(version.encode()).hexdigest()
     return {
