@@ -10,6 +10,7 @@ first argument, lower-cased, with leading `-` and `/` trimmed. Exit codes: 0 suc
 
 from __future__ import annotations
 
+import gc
 import importlib
 
 from . import control
@@ -121,6 +122,7 @@ def main(args: list[str]) -> int:
         name = args[0].lower().lstrip("-/") if args else ""
         control.hang_if_told(name, faults)
         command = find(name) if name else None
+        gc.enable()  # the launcher held it off while the command's modules were imported
         if command is None or common.flag("help"):
             _run(HELP, args, log)
             return EXIT_SUCCESS if command else EXIT_UNKNOWN_COMMAND
