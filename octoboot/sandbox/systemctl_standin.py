@@ -188,13 +188,14 @@ def start(unit: str) -> int:
     # /dev/null, output to the unit's log, no descriptor of the caller's (a pipe of an SSH
     # session kept open by a service would hold that session), the signals Python ignores
     # back to their defaults, and / as its working directory (posix_spawn has no chdir of its
-    # own; this process ends right after).
+    # own: this process goes there for the spawn, and back).
     for fd in os.listdir("/proc/self/fd"):
         if int(fd) > 2 and int(fd) != log:
             try:  # noqa: SIM105 (contextlib would cost every call its imports)
                 os.set_inheritable(int(fd), False)
             except OSError:
                 pass  # the listing's own descriptor, closed by now
+    here = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
     os.chdir("/")
     try:
         pid = os.posix_spawnp(
@@ -215,6 +216,8 @@ def start(unit: str) -> int:
         return 1
     finally:
         os.close(log)
+        os.fchdir(here)
+        os.close(here)
     with open(pid_file(unit), "w", encoding="utf-8") as file:
         file.write(f"{pid}\n")
     return 0

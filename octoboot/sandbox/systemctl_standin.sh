@@ -18,7 +18,7 @@ state() {
     pid=
     if [ -r "$pidfile" ]; then read -r pid <"$pidfile" || :; fi
     case $pid in '' | *[!0-9]*) ;; *)
-        if [ "$pid" -gt 0 ] && { read -r stat </proc/"$pid"/stat; } 2>/dev/null; then
+        if [ "$pid" -gt 0 ] 2>/dev/null && { read -r stat </proc/"$pid"/stat; } 2>/dev/null; then
             set -- ${stat##*)}
             if [ "$1" != Z ]; then s=active; return; fi
         fi ;;
