@@ -4,12 +4,15 @@
 
 A new sandbox of N hosts comes up with the stand-ins' defaults; one bootstrap runs in
 parallel (as `benchmarks.bootstrap` runs it), then the same again with nothing to change.
-Meanwhile every process of the hosts is sampled every 10 ms: its CPU so far and what it
-is (a Tentacle command by its name, `Tentacle run` the service, the systemctl stand-in,
-sshd, a shell...). A process's last sample is its cost; processes that live less than a
-sample go unseen, and what the hosts used in all (`measure.host_cpu`, ended children
-included) less what was seen is printed as `unseen`. Figures are CPU seconds per machine,
-with the load average at the start: this machine's two cores run other work too.
+Meanwhile every process of the hosts is sampled every 10 ms for what it is (a Tentacle
+command by its name, `Tentacle run` the service, the systemctl stand-in, sshd, a shell...)
+and its CPU so far, and the kernel reports every task that ends with its exact time on a
+CPU (`benchmarks.taskstats`): an ended process counts its exit record, one still running
+its last sample; one that ended unseen goes by its command name (`python` is then mostly
+the systemctl stand-in). What the hosts used in all (`measure.host_cpu`, ended children
+included) less what was attributed is printed as `unattributed`: an ended task's record
+misses its run since the last scheduler tick (4 ms here). Figures are CPU seconds per
+machine, with the load average at the start: this machine's two cores run other work too.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,23 +28,25 @@ from tabulate import tabulate
 
 from benchmarks.bootstrap import run_once
 from benchmarks.measure import _tree, host_cpu
+from benchmarks.taskstats import Exit, Exits
 from octoboot.sandbox.control import Sandbox
 from octoboot.sandbox.standin_settings import StandInSettings
+
+_PROGRAMS = {"Tentacle": ("/Tentacle",), "systemctl": ("systemctl.pyc", "sbin/systemctl")}
 
 
 def kind(cmdline: list[str]) -> str:
     """What a host process is, from its command line."""
     if not cmdline:
         return "?"
-    if "tentacle_standin" in cmdline:
-        words = [a for a in cmdline[cmdline.index("tentacle_standin") + 1 :] if a[:1] != "-"]
-        return f"Tentacle {words[0] if words else ''}".strip()
-    if any(word.endswith(("systemctl_standin", "systemctl.pyc")) for word in cmdline):
-        return "systemctl"
-    program = Path(cmdline[0].split()[0].rstrip(":")).name
-    if program == "Tentacle" and len(cmdline) > 1:  # the launcher before it execs python
-        return f"Tentacle {cmdline[1]}"
-    return program
+    for at, word in enumerate(cmdline):
+        # The Tentacle launcher (`python -S .../Tentacle`), Python's systemctl (`.systemctl.pyc`)
+        # and the systemctl launcher's shell: by the command or verb that follows.
+        named = next((n for n in ("Tentacle", "systemctl") if word.endswith(_PROGRAMS[n])), None)
+        if named:
+            words = [a for a in cmdline[at + 1 :] if a[:1] != "-"]
+            return f"{named} {words[0] if words else ''}".strip()
+    return Path(cmdline[0].split()[0].rstrip(":")).name
 
 
 class Sampler:
@@ -77,12 +83,31 @@ class Sampler:
                     name = self.seen[key][0]
                 self.seen[key] = (name, ran)
 
-    def by_kind(self, since: dict[tuple[int, int], int]) -> dict[str, tuple[int, float]]:
-        """kind -> (processes, CPU seconds) used after `since` (an earlier `snapshot`)."""
+    def by_kind(
+        self, since: dict[tuple[int, int], int], exits: list[Exit]
+    ) -> dict[str, tuple[int, float]]:
+        """kind -> (processes, CPU seconds) used after `since` (an earlier `snapshot`), with
+        the exact figure of every host task in `exits` (those that ended meanwhile)."""
+        latest = {pid: key for key in sorted(self.seen, key=lambda k: k[1]) for pid in [key[0]]}
+        hosts = set(self.roots) | set(latest)
+        ours: list[Exit] = []
+        for _ in range(len(exits)):  # a parent that ended unseen is known by its own exit
+            grown = [e for e in exits if e not in ours and (e.pid in hosts or e.ppid in hosts)]
+            if not grown:
+                break
+            ours += grown
+            hosts |= {e.pid for e in grown}
         totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+        ended = set()
+        for e in ours:
+            key = latest.get(e.pid)
+            name = self.seen[key][0] if key else e.comm
+            ended.add(key)
+            totals[name][0] += key not in since
+            totals[name][1] += (e.ns - since.get(key, 0)) / 1e9 if key else e.ns / 1e9
         for key, (name, ran) in self.seen.items():
             used = (ran - since.get(key, 0)) / 1e9
-            if used or key not in since:
+            if key not in ended and (used or key not in since):
                 totals[name][0] += key not in since
                 totals[name][1] += used
         return {name: (int(n), cpu) for name, (n, cpu) in totals.items()}
@@ -104,14 +129,15 @@ def main() -> None:
         try:
             sandbox.write_target_files(project / "machines", project / ".env")
             roots = [h["process"]["pid"] for h in sandbox.state()["hosts"] if h.get("process")]
-            with Sampler(roots) as sampler:
+            with Exits() as exits, Sampler(roots) as sampler:
                 runs = []
                 for label in ("first run", "rerun"):
                     before, total = sampler.snapshot(), host_cpu(sandbox)
+                    first = len(exits.exits)
                     figures = run_once(project, sandbox, size, "shared")
-                    runs.append(
-                        (label, figures, sampler.by_kind(before), host_cpu(sandbox) - total)
-                    )
+                    time.sleep(0.2)  # the last exits' records
+                    kinds = sampler.by_kind(before, exits.exits[first:])
+                    runs.append((label, figures, kinds, host_cpu(sandbox) - total))
         finally:
             sandbox.down()
     for label, figures, kinds, total in runs:
@@ -120,7 +146,7 @@ def main() -> None:
             [name, f"{n / size:.1f}", f"{cpu / size:.3f}"]
             for name, (n, cpu) in sorted(kinds.items(), key=lambda kv: -kv[1][1])
         ]
-        rows.append(["unseen (short-lived, ended)", "", f"{(total - seen) / size:.3f}"])
+        rows.append(["unattributed", "", f"{(total - seen) / size:.3f}"])
         rows.append(["hosts in all", "", f"{total / size:.3f}"])
         rows.append(["controller", "", f"{figures['controller']:.3f}"])
         print(f"\n{label}: {size} machines, {figures['wall']:.1f} s, load {figures['load']}, "

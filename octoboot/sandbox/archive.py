@@ -3,7 +3,7 @@
 The real `tentacle-<version>-net8.0-linux-x64.tar.gz` has a top folder `tentacle/`, so
 extracting it into /opt/octopus gives /opt/octopus/tentacle/Tentacle. Ours holds:
 
-    tentacle/Tentacle               /bin/sh launcher: `python -S -m tentacle_standin` from lib/
+    tentacle/Tentacle               launcher: a `#!python -S` script that runs lib/tentacle_standin
     tentacle/VERSION                the version `Tentacle version` reports
     tentacle/configure-tentacle.sh  placeholder for the real interactive wizard
     tentacle/lib/tentacle_standin/  the stand-in, copied from octoboot/sandbox/tentacle_standin
@@ -38,17 +38,21 @@ from octoboot.sandbox import systemctl_standin, tentacle_standin
 DEFAULT_TENTACLE_VERSION = "8.3.2977"
 _MTIME = 1_704_067_200  # 2024-01-01: fixed, and recent enough that tar does not complain
 _SHARED_MODULES = ("__init__.py", "errors.py", "certificates.py")
+_SYSTEMCTL_SHELL = Path(systemctl_standin.__file__).with_suffix(".sh")
 
-# Every Tentacle command starts this, so it keeps its own cost down: readlink and dirname
-# (two processes) only when it is called through a symlink, and Python without `site`
-# (-S: the venv's .pth hooks), given the interpreter's site-packages for cryptography.
-_LAUNCHER = """#!/bin/sh
+# Every Tentacle command starts this, so it keeps its own cost down: the interpreter runs it
+# directly (no shell before it, no runpy), without `site` (-S: the venv's .pth hooks), given
+# the interpreter's site-packages for cryptography; realpath finds lib/ also through a symlink.
+# The cycle collector waits until the command's modules are imported (cli.main turns it back
+# on): imports allocate much and free nothing, and its passes over them cost 3 ms a command.
+_LAUNCHER = """#!{python} -S
 # Octopus Tentacle stand-in (octoboot sandbox): the Python package in lib/ plays the Tentacle.
-if [ -L "$0" ]; then here=$(dirname "$(readlink -f "$0")")
-else case $0 in */*) here=${{0%/*}} ;; *) here=. ;; esac; fi
-case $here in /*) ;; *) here=$PWD/$here ;; esac
-export PYTHONPATH="$here/lib:{site_packages}"
-exec {python} -S -m tentacle_standin "$@"
+import gc, os, sys
+gc.disable()
+here = os.path.dirname(os.path.realpath(__file__))
+sys.path[:0] = [os.path.join(here, "lib"), *{site_packages!r}]
+from tentacle_standin.cli import main
+sys.exit(main(sys.argv[1:]))
 """
 
 _CONFIGURE_PLACEHOLDER = """#!/bin/sh
@@ -67,9 +71,7 @@ def _files(python: str, version: str) -> dict[str, tuple[bytes, int]]:
     """Archive path -> (content, mode) for every file."""
     files = {
         "tentacle/Tentacle": (
-            _LAUNCHER.format(
-                python=shlex.quote(python), site_packages=":".join(site.getsitepackages())
-            ).encode(),
+            _LAUNCHER.format(python=python, site_packages=site.getsitepackages()).encode(),
             0o755,
         ),
         "tentacle/VERSION": (f"{version}\n".encode(), 0o644),
@@ -106,7 +108,10 @@ def build_tentacle_archive(
     dest_dir: Path, *, python: str = sys.executable, version: str = DEFAULT_TENTACLE_VERSION
 ) -> Path:
     """Write the stand-in archive into dest_dir; python is the interpreter hosts will run
-    (with this interpreter's site-packages: the controller's own, or one like it)."""
+    (with this interpreter's site-packages: the controller's own, or one like it), a path
+    without whitespace (it is the launcher's #! line)."""
+    if not python.startswith("/") or any(c.isspace() for c in python):
+        raise ValueError(f"the hosts' python must be an absolute path without spaces: {python}")
     files = _files(python, version)
     directories = {str(Path(name).parent) for name in files}
     directories |= {str(parent) for d in directories for parent in Path(d).parents}
@@ -132,16 +137,18 @@ def build_tentacle_archive(
 
 
 def write_systemctl_launcher(path: Path, *, python: str = sys.executable) -> None:
-    """An executable `systemctl` that runs the systemctl stand-in with the given interpreter,
-    from its bytecode compiled beside the launcher: a script is compiled at every run, and
-    `-m` costs runpy's imports. The stand-in is stdlib only, so the interpreter starts
-    isolated and without `site` (-I -S)."""
+    """An executable `systemctl`: a shell that answers the read-only verbs itself
+    (`systemctl_standin.sh`) and runs the systemctl stand-in with the given interpreter for
+    the rest, from its bytecode compiled beside the launcher: a script is compiled at every
+    run, and `-m` costs runpy's imports. The stand-in is stdlib only, so the interpreter
+    starts isolated and without `site` (-I -S)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     compiled = path.with_name(f".{path.name}.pyc")
     py_compile.compile(systemctl_standin.__file__, cfile=str(compiled), doraise=True)
     path.write_text(
-        "#!/bin/sh\n# systemctl stand-in (octoboot sandbox)\n"
-        f'exec {shlex.quote(python)} -I -S {shlex.quote(str(compiled))} "$@"\n',
+        "#!/bin/sh\n"
+        + _SYSTEMCTL_SHELL.read_text(encoding="utf-8")
+        + f'exec {shlex.quote(python)} -I -S {shlex.quote(str(compiled))} "$@"\n',
         encoding="utf-8",
     )
     path.chmod(0o755)

@@ -2,7 +2,9 @@
 
     systemctl [--quiet|-q] [--no-pager] [--no-block] [--system] VERB [UNIT ...]
 
-VERB: daemon-reload, enable, disable, start, stop, restart, is-active, is-enabled, status.
+VERB: daemon-reload, enable, disable, start, stop, restart, is-active, is-enabled, status;
+daemon-reload, is-active and is-enabled are answered by the launcher's shell before Python
+starts (`systemctl_standin.sh`: they are called several times per machine), the rest here.
 Unit files are read from $OCTOBOOT_SANDBOX_SYSTEMD_DIR, else /etc/systemd/system; `enable`
 links them into `<target>.wants/` there, as systemd does. `start` runs ExecStart detached (new
 session, stdin /dev/null, output to the unit's log) and keeps its PID in
@@ -17,18 +19,17 @@ environment, so a service finds the same overrides as the command that started i
 
 from __future__ import annotations
 
+import _signal  # signal's constants without signal's enum import
 import os
 import sys
 import time
 
-# Only os, sys and time for every call, and paths as strings (pathlib imports half the
-# standard library): the probe and a service's start run `is-active` and `is-enabled`
-# several times per machine, each a new Python process, and two thirds of their CPU went to
-# imports. configparser, subprocess, shlex, signal and datetime come with the verbs that use
-# them; not even typing (mypy knows a TYPE_CHECKING of our own) nor contextlib.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    import configparser
+# Only os, sys and time, and paths as strings (pathlib imports half the standard library):
+# every call is a new Python process, and two thirds of its CPU went to imports (configparser,
+# shlex and subprocess bring re, enum and more: a service's start cost twice a bare Python).
+# Units are read and their command split here, as systemd does it, and the service spawned
+# by os.posix_spawn; signal and datetime come with the verbs that use them; not even typing
+# (mypy knows a TYPE_CHECKING of our own) nor contextlib.
 
 STOP_TIMEOUT_SECONDS = 10.0
 _POLL_SECONDS = 0.05
@@ -71,16 +72,68 @@ def _read(path: str) -> str:
         return file.read()
 
 
-def _read_unit(unit: str) -> configparser.ConfigParser:
-    import configparser  # only the verbs that read units pay for it
+def _read_unit(unit: str) -> dict[str, list[str]]:
+    """Section.Key -> every value assigned to it, in order, as systemd reads a unit file
+    (systemd.syntax(7)): `#` and `;` start comments, a line ending in a backslash goes on
+    on the next, whitespace around `=` is dropped, and an empty value resets the list
+    (list settings such as WantedBy= add up; for single ones the last value counts)."""
+    settings: dict[str, list[str]] = {}
+    section, pending = "", ""
+    try:
+        text = _read(_unit_file(unit))
+    except OSError:
+        return settings  # none: only `status` asks of a unit that may have no file
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and line[:1] in ("#", ";"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+        elif "=" in line:
+            key, _, value = line.partition("=")
+            values = settings.setdefault(f"{section}.{key.strip()}", [])
+            if value.strip():
+                values.append(value.strip())
+            else:
+                values.clear()
+    return settings
 
-    class UnitParser(configparser.ConfigParser):
-        def optionxform(self, optionstr: str) -> str:
-            return optionstr  # keys keep their case (ExecStart, WantedBy)
 
-    parser = UnitParser(interpolation=None, strict=False, delimiters=("=",))
-    parser.read(_unit_file(unit), encoding="utf-8")
-    return parser
+def _last(settings: dict[str, list[str]], key: str, fallback: str) -> str:
+    values = settings.get(key)
+    return values[-1] if values else fallback
+
+
+def _split_command(line: str) -> list[str]:
+    """An ExecStart= line's words (systemd.service(5), "Command lines"): split at
+    whitespace, "double" and 'single' quotes group, a backslash takes the next character."""
+    words: list[str] = []
+    word: str | None = None
+    quote = ""
+    chars = iter(line)
+    for char in chars:
+        if char == "\\":
+            word = (word or "") + next(chars, "")
+        elif quote:
+            if char == quote:
+                quote = ""
+            else:
+                word = (word or "") + char
+        elif char in ("'", '"'):
+            quote, word = char, word or ""
+        elif char.isspace():
+            if word is not None:
+                words.append(word)
+            word = None
+        else:
+            word = (word or "") + char
+    if word is not None:
+        words.append(word)
+    return words
 
 
 def _alive(pid: int) -> bool:
@@ -117,33 +170,56 @@ def _wants_links(unit: str) -> list[str]:
 
 
 def start(unit: str) -> int:
-    import shlex
-    import subprocess
-
     if main_pid(unit):
         return 0
     if not os.path.isfile(_unit_file(unit)):
         print(f"Failed to start {unit}: Unit {unit} not found.", file=sys.stderr)
         return EXIT_NOT_LOADED
-    command = shlex.split(_read_unit(unit).get("Service", "ExecStart", fallback=""))
+    command = _split_command(_last(_read_unit(unit), "Service.ExecStart", ""))
+    if not command:  # systemd refuses to load such a service
+        print(f"Failed to start {unit}: Unit {unit} has a bad unit file setting.", file=sys.stderr)
+        return 1
     environment = {k: v for k, v in os.environ.items() if k in _PASSED_ENVIRONMENT}
     os.makedirs(state_dir(), exist_ok=True)
-    with open(os.path.join(state_dir(), f"{unit}.log"), "ab") as log:
-        try:
-            process = subprocess.Popen(
-                command,
-                cwd="/",
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            print(f"Job for {unit} failed: {exc}", file=sys.stderr)
-            return 1
+    log = os.open(
+        os.path.join(state_dir(), f"{unit}.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666
+    )
+    # Detached as subprocess.Popen(start_new_session=True) made it: a new session, stdin
+    # /dev/null, output to the unit's log, no descriptor of the caller's (a pipe of an SSH
+    # session kept open by a service would hold that session), the signals Python ignores
+    # back to their defaults, and / as its working directory (posix_spawn has no chdir of its
+    # own: this process goes there for the spawn, and back).
+    for fd in os.listdir("/proc/self/fd"):
+        if int(fd) > 2 and int(fd) != log:
+            try:  # noqa: SIM105 (contextlib would cost every call its imports)
+                os.set_inheritable(int(fd), False)
+            except OSError:
+                pass  # the listing's own descriptor, closed by now
+    here = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
+    os.chdir("/")
+    try:
+        pid = os.posix_spawnp(
+            command[0],
+            command,
+            environment,
+            setsid=True,
+            setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log, 1),
+                (os.POSIX_SPAWN_DUP2, log, 2),
+                (os.POSIX_SPAWN_CLOSE, log),
+            ],
+        )
+    except OSError as exc:
+        print(f"Job for {unit} failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        os.close(log)
+        os.fchdir(here)
+        os.close(here)
     with open(pid_file(unit), "w", encoding="utf-8") as file:
-        file.write(f"{process.pid}\n")
+        file.write(f"{pid}\n")
     return 0
 
 
@@ -191,8 +267,8 @@ def enable(unit: str) -> int:
     if not os.path.isfile(_unit_file(unit)):
         print(f"Failed to enable unit: Unit file {unit} does not exist.", file=sys.stderr)
         return 1
-    targets = _read_unit(unit).get("Install", "WantedBy", fallback="multi-user.target").split()
-    for target in targets:
+    wanted_by = _read_unit(unit).get("Install.WantedBy") or ["multi-user.target"]
+    for target in " ".join(wanted_by).split():
         link = os.path.join(units_dir(), f"{target}.wants", unit)
         if not os.path.islink(link):
             os.makedirs(os.path.dirname(link), exist_ok=True)
@@ -212,30 +288,11 @@ def disable(unit: str) -> int:
     return 0
 
 
-def is_active(unit: str, quiet: bool) -> int:
-    state = _state(unit)
-    if not quiet:
-        print(state)
-    return 0 if state == "active" else EXIT_NOT_RUNNING
-
-
-def is_enabled(unit: str, quiet: bool) -> int:
-    if not os.path.isfile(_unit_file(unit)):
-        print(
-            f"Failed to get unit file state for {unit}: No such file or directory", file=sys.stderr
-        )
-        return 1
-    enabled = bool(_wants_links(unit))
-    if not quiet:
-        print("enabled" if enabled else "disabled")
-    return 0 if enabled else 1
-
-
 def status(unit: str) -> int:
     if not os.path.isfile(_unit_file(unit)) and not os.path.exists(pid_file(unit)):
         print(f"Unit {unit} could not be found.", file=sys.stderr)
         return EXIT_NO_SUCH_UNIT
-    description = _read_unit(unit).get("Unit", "Description", fallback=unit)
+    description = _last(_read_unit(unit), "Unit.Description", unit)
     enabled = "enabled" if _wants_links(unit) else "disabled"
     print(f"\u25cf {unit} - {description}")
     print(f"     Loaded: loaded ({_unit_file(unit)}; {enabled}; vendor preset: enabled)")
@@ -254,14 +311,11 @@ def status(unit: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    quiet = any(a in ("--quiet", "-q") for a in argv)
     words = [a for a in argv if not a.startswith("-")]
     if not words:
         print("systemctl stand-in: a verb is required", file=sys.stderr)
         return 1
     verb, units = words[0], [unit_name(u) for u in words[1:]]
-    if verb == "daemon-reload":
-        return 0
     if verb == "default":
         # What booting does: start every unit the default target wants (host_init.sh).
         target = os.path.join(units_dir(), "multi-user.target.wants")
@@ -273,8 +327,6 @@ def main(argv: list[str]) -> int:
         "restart": lambda u: stop(u) or start(u),
         "enable": enable,
         "disable": disable,
-        "is-active": lambda u: is_active(u, quiet),
-        "is-enabled": lambda u: is_enabled(u, quiet),
         "status": status,
     }
     if verb not in per_unit:

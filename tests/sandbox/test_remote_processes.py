@@ -179,7 +179,7 @@ def test_a_closed_transport_ends_the_command(sandbox, host_shell):
 def test_a_stopped_run_ends_the_remote_work_and_writes_its_report(
     sandbox, settings, host_shell, sig, code
 ):
-    hung = "tentacle_standin configur[e]"
+    hung = " -S [^ ]*tentacle/Tentacle configur[e]"  # the Tentacle itself, not its wrappers
     sandbox.set_faults("sbx03", hang=["configure"])
     try:
         proc = start_inv(
@@ -215,7 +215,7 @@ def test_a_stopped_run_ends_the_remote_work_and_writes_its_report(
 
 # --- the private key's transient copy on the host ---------------------------------------------
 
-IMPORTING = "tentacle_standin import-certificat[e]"
+IMPORTING = " -S [^ ]*tentacle/Tentacle import-certificat[e]"  # not its wrappers
 
 
 def hung_import(sandbox, settings, host_shell, name: str) -> tuple[subprocess.Popen, str]:

@@ -95,7 +95,7 @@ def test_the_documented_listening_sequence_gives_a_healthy_machine(sandbox, ssh,
     assert checked["HealthStatus"] == "Healthy", checked["StatusSummary"]
     # a second start is harmless: still one agent, still healthy
     assert run(conn, f"{T} service --start").ok
-    assert run(conn, "pgrep -c -f 'tentacle_standin run'").stdout.strip() == "1"
+    assert run(conn, "pgrep -c -f 'tentacle/Tentacle run'").stdout.strip() == "1"
     assert health(octopus, machine["Id"])["HealthStatus"] == "Healthy"
 
 

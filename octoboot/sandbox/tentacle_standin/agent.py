@@ -22,12 +22,12 @@ from pathlib import Path
 
 from . import control, crypto, polling
 from .command import Command, Invocation
-from .commands import version_info
 from .dotnet import parse_int
 from .log import Log
 from .options import Option
 from .pfx import thumbprint_of_der
-from .settings import Settings
+from .settings import CERTIFICATE, Settings
+from .version import version_info
 
 _REQUEST_LIMIT = 64 * 1024
 _REQUEST_SECONDS = 5.0
@@ -191,7 +191,7 @@ def _run(inv: Invocation) -> None:
     if wait >= 20:
         inv.log.info(f"Sleeping for {wait}ms...")
         time.sleep(wait / 1000)
-    if settings.identity() is None:
+    if not settings.get(CERTIFICATE):  # no certificate (it is opened once, by server_context)
         key, cert = crypto.new_self_signed()
         settings.set_certificate(key, cert)
         inv.log.info(

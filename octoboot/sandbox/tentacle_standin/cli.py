@@ -10,9 +10,10 @@ first argument, lower-cased, with leading `-` and `/` trimmed. Exit codes: 0 suc
 
 from __future__ import annotations
 
+import gc
 import importlib
 
-from . import control, instances
+from . import control
 from .command import EXECUTABLE, INSTALL_DIR, Command, Invocation
 from .failures import ControlledFailure
 from .log import Log
@@ -56,9 +57,10 @@ HELP = Command("help", "Prints this help text", _help, aliases=("?", "h"), stand
 # (tests/unit/test_tentacle_options.py checks this against the modules' COMMANDS.)
 MODULES = {
     "commands": (
-        "create-instance", "delete-instance", "list-instances", "version", "new-certificate",
+        "create-instance", "delete-instance", "list-instances", "new-certificate",
         "import-certificate", "show-thumbprint", "show-configuration", "configure",
     ),
+    "version": ("version",),
     "service": ("service",),
     "comms": ("server-comms",),
     "agent": ("agent", "run"),
@@ -120,6 +122,7 @@ def main(args: list[str]) -> int:
         name = args[0].lower().lstrip("-/") if args else ""
         control.hang_if_told(name, faults)
         command = find(name) if name else None
+        gc.enable()  # the launcher held it off while the command's modules were imported
         if command is None or common.flag("help"):
             _run(HELP, args, log)
             return EXIT_SUCCESS if command else EXIT_UNKNOWN_COMMAND
@@ -147,10 +150,14 @@ def _run(command: Command, args: list[str], log: Log) -> int:
         command.validate(parsed)
     inv = Invocation(parsed, log)
     if command.standard:
+        from . import instances  # not for version or help: the configuration's reader
+
         inv.instance = instances.select(parsed.value("instance"), parsed.value("config"))
         log.write_to(inv.instance.settings().home_dir)
     command.run(inv)
     if inv.restart_needed:
-        restarted = instances.APPLICATION if inv.current.name else "service"
+        from .instances import APPLICATION
+
+        restarted = APPLICATION if inv.current.name else "service"
         log.warn(f"These changes require a restart of the {restarted}.")
     return EXIT_SUCCESS

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .instances import Instance
 from .log import Log
 from .options import Option, Parsed
+
+TYPE_CHECKING = False  # typing's import alone is a tenth of a short command's CPU
+if TYPE_CHECKING:
+    from .instances import Instance
 
 # The launcher sits in the install dir (.../tentacle/Tentacle) and this file in .../tentacle/lib/.
 INSTALL_DIR = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The commands that only touch this machine: instances, certificates, configuration, version.
+"""The commands that only touch this machine: instances, certificates, configuration.
 
 Options, order of work and messages follow the real `Commands/*Command.cs`.
 """
@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import sys
 from pathlib import Path
 
 from . import crypto, instances
-from .command import INSTALL_DIR, Command, Invocation
+from .command import Command, Invocation
 from .dotnet import parse_bool, parse_int, parse_ip
 from .failures import ControlledFailure
 from .options import Option
@@ -26,6 +25,7 @@ from .settings import (
     PORT,
     TRUSTED_SERVERS,
 )
+from .version import FORMAT_OPTION, output_format
 
 TYPE_CHECKING = False  # typing's import alone is a tenth of a short command's CPU
 if TYPE_CHECKING:
@@ -34,42 +34,10 @@ if TYPE_CHECKING:
     from .pfx import Identity
 
 RECOMMENDED_KEY_BITS = 2048
-_FORMATS = ("text", "json")
-_FORMAT_OPTION = Option("format=", "The format of the output (text,json). Defaults to text.")
 
 
 def _given(value: str | None) -> TypeGuard[str]:
     return bool(value and value.strip())
-
-
-def _format(inv: Invocation) -> str:
-    chosen = inv.parsed.value("format") or "text"
-    if chosen.lower() not in _FORMATS:
-        raise ControlledFailure(f"The format '{chosen}' is not supported. Try text or json.")
-    return chosen.lower()
-
-
-def version_info() -> dict:
-    """The version the archive builder wrote into the install dir, in the shapes Tentacle shows."""
-    version = (INSTALL_DIR / "VERSION").read_text(encoding="utf-8").strip()
-    core, _, prerelease = version.partition("-")
-    # GitVersion's informational form; the "commit" is derived so it is stable per version.
-    commit = hashlib.sha1(version.encode()).hexdigest()
-    return {
-        "InformationalVersion": f"{version}+Branch.main.Sha.{commit}",
-        "MajorMinorPatch": core,
-        "NuGetVersion": version,
-        "SourceBranchName": "main",
-        "IsPrerelease": bool(prerelease),
-    }
-
-
-def _version(inv: Invocation) -> None:
-    info = version_info()
-    if _format(inv) == "json":
-        sys.stdout.write(json.dumps(info, indent=2))
-    else:
-        sys.stdout.write(info["InformationalVersion"])
 
 
 def _create_instance(inv: Invocation) -> None:
@@ -84,7 +52,7 @@ def _delete_instance(inv: Invocation) -> None:
 
 def _list_instances(inv: Invocation) -> None:
     found = instances.list_instances()
-    if _format(inv) == "json":
+    if output_format(inv) == "json":
         rows = [
             {"InstanceName": i.name, "ConfigurationFilePath": str(i.config_path)} for i in found
         ]
@@ -196,7 +164,7 @@ def _from_file(path: Path, password: str | None, inv: Invocation) -> Identity:
 
 
 def _show_thumbprint(inv: Invocation) -> None:
-    chosen = _format(inv)
+    chosen = output_format(inv)
     found = inv.current.settings().thumbprint
     content = (
         json.dumps({"Thumbprint": found}, separators=(",", ":")) if chosen == "json" else found
@@ -314,15 +282,7 @@ COMMANDS = (
         "list-instances",
         "Lists all installed Tentacle instances",
         _list_instances,
-        (_FORMAT_OPTION,),
-        standard=False,
-        quiet=True,
-    ),
-    Command(
-        "version",
-        "Show the Tentacle version information",
-        _version,
-        (_FORMAT_OPTION,),
+        (FORMAT_OPTION,),
         standard=False,
         quiet=True,
     ),
@@ -377,7 +337,7 @@ COMMANDS = (
                 "has been deprecated and will be removed in Octopus 4.0 since it is no longer "
                 "needed.",
             ),
-            _FORMAT_OPTION,
+            FORMAT_OPTION,
         ),
         quiet=True,
     ),

@@ -4,15 +4,16 @@ Importing cryptography costs a Tentacle command more than all the rest of it (85
 against 4 ms for `openssl pkcs12`), and the PFX files the stand-in meets on a bootstrap are
 plain: the one octoboot imports, and the one the instance's configuration keeps.
 `open_plain` asks OpenSSL's own PKCS #12 reader (MAC checked with no password, then an
-empty one) for exactly one private key and one certificate; anything else (a password, a
+empty one) for exactly one private key and one certificate (their key size only when asked:
+one `openssl` process per open); anything else (a password, a
 damaged file, a chain) gives None and the caller asks cryptography, whose answer (or error)
 stays the stand-in's.
 """
 
 from __future__ import annotations
 
+import _sha1  # hashlib's own SHA-1: hashlib loads libcrypto first (3 ms of CPU per command)
 import base64
-import hashlib
 import os
 import re
 import subprocess
@@ -28,8 +29,25 @@ _KEY_BITS = re.compile(rb"\((\d+) bit")
 class Identity:
     """A certificate and its private key, as PEM, and the PFX they came from."""
 
-    def __init__(self, pfx: bytes, key_pem: bytes, cert_pem: bytes, key_bits: int) -> None:
-        self.pfx, self.key_pem, self.cert_pem, self.key_bits = pfx, key_pem, cert_pem, key_bits
+    def __init__(
+        self, pfx: bytes, key_pem: bytes, cert_pem: bytes, key_bits: int | None = None
+    ) -> None:
+        self.pfx, self.key_pem, self.cert_pem, self._key_bits = pfx, key_pem, cert_pem, key_bits
+
+    @property
+    def key_bits(self) -> int:
+        """The private key's size, asked of `openssl pkey` only when needed (import-certificate
+        warns of a small key; the service does not ask), else of cryptography."""
+        if self._key_bits is None:
+            described = _openssl(["pkey", "-noout", "-text_pub"], self.key_pem)
+            bits = _KEY_BITS.search(described or b"")
+            if bits is None:
+                from octoboot import certificates
+
+                self._key_bits = certificates.load_pfx(self.pfx, None)[0].key_size
+            else:
+                self._key_bits = int(bits.group(1))
+        return self._key_bits
 
     @property
     def cert_der(self) -> bytes:
@@ -57,7 +75,7 @@ class Identity:
 def thumbprint_of_der(der: bytes) -> str:
     """What Octopus calls a thumbprint (the rule of octoboot.certificates.thumbprint_of_der,
     which the stand-in cannot import without cryptography; a unit test holds them equal)."""
-    return hashlib.sha1(der).hexdigest().upper()
+    return _sha1.sha1(der).hexdigest().upper()
 
 
 def open_plain(data: bytes) -> Identity | None:
@@ -70,11 +88,7 @@ def open_plain(data: bytes) -> Identity | None:
     certs = [pem for label, pem in blocks if label == b"CERTIFICATE"]
     if len(keys) != 1 or len(certs) != 1 or len(blocks) != 2:
         return None
-    described = _openssl(["pkey", "-noout", "-text_pub"], keys[0])
-    bits = _KEY_BITS.search(described or b"")
-    if bits is None:
-        return None
-    return Identity(data, keys[0], certs[0], int(bits.group(1)))
+    return Identity(data, keys[0], certs[0])
 
 
 def _openssl(arguments: list[str], stdin: bytes) -> bytes | None:

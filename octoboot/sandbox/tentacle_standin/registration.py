@@ -12,12 +12,12 @@ import socket
 import urllib.parse
 
 from .command import Command, Invocation
-from .commands import version_info
 from .dotnet import parse_int
 from .failures import ControlledFailure
 from .octopus_client import OctopusClient, OctopusValidationException, expand
 from .options import Option, Parsed
 from .settings import LISTENING
+from .version import version_info
 
 LISTENING_STYLE = "TentaclePassive"
 POLLING_STYLE = "TentacleActive"

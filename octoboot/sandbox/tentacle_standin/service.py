@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -61,13 +60,22 @@ def _systemctl(verb: str, unit: str, log: Log, *, as_error: bool = False) -> boo
     return False
 
 
+def _on_path(program: str) -> bool:
+    """shutil.which(program) is not None, without shutil's imports (zlib, bz2, lzma)."""
+    for folder in os.get_exec_path():
+        path = os.path.join(folder, program)
+        if os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path):
+            return True
+    return False
+
+
 def _check_prerequisites() -> None:
     if not Path("/bin/bash").exists():
         raise ControlledFailure("Could not detect bash. bash is required to run tentacle.")
     # The real command runs `sudo -vn`; root needs no sudo (and sandbox hosts have none).
     if os.geteuid() != 0 and subprocess.run(["sudo", "-vn"], check=False).returncode != 0:
         raise ControlledFailure("Requires elevated privileges. Please run command as sudo.")
-    if shutil.which("systemctl") is None:
+    if not _on_path("systemctl"):
         raise ControlledFailure(
             "Could not detect systemd. systemd is required to run Tentacle as a service"
         )

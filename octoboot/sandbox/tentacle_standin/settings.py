@@ -9,8 +9,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import xml.etree.ElementTree as ET
 from pathlib import Path
+from xml.parsers import expat
 
 from . import crypto
 
@@ -48,11 +48,11 @@ class InvalidOperationException(Exception):
     (XmlKeyValueStore.LoadSettings), so every command on the instance is an unexpected
     failure, exit 100, until the file is replaced."""
 
-    def __init__(self, data: bytes, error: ET.ParseError) -> None:
+    def __init__(self, data: bytes, error: expat.ExpatError) -> None:
         if not data.strip():
             line, position, inner = 0, 0, "Root element is missing."
         else:
-            line, position = error.position[0], error.position[1] + 1
+            line, position = error.lineno, error.offset + 1
             reason = "Unexpected end of file has occurred"
             if error.code not in _CUT_SHORT:
                 reason = str(error).split(":")[0].capitalize()
@@ -63,15 +63,75 @@ class InvalidOperationException(Exception):
         )
 
 
+# The file is read by expat and written by hand, byte for byte as xml.etree.ElementTree read
+# and wrote it (ElementTree's import, on top of expat, cost every command about 4 ms of CPU;
+# tests/unit/test_tentacle_settings_xml.py holds the two equal).
+
+
+def _read_sets(data: bytes) -> list[tuple[str, str]]:
+    """(key, text) of every `<set>` element in document order, as
+    `ET.fromstring(data).iter("set")` gave them; expat.ExpatError if data is not XML."""
+    found: list[list[str]] = []
+    elements: list[list[str] | None] = []  # open elements; a <set> as its [key, text]
+    collecting = False  # text goes to the innermost <set> until a child element starts
+
+    def start(name: str, attributes: dict[str, str]) -> None:
+        nonlocal collecting
+        entry = [attributes.get("key", ""), ""] if name == "set" else None
+        if entry is not None:
+            found.append(entry)
+        elements.append(entry)
+        collecting = entry is not None
+
+    def end(_: str) -> None:
+        nonlocal collecting
+        elements.pop()
+        collecting = False
+
+    def text(data: str) -> None:
+        if collecting and (entry := elements[-1]) is not None:
+            entry[1] += data
+
+    parser = expat.ParserCreate(None, "}")  # namespaces as ElementTree's parser takes them
+    parser.StartElementHandler, parser.EndElementHandler = start, end
+    parser.CharacterDataHandler = text
+    parser.Parse(data, True)
+    return [(key, value) for key, value in found]
+
+
+def _document(values: dict[str, str]) -> bytes:
+    """What ElementTree wrote for <octopus-settings> with one indented <set key=..> per
+    value, sorted by key: its declaration, its escapes, `<set key="k" />` for an empty one."""
+    if not values:
+        return b"<?xml version='1.0' encoding='utf-8'?>\n<octopus-settings />"
+    lines = ["<?xml version='1.0' encoding='utf-8'?>\n<octopus-settings>"]
+    for key in sorted(values):
+        attribute = _escape(key, attribute=True)
+        value = values[key]
+        lines.append(
+            f'  <set key="{attribute}">{_escape(value)}</set>'
+            if value
+            else f'  <set key="{attribute}" />'
+        )
+    return "\n".join([*lines, "</octopus-settings>"]).encode("utf-8", "xmlcharrefreplace")
+
+
+def _escape(text: str, *, attribute: bool = False) -> str:
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if attribute:
+        text = text.replace('"', "&quot;").replace("\r", "&#13;").replace("\n", "&#10;")
+        text = text.replace("\t", "&#09;")
+    return text
+
+
 class Settings:
     def __init__(self, path: Path) -> None:
         self.path = path
         data = path.read_bytes()
         try:
-            root = ET.fromstring(data)
-        except ET.ParseError as error:
+            self._values = dict(_read_sets(data))
+        except expat.ExpatError as error:
             raise InvalidOperationException(data, error) from None
-        self._values = {e.get("key", ""): e.text or "" for e in root.iter("set")}
 
     def get(self, key: str) -> str | None:
         return self._values.get(key)
@@ -84,14 +144,10 @@ class Settings:
         self._save()
 
     def _save(self) -> None:
-        root = ET.Element("octopus-settings")
-        for key in sorted(self._values):
-            ET.SubElement(root, "set", key=key).text = self._values[key]
-        ET.indent(root)
         temporary = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
-            ET.ElementTree(root).write(out, encoding="utf-8", xml_declaration=True)
+            out.write(_document(self._values))
         os.replace(temporary, self.path)
 
     @property

@@ -1,0 +1,59 @@
+"""`version`, and the version other commands report; in a module of its own, so that the call
+a probe makes on every machine loads no configuration reader, certificate code or .NET value
+parsers it does not use (every Tentacle command is a new process)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .command import INSTALL_DIR, Command, Invocation
+from .failures import ControlledFailure
+from .options import Option
+
+_FORMATS = ("text", "json")
+FORMAT_OPTION = Option("format=", "The format of the output (text,json). Defaults to text.")
+
+
+def output_format(inv: Invocation) -> str:
+    chosen = inv.parsed.value("format") or "text"
+    if chosen.lower() not in _FORMATS:
+        raise ControlledFailure(f"The format '{chosen}' is not supported. Try text or json.")
+    return chosen.lower()
+
+
+def version_info() -> dict:
+    """The version the archive builder wrote into the install dir, in the shapes Tentacle shows."""
+    version = (INSTALL_DIR / "VERSION").read_text(encoding="utf-8").strip()
+    core, _, prerelease = version.partition("-")
+    # GitVersion's informational form; the "commit" is derived so it is stable per version.
+    import _sha1  # hashlib's own SHA-1: hashlib loads libcrypto first (3 ms of CPU)
+
+    commit = _sha1.sha1(version.encode()).hexdigest()
+    return {
+        "InformationalVersion": f"{version}+Branch.main.Sha.{commit}",
+        "MajorMinorPatch": core,
+        "NuGetVersion": version,
+        "SourceBranchName": "main",
+        "IsPrerelease": bool(prerelease),
+    }
+
+
+def _version(inv: Invocation) -> None:
+    info = version_info()
+    if output_format(inv) == "json":
+        sys.stdout.write(json.dumps(info, indent=2))
+    else:
+        sys.stdout.write(info["InformationalVersion"])
+
+
+COMMANDS = (
+    Command(
+        "version",
+        "Show the Tentacle version information",
+        _version,
+        (FORMAT_OPTION,),
+        standard=False,
+        quiet=True,
+    ),
+)
