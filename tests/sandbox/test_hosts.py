@@ -146,11 +146,20 @@ def slow_to_end(sandbox, name: str) -> subprocess.Popen:
     """A process in the host's network namespace that ends a second after the host."""
     entry = next(h for h in sandbox.state()["hosts"] if h["name"] == name)
     host = processes.Recorded.from_json(entry["process"])
-    return subprocess.Popen(
+    slow = subprocess.Popen(
         ["ip", "netns", "exec", entry["namespace"], sys.executable, "-c", SLOW_TO_END,
          str(host.pid), str(host.start_ticks)],
         cwd=REPO, stdin=subprocess.DEVNULL,
     )  # fmt: skip
+    # `ip netns exec` enters the namespace after the fork: wait until it has.
+    deadline = time.monotonic() + 10
+    while slow.pid not in {rec.pid for rec in processes_in_namespace(entry["namespace"])}:
+        if time.monotonic() > deadline:
+            slow.kill()
+            slow.wait()
+            raise AssertionError(f"pid {slow.pid} never entered {entry['namespace']}")
+        time.sleep(0.02)
+    return slow
 
 
 def test_stop_returns_only_when_the_hosts_processes_are_gone(sandbox):
