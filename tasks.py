@@ -23,11 +23,8 @@ PROJECT = Path(__file__).resolve().parent
 # octoboot (PYTHONPATH, an editable install's .pth) would lose.
 sys.path[:] = [str(PROJECT), *(p for p in sys.path if Path(p or os.curdir).resolve() != PROJECT)]
 
-import octoboot.bootstrap  # noqa: E402
-import octoboot.deregister  # noqa: E402
-import octoboot.exec  # noqa: E402
-import octoboot.prune  # noqa: E402
-import octoboot.status  # noqa: E402
+# Each task imports its command's module when it runs: `inv exec` starts without bootstrap's
+# (cryptography's x509, the identity store) or anything else it does not use.
 from octoboot.errors import OctobootError  # noqa: E402
 from octoboot.flags import number  # noqa: E402
 from octoboot.interrupts import Terminated  # noqa: E402
@@ -157,6 +154,8 @@ def bootstrap(
     renamed_from=None,
 ):  # fmt: skip
     """Make machines ready Octopus targets: install, identity, register, start, health."""
+    import octoboot.bootstrap
+
     run_fleet(
         octoboot.bootstrap.bootstrap, locals(), take_over=take_over, renamed_from=renamed_from
     )
@@ -169,6 +168,8 @@ def install(
     connect_timeout=None, accept_new_host_key=False, dry_run=False,
 ):  # fmt: skip
     """Install or upgrade the Tentacle on machines, and nothing else."""
+    import octoboot.bootstrap
+
     run_fleet(octoboot.bootstrap.install, locals())
 
 
@@ -180,6 +181,8 @@ def register(
     renamed_from=None,
 ):  # fmt: skip
     """Identity, configure, register with Octopus, start and health-check installed machines."""
+    import octoboot.bootstrap
+
     run_fleet(octoboot.bootstrap.register, locals(), take_over=take_over, renamed_from=renamed_from)
 
 
@@ -194,6 +197,8 @@ def status(
     connect_timeout=None, accept_new_host_key=False, health=False,
 ):  # fmt: skip
     """Show what hosts, the identity store and Octopus say per machine, and any drift (read-only)."""  # noqa: E501 (one line: inv --list shows the first)
+    import octoboot.status
+
     run_fleet(octoboot.status.status, locals(), health=health)
 
 
@@ -215,6 +220,8 @@ def deregister(
     forget_identity=False, record=None,
 ):  # fmt: skip
     """Remove machines from Octopus (and with --uninstall, their Tentacle service and instance)."""
+    import octoboot.deregister
+
     run_fleet(
         octoboot.deregister.deregister,
         locals(),
@@ -238,6 +245,8 @@ def prune(
     only_unavailable=False,
 ):  # fmt: skip
     """Remove the records of an environment (or a workers file's pools) no inventory lists."""
+    import octoboot.prune
+
     run_fleet(
         octoboot.prune.prune, locals(), older_than=older_than, only_unavailable=only_unavailable
     )
@@ -255,6 +264,8 @@ def exec_(
     if command is None and "--" in sys.argv:
         # Words joined with spaces, as ssh does: `-- 'df -h | tail -1'` is a pipeline.
         command = " ".join(sys.argv[sys.argv.index("--") + 1 :])
+    import octoboot.exec
+
     run_fleet(octoboot.exec.exec_command, locals(), command=command or "")
 
 

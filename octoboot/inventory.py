@@ -25,7 +25,6 @@ from urllib.request import url2pathname
 
 from octoboot.errors import ConfigError
 from octoboot.inventory_source import DEFAULT_TIMEOUT, machines_from_command
-from octoboot.octopus import name_key
 
 # How a machine takes part in tenanted deployments (Octopus' TenantedDeploymentMode).
 UNTENANTED = "Untenanted"
@@ -45,6 +44,14 @@ _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _USER_HOST_PORT = re.compile(
     r"(?:(?P<user>[^@]*)@)?(?P<host>\[[^\]]*\]|[^:]*)(?::(?P<port>[0-9]+))?"
 )
+
+
+def name_key(name: str) -> str:
+    """What makes two Octopus names (machines, workers, environments, spaces) the same:
+    Octopus.Client's FindByName compares them trimmed and ignoring case
+    (OrdinalIgnoreCase), and the server refuses a second machine of the same name. Here,
+    not in octopus.py, so that reading the inventory does not import the HTTP client."""
+    return name.strip().casefold()
 
 
 @dataclass(frozen=True)
