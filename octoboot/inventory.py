@@ -21,7 +21,6 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 from octoboot.errors import ConfigError
 from octoboot.inventory_source import DEFAULT_TIMEOUT, machines_from_command
@@ -700,6 +699,9 @@ def _source(base: Path) -> Check:
         if value.startswith(_REMOTE_SCHEMES) and url.netloc:
             return value
         if url.scheme == "file" and url.netloc in ("", "localhost") and url.path.startswith("/"):
+            # Here: urllib.request (and http.client with it) is 2 ms of every start-up.
+            from urllib.request import url2pathname
+
             return url2pathname(url.path)
         raise _Invalid("must be an http(s) URL, a file:///absolute/path URL or a local path")
 
