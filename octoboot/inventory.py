@@ -21,11 +21,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 from octoboot.errors import ConfigError
 from octoboot.inventory_source import DEFAULT_TIMEOUT, machines_from_command
-from octoboot.octopus import name_key
 
 # How a machine takes part in tenanted deployments (Octopus' TenantedDeploymentMode).
 UNTENANTED = "Untenanted"
@@ -45,6 +43,14 @@ _LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _USER_HOST_PORT = re.compile(
     r"(?:(?P<user>[^@]*)@)?(?P<host>\[[^\]]*\]|[^:]*)(?::(?P<port>[0-9]+))?"
 )
+
+
+def name_key(name: str) -> str:
+    """What makes two Octopus names (machines, workers, environments, spaces) the same:
+    Octopus.Client's FindByName compares them trimmed and ignoring case
+    (OrdinalIgnoreCase), and the server refuses a second machine of the same name. Here,
+    not in octopus.py, so that reading the inventory does not import the HTTP client."""
+    return name.strip().casefold()
 
 
 @dataclass(frozen=True)
@@ -693,6 +699,9 @@ def _source(base: Path) -> Check:
         if value.startswith(_REMOTE_SCHEMES) and url.netloc:
             return value
         if url.scheme == "file" and url.netloc in ("", "localhost") and url.path.startswith("/"):
+            # Here: urllib.request (and http.client with it) is 2 ms of every start-up.
+            from urllib.request import url2pathname
+
             return url2pathname(url.path)
         raise _Invalid("must be an http(s) URL, a file:///absolute/path URL or a local path")
 

@@ -13,11 +13,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from octoboot.errors import ConfigError, OctobootError
+from octoboot.inventory import name_key
 from octoboot.ratelimit import (
     DEFAULT_RETRY_AFTER,
     ApiBudget,
@@ -27,6 +26,11 @@ from octoboot.ratelimit import (
     waited,
 )
 from octoboot.report import one_line
+
+# httpx is a third of `inv`'s start-up, and only a client uses it: imported where one is
+# made or sends (status, exec and the tasks' help need this module's names, not HTTP).
+if TYPE_CHECKING:
+    import httpx
 
 Resource = dict[str, Any]
 TASK_DONE = frozenset({"Success", "Failed", "Canceled", "TimedOut"})
@@ -98,6 +102,8 @@ class OctopusClient:
         """key_hint, url_hint: the settings the key and the URL came from, for the errors
         that ask to fix them. transport: httpx's default (real HTTP) unless given, e.g. an
         httpx.MockTransport in unit tests."""
+        import httpx
+
         self.url = url.rstrip("/")
         self.space_name = space
         self._key_hint = key_hint
@@ -146,6 +152,8 @@ class OctopusClient:
         taken by the record the earlier attempt made), recover() looks for what an earlier
         attempt created; whatever it finds (not None) is the answer. shape: a test that the
         JSON answered is what Octopus answers there (else NotOctopus)."""
+        import httpx
+
         deadline = time.monotonic() + self._retry_seconds
         delay, retrying = 0.5, False
         while True:
@@ -471,13 +479,6 @@ class OctopusClient:
             for record in self._paged(path, {"ids": ids, "take": "50"}):
                 found[record["Id"]] = record
         return found
-
-
-def name_key(name: str) -> str:
-    """What makes two Octopus names (machines, workers, environments, spaces) the same:
-    Octopus.Client's FindByName compares them trimmed and ignoring case
-    (OrdinalIgnoreCase), and the server refuses a second machine of the same name."""
-    return name.strip().casefold()
 
 
 def label(record: Resource) -> str:

@@ -19,24 +19,22 @@ a dry run and of a real run go on from the same facts.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import paramiko
 from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
-from octoboot import drift, tentacle
+from octoboot import tentacle
 from octoboot.errors import OctobootError
-from octoboot.health import HealthCoordinator, HealthResult
-from octoboot.identity import IdentityStore
 from octoboot.inventory import Machine
-from octoboot.octopus import OctopusClient
 from octoboot.ratelimit import api_budget
 from octoboot.report import MachineResult, State, StepResult
 from octoboot.runlog import MachineLog
@@ -47,6 +45,14 @@ from octoboot.ssh import (
     unreachable_reason,
 )
 from octoboot.ssh import close as close_connection
+
+# Only the pipelines that talk to Octopus use these (drift and health bring httpx, identity
+# cryptography's x509): imported where they are used, so that exec starts without them.
+if TYPE_CHECKING:
+    from octoboot import drift
+    from octoboot.health import HealthCoordinator, HealthResult
+    from octoboot.identity import IdentityStore
+    from octoboot.octopus import OctopusClient
 
 # --- plans -------------------------------------------------------------------------------
 
@@ -242,8 +248,14 @@ class Pipeline(Generic[OptionsT]):
         self.machine = job.machine
         # Whether this run writes anywhere: not in a dry run or a read-only pipeline.
         self.writes = not (job.dry_run or self.READ_ONLY)
-        self.collection = drift.collection(job.machine)  # where Octopus keeps its record
         self.probe: tentacle.Probe | None = None
+
+    @functools.cached_property
+    def collection(self) -> str:
+        """Where Octopus keeps the machine's record (machines or workers)."""
+        from octoboot import drift
+
+        return drift.collection(self.machine)
 
     def run(self) -> MachineResult:
         """The steps, in order, until one fails; the machine's API calls wait (for a rate
@@ -488,6 +500,8 @@ class Pipeline(Generic[OptionsT]):
         self, *, thumbprint: str | None, subscription: str | None
     ) -> drift.WantedRecord:
         """The record Octopus should hold for this machine (see drift.wanted_record)."""
+        from octoboot import drift
+
         assert self.job.registration is not None, "this pipeline does not compare records"
         return drift.wanted_record(
             self.machine,

@@ -29,9 +29,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, Generic
+from typing import TYPE_CHECKING, Any, ClassVar, Generic
 
-from octoboot.drift import PollingServer, RegistrationIds, polling_server
 from octoboot.errors import ConfigError
 from octoboot.files import StateWriteError, check_writable, describe, write_atomic
 from octoboot.flags import number
@@ -44,19 +43,24 @@ from octoboot.fleet import (
     run_jobs,
     workers_for_open_files,
 )
-from octoboot.health import GATHER_SECONDS, HealthCoordinator
-from octoboot.identity import IdentityStore
 from octoboot.interrupts import signal_of, sigterm_interrupts
 from octoboot.inventory import Inventory, Machine, load_inventory
 from octoboot.locks import Locks
-from octoboot.octopus import OctopusClient
 from octoboot.pipeline import Job, OptionsT, Pipeline
-from octoboot.registration import resolve_all
 from octoboot.report import MachineResult, RunReport, State, StepResult, printable
 from octoboot.rolling import Rollout, Share, batch_sizes
 from octoboot.runlog import MachineLog, Masker, new_run_dir
 from octoboot.settings import Settings, load_settings
 from octoboot.ssh import Connector
+
+# What only the pipelines that talk to Octopus or keep identities use (httpx, cryptography's
+# x509: half of `inv exec`'s start-up, before its first connection) is imported where they
+# use it.
+if TYPE_CHECKING:
+    from octoboot.drift import PollingServer, RegistrationIds
+    from octoboot.health import HealthCoordinator
+    from octoboot.identity import IdentityStore
+    from octoboot.octopus import OctopusClient
 
 Console = Callable[[str], None]
 REPORT_FORMATS = ("table", "json")
@@ -215,6 +219,8 @@ class Run(Generic[OptionsT]):
     def check(self) -> None:
         check_writable(self.settings.state_dir)
         if self.pipeline.NEEDS_IDENTITIES:
+            from octoboot.identity import IdentityStore
+
             password = self.settings.pfx_password().reveal()
             self.identities = IdentityStore(self.settings.state_dir, password)
             self.identities.check()
@@ -222,6 +228,8 @@ class Run(Generic[OptionsT]):
             for env_key in dict.fromkeys(m.env_key for m in self.machines):
                 self.connect(env_key)
         if self.pipeline.NEEDS_REGISTRATION:
+            from octoboot.registration import resolve_all
+
             self.registrations = resolve_all(self.machines, self.clients)
 
     def connect(self, env_key: str) -> OctopusClient:
@@ -230,6 +238,9 @@ class Run(Generic[OptionsT]):
         none in Octopus), its workers' pools, where its polling Tentacles connect to. One
         client per Octopus (and key and space), whatever number of files name it: what it
         reads once, and its rate limit, are the server's."""
+        from octoboot.drift import polling_server
+        from octoboot.octopus import OctopusClient
+
         environment = self.inventory.environments[env_key]
         target = self.settings.octopus_for(environment)
         server = (target.url, target.api_key.reveal(), target.space)
@@ -273,6 +284,25 @@ class Run(Generic[OptionsT]):
         finally:
             locks.release()
 
+    def _health_coordinators(
+        self, sequential: bool, announce: Console | None
+    ) -> dict[int, HealthCoordinator]:
+        """One per Octopus client (by id): its machines' Health tasks, shared."""
+        if not self.clients:
+            return {}
+        from octoboot.health import GATHER_SECONDS, HealthCoordinator
+
+        return {
+            id(client): HealthCoordinator(
+                client,
+                # One machine at a time has nobody to share a task with.
+                gather_seconds=0 if sequential else GATHER_SECONDS,
+                per_machine=self.settings.health_tasks == "per-machine",
+                announce=announce,
+            )
+            for client in self.clients.values()
+        }
+
     def _run_locked(self, locks: Locks) -> RunReport:
         started = time.monotonic()
         masker = Masker()
@@ -300,16 +330,8 @@ class Run(Generic[OptionsT]):
             ) from None
         sequential = not self.options.parallel
         quiet = not (sequential or self.options.verbose)
-        coordinators = {
-            id(client): HealthCoordinator(
-                client,
-                # One machine at a time has nobody to share a task with.
-                gather_seconds=0 if sequential else GATHER_SECONDS,
-                per_machine=self.settings.health_tasks == "per-machine",
-                announce=console if quiet else None,
-            )
-            for client in self.clients.values()
-        }
+        coordinators = self._health_coordinators(sequential, console if quiet else None)
+
         jobs: list[Job[OptionsT]] = []
         skipped: list[MachineResult] = []
         for job_id, (machine, conn) in enumerate(zip(self.machines, connections, strict=True), 1):

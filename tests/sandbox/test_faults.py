@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from octoboot import run as run_module
+from octoboot import octopus as octopus_module
 from octoboot.bootstrap import bootstrap
 from octoboot.deregister import deregister
 from octoboot.errors import ConfigError
@@ -188,7 +188,7 @@ def test_octopus_down_at_the_start_is_reported_before_any_host_is_touched(
     sandbox, settings, monkeypatch
 ):
     # the real client, with a retry budget shorter than its 30 s so the test does not wait
-    monkeypatch.setattr(run_module, "OctopusClient", partial(OctopusClient, retry_seconds=2))
+    monkeypatch.setattr(octopus_module, "OctopusClient", partial(OctopusClient, retry_seconds=2))
     calls = {h.name: len(h.tentacle_calls()) for h in sandbox.hosts()}
     sandbox.stop_octopus()
     try:

@@ -52,7 +52,7 @@ def twenty(sandbox, settings):
     # A wider gathering window than the default half second: on a loaded machine the twenty
     # reach their health step further apart, and the unhealthy one must share a task.
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("octoboot.run.GATHER_SECONDS", 3.0)
+        patch.setattr("octoboot.health.GATHER_SECONDS", 3.0)
         report = bootstrap(
             Selection(env="sandbox", hosts=tuple(TWENTY)),
             RunOptions(parallel=True, console=lines.append),

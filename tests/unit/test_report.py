@@ -54,6 +54,15 @@ def test_table_has_a_row_per_machine_and_a_summary():
     assert "logs: /x/runs/1" in text
 
 
+def test_report_txt_holds_the_table_the_terminal_shows(tmp_path, monkeypatch):
+    report = RunReport("exec", [result(1, State.OK), result(2, State.FAILED)], 2.5)
+    report.write(tmp_path)
+    assert (tmp_path / "report.txt").read_text() == report.table() + "\n"
+    # made once, at the run's end: printing it does not build the table again
+    monkeypatch.setattr(RunReport, "table", lambda self: "built again")
+    assert report.text() + "\n" == (tmp_path / "report.txt").read_text()
+
+
 def test_json_carries_every_field():
     report = RunReport("bootstrap", [result(1, State.TIMED_OUT, failed_step="install")], 2.0)
     data = json.loads(report.to_json())
