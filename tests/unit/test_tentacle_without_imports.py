@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import random
 import re
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import pytest
 
-from octoboot.sandbox.tentacle_standin import dotnet, jsontext, paths
+from octoboot.sandbox.tentacle_standin import dotnet, jsontext, paths, pfx, spawn
 from octoboot.sandbox.tentacle_standin.options import _split
 from octoboot.sandbox.tentacle_standin.service import unit_name
 
@@ -116,3 +119,55 @@ def test_written_out_regexes_match_as_the_regexes_did() -> None:
             parsed = False
         assert parsed == bool(integer.match(arg)), repr(arg)
         assert unit_name(arg) == re.sub(r"\s+", "-", arg.replace("/", "")), repr(arg)
+
+
+def test_pem_blocks_and_key_size_are_found_as_the_regexes_found_them() -> None:
+    pem = re.compile(rb"-----BEGIN ([A-Z ]+)-----\n.*?\n-----END \1-----\n", re.DOTALL)
+    key_bits = re.compile(rb"\((\d+) bit")
+    rng = random.Random(3)
+    pieces = [b"-----BEGIN ", b"\n-----END ", b"-----\n", b"KEY", b"A", b" ", b"\n", b"x", b"-"]
+    for _ in range(50000):
+        text = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 10)))
+        assert pfx._pem_blocks(text) == [(m[1], m[0]) for m in pem.finditer(text)], text
+        text = b"".join(rng.choice([b"(", b"1", b"20", b" bit", b")", b" "]) for _ in range(8))
+        found = key_bits.search(text)
+        assert pfx._key_bits(text) == (int(found[1]) if found else None), text
+
+
+def _both(argv: list[str], data: bytes = b"") -> tuple[object, object]:
+    done = subprocess.run(argv, input=data, capture_output=True, timeout=30, check=False)
+    return spawn.run(argv, data, timeout=30), (done.returncode, done.stdout, done.stderr)
+
+
+def test_a_program_is_run_as_subprocess_runs_it() -> None:
+    big = bytes(range(256)) * 8192  # 2 MiB each way: more than a pipe holds
+    mine, theirs = _both(["cat"], big)
+    assert mine == theirs and len(theirs[1]) == len(big)  # type: ignore[index]
+    assert _both(["sh", "-c", "echo out; echo err >&2; exit 3"]) == ((3, b"out\n", b"err\n"),) * 2
+    # What the child gets: SIGPIPE and SIGXFSZ back to default (Python ignores them) and no
+    # descriptor of ours beyond 0-2, even one marked inheritable. glibc's posix_spawn leaves
+    # its own two real-time signals (32, 33: thread cancellation, set*id) ignored, which
+    # subprocess's fork does not: neither openssl nor systemctl uses them.
+    read, write = os.pipe()
+    os.set_inheritable(write, True)
+    try:
+        report = ["sh", "-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status; ls /proc/self/fd"]
+        mine, theirs = _both(report)
+        assert mine[:1] + mine[2:] == theirs[:1] + theirs[2:]  # type: ignore[index]
+        mine_lines, their_lines = mine[1].splitlines(), theirs[1].splitlines()  # type: ignore[index]
+        glibc_own = 0x180000000
+        assert int(mine_lines[1].split()[1], 16) & ~glibc_own == int(their_lines[1].split()[1], 16)
+        assert mine_lines[0] == their_lines[0] and mine_lines[2:] == their_lines[2:]
+        assert str(write).encode() not in their_lines[2:]
+    finally:
+        os.close(read)
+        os.close(write)
+    with pytest.raises(FileNotFoundError):
+        spawn.run(["no-such-program-here"], timeout=5)
+
+
+def test_a_program_past_its_timeout_is_killed() -> None:
+    started = time.monotonic()
+    with pytest.raises(spawn.TimeoutExpired):
+        spawn.run(["sh", "-c", "echo $$; exec sleep 30"], timeout=0.5)
+    assert time.monotonic() - started < 10

@@ -7,11 +7,9 @@ whatever `systemctl` is first on PATH (the sandbox puts its stand-in there).
 
 from __future__ import annotations
 
-import contextlib  # subprocess imports it anyway
 import os
-import subprocess
 
-from . import instances, paths
+from . import instances, paths, spawn
 from .command import EXECUTABLE, Command, Invocation
 from .failures import ControlledFailure
 from .log import Log
@@ -52,18 +50,12 @@ def unit_file_text(instance: instances.Instance, user: str, depend_on: str | Non
 
 
 def _systemctl(verb: str, unit: str, log: Log, *, as_error: bool = False) -> bool:
-    result = subprocess.run(
-        ["systemctl", verb, unit],
-        capture_output=True,
-        text=True,
-        timeout=_SYSTEMCTL_TIMEOUT,
-        check=False,
-    )
-    if result.returncode == 0:
+    code, _, stderr = spawn.run(["systemctl", verb, unit], timeout=_SYSTEMCTL_TIMEOUT)
+    if code == 0:
         return True
     report = log.error if as_error else log.warn
-    report(f"The command 'systemctl {verb} {unit}' failed with exit code: {result.returncode}")
-    for line in result.stderr.splitlines():
+    report(f"The command 'systemctl {verb} {unit}' failed with exit code: {code}")
+    for line in stderr.decode().splitlines():
         report(line)
     return False
 
@@ -81,12 +73,18 @@ def _check_prerequisites() -> None:
     if not os.path.exists("/bin/bash"):
         raise ControlledFailure("Could not detect bash. bash is required to run tentacle.")
     # The real command runs `sudo -vn`; root needs no sudo (and sandbox hosts have none).
-    if os.geteuid() != 0 and subprocess.run(["sudo", "-vn"], check=False).returncode != 0:
+    if os.geteuid() != 0 and _sudo_refuses():
         raise ControlledFailure("Requires elevated privileges. Please run command as sudo.")
     if not _on_path("systemctl"):
         raise ControlledFailure(
             "Could not detect systemd. systemd is required to run Tentacle as a service"
         )
+
+
+def _sudo_refuses() -> bool:
+    import subprocess  # not as root, which sandbox hosts are: the terminal is sudo's
+
+    return subprocess.run(["sudo", "-vn"], check=False).returncode != 0
 
 
 def _configure_service(instance: instances.Instance, inv: Invocation) -> None:
@@ -128,8 +126,10 @@ def _configure_service(instance: instances.Instance, inv: Invocation) -> None:
 def _remove_unit(unit: str, unit_file: str, log: Log) -> None:
     _systemctl("stop", unit, log)
     _systemctl("disable", unit, log)
-    with contextlib.suppress(FileNotFoundError):
+    try:  # noqa: SIM105 (contextlib's import, for one call: see spawn)
         os.unlink(unit_file)
+    except FileNotFoundError:
+        pass
 
 
 def _write_unit(unit: str, unit_file: str, text: str, log: Log) -> None:
