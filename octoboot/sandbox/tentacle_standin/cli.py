@@ -11,7 +11,6 @@ first argument, lower-cased, with leading `-` and `/` trimmed. Exit codes: 0 suc
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 
 from . import control
@@ -71,7 +70,9 @@ MODULES = {
 
 
 def _module_commands(module: str) -> tuple[Command, ...]:
-    return importlib.import_module(f"{__package__}.{module}").COMMANDS
+    # __import__ rather than importlib.import_module: importlib's own import (with warnings)
+    # is 0.3 ms of every command.
+    return __import__(f"{__package__}.{module}", fromlist=("COMMANDS",)).COMMANDS
 
 
 def all_commands() -> tuple[Command, ...]:
