@@ -532,6 +532,55 @@ def test_every_call_is_recorded_before_it_is_parsed(host: Host) -> None:
 # -- faults --
 
 
+def imported(host: Host, *args: str) -> set[str]:
+    """The modules a Tentacle command imports, as `python -X importtime` lists them."""
+    python = host.exe.read_text().splitlines()[0].removeprefix("#!").split()[0]
+    result = subprocess.run(
+        [python, "-X", "importtime", "-S", str(host.exe), *args],
+        env=host.env,
+        cwd=host.root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, (args, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+    return {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
+
+
+def test_the_short_commands_of_a_bootstrap_import_no_json_re_enum_or_pathlib(
+    host: Host, tmp_path: Path
+) -> None:
+    """Every Tentacle command is a new process on the host: json (with re and enum), pathlib,
+    collections and subprocess were most of a short command's CPU (docs/performance.md).
+    With the control files as the sandbox writes them, the commands octoboot runs on every
+    machine (tentacle.py) do without them."""
+    write_faults(host, install_seconds=0.0)
+    (host.control_dir / "latency.json").write_text(json.dumps({"startup_seconds": 0.0}))
+    config = str(host.config_root / "Tentacle" / "tentacle-Tentacle.config")
+    heavy = {"json", "re", "enum", "pathlib", "collections", "ipaddress", "typing", "subprocess"}
+    identity = Identity.mint(tmp_path / "pki", "Octopus Tentacle")
+    pfx = tmp_path / "identity.pfx"
+    pfx.write_bytes(certificates.to_pfx(identity.key, identity.cert, None))
+    commands = [
+        ("version",),
+        ("create-instance", "--instance", "Tentacle", "--config", config),
+        ("configure", "--instance", "Tentacle", "--port", "10933", "--noListen", "False",
+         "--app", str(host.root / "Applications"), "--reset-trust", "--trust", "AB" * 20),
+        ("show-configuration", "--instance", "Tentacle"),
+        ("import-certificate", "--instance", "Tentacle", "--from-file", str(pfx)),
+        ("service", "--instance", "Tentacle", "--install"),  # systemctl daemon-reload, enable
+    ]  # fmt: skip
+    for args in commands:
+        assert not imported(host, *args) & heavy, args
+    shown = json.loads(host.ok("show-configuration", "--instance", "Tentacle"))
+    assert shown["Tentacle"]["Communication"]["TrustedOctopusServers"][0]["Thumbprint"] == "AB" * 20
+    assert shown["Tentacle"]["CertificateThumbprint"] == identity.thumbprint
+    assert (host.systemd_dir / UNIT).exists()
+    assert host.recorded_argv()[-1]["argv"][1:] == ["show-configuration", "--instance", "Tentacle"]
+
+
 def write_faults(host: Host, **faults: object) -> None:
     host.control_dir.mkdir(parents=True, exist_ok=True)
     (host.control_dir / "faults.json").write_text(json.dumps(faults))

@@ -12,17 +12,16 @@ SIGTERM (systemctl stop) or SIGINT ends it cleanly.
 from __future__ import annotations
 
 import ctypes
-import json
 import signal
 import socket
 import ssl
 import threading
 import time
-from pathlib import Path
 
 from . import control, crypto, polling
 from .command import Command, Invocation
 from .dotnet import parse_int
+from .jsontext import dumps
 from .log import Log
 from .options import Option
 from .pfx import thumbprint_of_der
@@ -41,7 +40,9 @@ _accept_every_certificate = _VERIFY_CALLBACK(lambda preverify_ok, store: 1)
 
 def _loaded_libssl() -> ctypes.CDLL:
     """The libssl this process's `ssl` module is linked against (not just any libssl)."""
-    for line in Path("/proc/self/maps").read_text().splitlines():
+    with open("/proc/self/maps") as maps:
+        lines = maps.read().splitlines()
+    for line in lines:
         path = line.split()[-1]
         if "/libssl.so" in path:
             return ctypes.CDLL(path)
@@ -161,7 +162,7 @@ class Agent:
         client = thumbprint_of_der(client_der) if client_der else None
         if client in self.trusted:
             self.log.info(f"Accepted a connection from {peer[0]} as {client}")
-            body = json.dumps(self.capabilities()).encode()
+            body = dumps(self.capabilities()).encode()
             return _response("200 OK", "application/json", body)
         message = (
             f"This Tentacle does not trust the Octopus Server with thumbprint {client}."

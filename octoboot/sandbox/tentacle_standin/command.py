@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+import os
 
 from .log import Log
 from .options import Option, Parsed
 
 TYPE_CHECKING = False  # typing's import alone is a tenth of a short command's CPU
 if TYPE_CHECKING:
+    from collections.abc import Callable  # collections: 1 ms of a short command's CPU
+
     from .instances import Instance
 
 # The launcher sits in the install dir (.../tentacle/Tentacle) and this file in .../tentacle/lib/.
-INSTALL_DIR = Path(__file__).resolve().parents[2]
-EXECUTABLE = INSTALL_DIR / "Tentacle"
+INSTALL_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+EXECUTABLE = os.path.join(INSTALL_DIR, "Tentacle")
 
 INSTANCE_OPTIONS = (
     Option("instance=", "Name of the instance to use"),

@@ -5,16 +5,14 @@ Options, order of work and messages follow the real `Commands/*Command.cs`.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
+import os
 import sys
-from pathlib import Path
 
-from . import crypto, instances
+from . import crypto, instances, paths
 from .command import Command, Invocation
 from .dotnet import parse_bool, parse_int, parse_ip
 from .failures import ControlledFailure
+from .jsontext import dumps
 from .options import Option
 from .settings import (
     APPLICATION_DIRECTORY,
@@ -53,10 +51,8 @@ def _delete_instance(inv: Invocation) -> None:
 def _list_instances(inv: Invocation) -> None:
     found = instances.list_instances()
     if output_format(inv) == "json":
-        rows = [
-            {"InstanceName": i.name, "ConfigurationFilePath": str(i.config_path)} for i in found
-        ]
-        sys.stdout.write(json.dumps(rows, indent=2))
+        rows = [{"InstanceName": i.name, "ConfigurationFilePath": i.config_path} for i in found]
+        sys.stdout.write(dumps(rows, indent=2))
     elif found:
         for i in found:
             sys.stdout.write(f"Instance '{i.name}' uses configuration '{i.config_path}'.\n")
@@ -84,14 +80,18 @@ def _new_certificate(inv: Invocation) -> None:
             "Invalid command: --export-file and --export-pfx cannot be specified together"
         )
     if _given(export_file):
+        import base64
+
         key, cert = crypto.new_self_signed()
         exported = base64.b64encode(crypto.to_pfx(key, cert, None)).decode()
-        Path(export_file).write_text(exported, encoding="utf-8")
+        with open(export_file, "w", encoding="utf-8") as file:
+            file.write(exported)
         log.info(f"A new certificate has been generated and written to {export_file}. Thumbprint:")
         log.info(crypto.thumbprint(cert))
     elif _given(export_pfx):
         key, cert = crypto.new_self_signed()
-        Path(export_pfx).write_bytes(crypto.to_pfx(key, cert, p.value("pfx-password") or None))
+        with open(export_pfx, "wb") as file:
+            file.write(crypto.to_pfx(key, cert, p.value("pfx-password") or None))
         log.info(f"A new certificate has been generated and written to {export_pfx}. Thumbprint:")
         log.info(crypto.thumbprint(cert))
     else:
@@ -125,8 +125,10 @@ def _import_certificate(inv: Invocation) -> None:
         # The real command reaches for the Windows registry, which .NET refuses on Linux.
         raise NotImplementedError("Registry is not supported on this platform.")
     if _given(from_file):
-        identity = _from_file(Path(from_file), p.value("pfx-password"), inv)
+        identity = _from_file(paths.pure(from_file), p.value("pfx-password"), inv)
     else:
+        import base64
+
         log.info("Importing the certificate via base64...")
         identity = crypto.open_pfx(base64.b64decode("".join(str(from_base64).split())), None)
     inv.current.settings().set_identity(identity)
@@ -139,21 +141,27 @@ def _import_certificate(inv: Invocation) -> None:
     log.info(f"Certificate with thumbprint {identity.thumbprint} imported successfully.")
 
 
-def _from_file(path: Path, password: str | None, inv: Invocation) -> Identity:
-    if not path.is_file():
+def _from_file(path: str, password: str | None, inv: Invocation) -> Identity:
+    if not os.path.isfile(path):
         raise ControlledFailure(f"Certificate '{path}' was not found.")
-    if path.suffix.lower() != ".pfx":
+    if _suffix(path).lower() != ".pfx":
         # Not called .pfx: first read as new-certificate -e's base64 text, then as a PFX.
+        import base64
+        import binascii
+
         inv.log.info(f"Importing the certificate stored in {path}...")
-        text = "".join(path.read_text(encoding="utf-8-sig", errors="replace").split())
+        with open(path, encoding="utf-8-sig", errors="replace") as file:
+            text = "".join(file.read().split())
         try:
             return crypto.open_pfx(base64.b64decode(text, validate=True), None)
         except binascii.Error:
             pass
     with_password = " using the provided password" if password else ""
     inv.log.info(f"Importing the certificate stored in PFX file in {path}{with_password}...")
+    with open(path, "rb") as file:
+        data = file.read()
     try:
-        return crypto.open_pfx(path.read_bytes(), password or None)
+        return crypto.open_pfx(data, password or None)
     except crypto.CertificateError:
         # The real Tentacle lets .NET's CryptographicException escape here (exit 100); the
         # stand-in reports a wrong password as a controlled failure (exit 1) on purpose.
@@ -163,15 +171,21 @@ def _from_file(path: Path, password: str | None, inv: Invocation) -> Identity:
         ) from None
 
 
+def _suffix(path: str) -> str:
+    """PurePosixPath(path).suffix."""
+    name = path.rpartition("/")[2]
+    at = name.rfind(".")
+    return name[at:] if 0 < at < len(name) - 1 else ""
+
+
 def _show_thumbprint(inv: Invocation) -> None:
     chosen = output_format(inv)
     found = inv.current.settings().thumbprint
-    content = (
-        json.dumps({"Thumbprint": found}, separators=(",", ":")) if chosen == "json" else found
-    )
+    content = dumps({"Thumbprint": found}, separators=(",", ":")) if chosen == "json" else found
     export = inv.parsed.value("export-file")
     if _given(export):
-        Path(export).write_text(content or "", encoding="ascii")
+        with open(export, "w", encoding="ascii") as file:
+            file.write(content or "")
         inv.log.info(f"The thumbprint has been written to {export}.")
     else:
         sys.stdout.write(content or "")
@@ -182,7 +196,7 @@ def _show_configuration(inv: Invocation) -> None:
     ShowConfigurationCommand [derived]; the certificate itself is never shown."""
     settings = inv.current.settings()
     values = {
-        HOME: str(settings.home_dir),
+        HOME: settings.home_dir,
         "Tentacle.CertificateThumbprint": settings.thumbprint,
         TRUSTED_SERVERS: settings.trusted_servers,
         APPLICATION_DIRECTORY: settings.get(APPLICATION_DIRECTORY),
@@ -197,10 +211,11 @@ def _show_configuration(inv: Invocation) -> None:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    text = json.dumps(nested, indent=2)
+    text = dumps(nested, indent=2)
     target = inv.parsed.value("file")
     if _given(target):
-        Path(target).write_text(text, encoding="utf-8")
+        with open(target, "w", encoding="utf-8") as file:
+            file.write(text)
     else:
         sys.stdout.write(text)
 
@@ -226,14 +241,14 @@ def _configure(inv: Invocation) -> None:
     for option, value in p.pairs:
         name, value = option.names[0].lower(), value or ""
         if name == "home":
-            full = Path(value).absolute()
-            full.mkdir(parents=True, exist_ok=True)
-            settings.set(HOME, str(full))
+            full = paths.absolute(value)
+            os.makedirs(full, exist_ok=True)
+            settings.set(HOME, full)
             log.info(f"Home directory set to: {full}")
         elif name == "app":
-            full = Path(value).absolute()
-            full.mkdir(parents=True, exist_ok=True)
-            settings.set(APPLICATION_DIRECTORY, str(full))
+            full = paths.absolute(value)
+            os.makedirs(full, exist_ok=True)
+            settings.set(APPLICATION_DIRECTORY, full)
             log.info(f"Application directory set to: {full}")
         elif name == "port":
             settings.set(PORT, str(parse_int(value)))

@@ -14,11 +14,11 @@ time a real install takes, and is where an install failure shows.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from pathlib import Path
+
+from .jsontext import dumps, loads
 
 FIRST_RUN_MARKER = ".first-run-complete"
 INSTALL_FAILURE = "Failed to extract the bundled .NET runtime: No space left on device"
@@ -40,17 +40,17 @@ class Faults:
         self.hang, self.untrusting = hang, untrusting
 
 
-def control_dir() -> Path:
-    return Path(os.environ.get("OCTOBOOT_SANDBOX_HOST_DIR") or "/run/octoboot-sandbox")
+def control_dir() -> str:
+    return os.environ.get("OCTOBOOT_SANDBOX_HOST_DIR") or "/run/octoboot-sandbox"
 
 
 def record_invocation(argv: list[str]) -> None:
     directory = control_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    os.makedirs(directory, exist_ok=True)
     line = {"time": _utc_now(), "pid": os.getpid(), "argv": argv}
     # One write on an O_APPEND file, so concurrent invocations never interleave their lines.
-    with open(directory / "argv.jsonl", "a", encoding="utf-8") as out:
-        out.write(json.dumps(line) + "\n")
+    with open(os.path.join(directory, "argv.jsonl"), "a", encoding="utf-8") as out:
+        out.write(dumps(line) + "\n")
 
 
 def _utc_now() -> str:
@@ -61,11 +61,23 @@ def _utc_now() -> str:
     return f"{text}.{micros:06d}+00:00" if micros else f"{text}+00:00"
 
 
+def _read(name: str) -> dict | None:
+    """A control file as the sandbox writes it (json.dumps, default layout), or None."""
+    try:
+        with open(os.path.join(control_dir(), name), encoding="utf-8") as file:
+            text = file.read()
+    except FileNotFoundError:
+        return None
+    raw = loads(text)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{name} holds no JSON object")
+    return raw
+
+
 def load_faults() -> Faults:
-    path = control_dir() / "faults.json"
-    if not path.exists():
+    raw = _read("faults.json")
+    if raw is None:
         return Faults()
-    raw = json.loads(path.read_text(encoding="utf-8"))
     return Faults(
         install_fails=bool(raw.get("install_fails", False)),
         install_seconds=float(raw.get("install_seconds", 0.0)),
@@ -75,21 +87,21 @@ def load_faults() -> Faults:
 
 
 def sleep_like_a_startup() -> None:
-    path = control_dir() / "latency.json"
-    if path.exists():
-        time.sleep(float(json.loads(path.read_text(encoding="utf-8")).get("startup_seconds", 0)))
+    raw = _read("latency.json")
+    if raw is not None:
+        time.sleep(float(raw.get("startup_seconds", 0)))
 
 
-def finish_first_run(install_dir: Path, faults: Faults) -> bool:
+def finish_first_run(install_dir: str, faults: Faults) -> bool:
     """Play the install's first run if it has not happened; False if the install failed."""
-    marker = install_dir / FIRST_RUN_MARKER
-    if marker.exists():
+    marker = os.path.join(install_dir, FIRST_RUN_MARKER)
+    if os.path.exists(marker):
         return True
     time.sleep(faults.install_seconds)
     if faults.install_fails:
         print(INSTALL_FAILURE, file=sys.stderr, flush=True)
         return False
-    marker.touch()
+    open(marker, "a").close()
     return True
 
 

@@ -6,18 +6,18 @@ failure: the real Tentacle exits 100 for `--port=abc`, not 1.
 
 from __future__ import annotations
 
-import ipaddress
-import re
-
-_INT = re.compile(r"^\s*[+-]?\d+\s*$")
-
 
 class FormatException(Exception):
     pass
 
 
 def parse_int(value: str) -> int:
-    if not _INT.match(value):
+    # The regex ^\s*[+-]?\d+\s*$ (Unicode \s and \d, as str.strip and str.isdecimal
+    # take them), written out: re and its enum cost a short command a tenth of its CPU.
+    digits = value.strip()
+    if digits[:1] in ("+", "-"):
+        digits = digits[1:]
+    if not digits.isdecimal():
         raise FormatException(f"The input string '{value}' was not in a correct format.")
     return int(value)
 
@@ -30,6 +30,8 @@ def parse_bool(value: str) -> bool:
 
 
 def parse_ip(value: str) -> str:
+    import ipaddress  # configure --listenIpAddress only
+
     try:
         return str(ipaddress.ip_address(value.strip()))
     except ValueError:

@@ -8,11 +8,11 @@ ApplicationInstanceSelector of the real Tentacle.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
+from . import paths
 from .failures import ControlledFailure
+from .jsontext import dumps, loads
 from .log import Log
 from .settings import EMPTY_FILE, HOME, Settings
 
@@ -26,34 +26,39 @@ class Instance:
 
     __slots__ = ("config_path", "name")
 
-    def __init__(self, name: str | None, config_path: Path) -> None:
+    def __init__(self, name: str | None, config_path: str) -> None:
         self.name, self.config_path = name, config_path
 
     def settings(self) -> Settings:
         return Settings(self.config_path)
 
 
-def machine_config_root() -> Path:
+def machine_config_root() -> str:
     # The real Tentacle's own override, spelled as it spells it.
     configured = os.environ.get("TentacleMachineConfigurationHomeDirectory")  # noqa: SIM112
-    return Path(configured or "/etc/octopus")
+    return paths.pure(configured or "/etc/octopus")
 
 
-def _index_dir() -> Path:
-    return machine_config_root() / APPLICATION / "Instances"
+def _index_dir() -> str:
+    return paths.join(machine_config_root(), APPLICATION, "Instances")
 
 
-def _index_file(name: str) -> Path:
-    return _index_dir() / (name.replace(" ", "-").lower() + ".config")
+def _index_file(name: str) -> str:
+    return paths.join(_index_dir(), name.replace(" ", "-").lower() + ".config")
+
+
+def _read_record(path: str) -> dict:
+    with open(path, encoding="utf-8-sig") as file:
+        return loads(file.read(), indent=2)  # type: ignore[return-value]
 
 
 def list_instances() -> list[Instance]:
-    if not _index_dir().is_dir():
+    if not os.path.isdir(_index_dir()):
         return []
     found = []
-    for path in _index_dir().iterdir():
-        record = json.loads(path.read_text(encoding="utf-8-sig"))
-        found.append(Instance(record["Name"], Path(record["ConfigurationFilePath"])))
+    for entry in os.listdir(_index_dir()):
+        record = _read_record(paths.join(_index_dir(), entry))
+        found.append(Instance(record["Name"], paths.pure(record["ConfigurationFilePath"])))
     return sorted(found, key=lambda i: str(i.name).casefold())
 
 
@@ -71,20 +76,21 @@ def create(name: str | None, config: str | None, home: str | None, log: Log) -> 
     directory of an SSH session.
     """
     if config:
-        config_path = Path(config).absolute()
+        config_path = paths.absolute(config)
     elif name:
-        config_path = machine_config_root() / name / f"tentacle-{name}.config"
+        config_path = paths.join(machine_config_root(), name, f"tentacle-{name}.config")
     else:
-        config_path = Path(ROOTLESS_CONFIG).absolute()
-    home_dir = Path(home).absolute() if home else config_path.parent
-    config_path.parent.mkdir(parents=True, exist_ok=True)
-    if config_path.exists():
+        config_path = paths.absolute(ROOTLESS_CONFIG)
+    home_dir = paths.absolute(home) if home else paths.parent(config_path)
+    os.makedirs(paths.parent(config_path), exist_ok=True)
+    if os.path.exists(config_path):
         log.info(f"Configuration file at {config_path} already exists.")
     else:
         log.info(f"Creating empty configuration file: {config_path}")
-        config_path.write_text(EMPTY_FILE, encoding="utf-8")
+        with open(config_path, "w", encoding="utf-8") as file:
+            file.write(EMPTY_FILE)
     log.info(f"Setting home directory to: {home_dir}")
-    Settings(config_path).set(HOME, str(home_dir))
+    Settings(config_path).set(HOME, home_dir)
     if not name and not config:
         return Instance(None, config_path)
     name = name or DEFAULT_INSTANCE
@@ -92,17 +98,21 @@ def create(name: str | None, config: str | None, home: str | None, log: Log) -> 
     return Instance(name, config_path)
 
 
-def _register(name: str, config_path: Path, log: Log) -> None:
+def _register(name: str, config_path: str, log: Log) -> None:
     path = _index_file(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = json.loads(path.read_text(encoding="utf-8-sig")) if path.exists() else {"Name": name}
-    record["ConfigurationFilePath"] = str(config_path)
-    path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    os.makedirs(paths.parent(path), exist_ok=True)
+    record = _read_record(path) if os.path.exists(path) else {"Name": name}
+    record["ConfigurationFilePath"] = config_path
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(dumps(record, indent=2))
     log.info(f"Saving instance: {record['Name']}")
 
 
 def delete(name: str, log: Log) -> None:
-    _index_file(name).unlink(missing_ok=True)
+    import contextlib  # not for the commands a bootstrap runs
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(_index_file(name))
     log.info(f"Deleted instance: {name}")
 
 
@@ -111,12 +121,12 @@ def select(name: str | None, config: str | None) -> Instance:
     if name and name.strip():
         instance = _find(name)
     elif config and config.strip():
-        instance = Instance(None, Path(config))
-    elif Path(ROOTLESS_CONFIG).exists():
-        instance = Instance(None, Path(ROOTLESS_CONFIG).absolute())
+        instance = Instance(None, paths.pure(config))
+    elif os.path.exists(ROOTLESS_CONFIG):
+        instance = Instance(None, paths.absolute(ROOTLESS_CONFIG))
     else:
         instance = _default()
-    if not instance.config_path.is_file():
+    if not os.path.isfile(instance.config_path):
         if instance.name is None:
             raise ControlledFailure(
                 f"The configuration file at {instance.config_path} could not be located at the "

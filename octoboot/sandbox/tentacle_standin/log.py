@@ -12,7 +12,6 @@ import _thread
 import os
 import sys
 import time
-from pathlib import Path
 
 LOG_FILE_NAME = "OctopusTentacle.txt"
 # Each line as logging's Formatter("%(asctime)s %(process)7d %(thread)15d %(levelname)5s
@@ -24,15 +23,16 @@ _LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "error": "ERROR"
 class Log:
     def __init__(self, *, console: bool = True) -> None:
         self.console = console
-        self._files: list[Path] = []
+        self._files: list[str] = []
         self._lock = _thread.allocate_lock()  # the service logs from several threads
 
-    def write_to(self, home_dir: Path) -> None:
+    def write_to(self, home_dir: str) -> None:
         """Also append everything to <home>/Logs/OctopusTentacle.txt."""
-        logs = home_dir / "Logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        open(logs / LOG_FILE_NAME, "a").close()  # there from now on, as a FileHandler made it
-        self._files.append(logs / LOG_FILE_NAME)
+        logs = os.path.join(home_dir, "Logs")
+        os.makedirs(logs, exist_ok=True)
+        file = os.path.join(logs, LOG_FILE_NAME)
+        open(file, "a").close()  # there from now on, as a FileHandler made it
+        self._files.append(file)
 
     def _file(self, level: str, message: str) -> None:
         if not self._files:

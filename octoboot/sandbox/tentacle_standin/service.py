@@ -8,11 +8,8 @@ whatever `systemctl` is first on PATH (the sandbox puts its stand-in there).
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-from pathlib import Path
 
-from . import instances
+from . import instances, paths, spawn
 from .command import EXECUTABLE, Command, Invocation
 from .failures import ControlledFailure
 from .log import Log
@@ -24,12 +21,21 @@ UNNAMED_SERVICE = "OctopusDeploy Tentacle"
 _SYSTEMCTL_TIMEOUT = 120
 
 
-def systemd_dir() -> Path:
-    return Path(os.environ.get("OCTOBOOT_SANDBOX_SYSTEMD_DIR") or "/etc/systemd/system")
+def systemd_dir() -> str:
+    return paths.pure(os.environ.get("OCTOBOOT_SANDBOX_SYSTEMD_DIR") or "/etc/systemd/system")
 
 
 def unit_name(name: str) -> str:
-    return re.sub(r"\s+", "-", name.replace("/", ""))
+    """re.sub(r"\\s+", "-", name) once "/" is taken out, written out (re: see options._split)."""
+    out: list[str] = []
+    in_space = False
+    for char in name.replace("/", ""):
+        if not char.isspace():
+            out.append(char)
+        elif not in_space:
+            out.append("-")
+        in_space = char.isspace()
+    return "".join(out)
 
 
 def unit_file_text(instance: instances.Instance, user: str, depend_on: str | None) -> str:
@@ -44,18 +50,12 @@ def unit_file_text(instance: instances.Instance, user: str, depend_on: str | Non
 
 
 def _systemctl(verb: str, unit: str, log: Log, *, as_error: bool = False) -> bool:
-    result = subprocess.run(
-        ["systemctl", verb, unit],
-        capture_output=True,
-        text=True,
-        timeout=_SYSTEMCTL_TIMEOUT,
-        check=False,
-    )
-    if result.returncode == 0:
+    code, _, stderr = spawn.run(["systemctl", verb, unit], timeout=_SYSTEMCTL_TIMEOUT)
+    if code == 0:
         return True
     report = log.error if as_error else log.warn
-    report(f"The command 'systemctl {verb} {unit}' failed with exit code: {result.returncode}")
-    for line in result.stderr.splitlines():
+    report(f"The command 'systemctl {verb} {unit}' failed with exit code: {code}")
+    for line in stderr.decode().splitlines():
         report(line)
     return False
 
@@ -70,10 +70,10 @@ def _on_path(program: str) -> bool:
 
 
 def _check_prerequisites() -> None:
-    if not Path("/bin/bash").exists():
+    if not os.path.exists("/bin/bash"):
         raise ControlledFailure("Could not detect bash. bash is required to run tentacle.")
     # The real command runs `sudo -vn`; root needs no sudo (and sandbox hosts have none).
-    if os.geteuid() != 0 and subprocess.run(["sudo", "-vn"], check=False).returncode != 0:
+    if os.geteuid() != 0 and _sudo_refuses():
         raise ControlledFailure("Requires elevated privileges. Please run command as sudo.")
     if not _on_path("systemctl"):
         raise ControlledFailure(
@@ -81,11 +81,17 @@ def _check_prerequisites() -> None:
         )
 
 
+def _sudo_refuses() -> bool:
+    import subprocess  # not as root, which sandbox hosts are: the terminal is sudo's
+
+    return subprocess.run(["sudo", "-vn"], check=False).returncode != 0
+
+
 def _configure_service(instance: instances.Instance, inv: Invocation) -> None:
     p, log = inv.parsed, inv.log
     _check_prerequisites()
     unit = unit_name(instance.name or UNNAMED_SERVICE)
-    unit_file = systemd_dir() / f"{unit}.service"
+    unit_file = paths.join(systemd_dir(), f"{unit}.service")
     if p.flag("restart"):
         log.info(f"Restarting service: {unit}")
         if _systemctl("restart", unit, log):
@@ -117,16 +123,20 @@ def _configure_service(instance: instances.Instance, inv: Invocation) -> None:
             log.error(f"Could not start the systemd service: {unit}")
 
 
-def _remove_unit(unit: str, unit_file: Path, log: Log) -> None:
+def _remove_unit(unit: str, unit_file: str, log: Log) -> None:
     _systemctl("stop", unit, log)
     _systemctl("disable", unit, log)
-    unit_file.unlink(missing_ok=True)
+    try:  # noqa: SIM105 (contextlib's import, for one call: see spawn)
+        os.unlink(unit_file)
+    except FileNotFoundError:
+        pass
 
 
-def _write_unit(unit: str, unit_file: Path, text: str, log: Log) -> None:
-    unit_file.parent.mkdir(parents=True, exist_ok=True)
-    unit_file.write_text(text, encoding="utf-8")
-    unit_file.chmod(0o644)
+def _write_unit(unit: str, unit_file: str, text: str, log: Log) -> None:
+    os.makedirs(paths.parent(unit_file), exist_ok=True)
+    with open(unit_file, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.chmod(unit_file, 0o644)
     # The real command only enables; a reload first is what systemd expects after a new unit.
     _systemctl("daemon-reload", unit, log, as_error=True)
     _systemctl("enable", unit, log, as_error=True)

@@ -4,11 +4,12 @@ parsers it does not use (every Tentacle command is a new process)."""
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 
 from .command import INSTALL_DIR, Command, Invocation
 from .failures import ControlledFailure
+from .jsontext import dumps
 from .options import Option
 
 _FORMATS = ("text", "json")
@@ -24,7 +25,8 @@ def output_format(inv: Invocation) -> str:
 
 def version_info() -> dict:
     """The version the archive builder wrote into the install dir, in the shapes Tentacle shows."""
-    version = (INSTALL_DIR / "VERSION").read_text(encoding="utf-8").strip()
+    with open(os.path.join(INSTALL_DIR, "VERSION"), encoding="utf-8") as file:
+        version = file.read().strip()
     core, _, prerelease = version.partition("-")
     # GitVersion's informational form; the "commit" is derived so it is stable per version.
     import _sha1  # hashlib's own SHA-1: hashlib loads libcrypto first (3 ms of CPU)
@@ -42,7 +44,7 @@ def version_info() -> dict:
 def _version(inv: Invocation) -> None:
     info = version_info()
     if output_format(inv) == "json":
-        sys.stdout.write(json.dumps(info, indent=2))
+        sys.stdout.write(dumps(info, indent=2))
     else:
         sys.stdout.write(info["InformationalVersion"])
 
