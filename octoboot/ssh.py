@@ -481,9 +481,22 @@ class Connector:
 
 def close(conn: Connection) -> None:
     """Close a connection and its jump host's (Fabric's close leaves the gateway open)."""
+    _shut_down(conn)
     conn.close()
     if isinstance(conn.gateway, Connection):
+        _shut_down(conn.gateway)
         conn.gateway.close()
+
+
+def _shut_down(conn: Connection) -> None:
+    """End the connection's TCP stream now. paramiko only closes the socket, and its thread
+    that reads it, blocked in recv, notices at its next 0.1 s poll: until then the host does
+    not see the session end (the close's FIN waits for that recv), and a run ends with those
+    threads alive, which made its process take about 15 ms more to exit at 30 machines."""
+    sock = getattr(conn.transport, "sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _lookup_name(conn: Connection) -> str:
