@@ -149,6 +149,10 @@ def run_fleet(run: Callable[..., RunReport], flags: dict[str, Any], **own: Any) 
             settings(),
             **own,
         )
+    # The run has ended (connections and logs closed, report written): what it made lives
+    # until the process exits, and the interpreter's last collections need not go over it
+    # (3-5 ms of `inv exec`'s exit at 30 machines).
+    gc.freeze()
     print_report(report, output)
 
 
