@@ -481,9 +481,27 @@ class Connector:
 
 def close(conn: Connection) -> None:
     """Close a connection and its jump host's (Fabric's close leaves the gateway open)."""
-    conn.close()
+    _close(conn)
     if isinstance(conn.gateway, Connection):
-        conn.gateway.close()
+        _close(conn.gateway)
+
+
+def _close(conn: Connection) -> None:
+    """Fabric's close, then the TCP stream shut down. paramiko only closes its socket, and
+    its thread blocked in recv on it notices at its next 0.1 s poll: until then the kernel
+    keeps the connection open (the host does not see the session end), and a run ended
+    with those threads alive, which took its process about 10 ms more to exit at 30
+    machines. The shutdown goes through a duplicate made before, once the close has sent
+    all it sends (an SFTP session's end)."""
+    sock = getattr(conn.transport, "sock", None)
+    stream = None
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):  # closed already, or no descriptor left
+            stream = sock.dup()
+    conn.close()
+    if stream is not None:
+        with stream, contextlib.suppress(OSError):
+            stream.shutdown(socket.SHUT_RDWR)
 
 
 def _lookup_name(conn: Connection) -> str:

@@ -49,7 +49,11 @@ from octoboot.sandbox.archive import (
 )
 from octoboot.sandbox.host import Host, paths_to_keep_visible, write_ssh_key
 from octoboot.sandbox.octopus_api import API_KEY_ENV
-from octoboot.sandbox.standin_settings import StandInSettings
+from octoboot.sandbox.standin_settings import (
+    DEFAULT_HOSTS,
+    DEFAULT_INSTALL_SECONDS,
+    StandInSettings,
+)
 
 ENVIRONMENT = "Sandbox"
 OCTOPUS_PORT = 80
@@ -58,8 +62,6 @@ POLLING_PORT = 10943
 STATIC_WORKER_POOL = "Linux workers"
 DYNAMIC_WORKER_POOL = "Hosted Ubuntu"
 PACKAGE_PORT = 8081
-DEFAULT_HOSTS = 5
-DEFAULT_INSTALL_SECONDS = 3.0
 HOST_EXIT_SECONDS = 30.0  # how long a powered-off host's processes may take to end
 # Created on the controller as empty mount points when missing; removed by the last `down`.
 MOUNT_POINTS = ("/opt/octopus", "/etc/octopus", "/home/Octopus")

@@ -4,6 +4,9 @@ The defaults are the real products' (sources in docs/design.md): a real server r
 most 5 tasks at once, a Health task takes seconds, the API is rate-limited per user from
 2026.3 on, and every Tentacle command starts a .NET program. Tests that measure something
 else lower them; `inv sandbox.up` and the benchmarks keep them.
+
+The sandbox's own defaults live here too, without its machinery (control imports tarfile,
+tabulate and the hosts'), so that `inv` reads them for its help at every start for free.
 """
 
 from __future__ import annotations
@@ -12,6 +15,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 from octoboot.errors import SandboxError
+
+# `inv sandbox.up`'s: how many hosts, and how long a Tentacle install takes on each.
+DEFAULT_HOSTS = 5
+DEFAULT_INSTALL_SECONDS = 3.0
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from octoboot.drift import POLLING, duplicates_of, find_drift
+from octoboot.inventory import STATUS_DEADLINE
 from octoboot.octopus import Resource, health_status, label, registered_thumbprint
 from octoboot.pipeline import Job, Pipeline, StepFailed
 from octoboot.report import State
@@ -44,9 +45,7 @@ class Status(Pipeline[StatusOptions]):
     STEPS: ClassVar = ("connect", "probe", "identity", "octopus", "drift")
     NEEDS_OCTOPUS = NEEDS_IDENTITIES = NEEDS_REGISTRATION = READ_ONLY = True
     RECORDS_OUTCOME = False
-    # status only reads, and should answer in seconds: a hung host must not hold the
-    # table for the inventory's deadline (900 s by default); --deadline changes it.
-    DEADLINE = 30.0
+    DEADLINE = STATUS_DEADLINE
     # The host gets this share of the deadline, so that a host that does not answer in
     # time is still shown with what the store and Octopus say about it.
     HOST_SHARE = 2 / 3

@@ -15,7 +15,8 @@ import pytest
 
 import tasks
 from octoboot.flags import number
-from octoboot.sandbox.control import DEFAULT_HOSTS, DEFAULT_INSTALL_SECONDS, Sandbox
+from octoboot.sandbox.control import Sandbox
+from octoboot.sandbox.standin_settings import DEFAULT_HOSTS, DEFAULT_INSTALL_SECONDS
 
 # status only reads and exec is the change itself: neither has a dry run.
 WITHOUT_DRY_RUN = {"status", "exec"}
