@@ -154,12 +154,6 @@ def main_pid(unit: str) -> int | None:
     return pid if _alive(pid) else None
 
 
-def _state(unit: str) -> str:
-    if main_pid(unit):
-        return "active"
-    return "failed" if os.path.exists(pid_file(unit)) else "inactive"
-
-
 def _wants_links(unit: str) -> list[str]:
     """The unit's links in every `<target>.wants/` folder."""
     try:
@@ -296,7 +290,7 @@ def status(unit: str) -> int:
     enabled = "enabled" if _wants_links(unit) else "disabled"
     print(f"\u25cf {unit} - {description}")
     print(f"     Loaded: loaded ({_unit_file(unit)}; {enabled}; vendor preset: enabled)")
-    pid, state = main_pid(unit), _state(unit)
+    pid = main_pid(unit)
     if pid:
         import datetime as dt
 
@@ -304,9 +298,8 @@ def status(unit: str) -> int:
         print(f"     Active: active (running) since {since}")
         print(f"   Main PID: {pid}")
         return 0
-    print(
-        f"     Active: {'failed (Result: exit-code)' if state == 'failed' else 'inactive (dead)'}"
-    )
+    failed = os.path.exists(pid_file(unit))  # a pid file left by a process that is gone
+    print(f"     Active: {'failed (Result: exit-code)' if failed else 'inactive (dead)'}")
     return EXIT_NOT_RUNNING
 
 

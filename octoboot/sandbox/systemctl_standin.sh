@@ -12,7 +12,7 @@ for a in "$@"; do
     esac
 done
 
-# s= the unit's state from its pid file, as systemctl_standin.main_pid/_state tell it.
+# s= the unit's state from its pid file, as systemctl_standin.main_pid and status tell it.
 state() {
     pidfile=$state_dir/$1.pid
     pid=

@@ -99,6 +99,7 @@ def test_paths_are_spelled_as_pathlib_spells_them() -> None:
         assert paths.pure(path) == str(PurePosixPath(path))
         assert paths.parent(path) == str(PurePosixPath(path).parent)
         assert paths.absolute(path) == str(Path(path).absolute())
+        assert paths.suffix(path + other) == PurePosixPath(path + other).suffix
         if path:
             assert paths.join(path, other) == str(PurePosixPath(path, other))
 

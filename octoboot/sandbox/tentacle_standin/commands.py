@@ -144,7 +144,7 @@ def _import_certificate(inv: Invocation) -> None:
 def _from_file(path: str, password: str | None, inv: Invocation) -> Identity:
     if not os.path.isfile(path):
         raise ControlledFailure(f"Certificate '{path}' was not found.")
-    if _suffix(path).lower() != ".pfx":
+    if paths.suffix(path).lower() != ".pfx":
         # Not called .pfx: first read as new-certificate -e's base64 text, then as a PFX.
         import base64
         import binascii
@@ -169,13 +169,6 @@ def _from_file(path: str, password: str | None, inv: Invocation) -> Identity:
             f"The certificate in {path} could not be read with the provided password, the "
             "password may be incorrect, or the file holds no private key."
         ) from None
-
-
-def _suffix(path: str) -> str:
-    """PurePosixPath(path).suffix."""
-    name = path.rpartition("/")[2]
-    at = name.rfind(".")
-    return name[at:] if 0 < at < len(name) - 1 else ""
 
 
 def _show_thumbprint(inv: Invocation) -> None:

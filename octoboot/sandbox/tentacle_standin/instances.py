@@ -24,13 +24,18 @@ ROOTLESS_CONFIG = f"{APPLICATION}.config"
 class Instance:
     """The instance a command works on; name is None for one given only by --config."""
 
-    __slots__ = ("config_path", "name")
+    __slots__ = ("_settings", "config_path", "name")
 
     def __init__(self, name: str | None, config_path: str) -> None:
         self.name, self.config_path = name, config_path
+        self._settings: Settings | None = None
 
     def settings(self) -> Settings:
-        return Settings(self.config_path)
+        """The configuration, read once per command: the log's folder and the command
+        itself ask for it, and nothing else in the process writes the file."""
+        if self._settings is None:
+            self._settings = Settings(self.config_path)
+        return self._settings
 
 
 def machine_config_root() -> str:
@@ -53,11 +58,12 @@ def _read_record(path: str) -> dict:
 
 
 def list_instances() -> list[Instance]:
-    if not os.path.isdir(_index_dir()):
+    directory = _index_dir()
+    if not os.path.isdir(directory):
         return []
     found = []
-    for entry in os.listdir(_index_dir()):
-        record = _read_record(paths.join(_index_dir(), entry))
+    for entry in os.listdir(directory):
+        record = _read_record(paths.join(directory, entry))
         found.append(Instance(record["Name"], paths.pure(record["ConfigurationFilePath"])))
     return sorted(found, key=lambda i: str(i.name).casefold())
 

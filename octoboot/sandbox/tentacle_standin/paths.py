@@ -40,3 +40,10 @@ def parent(path: str) -> str:
     if rest in ("", ".") or "/" not in rest:
         return root or "."
     return root + rest.rpartition("/")[0]
+
+
+def suffix(path: str) -> str:
+    """PurePosixPath(path).suffix."""
+    name = pure(path).rpartition("/")[2]
+    at = name.rfind(".")
+    return name[at:] if 0 < at < len(name) - 1 else ""
