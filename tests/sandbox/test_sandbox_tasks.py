@@ -5,7 +5,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 
 import paramiko
 import pytest
@@ -15,7 +14,7 @@ from octoboot.bootstrap import install as run_install
 from octoboot.report import MachineResult, State
 from octoboot.run import Selection
 from tests.sandbox.conftest import connect, run
-from tests.sandbox.project import REPO, by_name, quiet
+from tests.sandbox.project import _inv_argv, by_name, quiet
 
 
 @pytest.fixture(scope="module")
@@ -23,28 +22,27 @@ def sandbox(sandbox_factory):
     return sandbox_factory(2, install_seconds=0)
 
 
-def inv(sandbox, *args: str) -> subprocess.CompletedProcess:
-    """`inv ARGS` on this sandbox."""
+def sandbox_inv(sandbox, *args: str) -> subprocess.CompletedProcess:
+    """`inv ARGS` (project.inv's command line) on this sandbox."""
     return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
+        _inv_argv(args), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
         env={**os.environ, "OCTOBOOT_SANDBOX_DIR": str(sandbox.root)},
     )  # fmt: skip
 
 
 def fault(sandbox, host: str, *flags: str) -> subprocess.CompletedProcess:
-    return inv(sandbox, "sandbox.fault", "--host", host, *flags)
+    return sandbox_inv(sandbox, "sandbox.fault", "--host", host, *flags)
 
 
 def test_show_names_the_stand_ins_limits_and_the_hosts_take_the_start_up(sandbox):
-    shown = inv(sandbox, "sandbox.show")
+    shown = sandbox_inv(sandbox, "sandbox.show")
     assert shown.returncode == 0, shown.stderr
     for limit in sandbox.settings().describe():
         assert limit in shown.stdout
     was = sandbox.settings().tentacle_startup_seconds
     try:
         sandbox.change_settings(tentacle_startup_seconds=0.7)
-        assert "Tentacle command start-up 0.7 s" in inv(sandbox, "sandbox.show").stdout
+        assert "Tentacle command start-up 0.7 s" in sandbox_inv(sandbox, "sandbox.show").stdout
         for host in sandbox.hosts():  # what each host's Tentacle stand-in sleeps
             latency = json.loads((host.control / "latency.json").read_text())
             assert latency == {"startup_seconds": 0.7}

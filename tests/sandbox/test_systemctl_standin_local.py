@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from octoboot.sandbox.archive import write_systemctl_launcher
+from tests.sandbox.test_tentacle_standin_local import alive, wait_for
 
 
 class Host:
@@ -30,7 +30,9 @@ class Host:
         }
 
     def run(self, *args: str) -> tuple[int, str, str]:
-        done = subprocess.run([self.exe, *args], env=self.env, capture_output=True, text=True)
+        done = subprocess.run(
+            [self.exe, *args], env=self.env, capture_output=True, text=True, timeout=60
+        )
         return done.returncode, done.stdout, done.stderr
 
     def unit(self, name: str, *, enabled: bool = False) -> None:
@@ -50,17 +52,14 @@ def host(tmp_path: Path) -> Iterator[Host]:
     yield made
     pid_file = made.control / "units" / "started.service.pid"
     if pid_file.exists():
-        subprocess.run([made.exe, "stop", "started"], env=made.env, check=True)
+        subprocess.run([made.exe, "stop", "started"], env=made.env, check=True, timeout=60)
 
 
 def test_is_active_tells_each_state_by_the_pid_file(host: Host) -> None:
     sleeper = subprocess.Popen(["sleep", "60"])
     ended = subprocess.Popen(["true"])  # a zombie until waited for: not active
     try:
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{ended.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
-            assert time.monotonic() < deadline, "`true` did not end"
-            time.sleep(0.01)
+        wait_for(lambda: not alive(ended.pid), "`true` to end")  # a zombie, not reaped
         host.pid_file("up.service", f"{sleeper.pid}\n")
         host.pid_file("dead.service", f"{ended.pid}\n")
         host.pid_file("junk.service", "not a pid\n")
@@ -139,10 +138,7 @@ def test_units_are_read_and_started_as_systemd_does(host: Host, tmp_path: Path) 
         assert sorted(os.listdir(f"/proc/{pid}/fd")) == ["0", "1", "2"]
         assert os.readlink(f"/proc/{pid}/cwd") == "/"
         log = host.control / "units" / "quoted.service.log"
-        deadline = time.monotonic() + 10
-        while "<two  words><three>" not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.01)
+        wait_for(lambda: "<two  words><three>" in log.read_text(), "the service's log")
         assert host.run("status", "quoted")[1].startswith("\u25cf quoted.service - Quoted words\n")
     finally:
         assert host.run("stop", "quoted")[0] == 0

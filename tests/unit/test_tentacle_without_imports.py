@@ -167,8 +167,10 @@ def test_a_program_is_run_as_subprocess_runs_it() -> None:
         spawn.run(["no-such-program-here"], timeout=5)
 
 
-def test_a_program_past_its_timeout_is_killed() -> None:
+def test_a_program_past_its_timeout_is_killed(tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(spawn.TimeoutExpired):
-        spawn.run(["sh", "-c", "echo $$; exec sleep 30"], timeout=0.5)
+        spawn.run(["sh", "-c", f"echo $$ > {tmp_path}/pid; exec sleep 30"], timeout=0.5)
     assert time.monotonic() - started < 10
+    pid = int((tmp_path / "pid").read_text())
+    assert not Path(f"/proc/{pid}").exists()  # killed and waited for, not left running
