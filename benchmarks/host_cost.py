@@ -88,14 +88,16 @@ class Sampler:
     ) -> dict[str, tuple[int, float]]:
         """kind -> (processes, CPU seconds) used after `since` (an earlier `snapshot`), with
         the exact figure of every host task in `exits` (those that ended meanwhile)."""
-        latest = {pid: key for key in sorted(self.seen, key=lambda k: k[1]) for pid in [key[0]]}
+        latest = {key[0]: key for key in sorted(self.seen, key=lambda k: k[1])}
         hosts = set(self.roots) | set(latest)
         ours: list[Exit] = []
-        for _ in range(len(exits)):  # a parent that ended unseen is known by its own exit
-            grown = [e for e in exits if e not in ours and (e.pid in hosts or e.ppid in hosts)]
+        pending = list(exits)
+        while True:  # a parent that ended unseen is known by its own exit
+            grown = [e for e in pending if e.pid in hosts or e.ppid in hosts]
             if not grown:
                 break
             ours += grown
+            pending = [e for e in pending if not (e.pid in hosts or e.ppid in hosts)]
             hosts |= {e.pid for e in grown}
         totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
         ended = set()
