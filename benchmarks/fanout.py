@@ -15,9 +15,11 @@ The peers that are not octoboot's dependencies (parallel-ssh, pyinfra, Ansible) 
 the benchmarks' own venv (benchmarks/requirements.txt, `--peers-venv`); a tool that is not
 there is left out, and says so. Every tool runs once per size before the measured rounds
 (host keys learned, caches warm); then `--repeat` rounds, the tools in turn within each
-round. Printed per N and tool: the median wall time (and all of them), wall / the command
-alone, the median CPU seconds of the tool's processes (controller) and of the hosts, and
-the load average when the tool's runs started (this machine's cores are shared).
+round, each round starting one tool further on (a tool that always ran right after another
+would inherit what that one left running on the hosts). Printed per N and tool: the
+median wall time (and all of them), in how many rounds it was the fastest, wall / the
+command alone, the median CPU seconds of the tool's processes (controller) and of the hosts,
+and the load average when the tool's runs started (this machine's cores are shared).
 """
 
 from __future__ import annotations
@@ -141,8 +143,10 @@ def measure_size(
                     say(f"{tool}: its first run failed (exit {warm.code}):\n{_tail(warm)}")
                 runnable[tool] = how
             figures = {tool: Figures([], [], [], [], []) for tool in runnable}
+            order = list(runnable.items())
             for round_ in range(1, repeat + 1):
-                for tool, (argv, env) in runnable.items():
+                turn = (round_ - 1) % len(order)
+                for tool, (argv, env) in order[turn:] + order[:turn]:
                     before, loaded = host_cpu(sandbox), load()
                     child = run_child(argv, env=env, timeout=300)
                     got = figures[tool]
@@ -182,17 +186,21 @@ def main() -> None:
     rows = []
     for size in [int(n) for n in args.sizes.split(",")]:
         figures = measure_size(size, tools, args.command, args.repeat, args.peers_venv, say)
+        fastest = [
+            min(figures, key=lambda tool: figures[tool].walls[i]) for i in range(args.repeat)
+        ]
         for tool, got in figures.items():
             wall = statistics.median(got.walls)
             rows.append([
                 size, tool, f"{wall:.2f}", " ".join(f"{w:.2f}" for w in got.walls),
+                f"{fastest.count(tool)} of {args.repeat}",
                 f"{wall / args.alone:.2f}", f"{statistics.median(got.cpus):.2f}",
                 f"{statistics.median(got.host_cpus):.2f}", " ".join(got.loads),
                 "; ".join(got.failures) or "all ok",
             ])  # fmt: skip
     print(f"command: {args.command!r}, {args.repeat} rounds")
-    headers = ["N", "tool", "median wall s", "walls", "wall / command", "controller CPU s",
-               "hosts' CPU s", "load", "outcome"]  # fmt: skip
+    headers = ["N", "tool", "median wall s", "walls", "fastest in", "wall / command",
+               "controller CPU s", "hosts' CPU s", "load", "outcome"]  # fmt: skip
     print(tabulate(rows, headers=headers))
 
 
