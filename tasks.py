@@ -78,7 +78,7 @@ def settings() -> Settings:
 
 
 def print_report(report: RunReport, output_format: str) -> None:
-    print(report.to_json() if output_format == "json" else report.text())
+    print(report.to_json() if output_format == "json" else report.text)
     if report.exit_code:
         raise Exit(code=report.exit_code)
 

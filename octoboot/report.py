@@ -88,7 +88,6 @@ class RunReport:
     host_keys_kept: bool = True
     # The run stopped starting machines (--max-fail): the ones not started are skipped.
     stopped: bool = False
-    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def exit_code(self) -> int:
@@ -141,12 +140,11 @@ class RunReport:
                    "thumbprint", "duration", "reason"]  # fmt: skip
         return "\n".join([table_text(rows, headers), "", *self.totals()])
 
+    @functools.cached_property
     def text(self) -> str:
         """The table, as report.txt has it and the terminal shows it: made once (tabulate
         takes milliseconds per hundred machines, at the end of every run)."""
-        if self._text is None:
-            self._text = self.table()
-        return self._text
+        return self.table()
 
     def totals(self) -> list[str]:
         """The lines under the table: counts per state, wall time, exit code, logs."""
@@ -168,7 +166,7 @@ class RunReport:
     def write(self, run_dir: Path) -> None:
         """report.json and report.txt, each written whole (StateWriteError if not)."""
         write_atomic(run_dir / "report.json", self.to_json() + "\n")
-        write_atomic(run_dir / "report.txt", self.text() + "\n")
+        write_atomic(run_dir / "report.txt", self.text + "\n")
 
 
 def short_thumbprint(thumbprint: str | None) -> str:

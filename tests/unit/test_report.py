@@ -60,7 +60,7 @@ def test_report_txt_holds_the_table_the_terminal_shows(tmp_path, monkeypatch):
     assert (tmp_path / "report.txt").read_text() == report.table() + "\n"
     # made once, at the run's end: printing it does not build the table again
     monkeypatch.setattr(RunReport, "table", lambda self: "built again")
-    assert report.text() + "\n" == (tmp_path / "report.txt").read_text()
+    assert report.text + "\n" == (tmp_path / "report.txt").read_text()
 
 
 def test_json_carries_every_field():
