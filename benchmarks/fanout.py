@@ -119,6 +119,7 @@ class Figures:
     cpus: list[float]
     host_cpus: list[float]
     loads: list[str]
+    codes: list[int]
     failures: list[str]
 
 
@@ -142,9 +143,9 @@ def measure_size(
                 if warm.code:
                     say(f"{tool}: its first run failed (exit {warm.code}):\n{_tail(warm)}")
                 runnable[tool] = how
-            figures = {tool: Figures([], [], [], [], []) for tool in runnable}
+            figures = {tool: Figures([], [], [], [], [], []) for tool in runnable}
             order = list(runnable.items())
-            for round_ in range(1, repeat + 1):
+            for round_ in range(1, repeat + 1 if order else 1):
                 turn = (round_ - 1) % len(order)
                 for tool, (argv, env) in order[turn:] + order[:turn]:
                     before, loaded = host_cpu(sandbox), load()
@@ -154,12 +155,19 @@ def measure_size(
                     got.cpus.append(child.cpu)
                     got.host_cpus.append(host_cpu(sandbox) - before)
                     got.loads.append(loaded)
+                    got.codes.append(child.code)
                     if child.code:
                         got.failures.append(f"exit {child.code}: {_tail(child)}")
                     say(f"N={size} round {round_} {tool}: {child.wall:.2f} s (load {loaded})")
             return figures
         finally:
             sandbox.down()
+
+
+def _fastest(figures: dict[str, Figures], round_: int) -> str | None:
+    """The tool whose run of that round was the fastest of those that succeeded."""
+    ok = [tool for tool, got in figures.items() if got.codes[round_] == 0]
+    return min(ok, key=lambda tool: figures[tool].walls[round_], default=None)
 
 
 def _tail(child: Child) -> str:
@@ -186,9 +194,7 @@ def main() -> None:
     rows = []
     for size in [int(n) for n in args.sizes.split(",")]:
         figures = measure_size(size, tools, args.command, args.repeat, args.peers_venv, say)
-        fastest = [
-            min(figures, key=lambda tool: figures[tool].walls[i]) for i in range(args.repeat)
-        ]
+        fastest = [_fastest(figures, i) for i in range(args.repeat)]
         for tool, got in figures.items():
             wall = statistics.median(got.walls)
             rows.append([

@@ -18,9 +18,9 @@ machine, with the load average at the start: this machine's two cores run other 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import threading
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -33,6 +33,13 @@ from octoboot.sandbox.control import Sandbox
 from octoboot.sandbox.standin_settings import StandInSettings
 
 _PROGRAMS = {"Tentacle": ("/Tentacle",), "systemctl": ("systemctl.pyc", "sbin/systemctl")}
+# A process's start in /proc/<pid>/stat is in clock ticks since boot.
+_TICKS = os.sysconf("SC_CLK_TCK")
+_BOOTED = next(
+    int(line.split()[1])
+    for line in Path("/proc/stat").read_text().splitlines()
+    if line.startswith("btime ")
+)
 
 
 def kind(cmdline: list[str]) -> str:
@@ -42,7 +49,7 @@ def kind(cmdline: list[str]) -> str:
     for at, word in enumerate(cmdline):
         # The Tentacle launcher (`python -S .../Tentacle`), Python's systemctl (`.systemctl.pyc`)
         # and the systemctl launcher's shell: by the command or verb that follows.
-        named = next((n for n in ("Tentacle", "systemctl") if word.endswith(_PROGRAMS[n])), None)
+        named = next((n for n, ends in _PROGRAMS.items() if word.endswith(ends)), None)
         if named:
             words = [a for a in cmdline[at + 1 :] if a[:1] != "-"]
             return f"{named} {words[0] if words else ''}".strip()
@@ -87,32 +94,50 @@ class Sampler:
         self, since: dict[tuple[int, int], int], exits: list[Exit]
     ) -> dict[str, tuple[int, float]]:
         """kind -> (processes, CPU seconds) used after `since` (an earlier `snapshot`), with
-        the exact figure of every host task in `exits` (those that ended meanwhile)."""
-        latest = {key[0]: key for key in sorted(self.seen, key=lambda k: k[1])}
-        hosts = set(self.roots) | set(latest)
+        the exact figure of every host task in `exits` (those that ended meanwhile): a
+        thread's counts for its process, not as a process of its own."""
+        sampled: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for key in sorted(self.seen, key=lambda k: k[1]):
+            sampled[key[0]].append(key)
+
+        def process(pid: int, started: int) -> tuple[int, int] | None:
+            """The sampled process with this pid that had started by then (pids are reused:
+            a rerun's process may have a first run's pid)."""
+            fits = [k for k in sampled.get(pid, ()) if self._started(k) <= started + 1]
+            return fits[-1] if fits else None
+
+        hosts = set(self.roots) | set(sampled)
         ours: list[Exit] = []
         pending = list(exits)
         while True:  # a parent that ended unseen is known by its own exit
-            grown = [e for e in pending if e.pid in hosts or e.ppid in hosts]
+            grown = [e for e in pending if hosts & {e.pid, e.tgid, e.ppid}]
             if not grown:
                 break
             ours += grown
-            pending = [e for e in pending if not (e.pid in hosts or e.ppid in hosts)]
+            pending = [e for e in pending if not hosts & {e.pid, e.tgid, e.ppid}]
             hosts |= {e.pid for e in grown}
         totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
         ended = set()
         for e in ours:
-            key = latest.get(e.pid)
-            name = self.seen[key][0] if key else e.comm
-            ended.add(key)
-            totals[name][0] += key not in since
-            totals[name][1] += (e.ns - since.get(key, 0)) / 1e9 if key else e.ns / 1e9
+            owner = process(e.tgid, e.started)
+            name = self.seen[owner][0] if owner else e.comm
+            if e.pid != e.tgid:  # a thread: never sampled, its whole time is this run's
+                totals[name][1] += e.ns / 1e9
+                continue
+            ended.add(owner)
+            totals[name][0] += owner not in since
+            totals[name][1] += (e.ns - since.get(owner, 0) if owner else e.ns) / 1e9
         for key, (name, ran) in self.seen.items():
             used = (ran - since.get(key, 0)) / 1e9
             if key not in ended and (used or key not in since):
                 totals[name][0] += key not in since
                 totals[name][1] += used
         return {name: (int(n), cpu) for name, (n, cpu) in totals.items()}
+
+    @staticmethod
+    def _started(key: tuple[int, int]) -> float:
+        """When a sampled process started, in seconds since the epoch (as taskstats says)."""
+        return _BOOTED + key[1] / _TICKS
 
     def snapshot(self) -> dict[tuple[int, int], int]:
         return {key: ticks for key, (_, ticks) in self.seen.items()}
@@ -135,14 +160,15 @@ def main() -> None:
                 runs = []
                 for label in ("first run", "rerun"):
                     before, total = sampler.snapshot(), host_cpu(sandbox)
-                    first = len(exits.exits)
+                    first, lost = len(exits.exits), exits.lost
                     figures = run_once(project, sandbox, size, "shared")
-                    time.sleep(0.2)  # the last exits' records
+                    exits.drain()  # the last exits' records
                     kinds = sampler.by_kind(before, exits.exits[first:])
-                    runs.append((label, figures, kinds, host_cpu(sandbox) - total))
+                    total = host_cpu(sandbox) - total
+                    runs.append((label, figures, kinds, total, exits.lost - lost))
         finally:
             sandbox.down()
-    for label, figures, kinds, total in runs:
+    for label, figures, kinds, total, lost in runs:
         seen = sum(cpu for _, cpu in kinds.values())
         rows = [
             [name, f"{n / size:.1f}", f"{cpu / size:.3f}"]
@@ -154,6 +180,8 @@ def main() -> None:
         print(f"\n{label}: {size} machines, {figures['wall']:.1f} s, load {figures['load']}, "
               f"{figures['counts']}")  # fmt: skip
         print(tabulate(rows, headers=["per machine", "processes", "CPU-s"]))
+        if lost:
+            print(f"the kernel dropped {lost} batch(es) of exit records: their CPU is unattributed")
 
 
 if __name__ == "__main__":
