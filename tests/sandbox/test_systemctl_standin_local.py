@@ -50,9 +50,9 @@ class Host:
 def host(tmp_path: Path) -> Iterator[Host]:
     made = Host(tmp_path)
     yield made
-    pid_file = made.control / "units" / "started.service.pid"
-    if pid_file.exists():
-        subprocess.run([made.exe, "stop", "started"], env=made.env, check=True, timeout=60)
+    for started in ("started", "quoted"):  # the services the tests start for real
+        if (made.control / "units" / f"{started}.service.pid").exists():
+            subprocess.run([made.exe, "stop", started], env=made.env, check=True, timeout=60)
 
 
 def test_is_active_tells_each_state_by_the_pid_file(host: Host) -> None:
@@ -131,7 +131,9 @@ def test_units_are_read_and_started_as_systemd_does(host: Host, tmp_path: Path) 
     # A descriptor the caller leaves open (an SSH session's pipe) must not reach the service.
     with open(tmp_path / "held", "w") as held:
         os.set_inheritable(held.fileno(), True)
-        done = subprocess.run([host.exe, "start", "quoted"], env=host.env, close_fds=False)
+        done = subprocess.run(
+            [host.exe, "start", "quoted"], env=host.env, close_fds=False, timeout=60
+        )
     assert done.returncode == 0
     pid = int((host.control / "units" / "quoted.service.pid").read_text())
     try:

@@ -236,13 +236,18 @@ def started_import(tmp_path, then: str, prelude: str = "") -> tuple[subprocess.P
     proc = subprocess.Popen(
         ["setsid", "sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    proc.stdin.write(base64.b64encode(b"secret") + b"\n")
-    proc.stdin.close()
-    deadline = time.monotonic() + 10
-    while not started.exists():
-        assert time.monotonic() < deadline, "the import did not start"
-        time.sleep(0.05)
-    assert len(list(shm.iterdir())) == 1
+    try:
+        proc.stdin.write(base64.b64encode(b"secret") + b"\n")
+        proc.stdin.close()
+        deadline = time.monotonic() + 10
+        while not started.exists():
+            assert time.monotonic() < deadline, "the import did not start"
+            time.sleep(0.05)
+        assert len(list(shm.iterdir())) == 1
+    except BaseException:  # the callers' clean-up starts only once it is returned
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        raise
     return proc, shm
 
 
