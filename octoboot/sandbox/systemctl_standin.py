@@ -184,12 +184,12 @@ def start(unit: str) -> int:
     # back to their defaults, and / as its working directory (posix_spawn has no chdir of its
     # own: this process goes there for the spawn, and back).
     for fd in os.listdir("/proc/self/fd"):
-        if int(fd) > 2 and int(fd) != log:
+        if int(fd) > 2:  # the log too: os.open's descriptors are close-on-exec
             try:  # noqa: SIM105 (contextlib would cost every call its imports)
                 os.set_inheritable(int(fd), False)
             except OSError:
                 pass  # the listing's own descriptor, closed by now
-    here = os.open(".", os.O_RDONLY | os.O_CLOEXEC)
+    here = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # fchdir takes it
     os.chdir("/")
     try:
         pid = os.posix_spawnp(
@@ -202,7 +202,6 @@ def start(unit: str) -> int:
                 (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, log, 1),
                 (os.POSIX_SPAWN_DUP2, log, 2),
-                (os.POSIX_SPAWN_CLOSE, log),
             ],
         )
     except OSError as exc:

@@ -25,7 +25,7 @@ from .jsontext import dumps
 from .log import Log
 from .options import Option
 from .pfx import thumbprint_of_der
-from .settings import CERTIFICATE, Settings
+from .settings import Settings
 from .version import version_info
 
 _REQUEST_LIMIT = 64 * 1024
@@ -192,7 +192,7 @@ def _run(inv: Invocation) -> None:
     if wait >= 20:
         inv.log.info(f"Sleeping for {wait}ms...")
         time.sleep(wait / 1000)
-    if not settings.get(CERTIFICATE):  # no certificate (it is opened once, by server_context)
+    if settings.identity() is None:
         key, cert = crypto.new_self_signed()
         settings.set_certificate(key, cert)
         inv.log.info(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from .failures import ControlledFailure
 from .log import Log
 from .options import Option, Parsed
 
@@ -22,6 +23,9 @@ INSTANCE_OPTIONS = (
     Option("config=", "Configuration file to use"),
 )
 
+_FORMATS = ("text", "json")
+FORMAT_OPTION = Option("format=", "The format of the output (text,json). Defaults to text.")
+
 
 class Invocation:
     __slots__ = ("instance", "log", "parsed", "restart_needed")
@@ -39,6 +43,14 @@ class Invocation:
         """The selected instance; only standard commands have one."""
         assert self.instance is not None, "only a standard command has an instance"
         return self.instance
+
+
+def output_format(inv: Invocation) -> str:
+    """--format's value, checked as the Tentacle checks it."""
+    chosen = inv.parsed.value("format") or "text"
+    if chosen.lower() not in _FORMATS:
+        raise ControlledFailure(f"The format '{chosen}' is not supported. Try text or json.")
+    return chosen.lower()
 
 
 class Command:

@@ -9,7 +9,7 @@ import os
 import sys
 
 from . import crypto, instances, paths
-from .command import Command, Invocation
+from .command import FORMAT_OPTION, Command, Invocation, output_format
 from .dotnet import parse_bool, parse_int, parse_ip
 from .failures import ControlledFailure
 from .jsontext import dumps
@@ -23,7 +23,6 @@ from .settings import (
     PORT,
     TRUSTED_SERVERS,
 )
-from .version import FORMAT_OPTION, output_format
 
 TYPE_CHECKING = False  # typing's import alone is a tenth of a short command's CPU
 if TYPE_CHECKING:

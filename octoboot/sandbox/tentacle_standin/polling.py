@@ -18,10 +18,12 @@ Known difference: requests and responses are one JSON line each, not Halibut's z
 from __future__ import annotations
 
 import base64
+import json
 import select
 import socket
 import ssl
 import threading
+from urllib.parse import urlsplit
 
 from .log import Log
 from .pfx import thumbprint_of_der
@@ -78,8 +80,6 @@ class Poller:
         stopping: threading.Event,
         proxy: tuple[str, int, str, str] | None = None,
     ) -> None:
-        from urllib.parse import urlsplit  # a polling Tentacle's only (re: see spawn)
-
         address = urlsplit(server["Address"])
         self.proxy = proxy
         self.host, self.port = address.hostname or "", address.port or 443
@@ -142,8 +142,6 @@ class Poller:
             line = lines.next(_POLL_SECONDS)
             if not line:
                 continue  # nothing yet, or Halibut's blank line after an identification
-            import json  # what the server sends; a listening Tentacle's service needs none
-
             request = json.loads(line)
             response = {"Id": request.get("Id"), "Result": self.answer}
             tls.sendall(json.dumps(response).encode() + b"\n")

@@ -72,26 +72,22 @@ class InvalidOperationException(Exception):
 def _read_sets(data: bytes) -> list[tuple[str, str]]:
     """(key, text) of every `<set>` element in document order, as
     `ET.fromstring(data).iter("set")` gave them; expat.ExpatError if data is not XML."""
-    found: list[list[str]] = []
-    elements: list[list[str] | None] = []  # open elements; a <set> as its [key, text]
-    collecting = False  # text goes to the innermost <set> until a child element starts
+    found: list[list[str]] = []  # each <set> as its [key, text]
+    collecting = False  # text goes to the <set> last started until any element starts or ends
 
     def start(name: str, attributes: dict[str, str]) -> None:
         nonlocal collecting
-        entry = [attributes.get("key", ""), ""] if name == "set" else None
-        if entry is not None:
-            found.append(entry)
-        elements.append(entry)
-        collecting = entry is not None
+        collecting = name == "set"
+        if collecting:
+            found.append([attributes.get("key", ""), ""])
 
     def end(_: str) -> None:
         nonlocal collecting
-        elements.pop()
         collecting = False
 
     def text(data: str) -> None:
-        if collecting and (entry := elements[-1]) is not None:
-            entry[1] += data
+        if collecting:
+            found[-1][1] += data
 
     parser = expat.ParserCreate(None, "}")  # namespaces as ElementTree's parser takes them
     parser.StartElementHandler, parser.EndElementHandler = start, end
@@ -134,11 +130,14 @@ class Settings:
             self._values = dict(_read_sets(data))
         except expat.ExpatError as error:
             raise InvalidOperationException(data, error) from None
+        self._identity: Identity | None = None  # the certificate, once opened
 
     def get(self, key: str) -> str | None:
         return self._values.get(key)
 
     def set(self, key: str, value: str | None) -> None:
+        if key == CERTIFICATE:
+            self._identity = None
         if value is None:
             self._values.pop(key, None)
         else:
@@ -206,18 +205,24 @@ class Settings:
         self.set_trusted_servers([s for s in self.trusted_servers if s["Thumbprint"] != thumb])
 
     def identity(self) -> Identity | None:
-        import base64  # the identity's commands only
-
+        """The certificate, opened once per process (an `openssl` run): the service's
+        listener and each server it polls all present it."""
         encoded = self.get(CERTIFICATE)
-        return crypto.open_pfx(base64.b64decode(encoded), None) if encoded else None
+        if encoded and self._identity is None:
+            import base64  # the identity's commands only
+
+            self._identity = crypto.open_pfx(base64.b64decode(encoded), None)
+        return self._identity if encoded else None
 
     def set_identity(self, identity: Identity) -> None:
         # The real Tentacle encrypts this PFX with a machine key (/etc/machine-id), so a copied
         # config file does not carry the identity; the stand-in keeps it as a plain base64 PFX
         # (an imported plain PFX as it came). binascii is what base64.b64encode calls: base64
         # imports re (and enum), a tenth of import-certificate's CPU.
-        self.set(CERTIFICATE, binascii.b2a_base64(identity.pfx, newline=False).decode())
-        self.set(CERTIFICATE_THUMBPRINT, identity.thumbprint)
+        self._values[CERTIFICATE] = binascii.b2a_base64(identity.pfx, newline=False).decode()
+        self._values[CERTIFICATE_THUMBPRINT] = identity.thumbprint
+        self._save()
+        self._identity = identity
 
     def set_certificate(self, key: rsa.RSAPrivateKey, cert: x509.Certificate) -> None:
         self.set_identity(crypto.identity(key, cert))

@@ -34,7 +34,7 @@ def run(argv: list[str], stdin: bytes = b"", *, timeout: float) -> tuple[int, by
         (os.POSIX_SPAWN_DUP2, out_write, 1),
         (os.POSIX_SPAWN_DUP2, err_write, 2),
     ]
-    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited() if fd not in ours]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited()]  # os.pipe's are not
     try:
         pid = os.posix_spawnp(
             argv[0],

@@ -7,20 +7,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .command import INSTALL_DIR, Command, Invocation
-from .failures import ControlledFailure
+from .command import FORMAT_OPTION, INSTALL_DIR, Command, Invocation, output_format
 from .jsontext import dumps
-from .options import Option
-
-_FORMATS = ("text", "json")
-FORMAT_OPTION = Option("format=", "The format of the output (text,json). Defaults to text.")
-
-
-def output_format(inv: Invocation) -> str:
-    chosen = inv.parsed.value("format") or "text"
-    if chosen.lower() not in _FORMATS:
-        raise ControlledFailure(f"The format '{chosen}' is not supported. Try text or json.")
-    return chosen.lower()
 
 
 def version_info() -> dict:
