@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -90,7 +91,12 @@ def test_the_control_files_as_the_sandbox_writes_them_need_no_json_module() -> N
         assert jsontext._candidate(json.dumps(value, **layout), 0)[0] == value
 
 
-def test_paths_are_spelled_as_pathlib_spells_them() -> None:
+@pytest.mark.parametrize("cwd", [None, "/"])  # None: the suite's; "/" is a service's
+def test_paths_are_spelled_as_pathlib_spells_them(
+    cwd: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if cwd is not None:
+        monkeypatch.chdir(cwd)
     rng = random.Random(1)
     pieces = ["/", "//", "///", ".", "..", "a", "b c", "", "x/", "/y"]
     for _ in range(20000):
@@ -174,3 +180,26 @@ def test_a_program_past_its_timeout_is_killed(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
     pid = int((tmp_path / "pid").read_text())
     assert not Path(f"/proc/{pid}").exists()  # killed and waited for, not left running
+
+
+def test_a_program_is_killed_whatever_ends_the_exchange(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = []  # the program's pid, once it is known to have started
+
+    def interrupted(*args: object) -> tuple[bytes, bytes]:
+        pid_file = tmp_path / "pid"
+        deadline = time.monotonic() + 10
+        while not pid_file.exists() or not pid_file.read_text().endswith("\n"):
+            assert time.monotonic() < deadline, "the program never started"
+            time.sleep(0.01)
+        started.append(int(pid_file.read_text()))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(spawn, "_exchange", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        spawn.run(["sh", "-c", f"echo $$ > {tmp_path}/pid; exec sleep 30"], timeout=30)
+    left_running = Path(f"/proc/{started[0]}").exists()
+    if left_running:  # still our unreaped child, so the pid is still its own
+        os.kill(started[0], signal.SIGKILL)
+    assert not left_running  # killed and waited for

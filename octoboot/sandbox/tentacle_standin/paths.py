@@ -24,7 +24,7 @@ def pure(path: str) -> str:
 
 def absolute(path: str) -> str:
     """str(Path(path).absolute()): against the working directory, `..` kept."""
-    return pure(path if path.startswith("/") else os.getcwd() + "/" + path)
+    return pure(os.path.join(os.getcwd(), path))  # an absolute path starts again
 
 
 def join(*parts: str) -> str:

@@ -51,7 +51,7 @@ def run(argv: list[str], stdin: bytes = b"", *, timeout: float) -> tuple[int, by
         os.close(fd)
     try:
         out, err = _exchange(in_write, out_read, err_read, stdin, time.monotonic() + timeout)
-    except TimeoutExpired:
+    except BaseException:  # the deadline, or anything else: as subprocess.run, no orphan
         os.kill(pid, _signal.SIGKILL)
         os.waitpid(pid, 0)
         raise
