@@ -143,9 +143,11 @@ def measure_size(
                 if warm.code:
                     say(f"{tool}: its first run failed (exit {warm.code}):\n{_tail(warm)}")
                 runnable[tool] = how
+            if not runnable:
+                return {}
             figures = {tool: Figures([], [], [], [], [], []) for tool in runnable}
             order = list(runnable.items())
-            for round_ in range(1, repeat + 1 if order else 1):
+            for round_ in range(1, repeat + 1):
                 turn = (round_ - 1) % len(order)
                 for tool, (argv, env) in order[turn:] + order[:turn]:
                     before, loaded = host_cpu(sandbox), load()

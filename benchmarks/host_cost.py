@@ -18,9 +18,11 @@ machine, with the load average at the start: this machine's two cores run other 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -103,6 +105,8 @@ class Sampler:
         def process(pid: int, started: int) -> tuple[int, int] | None:
             """The sampled process with this pid that had started by then (pids are reused:
             a rerun's process may have a first run's pid)."""
+            if not started:  # a kernel whose records carry no start time (taskstats < 10)
+                return sampled[pid][-1] if pid in sampled else None
             fits = [k for k in sampled.get(pid, ()) if self._started(k) <= started + 1]
             return fits[-1] if fits else None
 
@@ -110,18 +114,24 @@ class Sampler:
         ours: list[Exit] = []
         pending = list(exits)
         while True:  # a parent that ended unseen is known by its own exit
-            grown = [e for e in pending if hosts & {e.pid, e.tgid, e.ppid}]
+            grown: list[Exit] = []
+            left: list[Exit] = []
+            for e in pending:
+                (grown if hosts & {e.pid, e.tgid, e.ppid} else left).append(e)
             if not grown:
                 break
             ours += grown
-            pending = [e for e in pending if not hosts & {e.pid, e.tgid, e.ppid}]
+            pending = left
             hosts |= {e.pid for e in grown}
         totals: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
         ended = set()
         for e in ours:
             owner = process(e.tgid, e.started)
             name = self.seen[owner][0] if owner else e.comm
-            if e.pid != e.tgid:  # a thread: never sampled, its whole time is this run's
+            # A thread: never sampled, so its whole time counts (one that began before
+            # the run would bring its earlier time too; the hosts' threads that end in a
+            # run are its own: the services' outlive it).
+            if e.pid != e.tgid:
                 totals[name][1] += e.ns / 1e9
                 continue
             ended.add(owner)
@@ -143,6 +153,21 @@ class Sampler:
         return {key: ticks for key, (_, ticks) in self.seen.items()}
 
 
+def _sessions_closed(roots: list[int], within: float = 5.0) -> None:
+    """Wait, at most `within` seconds, until the hosts' SSH sessions have ended (sshd's
+    per-connection processes, which call themselves `sshd: ...`; the listeners keep their
+    command line)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        titles = []
+        for pid in _tree(roots):
+            with contextlib.suppress(OSError):  # ended meanwhile
+                titles.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+        if not any(title.startswith(b"sshd: ") for title in titles):
+            return
+        time.sleep(0.01)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", type=int, default=10)
@@ -162,6 +187,7 @@ def main() -> None:
                     before, total = sampler.snapshot(), host_cpu(sandbox)
                     first, lost = len(exits.exits), exits.lost
                     figures = run_once(project, sandbox, size, "shared")
+                    _sessions_closed(roots)  # sshd ends them after octoboot has exited
                     exits.drain()  # the last exits' records
                     kinds = sampler.by_kind(before, exits.exits[first:])
                     total = host_cpu(sandbox) - total
