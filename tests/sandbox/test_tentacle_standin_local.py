@@ -546,6 +546,7 @@ def imported(host: Host, *args: str) -> set[str]:
     )
     assert result.returncode == 0, (args, result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+    assert len(lines) > 1, result.stderr  # a header, then the modules: else nothing is checked
     return {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
 
 
@@ -557,7 +558,7 @@ def test_the_short_commands_of_a_bootstrap_import_no_json_re_enum_or_pathlib(
     With the control files as the sandbox writes them, the commands octoboot runs on every
     machine (tentacle.py) do without them."""
     write_faults(host, install_seconds=0.0)
-    (host.control_dir / "latency.json").write_text(json.dumps({"startup_seconds": 0.0}))
+    write_latency(host, 0.0)
     config = str(host.config_root / "Tentacle" / "tentacle-Tentacle.config")
     heavy = {"json", "re", "enum", "pathlib", "collections", "ipaddress", "typing", "subprocess"}
     identity = Identity.mint(tmp_path / "pki", "Octopus Tentacle")
@@ -586,6 +587,11 @@ def write_faults(host: Host, **faults: object) -> None:
     (host.control_dir / "faults.json").write_text(json.dumps(faults))
 
 
+def write_latency(host: Host, startup_seconds: float) -> None:
+    host.control_dir.mkdir(parents=True, exist_ok=True)
+    (host.control_dir / "latency.json").write_text(json.dumps({"startup_seconds": startup_seconds}))
+
+
 def test_first_run_takes_the_install_time_once(host: Host) -> None:
     write_faults(host, install_seconds=1.0)
     started = time.monotonic()
@@ -600,7 +606,7 @@ def test_first_run_takes_the_install_time_once(host: Host) -> None:
 def test_every_command_first_sleeps_a_net_start_up(host: Host) -> None:
     host.ok("version")  # the install's first run, out of the way
     host.control_dir.mkdir(parents=True, exist_ok=True)
-    (host.control_dir / "latency.json").write_text(json.dumps({"startup_seconds": 0.5}))
+    write_latency(host, 0.5)
     before, started = os.times(), time.monotonic()
     host.ok("version")
     host.ok("help")
