@@ -28,14 +28,13 @@ from octoboot.drift import COLLECTIONS
 from octoboot.errors import ConfigError
 from octoboot.health import HealthResult
 from octoboot.identity import Identity
-from octoboot.inventory import SAFE_NAME, Machine, PollingProxy, TentacleOptions
+from octoboot.inventory import SAFE_NAME, Machine, PollingProxy, TentacleOptions, name_key
 from octoboot.octopus import (
     UNAVAILABLE,
     MachineIndex,
     Resource,
     health_status,
     label,
-    name_key,
     registered_thumbprint,
 )
 from octoboot.pipeline import (

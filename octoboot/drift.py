@@ -38,8 +38,9 @@ from octoboot.inventory import (
     Machine,
     OctopusOverride,
     PollingProxy,
+    name_key,
 )
-from octoboot.octopus import HEALTHY, Resource, health_status, name_key, registered_thumbprint
+from octoboot.octopus import HEALTHY, Resource, health_status, registered_thumbprint
 from octoboot.tentacle import PollingProxySettings, Probe
 
 LISTENING = "TentaclePassive"  # Octopus' name for a listening Tentacle's endpoint

@@ -33,13 +33,12 @@ from typing import ClassVar
 
 from octoboot.drift import duplicates_of, listed, matches_limits, unlisted
 from octoboot.errors import ConfigError
-from octoboot.inventory import SAFE_NAME, Machine
+from octoboot.inventory import SAFE_NAME, Machine, name_key
 from octoboot.octopus import (
     UNAVAILABLE,
     Resource,
     health_status,
     label,
-    name_key,
     registered_thumbprint,
 )
 from octoboot.pipeline import Change, Pipeline, plan_delete

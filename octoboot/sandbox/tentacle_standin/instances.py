@@ -41,7 +41,7 @@ class Instance:
 def machine_config_root() -> str:
     # The real Tentacle's own override, spelled as it spells it.
     configured = os.environ.get("TentacleMachineConfigurationHomeDirectory")  # noqa: SIM112
-    return paths.pure(configured or "/etc/octopus")
+    return configured or "/etc/octopus"
 
 
 def _index_dir() -> str:
@@ -115,10 +115,10 @@ def _register(name: str, config_path: str, log: Log) -> None:
 
 
 def delete(name: str, log: Log) -> None:
-    import contextlib  # not for the commands a bootstrap runs
-
-    with contextlib.suppress(FileNotFoundError):
+    try:  # noqa: SIM105 (contextlib is a whole module's import for this one call)
         os.unlink(_index_file(name))
+    except FileNotFoundError:
+        pass
     log.info(f"Deleted instance: {name}")
 
 

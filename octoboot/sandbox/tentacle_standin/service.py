@@ -22,7 +22,7 @@ _SYSTEMCTL_TIMEOUT = 120
 
 
 def systemd_dir() -> str:
-    return paths.pure(os.environ.get("OCTOBOOT_SANDBOX_SYSTEMD_DIR") or "/etc/systemd/system")
+    return os.environ.get("OCTOBOOT_SANDBOX_SYSTEMD_DIR") or "/etc/systemd/system"
 
 
 def unit_name(name: str) -> str:
@@ -126,7 +126,7 @@ def _configure_service(instance: instances.Instance, inv: Invocation) -> None:
 def _remove_unit(unit: str, unit_file: str, log: Log) -> None:
     _systemctl("stop", unit, log)
     _systemctl("disable", unit, log)
-    try:  # noqa: SIM105 (contextlib's import, for one call: see spawn)
+    try:  # noqa: SIM105 (contextlib is a whole module's import for this one call)
         os.unlink(unit_file)
     except FileNotFoundError:
         pass

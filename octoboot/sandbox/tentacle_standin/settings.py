@@ -209,9 +209,7 @@ class Settings:
         listener and each server it polls all present it."""
         encoded = self.get(CERTIFICATE)
         if encoded and self._identity is None:
-            import base64  # the identity's commands only
-
-            self._identity = crypto.open_pfx(base64.b64decode(encoded), None)
+            self._identity = crypto.open_pfx(binascii.a2b_base64(encoded), None)
         return self._identity if encoded else None
 
     def set_identity(self, identity: Identity) -> None:
