@@ -85,7 +85,7 @@ def inv(
     """The real command line (`inv ...` of this repository), aimed at the test project by
     environment variables (and `env`, added to them)."""
     return subprocess.run(
-        _inv_argv(args), capture_output=True, text=True, env=_inv_environ(settings, env),
+        inv_argv(args), capture_output=True, text=True, env=_inv_environ(settings, env),
         stdin=subprocess.DEVNULL, timeout=300, **popen,
     )  # fmt: skip
 
@@ -93,12 +93,13 @@ def inv(
 def inv_started(settings: Settings, *args: str) -> subprocess.Popen:
     """`inv ...` as inv() runs it, started and not waited for (communicate() to end it)."""
     return subprocess.Popen(
-        _inv_argv(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        inv_argv(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env=_inv_environ(settings), stdin=subprocess.DEVNULL,
     )  # fmt: skip
 
 
-def _inv_argv(args: tuple[str, ...]) -> list[str]:
+def inv_argv(args: tuple[str, ...]) -> list[str]:
+    """`inv ARGS` as a command line, on this checkout's tasks."""
     return [sys.executable, "-m", "invoke", "--search-root", str(REPO), *args]
 
 

@@ -14,7 +14,7 @@ from octoboot.bootstrap import install as run_install
 from octoboot.report import MachineResult, State
 from octoboot.run import Selection
 from tests.sandbox.conftest import connect, run
-from tests.sandbox.project import _inv_argv, by_name, quiet
+from tests.sandbox.project import by_name, inv_argv, quiet
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def sandbox(sandbox_factory):
 def sandbox_inv(sandbox, *args: str) -> subprocess.CompletedProcess:
     """`inv ARGS` (project.inv's command line) on this sandbox."""
     return subprocess.run(
-        _inv_argv(args), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
+        inv_argv(args), capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60,
         env={**os.environ, "OCTOBOOT_SANDBOX_DIR": str(sandbox.root)},
     )  # fmt: skip
 

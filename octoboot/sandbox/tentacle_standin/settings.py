@@ -207,10 +207,10 @@ class Settings:
     def identity(self) -> Identity | None:
         """The certificate, opened once per process (an `openssl` run): the service's
         listener and each server it polls all present it."""
-        encoded = self.get(CERTIFICATE)
-        if encoded and self._identity is None:
+        # set() forgets it when the certificate changes, so it is None while there is none.
+        if self._identity is None and (encoded := self.get(CERTIFICATE)):
             self._identity = crypto.open_pfx(binascii.a2b_base64(encoded), None)
-        return self._identity if encoded else None
+        return self._identity
 
     def set_identity(self, identity: Identity) -> None:
         # The real Tentacle encrypts this PFX with a machine key (/etc/machine-id), so a copied
